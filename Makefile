@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:
+#   make demo   - virtualenv, install, analyze a bundled real capture
+#   make test   - virtualenv with test extras, system packages, the whole suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_PCAP ?= sample_pcaps/abortive_close_linger/backend.pcap
+
+.PHONY: demo test venv venv-test sysdeps lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test,dev,lab]'
+	touch $@
+
+venv: $(VENV)/.installed
+venv-test: $(VENV)/.installed-test
+
+demo: venv
+	$(VENV)/bin/pcapreset analyze $(DEMO_PCAP)
+
+sysdeps:
+	bash scripts/install-sysdeps
+
+test: venv-test sysdeps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: venv-test
+	$(VENV)/bin/ruff check pcapreset tests scripts
+	$(VENV)/bin/ruff format --check pcapreset tests
+	$(VENV)/bin/mypy pcapreset
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,485 @@
+"""decode: raw frames -> columns of TCP packet fields.
+
+The only module that knows link types. Works on a whole :class:`FrameBatch`
+at once with numpy gathers (one fancy-index per header field for every frame
+in the chunk) instead of one Python object per layer per packet.
+
+Supported link types: Ethernet (1) with 802.1Q / QinQ tags and PPPoE, Linux
+cooked SLL (113) and SLL2 (276), raw IP (12, 14, 101), raw IPv4 (228), raw IPv6
+(229), BSD null (0) and loop (108). IPv4 with options (non-first fragments are
+counted, not reassembled), IPv6 with extension headers.
+
+Every frame ends up either as a TCP row or in one of the counters of
+:class:`DecodeStats`; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .sources import FrameBatch
+
+LINKTYPE_NAMES = {
+    0: "NULL",
+    1: "EN10MB",
+    12: "RAW",
+    14: "RAW",
+    101: "RAW",
+    108: "LOOP",
+    113: "LINUX_SLL",
+    228: "IPV4",
+    229: "IPV6",
+    276: "LINUX_SLL2",
+}
+SUPPORTED_LINKTYPES = frozenset(LINKTYPE_NAMES)
+
+# TCP flag bits
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+
+V6_TAG = 1 << 32  # endpoint address ids >= this are IPv6 (index into AddressBook)
+_IPV6_EXT = (0, 43, 44, 51, 60, 135, 139, 140)
+
+
+def linktype_name(lt: int) -> str:
+    return f"{LINKTYPE_NAMES.get(lt, 'unknown')}({lt})"
+
+
+class AddressBook:
+    """Maps IP addresses to integer ids; IPv4 ids are the address itself."""
+
+    def __init__(self) -> None:
+        self._v6: dict[bytes, int] = {}
+        self._v6_list: list[bytes] = []
+
+    def v6_ids(self, raw: np.ndarray) -> np.ndarray:
+        """raw: (n, 16) uint8 -> int64 ids (>= V6_TAG)."""
+        if len(raw) == 0:
+            return np.zeros(0, dtype=np.int64)
+        v = np.ascontiguousarray(raw).view(np.dtype("V16")).ravel()
+        uniq, inv = np.unique(v, return_inverse=True)
+        ids = np.empty(len(uniq), dtype=np.int64)
+        for i, u in enumerate(uniq):
+            b = u.tobytes()
+            j = self._v6.get(b)
+            if j is None:
+                j = len(self._v6_list)
+                self._v6[b] = j
+                self._v6_list.append(b)
+            ids[i] = V6_TAG + j
+        return ids[inv.ravel()]
+
+    def ip(self, addr_id: int) -> str:
+        if addr_id >= V6_TAG:
+            return socket.inet_ntop(socket.AF_INET6, self._v6_list[addr_id - V6_TAG])
+        return socket.inet_ntoa(struct.pack(">I", addr_id))
+
+    def endpoint(self, key: int) -> str:
+        """Endpoint key (addr_id << 16 | port) -> 'ip:port' or '[ip6]:port'."""
+        a = key >> 16
+        if a >= V6_TAG:
+            return f"[{self.ip(a)}]:{key & 0xFFFF}"
+        return f"{self.ip(a)}:{key & 0xFFFF}"
+
+    def id_of(self, ip: str) -> int:
+        addr = ipaddress.ip_address(ip)
+        if addr.version == 4:
+            return int(addr)
+        b = addr.packed
+        j = self._v6.get(b)
+        if j is None:
+            j = len(self._v6_list)
+            self._v6[b] = j
+            self._v6_list.append(b)
+        return V6_TAG + j
+
+
+@dataclass
+class DecodeStats:
+    frames: int = 0
+    tcp: int = 0
+    non_ip: int = 0  # ARP, LLDP, ... (counted, not analysed)
+    non_tcp: int = 0  # UDP, ICMP, other IP protocols
+    ip_fragments: int = 0  # non-first fragments (not reassembled)
+    #: reason -> count, frames that should have been TCP/IP but could not be read
+    undecodable: dict[str, int] = field(default_factory=dict)
+    #: link type -> count of frames on link types we do not decode
+    unsupported: dict[int, int] = field(default_factory=dict)
+    snap_truncated: int = 0  # TCP packets whose payload was cut by the snaplen
+    linktypes: dict[int, int] = field(default_factory=dict)
+
+    def bad(self, reason: str, count: int) -> None:
+        if count:
+            self.undecodable[reason] = self.undecodable.get(reason, 0) + int(count)
+
+
+@dataclass(slots=True)
+class TcpBatch:
+    """Decoded TCP packets, one row per packet (all numpy columns)."""
+
+    ts: np.ndarray  # float64
+    src: np.ndarray  # int64 endpoint key: addr_id << 16 | port
+    dst: np.ndarray  # int64
+    seq: np.ndarray  # int64 (u32 values)
+    ack: np.ndarray  # int64
+    flags: np.ndarray  # int64 (9 bits incl. NS)
+    win: np.ndarray  # int64
+    plen: np.ndarray  # int64 payload length on the wire (from IP lengths)
+    ttl: np.ndarray  # int64 TTL / hop limit
+    ipid: np.ndarray  # int64, -1 for IPv6
+    optlen: np.ndarray  # int64 TCP option bytes
+    poff: np.ndarray  # int64 payload offset in bufs[bufidx]
+    pcap: np.ndarray  # int64 captured payload bytes (<= plen)
+    bufidx: np.ndarray  # int64 index into bufs
+    frame: np.ndarray  # int64 (file_index << 40) | frame_no
+    bufs: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def take(self, idx: np.ndarray) -> TcpBatch:
+        return TcpBatch(*(getattr(self, f)[idx] for f in _COLS), bufs=self.bufs)
+
+
+_COLS = (
+    "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx frame".split()
+)
+
+
+def concat(batches: list[TcpBatch]) -> TcpBatch:
+    """Concatenate batches (buffers are re-indexed)."""
+    bufs: list[bytes] = []
+    parts = []
+    for b in batches:
+        shift = len(bufs)
+        bufs.extend(b.bufs)
+        parts.append((b, shift))
+    cols = {}
+    for f in _COLS:
+        if f == "bufidx":
+            cols[f] = np.concatenate([b.bufidx + s for b, s in parts])
+        else:
+            cols[f] = np.concatenate([getattr(b, f) for b, _ in parts])
+    return TcpBatch(**cols, bufs=bufs)
+
+
+def _be16(u8: np.ndarray, i: np.ndarray) -> np.ndarray:
+    return (u8[i].astype(np.int64) << 8) | u8[i + 1]
+
+
+def _be32(u8: np.ndarray, i: np.ndarray) -> np.ndarray:
+    return (
+        (u8[i].astype(np.int64) << 24)
+        | (u8[i + 1].astype(np.int64) << 16)
+        | (u8[i + 2].astype(np.int64) << 8)
+        | u8[i + 3]
+    )
+
+
+def _link(u8: np.ndarray, lt: int, off: np.ndarray, cap: np.ndarray):
+    """Per link type: (l3 absolute offset, ip version 4/6/0, ok mask).
+
+    ``ok`` False means the frame is too short for its link header (undecodable);
+    version 0 with ok True means "not IP" (ARP and friends).
+    """
+    n = len(off)
+    ver = np.zeros(n, dtype=np.int64)
+    if lt == 1:
+        ok = cap >= 14
+        o = np.where(ok, off, 0)
+        et = np.where(ok, _be16(u8, o + 12), 0)
+        l3 = off + 14
+        for _ in range(3):  # 802.1Q, QinQ (802.1ad), old QinQ 0x9100
+            tagged = ok & ((et == 0x8100) | (et == 0x88A8) | (et == 0x9100))
+            if not tagged.any():
+                break
+            fits = tagged & (cap >= (l3 - off) + 4)
+            ok &= ~(tagged & ~fits)
+            et = np.where(fits, _be16(u8, np.where(fits, l3 + 2, 0)), et)
+            l3 = np.where(fits, l3 + 4, l3)
+        pppoe = ok & (et == 0x8864)
+        if pppoe.any():
+            fits = pppoe & (cap >= (l3 - off) + 8)
+            ok &= ~(pppoe & ~fits)
+            proto = np.where(fits, _be16(u8, np.where(fits, l3 + 6, 0)), 0)
+            et = np.where(fits & (proto == 0x0021), 0x0800, et)
+            et = np.where(fits & (proto == 0x0057), 0x86DD, et)
+            l3 = np.where(fits, l3 + 8, l3)
+        ver[et == 0x0800] = 4
+        ver[et == 0x86DD] = 6
+    elif lt == 113 or lt == 276:
+        hl, po = (16, 14) if lt == 113 else (20, 0)
+        ok = cap >= hl
+        et = np.where(ok, _be16(u8, np.where(ok, off + po, 0)), 0)
+        l3 = off + hl
+        ver[et == 0x0800] = 4
+        ver[et == 0x86DD] = 6
+    elif lt in (12, 14, 101, 228, 229):
+        ok = cap >= 1
+        l3 = off.copy()
+        if lt == 228:
+            ver[:] = 4
+        elif lt == 229:
+            ver[:] = 6
+        else:
+            nib = np.where(ok, u8[np.where(ok, off, 0)] >> 4, 0)
+            ver[nib == 4] = 4
+            ver[nib == 6] = 6
+            ok &= (nib == 4) | (nib == 6)
+    else:  # 0 (NULL, host byte order) and 108 (LOOP, network byte order)
+        ok = cap >= 4
+        o = np.where(ok, off, 0)
+        b0, b3 = u8[o].astype(np.int64), u8[o + 3].astype(np.int64)
+        le = b0 if lt == 0 else np.full(n, -1)
+        be = b3
+        fam = np.where((le == 2) | (be == 2), 4, 0)
+        is6 = np.isin(le, (10, 24, 28, 30)) | np.isin(be, (10, 24, 28, 30))
+        fam = np.where(is6, 6, fam)
+        ver[:] = fam
+        l3 = off + 4
+    return l3, ver, ok
+
+
+class Decoder:
+    """Turns FrameBatches into TcpBatches; keeps counts in ``stats``."""
+
+    def __init__(self, book: AddressBook | None = None) -> None:
+        self.book = book or AddressBook()
+        self.stats = DecodeStats()
+
+    def decode(self, fb: FrameBatch) -> TcpBatch:
+        st = self.stats
+        n = len(fb.off)
+        st.frames += n
+        u8 = np.frombuffer(fb.buf, dtype=np.uint8)
+        off, cap, lt_col = fb.off, fb.caplen, fb.linktype
+        l3 = np.zeros(n, dtype=np.int64)
+        ver = np.zeros(n, dtype=np.int64)
+        ok = np.zeros(n, dtype=bool)
+        lts = np.unique(lt_col) if n else ()
+        for lt in lts:
+            lt = int(lt)
+            m = lt_col == lt if len(lts) > 1 else slice(None)
+            cnt = int(np.count_nonzero(lt_col == lt)) if len(lts) > 1 else n
+            st.linktypes[lt] = st.linktypes.get(lt, 0) + cnt
+            if lt not in SUPPORTED_LINKTYPES:
+                st.unsupported[lt] = st.unsupported.get(lt, 0) + cnt
+                continue
+            a, v, k = _link(u8, lt, off[m], cap[m])
+            l3[m], ver[m], ok[m] = a, v, k
+        supported = np.isin(lt_col, list(SUPPORTED_LINKTYPES)) if n else np.zeros(0, bool)
+        st.bad("link header cut short", np.count_nonzero(supported & ~ok))
+        st.non_ip += int(np.count_nonzero(supported & ok & (ver == 0)))
+        end = off + cap
+        is4 = ok & (ver == 4)
+        is6 = ok & (ver == 6)
+
+        # ---------------------------------------------------------- IPv4
+        i4 = np.nonzero(is4)[0]
+        r4 = self._ipv4(u8, i4, l3[i4], end[i4], fb.wirelen[i4] - (l3[i4] - off[i4]))
+        # ---------------------------------------------------------- IPv6
+        i6 = np.nonzero(is6)[0]
+        r6 = self._ipv6(u8, i6, l3[i6], end[i6], fb.wirelen[i6] - (l3[i6] - off[i6]))
+
+        idx = np.concatenate([r4[0], r6[0]])
+        if len(idx) == 0:
+            return _empty(fb.buf)
+        l4 = np.concatenate([r4[1], r6[1]])
+        l4len = np.concatenate([r4[2], r6[2]])
+        ttl = np.concatenate([r4[3], r6[3]])
+        ipid = np.concatenate([r4[4], r6[4]])
+        saddr = np.concatenate([r4[5], r6[5]])
+        daddr = np.concatenate([r4[6], r6[6]])
+        e = end[idx]
+
+        # ----------------------------------------------------------- TCP
+        full = (e - l4) >= 20
+        st.bad("TCP header cut short", np.count_nonzero(~full))
+        if not full.all():
+            keep = np.nonzero(full)[0]
+            idx, l4, l4len, ttl, ipid, saddr, daddr, e = (
+                x[keep] for x in (idx, l4, l4len, ttl, ipid, saddr, daddr, e)
+            )
+        sport = _be16(u8, l4)
+        dport = _be16(u8, l4 + 2)
+        seq = _be32(u8, l4 + 4)
+        ack = _be32(u8, l4 + 8)
+        b12 = u8[l4 + 12].astype(np.int64)
+        doff = (b12 >> 4) * 4
+        flags = ((b12 & 1) << 8) | u8[l4 + 13]
+        win = _be16(u8, l4 + 14)
+        plen = l4len - doff
+        good = (doff >= 20) & (plen >= 0)
+        st.bad("bad TCP header length", np.count_nonzero(~good))
+        if not good.all():
+            keep = np.nonzero(good)[0]
+            cols = (idx, l4, ttl, ipid, saddr, daddr, e, sport, dport, seq, ack, doff, flags, win, plen)
+            (idx, l4, ttl, ipid, saddr, daddr, e, sport, dport, seq, ack, doff, flags, win, plen) = (
+                x[keep] for x in cols
+            )
+        poff = l4 + doff
+        pcap = np.clip(e - poff, 0, plen)
+        st.snap_truncated += int(np.count_nonzero(pcap < plen))
+        order = np.argsort(idx, kind="stable")  # keep file order
+        m = len(idx)
+        st.tcp += m
+        src = (saddr << 16) | sport
+        dst = (daddr << 16) | dport
+        frame = (np.int64(fb.file_index) << 40) | fb.frame_no[idx]
+        return TcpBatch(
+            ts=fb.ts[idx][order],
+            src=src[order],
+            dst=dst[order],
+            seq=seq[order],
+            ack=ack[order],
+            flags=flags[order],
+            win=win[order],
+            plen=plen[order],
+            ttl=ttl[order],
+            ipid=ipid[order],
+            optlen=(doff - 20)[order],
+            poff=poff[order],
+            pcap=pcap[order],
+            bufidx=np.zeros(m, dtype=np.int64),
+            frame=frame[order],
+            bufs=[fb.buf],
+        )
+
+    def _ipv4(self, u8, idx, l3, end, wire_l3):
+        st = self.stats
+        hdr = (end - l3) >= 20
+        st.bad("IPv4 header cut short", np.count_nonzero(~hdr))
+        idx, l3, end, wire_l3 = idx[hdr], l3[hdr], end[hdr], wire_l3[hdr]
+        b0 = u8[l3].astype(np.int64)
+        ihl = (b0 & 15) * 4
+        good = ((b0 >> 4) == 4) & (ihl >= 20) & ((end - l3) >= ihl)
+        st.bad("bad IPv4 header", np.count_nonzero(~good))
+        idx, l3, end, wire_l3, ihl = idx[good], l3[good], end[good], wire_l3[good], ihl[good]
+        tot = _be16(u8, l3 + 2)
+        tot = np.where(tot == 0, wire_l3, tot)  # TSO/GSO captures write 0
+        lenok = tot >= ihl
+        st.bad("bad IPv4 total length", np.count_nonzero(~lenok))
+        proto = u8[l3 + 9]
+        frag = _be16(u8, l3 + 6) & 0x1FFF
+        tcp = lenok & (proto == 6)
+        nonfirst = tcp & (frag != 0)
+        st.ip_fragments += int(np.count_nonzero(nonfirst))
+        st.non_tcp += int(np.count_nonzero(lenok & (proto != 6)))
+        sel = np.nonzero(tcp & ~nonfirst)[0]
+        l3s = l3[sel]
+        return (
+            idx[sel],
+            l3s + ihl[sel],
+            tot[sel] - ihl[sel],
+            u8[l3s + 8].astype(np.int64),
+            _be16(u8, l3s + 4),
+            _be32(u8, l3s + 12),
+            _be32(u8, l3s + 16),
+        )
+
+    def _ipv6(self, u8, idx, l3, end, wire_l3):
+        st = self.stats
+        hdr = ((end - l3) >= 40) & ((u8[np.where((end - l3) >= 1, l3, 0)] >> 4) == 6)
+        st.bad("IPv6 header cut short or bad version", np.count_nonzero(~hdr))
+        idx, l3, end, wire_l3 = idx[hdr], l3[hdr], end[hdr], wire_l3[hdr]
+        plen = _be16(u8, l3 + 4)
+        plen = np.where(plen == 0, wire_l3 - 40, plen)  # jumbo / GSO
+        nh = u8[l3 + 6].astype(np.int64)
+        l4 = l3 + 40
+        rest = plen.copy()
+        alive = np.ones(len(idx), dtype=bool)
+        frag = np.zeros(len(idx), dtype=bool)
+        for _ in range(8):
+            ext = alive & np.isin(nh, _IPV6_EXT)
+            if not ext.any():
+                break
+            fits = ext & ((end - l4) >= 8)
+            st.bad("IPv6 extension header cut short", np.count_nonzero(ext & ~fits))
+            alive &= ~(ext & ~fits)
+            p = np.where(fits, l4, 0)
+            elen = np.where(
+                nh == 44, 8, np.where(nh == 51, (u8[p + 1].astype(np.int64) + 2) * 4, (u8[p + 1].astype(np.int64) + 1) * 8)
+            )
+            isfrag = fits & (nh == 44) & ((_be16(u8, p + 2) >> 3) != 0)
+            frag |= isfrag
+            new_nh = u8[p].astype(np.int64)
+            nh = np.where(fits, new_nh, nh)
+            l4 = np.where(fits, l4 + elen, l4)
+            rest = np.where(fits, rest - elen, rest)
+        tcp = alive & (nh == 6) & (rest >= 0)
+        nonfirst = tcp & frag
+        st.ip_fragments += int(np.count_nonzero(nonfirst))
+        st.non_tcp += int(np.count_nonzero(alive & (nh != 6)))
+        st.bad("bad IPv6 payload length", np.count_nonzero(alive & (nh == 6) & (rest < 0)))
+        sel = np.nonzero(tcp & ~nonfirst)[0]
+        l3s = l3[sel]
+        srcraw = u8[(l3s + 8)[:, None] + np.arange(16)]
+        dstraw = u8[(l3s + 24)[:, None] + np.arange(16)]
+        return (
+            idx[sel],
+            l4[sel],
+            rest[sel],
+            u8[l3s + 7].astype(np.int64),
+            np.full(len(sel), -1, dtype=np.int64),
+            self.book.v6_ids(srcraw),
+            self.book.v6_ids(dstraw),
+        )
+
+
+def _empty(buf: bytes) -> TcpBatch:
+    z = np.zeros(0, dtype=np.int64)
+    return TcpBatch(
+        ts=np.zeros(0, dtype=np.float64),
+        src=z, dst=z, seq=z, ack=z, flags=z, win=z, plen=z, ttl=z, ipid=z,
+        optlen=z, poff=z, pcap=z, bufidx=z, frame=z, bufs=[buf],
+    )  # fmt: skip
+
+
+def parse_tcp_options(raw: bytes) -> dict[str, object]:
+    """TCP options -> {'mss': int, 'wscale': int, 'sack_perm': True, 'ts': (val, ecr), 'sack': n}.
+
+    Used for SYNs and RSTs only (off the hot path). Never raises.
+    """
+    out: dict[str, object] = {}
+    i, n = 0, len(raw)
+    kinds = []
+    while i < n:
+        k = raw[i]
+        if k == 0:
+            kinds.append("eol")
+            break
+        if k == 1:
+            kinds.append("nop")
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        ln = raw[i + 1]
+        if ln < 2 or i + ln > n:
+            out["malformed"] = True
+            break
+        body = raw[i + 2 : i + ln]
+        if k == 2 and ln == 4:
+            out["mss"] = int.from_bytes(body, "big")
+            kinds.append("mss")
+        elif k == 3 and ln == 3:
+            out["wscale"] = body[0]
+            kinds.append("wscale")
+        elif k == 4:
+            out["sack_perm"] = True
+            kinds.append("sackOK")
+        elif k == 5:
+            out["sack"] = (ln - 2) // 8
+            kinds.append("sack")
+        elif k == 8 and ln == 10:
+            out["ts"] = (int.from_bytes(body[:4], "big"), int.from_bytes(body[4:], "big"))
+            kinds.append("ts")
+        else:
+            kinds.append(f"opt{k}")
+        i += ln
+    out["kinds"] = kinds
+    return out

@@ -1,0 +1,204 @@
+"""engine: wires the offline pipeline together.
+
+    sources (files -> FrameBatch) -> decode (-> TcpBatch) -> merge by time
+    -> flows (FlowTracker) -> EngineResult
+
+Evidence, rules and the report work on the :class:`EngineResult`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .decode import SUPPORTED_LINKTYPES, AddressBook, Decoder, DecodeStats, TcpBatch, concat
+from .decode import linktype_name as linktype_name
+from .errors import CaptureError
+from .flows import Conn, FlowTracker
+from .sources import CaptureReader, SourceInfo
+
+#: Called as progress(bytes_done, bytes_total, packets_done)
+Progress = Callable[[int, int, int], None]
+
+
+@dataclass
+class EngineResult:
+    sources: list[SourceInfo]
+    decode: DecodeStats
+    conns: list[Conn]
+    book: AddressBook
+    port: int | None
+    packets: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    warnings: list[dict] = field(default_factory=list)
+    live: dict | None = None  # kernel drop counts etc. for live captures
+
+    def endpoint(self, key: int) -> str:
+        return self.book.endpoint(key)
+
+
+def open_readers(paths: Sequence[str]) -> list[CaptureReader]:
+    if not paths:
+        raise CaptureError("no capture file given")
+    readers = []
+    try:
+        for i, p in enumerate(paths):
+            r = CaptureReader(os.fspath(p), file_index=i)
+            readers.append(r)
+            lts = r.info.linktypes
+            if r.info.file_format.startswith("pcap") and r.info.file_format != "pcapng":
+                if lts and lts[0] not in SUPPORTED_LINKTYPES:
+                    raise CaptureError(
+                        f"{p}: unsupported link type {linktype_name(lts[0])}; "
+                        "pcapreset reads Ethernet, Linux cooked (SLL/SLL2), raw IP and BSD loopback"
+                    )
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    return readers
+
+
+def _decoded(reader: CaptureReader, dec: Decoder) -> Iterator[TcpBatch]:
+    for fb in reader.batches():
+        yield dec.decode(fb)
+
+
+def merge_by_time(streams: list[Iterator[TcpBatch]]) -> Iterator[TcpBatch]:
+    """Merge per-file batch streams into one timeline (watermark merge).
+
+    Files that do not overlap in time (rotated sets) pass through unsorted;
+    overlapping ones are interleaved by timestamp, batch by batch.
+    """
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    pending: list[TcpBatch | None] = []
+
+    def pull(it: Iterator[TcpBatch]) -> TcpBatch | None:
+        for b in it:
+            if len(b):
+                return b
+        return None
+
+    pending = [pull(s) for s in streams]
+    while True:
+        live = [i for i, b in enumerate(pending) if b is not None]
+        if not live:
+            return
+        wm = min(float(pending[i].ts.max()) for i in live)  # type: ignore[union-attr]
+        parts = []
+        for i in live:
+            b = pending[i]
+            assert b is not None
+            m = b.ts <= wm
+            if m.all():
+                parts.append(b)
+                pending[i] = pull(streams[i])
+            elif m.any():
+                parts.append(b.take(np.nonzero(m)[0]))
+                pending[i] = b.take(np.nonzero(~m)[0])
+        if not parts:
+            continue
+        if len(parts) == 1:
+            yield parts[0]
+            continue
+        merged = concat(parts)
+        order = np.argsort(merged.ts, kind="stable")
+        yield merged.take(order)
+
+
+def run(
+    paths: Sequence[str],
+    port: int | None = None,
+    progress: Progress | None = None,
+    tracker: FlowTracker | None = None,
+) -> EngineResult:
+    """Read, decode and rebuild connections for one or several capture files."""
+    readers = open_readers(paths)
+    book = AddressBook()
+    dec = Decoder(book)
+    ft = tracker or FlowTracker(port=port, server_ports=[port] if port else [])
+    total = sum(r.size for r in readers)
+    try:
+        streams = [_decoded(r, dec) for r in readers]
+        for b in merge_by_time(streams):
+            ft.feed(b)
+            if progress is not None:
+                progress(sum(r.bytes_read() for r in readers), total, dec.stats.frames)
+    finally:
+        for r in readers:
+            r.close()
+    return finish(ft, dec, [r.info for r in readers], port)
+
+
+def finish(
+    ft: FlowTracker, dec: Decoder, infos: list[SourceInfo], port: int | None
+) -> EngineResult:
+    conns = ft.finish()
+    st = dec.stats
+    res = EngineResult(
+        sources=infos, decode=st, conns=conns, book=dec.book, port=port, packets=st.frames
+    )
+    firsts = [i.first_ts for i in infos if i.first_ts is not None]
+    lasts = [i.last_ts for i in infos if i.last_ts is not None]
+    res.first_ts = min(firsts) if firsts else None
+    res.last_ts = max(lasts) if lasts else None
+    res.warnings = collect_warnings(infos, st)
+    if st.frames == 0 and all(not i.warnings for i in infos):
+        pass  # an empty but valid capture: the report says "0 packets"
+    unsupported_only = st.frames > 0 and sum(st.unsupported.values()) == st.frames
+    if unsupported_only:
+        lts = ", ".join(linktype_name(lt) for lt in sorted(st.unsupported))
+        raise CaptureError(
+            f"no packet could be decoded: unsupported link type {lts}; pcapreset reads "
+            "Ethernet, Linux cooked (SLL/SLL2), raw IP and BSD loopback"
+        )
+    return res
+
+
+def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
+    out: list[dict] = []
+    multi = len(infos) > 1
+    for info in infos:
+        for kind, (count, msg) in info.warnings.items():
+            prefix = f"{os.path.basename(info.path)}: " if multi else ""
+            out.append({"kind": kind, "count": int(count), "message": f"{prefix}{count} {msg}"})
+    for reason, count in sorted(st.undecodable.items()):
+        out.append(
+            {
+                "kind": "undecodable",
+                "count": count,
+                "message": f"{count} packets skipped, undecodable: {reason}",
+            }
+        )
+    for lt, count in sorted(st.unsupported.items()):
+        out.append(
+            {
+                "kind": "unsupported_linktype",
+                "count": count,
+                "message": f"{count} packets on unsupported link type {linktype_name(lt)} skipped",
+            }
+        )
+    if st.ip_fragments:
+        out.append(
+            {
+                "kind": "ip_fragments",
+                "count": st.ip_fragments,
+                "message": f"{st.ip_fragments} non-first IP fragments counted, not reassembled",
+            }
+        )
+    if st.snap_truncated:
+        out.append(
+            {
+                "kind": "snaplen_truncated",
+                "count": st.snap_truncated,
+                "message": f"{st.snap_truncated} TCP packets cut by the snaplen "
+                "(headers kept, payload partly missing; still analysed)",
+            }
+        )
+    return out

@@ -1,0 +1,722 @@
+"""flows: decoded TCP packets -> connections (pure: no I/O).
+
+One :class:`FlowTracker` consumes :class:`~pcapreset.decode.TcpBatch` objects
+in capture order and rebuilds bidirectional connections:
+
+* roles: the SYN sender is the client; without a SYN, the SYN-ACK's receiver;
+  without either, the endpoint on ``port`` is the server, then a well-known
+  port (< 1024) is the server, then the first packet's sender is the client.
+  ``Conn.role_rule`` says which rule decided.
+* a new SYN on a closed (reset / FIN-FIN) 4-tuple, or with a different ISN,
+  starts a new connection (port reuse), as Zeek does;
+* per direction: packets, bytes (from sequence numbers), retransmissions,
+  duplicate ACKs, zero windows, full-MSS segments and their retransmissions,
+  TTL / IP ID of the sender, FIN and RST;
+* RST packets grouped into RST *events*: RSTs of one connection with no data
+  in between are one event (retransmitted / duplicate RSTs collapse);
+* HTTP/1.x exchanges from request and status lines (Content-Length and
+  chunked where the payload was captured);
+* a Zeek-style ``history`` string; ``conn_state`` is computed from these
+  observations by :mod:`pcapreset.connstate`.
+
+Everything here is observation. Interpretation lives in evidence/rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
+
+M32 = 0xFFFFFFFF
+HALF = 1 << 31
+HTTP_METHODS = (
+    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ",
+    b"CONNECT ", b"TRACE ",
+)  # fmt: skip
+HTTP_HEAD_MAX = 2048
+#: ports treated as "server" ports for connections whose start was not seen
+WELL_KNOWN_MAX = 1024
+#: Zeek repeats T/W letters when their counts reach these values
+_REPEAT_AT = {1, 10, 100, 1000, 10000}
+
+
+class Dir:
+    """What one side of a connection sent."""
+
+    __slots__ = (
+        "pkts", "bytes", "data_pkts", "retrans", "dupacks", "zero_win",
+        "mss_segs", "mss_retrans", "small_segs", "small_retrans",
+        "syn", "synack", "syn_retrans", "fin", "fin_ts", "rst", "isn", "base",
+        "max_end", "last_ack", "last_win", "acked", "first_ts", "last_ts",
+        "last_data_ts", "ttl_last", "ttls", "ipid_last", "ipid_prev", "mss", "wscale",
+        "sack_perm", "ts_opt", "opt_kinds", "after_hs", "fin_end", "ack_seen",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.pkts = 0
+        self.bytes = 0
+        self.data_pkts = 0
+        self.retrans = 0
+        self.dupacks = 0
+        self.zero_win = 0
+        self.mss_segs = 0
+        self.mss_retrans = 0
+        self.small_segs = 0
+        self.small_retrans = 0
+        self.syn = 0  # SYN without ACK
+        self.synack = 0  # SYN with ACK
+        self.syn_retrans = 0
+        self.fin = 0
+        self.fin_ts: float | None = None
+        self.fin_end: int | None = None  # relative seq just after the FIN
+        self.rst = 0
+        self.isn: int | None = None
+        self.base: int | None = None  # seq of the first payload byte
+        self.max_end: int = 0  # relative seq after the highest byte sent
+        self.last_ack: int | None = None  # absolute ack number last sent
+        self.last_win = -1
+        self.acked = False
+        self.ack_seen = False
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.last_data_ts: float | None = None
+        self.ttl_last = -1
+        self.ttls: dict[int, int] = {}  # TTL -> packets (non-RST), changes only
+        self.ipid_last = -1
+        self.ipid_prev = -1
+        self.mss: int | None = None  # MSS this side advertised in its SYN
+        self.wscale: int | None = None
+        self.sack_perm = False
+        self.ts_opt = False
+        self.opt_kinds: list[str] | None = None  # SYN options, in order
+        self.after_hs = 0  # non-SYN packets sent after its SYN / SYN-ACK
+
+
+class Exchange:
+    """One HTTP/1.x request and its response, as far as the capture shows."""
+
+    __slots__ = (
+        "req_ts", "method", "target", "req_bytes", "req_len", "req_start",
+        "resp_ts", "status", "resp_bytes", "resp_len", "chunked", "resp_end_ts",
+        "resp_start", "last_resp_ts", "interim",
+    )  # fmt: skip
+
+    def __init__(self, ts: float | None, method: str, target: str, start: int) -> None:
+        self.req_ts = ts
+        self.method = method
+        self.target = target
+        self.req_bytes = 0
+        self.req_len: int | None = None  # header + body when known
+        self.req_start = start
+        self.resp_ts: float | None = None
+        self.status: int | None = None
+        self.resp_bytes = 0
+        self.resp_len: int | None = None
+        self.chunked = False
+        self.resp_end_ts: float | None = None
+        self.resp_start = 0
+        self.last_resp_ts: float | None = None
+        self.interim = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.resp_end_ts is not None
+
+    def as_dict(self) -> dict:
+        return {
+            "req_ts": self.req_ts,
+            "method": self.method,
+            "target": self.target,
+            "req_bytes": self.req_bytes,
+            "resp_ts": self.resp_ts,
+            "status": self.status,
+            "resp_bytes": self.resp_bytes,
+            "resp_len": self.resp_len,
+            "resp_end_ts": self.resp_end_ts,
+        }
+
+
+class RstPacket:
+    __slots__ = (
+        "ts", "from_client", "flags", "seq", "ack", "ttl", "ipid", "optlen", "win",
+        "plen", "opts", "frame", "seq_vs_peer_ack", "in_window",
+    )  # fmt: skip
+
+    def __init__(self, **kw) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class RstEvent:
+    """One reset of a connection: its RST packets plus the state when it came."""
+
+    __slots__ = (
+        "conn", "ts", "from_client", "packets", "phase", "idle_before_s",
+        "since_last_packet_s", "since_last_data_s", "since_last_response_s",
+        "requests_before", "outstanding", "exchange", "sender_data_after",
+        "peer_data_after", "sender_fin_before", "peer_fin_before", "peer_data_after_fin",
+        "last_trigger_from_peer", "trigger_ts", "prev_pkt_from_peer", "index",
+        "peer_pkts_after",
+    )  # fmt: skip
+
+    def __init__(self, conn: Conn, pkt: RstPacket) -> None:
+        self.conn = conn
+        self.ts = pkt.ts
+        self.from_client = pkt.from_client
+        self.packets = [pkt]
+        self.phase = "unknown"
+        self.idle_before_s: float | None = None
+        self.since_last_packet_s: float | None = None
+        self.since_last_data_s: float | None = None
+        self.since_last_response_s: float | None = None
+        self.requests_before = 0
+        self.outstanding = False
+        self.exchange: Exchange | None = None
+        self.sender_data_after = 0  # data packets from the RST's sender after it
+        self.peer_data_after = 0
+        self.peer_pkts_after = 0
+        self.sender_fin_before = False
+        self.peer_fin_before = False
+        self.peer_data_after_fin = False  # peer sent data after sender's FIN
+        self.last_trigger_from_peer = False
+        self.trigger_ts: float | None = None
+        self.prev_pkt_from_peer = False
+        self.index = 0
+
+    @property
+    def both_directions(self) -> bool:
+        return len({p.from_client for p in self.packets}) == 2
+
+
+class Conn:
+    """One TCP connection (one incarnation of a 4-tuple)."""
+
+    __slots__ = (
+        "id", "client", "server", "role_rule", "start", "end", "c", "s",
+        "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
+        "hs_done", "hs_ts", "last_pkt_ts", "last_pkt_from_client", "last_data_ts",
+        "_cur_req", "_cur_resp", "packets", "syn_ts", "first_from_client", "resp_headers",
+    )  # fmt: skip
+
+    def __init__(self, cid: int, client: int, server: int, rule: str, ts: float) -> None:
+        self.id = cid
+        self.client = client
+        self.server = server
+        self.role_rule = rule
+        self.start = ts
+        self.end = ts
+        self.c = Dir()
+        self.s = Dir()
+        self.hist: list[str] = []
+        self.hbits = 0
+        self.rst_events: list[RstEvent] = []
+        self.exchanges: list[Exchange] = []
+        self._rst_open = False  # last RST event still collecting packets
+        self.state_closed = False
+        self.hs_done = False
+        self.hs_ts: float | None = None
+        self.syn_ts: float | None = None
+        self.last_pkt_ts = ts
+        self.last_pkt_from_client = True
+        self.last_data_ts: float | None = None
+        self._cur_req: Exchange | None = None  # request still being sent
+        self._cur_resp: Exchange | None = None  # response still being received
+        self.packets = 0
+        self.first_from_client = True
+        #: Server / Keep-Alive / Connection headers of the last response seen
+        self.resp_headers: dict[str, str] = {}
+
+    @property
+    def history(self) -> str:
+        return "".join(self.hist)
+
+    @property
+    def requests(self) -> int:
+        return len(self.exchanges)
+
+    @property
+    def completed_exchanges(self) -> int:
+        return sum(1 for e in self.exchanges if e.complete)
+
+    def mark(self, bit: int, ch: str) -> None:
+        if not self.hbits & bit:
+            self.hbits |= bit
+            self.hist.append(ch)
+
+
+# history bits: index by letter, client and server variants
+_HB = {ch: 1 << i for i, ch in enumerate("SHADFRTWIQshadfrtwiq")}
+
+
+def _parse_headers(
+    head: bytes, extra: dict[str, str] | None = None
+) -> tuple[int | None, bool, int | None]:
+    """(header length incl. blank line, chunked, content-length) from a head.
+
+    With ``extra``, also stores the Server, Keep-Alive and Connection headers
+    (lower-case names) found in the captured part.
+    """
+    end = head.find(b"\r\n\r\n")
+    hl = end + 4 if end >= 0 else None
+    clen = None
+    chunked = False
+    for line in head[: end if end >= 0 else len(head)].split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        k = k.strip().lower()
+        if k == b"content-length":
+            try:
+                clen = int(v.strip())
+            except ValueError:
+                clen = None
+        elif k == b"transfer-encoding" and b"chunked" in v.lower():
+            chunked = True
+        elif extra is not None and k in (b"server", b"keep-alive", b"connection"):
+            extra[k.decode()] = v.strip().decode("latin-1")[:80]
+    if hl is None:
+        return None, chunked, None
+    return hl, chunked, clen
+
+
+class FlowTracker:
+    """Rebuilds connections from TcpBatches. Pure: feed it, then read ``conns``."""
+
+    def __init__(self, port: int | None = None, server_ports: Iterable[int] = ()) -> None:
+        self.port = port
+        self.server_ports = set(server_ports)
+        self.active: dict[tuple[int, int], Conn] = {}
+        self.conns: list[Conn] = []
+        self.packets = 0
+        self.last_ts: float | None = None
+        #: observers called with each new RstEvent (live mode streams verdicts)
+        self.on_rst = None
+
+    # --------------------------------------------------------------- roles
+    def _new_conn(self, src: int, dst: int, flags: int, ts: float) -> Conn:
+        if flags & SYN and not flags & ACK:
+            client, server, rule = src, dst, "syn"
+        elif flags & SYN:
+            client, server, rule = dst, src, "syn-ack"
+        else:
+            sp, dp = src & 0xFFFF, dst & 0xFFFF
+            if self.port is not None and (sp == self.port) != (dp == self.port):
+                rule = "port-option"
+                client, server = (dst, src) if sp == self.port else (src, dst)
+            elif (sp in self.server_ports) != (dp in self.server_ports):
+                rule = "server-port"
+                client, server = (dst, src) if sp in self.server_ports else (src, dst)
+            elif (sp < WELL_KNOWN_MAX) != (dp < WELL_KNOWN_MAX):
+                rule = "well-known-port"
+                client, server = (dst, src) if sp < WELL_KNOWN_MAX else (src, dst)
+            else:
+                rule = "first-packet"
+                client, server = src, dst
+        c = Conn(len(self.conns), client, server, rule, ts)
+        self.conns.append(c)
+        return c
+
+    # ---------------------------------------------------------------- feed
+    def feed(self, b: TcpBatch) -> None:
+        if not len(b):
+            return
+        active = self.active
+        bufs = b.bufs
+        cols = (
+            b.ts.tolist(), b.src.tolist(), b.dst.tolist(), b.seq.tolist(), b.ack.tolist(),
+            b.flags.tolist(), b.win.tolist(), b.plen.tolist(), b.ttl.tolist(), b.ipid.tolist(),
+            b.optlen.tolist(), b.poff.tolist(), b.pcap.tolist(), b.bufidx.tolist(),
+            b.frame.tolist(),
+        )  # fmt: skip
+        self.packets += len(b)
+        ts = 0.0
+        for ts, src, dst, seq, ack, flags, win, plen, ttl, ipid, optlen, poff, pcap, bi, fr in zip(
+            *cols
+        ):
+            key = (src, dst) if src < dst else (dst, src)
+            conn = active.get(key)
+            if flags & 0x07:  # SYN, FIN or RST: the careful path
+                if flags & SYN:
+                    if conn is None or self._is_new_incarnation(conn, src, seq, flags):
+                        conn = self._new_conn(src, dst, flags, ts)
+                        active[key] = conn
+                elif conn is None:
+                    conn = self._new_conn(src, dst, flags, ts)
+                    active[key] = conn
+            elif conn is None:
+                conn = self._new_conn(src, dst, flags, ts)
+                active[key] = conn
+            from_client = src == conn.client
+            if from_client:
+                d, o = conn.c, conn.s
+            else:
+                d, o = conn.s, conn.c
+            if conn.packets == 0:
+                conn.first_from_client = from_client
+            conn.packets += 1
+            conn.end = ts
+            d.pkts += 1
+            if d.first_ts is None:
+                d.first_ts = ts
+            d.last_ts = ts
+            if ttl != d.ttl_last and not flags & RST:
+                d.ttl_last = ttl
+                d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+            if not flags & RST:
+                d.ipid_prev = d.ipid_last
+                d.ipid_last = ipid
+
+            if flags & 0x07:
+                self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
+                              ipid, optlen, poff, bufs[bi], fr)  # fmt: skip
+                if flags & RST:
+                    conn.last_pkt_ts = ts
+                    conn.last_pkt_from_client = from_client
+                    continue
+            if not flags & SYN:
+                d.after_hs += 1
+            if d.base is None:
+                # first packet of this side without a SYN: sequence space starts here
+                d.base = seq
+            if flags & ACK:
+                if not d.ack_seen:
+                    d.ack_seen = True
+                    if (
+                        not conn.hs_done
+                        and from_client
+                        and conn.s.synack
+                        and conn.c.syn
+                        and not flags & SYN
+                    ):
+                        conn.hs_done = True
+                        conn.hs_ts = ts
+                if plen == 0 and not flags & 0x07:
+                    conn.mark(_HB["A"] if from_client else _HB["a"], "A" if from_client else "a")
+                    if ack == d.last_ack and win == d.last_win and o.base is not None:
+                        una = (o.max_end - ((ack - o.base) & M32)) & M32
+                        if 0 < una < HALF:
+                            d.dupacks += 1
+                d.last_ack = ack
+            if win == 0 and not flags & 0x07:
+                d.zero_win += 1
+                if d.zero_win in _REPEAT_AT:
+                    conn.hist.append("W" if from_client else "w")
+            d.last_win = win
+            if plen:
+                self._data(conn, d, o, from_client, ts, seq, plen, optlen, poff, pcap, bufs[bi])
+            conn.last_pkt_ts = ts
+            conn.last_pkt_from_client = from_client
+        self.last_ts = ts
+
+    def _is_new_incarnation(self, conn: Conn, src: int, seq: int, flags: int) -> bool:
+        if flags & ACK:  # SYN-ACK: a new one only if the old connection is over
+            d = conn.s if src == conn.server else conn.c
+            return bool(conn.rst_events or conn.state_closed) and d.isn is not None and d.isn != seq
+        d = conn.c if src == conn.client else conn.s
+        if conn.rst_events or conn.state_closed:
+            return True
+        if src != conn.client:
+            # SYN from the side we thought was the server: only if the old one was SYN-less
+            return conn.c.syn > 0 or conn.s.syn > 0
+        return d.isn is not None and d.isn != seq
+
+    # ------------------------------------------------------------- control
+    def _control(self, conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl, ipid,
+                 optlen, poff, buf, frame) -> None:  # fmt: skip
+        up = from_client
+        if flags & SYN:
+            if flags & ACK:
+                d.synack += 1
+                conn.mark(_HB["H"] if up else _HB["h"], "H" if up else "h")
+            else:
+                d.syn += 1
+                if conn.syn_ts is None:
+                    conn.syn_ts = ts
+                conn.mark(_HB["S"] if up else _HB["s"], "S" if up else "s")
+            if d.isn is None:
+                d.isn = seq
+                d.base = (seq + 1) & M32
+                if optlen:
+                    opts = parse_tcp_options(bytes(buf[poff - optlen : poff]))
+                    d.mss = opts.get("mss")  # type: ignore[assignment]
+                    d.wscale = opts.get("wscale")  # type: ignore[assignment]
+                    d.sack_perm = bool(opts.get("sack_perm"))
+                    d.ts_opt = "ts" in opts
+                    d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
+            elif seq == d.isn:
+                d.syn_retrans += 1
+            if flags & RST or flags & FIN:
+                conn.mark(_HB["I"] if up else _HB["i"], "I" if up else "i")
+        if flags & FIN and not flags & RST:
+            d.fin += 1
+            if d.fin_ts is None:
+                d.fin_ts = ts
+                if d.base is None:
+                    d.base = seq
+                d.fin_end = ((seq - d.base) & M32) + plen + 1
+            conn.mark(_HB["F"] if up else _HB["f"], "F" if up else "f")
+            if d.fin and o.fin:
+                conn.state_closed = True
+        if flags & RST:
+            self._rst(conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, poff,
+                      buf, frame)  # fmt: skip
+
+    def _rst(self, conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, poff,
+             buf, frame) -> None:  # fmt: skip
+        d.rst += 1
+        conn.mark(_HB["R"] if up else _HB["r"], "R" if up else "r")
+        opts = None
+        if optlen:
+            opts = parse_tcp_options(bytes(buf[poff - optlen : poff])).get("kinds")
+        # where the RST's seq sits relative to what the peer acknowledged
+        peer_ack = o.last_ack
+        if peer_ack is None:
+            rel = None
+        else:
+            rel = (seq - peer_ack) & M32
+            if rel >= HALF:
+                rel -= 1 << 32
+        in_window = None
+        if d.base is not None:
+            nxt = (d.base + d.max_end) & M32
+            diff = (seq - nxt) & M32
+            in_window = diff < 65535 << 4 or diff > M32 - (65535 << 4)
+        pkt = RstPacket(
+            ts=ts, from_client=up, flags=flags, seq=seq, ack=ack if flags & ACK else None,
+            ttl=ttl, ipid=ipid, optlen=optlen, win=win, plen=plen, opts=opts, frame=frame,
+            seq_vs_peer_ack=rel, in_window=in_window,
+        )  # fmt: skip
+        if conn._rst_open and conn.rst_events:
+            ev = conn.rst_events[-1]
+            ev.packets.append(pkt)
+            return
+        ev = RstEvent(conn, pkt)
+        ev.index = len(conn.rst_events)
+        self._snapshot(conn, ev, d, o, up, ts)
+        conn.rst_events.append(ev)
+        conn._rst_open = True
+        if self.on_rst is not None:
+            self.on_rst(ev)
+
+    def _snapshot(self, conn: Conn, ev: RstEvent, d: Dir, o: Dir, up: bool, ts: float) -> None:
+        """Record where in the connection's life the RST came (observation only)."""
+        ex = conn.exchanges[-1] if conn.exchanges else None
+        done = sum(1 for e in conn.exchanges if e.complete)
+        ev.requests_before = done
+        ev.exchange = ex
+        ev.since_last_packet_s = ts - conn.last_pkt_ts if conn.packets > 1 else None
+        ev.prev_pkt_from_peer = conn.packets > 1 and conn.last_pkt_from_client != up
+        ev.since_last_data_s = ts - conn.last_data_ts if conn.last_data_ts is not None else None
+        last_resp = None
+        for e in reversed(conn.exchanges):
+            if e.last_resp_ts is not None:
+                last_resp = e.last_resp_ts
+                break
+        ev.since_last_response_s = ts - last_resp if last_resp is not None else None
+        ev.sender_fin_before = d.fin_ts is not None
+        ev.peer_fin_before = o.fin_ts is not None
+        any_data = conn.c.data_pkts or conn.s.data_pkts
+        outstanding = ex is not None and not ex.complete
+        ev.outstanding = outstanding
+        # the activity that the RST ends: the outstanding request, else the RST itself
+        if outstanding and ex is not None and ex.req_ts is not None:
+            trigger = ex.req_ts
+        else:
+            trigger = ts
+        ev.trigger_ts = trigger
+        prev_data = _last_data_before(conn, trigger)
+        if prev_data is not None:
+            ev.idle_before_s = max(0.0, trigger - prev_data)
+        else:
+            ref = conn.hs_ts or conn.syn_ts or conn.start
+            ev.idle_before_s = max(0.0, trigger - ref) if trigger != ref else 0.0
+        if not any_data and not (d.fin or o.fin):
+            phase = "handshake"
+        elif outstanding and ex is not None:
+            phase = "response" if ex.resp_ts is not None else "request"
+        elif d.fin_ts is not None or o.fin_ts is not None:
+            phase = "closing"
+        elif ev.since_last_data_s is not None and ev.since_last_data_s < 1.0 and done:
+            phase = "after_response"
+        elif any_data and not conn.exchanges and ev.since_last_data_s is not None and (
+            ev.since_last_data_s < 1.0
+        ):
+            phase = "request" if conn.last_pkt_from_client != up else "response"
+        else:
+            phase = "idle"
+        ev.phase = phase
+        if d.fin_ts is not None and o.last_data_ts is not None and o.last_data_ts > d.fin_ts:
+            ev.peer_data_after_fin = True
+
+    # ---------------------------------------------------------------- data
+    def _data(self, conn, d, o, up, ts, seq, plen, optlen, poff, pcap, buf) -> None:
+        rel = (seq - d.base) & M32
+        end = (rel + plen) & M32
+        diff = (end - d.max_end) & M32
+        mss = o.mss
+        full = mss is not None and plen + optlen >= mss
+        if diff == 0 or diff >= HALF:
+            d.retrans += 1
+            if full:
+                d.mss_retrans += 1
+            else:
+                d.small_retrans += 1
+            if d.retrans in _REPEAT_AT:
+                conn.hist.append("T" if up else "t")
+            return
+        d.bytes += diff
+        d.max_end = end
+        d.data_pkts += 1
+        if full:
+            d.mss_segs += 1
+        else:
+            d.small_segs += 1
+        d.last_data_ts = ts
+        conn.last_data_ts = ts
+        conn.mark(_HB["D"] if up else _HB["d"], "D" if up else "d")
+        if conn._rst_open:
+            conn._rst_open = False
+        if conn.rst_events:
+            ev = conn.rst_events[-1]
+            if up == ev.from_client:
+                ev.sender_data_after += 1
+            else:
+                ev.peer_data_after += 1
+        # ---- HTTP/1.x
+        if up:
+            cur = conn._cur_req
+            if cur is not None and cur.req_len is not None and cur.req_bytes < cur.req_len:
+                cur.req_bytes += plen
+                return
+            if pcap:
+                head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)])
+                if head.startswith(HTTP_METHODS):
+                    prev = conn._cur_resp
+                    if prev is not None and not prev.complete and prev.resp_len is None:
+                        # HTTP/1.1 without pipelining: a new request means the
+                        # previous (length-unknown) response was over
+                        prev.resp_end_ts = prev.last_resp_ts
+                    line = head.split(b"\r\n", 1)[0]
+                    parts = line.split(b" ")
+                    ex = Exchange(
+                        ts,
+                        parts[0].decode("latin-1"),
+                        parts[1].decode("latin-1")[:200] if len(parts) > 1 else "",
+                        rel,
+                    )
+                    hl, _chunked, clen = _parse_headers(head)
+                    if hl is not None:
+                        ex.req_len = hl + (clen or 0)
+                    ex.req_bytes = plen
+                    conn.exchanges.append(ex)
+                    conn._cur_req = ex
+                    return
+            if cur is not None:
+                cur.req_bytes += plen
+        else:
+            ex = conn._cur_resp
+            if (
+                ex is not None
+                and not ex.complete
+                and ex.resp_len is None
+                and not ex.chunked
+                and pcap >= 12
+                and bytes(buf[poff : poff + 7]) == b"HTTP/1."
+            ):
+                # length was unknown (headers cut by the snaplen): a new status line
+                # starts the next response
+                ex.resp_end_ts = ex.last_resp_ts
+            if ex is not None and not ex.complete:
+                ex.resp_bytes += plen
+                ex.last_resp_ts = ts
+                if ex.resp_len is not None:
+                    if ex.resp_bytes >= ex.resp_len:
+                        ex.resp_end_ts = ts
+                elif ex.chunked and pcap == plen:
+                    tail = bytes(buf[poff + max(0, pcap - 7) : poff + pcap])
+                    if tail.endswith(b"0\r\n\r\n"):
+                        ex.resp_end_ts = ts
+                return
+            if not pcap:
+                return
+            head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)])
+            if not head.startswith(b"HTTP/1."):
+                return
+            try:
+                status = int(head[9:12])
+            except ValueError:
+                return
+            # attach to the oldest request still waiting for a response
+            target = None
+            for e in conn.exchanges:
+                if e.status is None or (e.status < 200 and e.resp_end_ts is None):
+                    target = e
+                    break
+            if target is None:
+                target = Exchange(None, "", "", 0)
+                conn.exchanges.append(target)
+            if target.resp_ts is None:
+                target.resp_ts = ts
+            target.status = status
+            target.resp_bytes = plen
+            target.last_resp_ts = ts
+            hl, chunked, clen = _parse_headers(head, conn.resp_headers)
+            if status < 200:  # interim (100 Continue): the final status follows
+                target.interim += 1
+                if hl is not None and plen > hl:
+                    # the final response may be in the same segment
+                    rest = head[hl:]
+                    if rest.startswith(b"HTTP/1."):
+                        try:
+                            target.status = int(rest[9:12])
+                        except ValueError:
+                            pass
+                        h2, chunked, clen = _parse_headers(rest)
+                        hl = hl + h2 if h2 is not None else None
+                        status = target.status or status
+                if status < 200:
+                    return
+            no_body = status in (204, 304) or target.method == "HEAD"
+            if hl is not None:
+                if no_body:
+                    target.resp_len = hl
+                elif clen is not None:
+                    target.resp_len = hl + clen
+                elif chunked:
+                    target.chunked = True
+                    if pcap == plen and head.endswith(b"0\r\n\r\n"):
+                        target.resp_end_ts = ts
+            conn._cur_resp = target
+            if target.resp_len is not None and target.resp_bytes >= target.resp_len:
+                target.resp_end_ts = ts
+            if conn._cur_req is target:
+                conn._cur_req = None
+
+    def finish(self) -> list[Conn]:
+        """Close out: responses that ended with the connection count as complete."""
+        for conn in self.conns:
+            for ex in conn.exchanges:
+                if (
+                    ex.resp_end_ts is None
+                    and ex.status is not None
+                    and ex.resp_len is None
+                    and not ex.chunked
+                    and conn.s.fin_ts is not None
+                    and not conn.rst_events
+                ):
+                    ex.resp_end_ts = conn.s.fin_ts
+        return self.conns
+
+
+def _last_data_before(conn: Conn, t: float) -> float | None:
+    """Time of the last payload packet strictly before ``t`` (from the exchanges)."""
+    best = None
+    for e in conn.exchanges:
+        for v in (e.req_ts, e.last_resp_ts, e.resp_end_ts):
+            if v is not None and v < t and (best is None or v > best):
+                best = v
+    if best is None and conn.last_data_ts is not None and conn.last_data_ts < t:
+        best = conn.last_data_ts
+    return best

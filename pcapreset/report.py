@@ -1,0 +1,359 @@
+"""report: verdicts and findings -> the JSON contract and the text report.
+
+:func:`build` runs evidence + rules over an :class:`EngineResult` and returns
+a :class:`Report`; :meth:`Report.to_json` is the ``--format json`` contract of
+SPEC.md; :func:`render_text` is the 80-column text report.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import __version__
+from .advice import NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S, backend_from_headers, recommend
+from .connstate import conn_state
+from .decode import linktype_name
+from .engine import EngineResult
+from .evidence import Context, Fact, build_context, rst_facts
+from .findings import conn_findings
+from .flows import Conn, RstEvent
+from .rules import CAUSES, SENDERS, Verdict, classify
+
+WIDTH = 80
+
+
+@dataclass
+class ResetRecord:
+    conn: Conn
+    event: RstEvent
+    verdict: Verdict
+    facts: dict[str, Fact]
+
+
+@dataclass
+class Report:
+    result: EngineResult
+    ctx: Context
+    resets: list[ResetRecord]
+    findings: list[dict]
+    nginx_keepalive_s: float | None = None
+    nginx_from_conf: bool = False
+    extra: dict = field(default_factory=dict)  # e.g. nginx_log section
+
+    # ------------------------------------------------------------ helpers
+    def ep(self, key: int) -> str:
+        return self.result.book.endpoint(key)
+
+    def idle_timeouts(self) -> dict[str, float]:
+        return {self.ep(k): round(v, 3) for k, v in self.ctx.idle_timeout.items()}
+
+    def backend_name(self) -> str | None:
+        names = Counter()
+        for c in self.result.conns:
+            n = backend_from_headers(c.resp_headers)
+            if n:
+                names[n] += 1
+        return names.most_common(1)[0][0] if names else None
+
+    # --------------------------------------------------------------- JSON
+    def reset_json(self, r: ResetRecord) -> dict:
+        ev, c, v = r.event, r.conn, r.verdict
+        return {
+            "client": self.ep(c.client),
+            "server": self.ep(c.server),
+            "ts": round(ev.ts, 6),
+            "sender": v.sender,
+            "cause": v.cause,
+            "confidence": v.confidence,
+            "phase": ev.phase if ev.phase != "unknown" else "idle",
+            "idle_before_s": None if ev.idle_before_s is None else round(ev.idle_before_s, 6),
+            "requests_before": ev.requests_before,
+            "evidence": [f.text for f in v.matched]
+            + [f.text for f in v.evidence if f not in v.matched],
+            "rule": v.rule,
+            "explanation": v.says,
+            "facts": sorted(r.facts),
+            "rst_packets": len(ev.packets),
+            "direction": "client" if ev.from_client else "server",
+            "conn_id": c.id,
+            "role_rule": c.role_rule,
+        }
+
+    def summary(self) -> dict:
+        by_cause = Counter(r.verdict.cause for r in self.resets)
+        by_sender = Counter(r.verdict.sender for r in self.resets)
+        recs = []
+        seen = set()
+        to_all = self.ctx.idle_timeout
+        timeout = None
+        if to_all:
+            # the server with most resets, else any
+            timeout = sorted(to_all.values())[len(to_all) // 2]
+        backend = self.backend_name()
+        for cause, _n in by_cause.most_common():
+            if cause == "unknown" or cause in seen:
+                continue
+            seen.add(cause)
+            recs.append(
+                recommend(
+                    cause,
+                    idle_timeout_s=timeout,
+                    backend=backend,
+                    nginx_keepalive_s=self.nginx_keepalive_s,
+                    nginx_from_conf=self.nginx_from_conf,
+                )
+            )
+        for f in self.findings:
+            if f["cause"] not in seen:
+                seen.add(f["cause"])
+                recs.append(recommend(f["cause"]))
+        gaps = [g for v in self.ctx.idle_closes.values() for g in v if g >= 0.5]
+        spread = None
+        if len(gaps) >= 2:
+            spread = round(max(gaps) - min(gaps), 3)
+        return {
+            "resets": len(self.resets),
+            "by_cause": {c: by_cause.get(c, 0) for c in CAUSES if by_cause.get(c)},
+            "by_sender": {s: by_sender.get(s, 0) for s in SENDERS if by_sender.get(s)},
+            "server_idle_timeout_s": None if timeout is None else round(timeout, 3),
+            "server_idle_timeout_spread_s": spread,
+            "server_idle_timeout_samples": len(gaps),
+            "server_idle_timeouts": self.idle_timeouts(),
+            "backend": backend,
+            "nginx_keepalive_timeout_s": self.nginx_keepalive_s
+            or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
+            "nginx_keepalive_timeout_source": "nginx.conf" if self.nginx_from_conf else "default",
+            "recommendations": recs,
+        }
+
+    def capture_json(self) -> dict:
+        res = self.result
+        files = [
+            {
+                "path": s.path,
+                "format": s.file_format + (f"+{s.compression}" if s.compression else ""),
+                "linktypes": [linktype_name(lt) for lt in s.linktypes],
+                "packets": s.frames,
+            }
+            for s in res.sources
+        ]
+        lts = sorted({lt for s in res.sources for lt in s.linktypes})
+        st = res.decode
+        span = None
+        if res.first_ts is not None and res.last_ts is not None:
+            span = round(res.last_ts - res.first_ts, 6)
+        out = {
+            "files": files,
+            "linktypes": [linktype_name(lt) for lt in lts],
+            "packets": res.packets,
+            "tcp_packets": st.tcp,
+            "other_packets": st.non_ip + st.non_tcp,
+            "first_ts": res.first_ts,
+            "last_ts": res.last_ts,
+            "span_s": span,
+            "vantage": self.ctx.vantage.as_dict(),
+            "warnings": res.warnings,
+        }
+        if res.live is not None:
+            out["live"] = res.live
+        return out
+
+    def to_json(self) -> dict:
+        out = {
+            "tool": {"name": "pcapreset", "version": __version__},
+            "capture": self.capture_json(),
+            "flows": len(self.result.conns),
+            "resets": [self.reset_json(r) for r in self.resets],
+            "findings": self.findings,
+            "summary": self.summary(),
+        }
+        out.update(self.extra)
+        return out
+
+    # --------------------------------------------------------------- conns
+    def conn_row(self, c: Conn) -> dict:
+        return {
+            "id": c.id,
+            "client": self.ep(c.client),
+            "server": self.ep(c.server),
+            "start": round(c.start, 6),
+            "end": round(c.end, 6),
+            "duration_s": round(c.end - c.start, 6),
+            "client_bytes": c.c.bytes,
+            "server_bytes": c.s.bytes,
+            "client_packets": c.c.pkts,
+            "server_packets": c.s.pkts,
+            "packets": c.packets,
+            "conn_state": conn_state(c),
+            "history": c.history,
+            "requests": c.requests,
+            "resets": len(c.rst_events),
+            "client_retrans": c.c.retrans,
+            "server_retrans": c.s.retrans,
+            "role_rule": c.role_rule,
+        }
+
+    def conn_rows(self) -> list[dict]:
+        return [self.conn_row(c) for c in self.result.conns]
+
+
+def build(
+    result: EngineResult,
+    nginx_keepalive_s: float | None = None,
+    nginx_from_conf: bool = False,
+) -> Report:
+    ctx = build_context(result.conns)
+    resets = []
+    for c in result.conns:
+        for ev in c.rst_events:
+            facts = rst_facts(c, ev, ctx)
+            resets.append(ResetRecord(c, ev, classify(facts), facts))
+    resets.sort(key=lambda r: r.event.ts)
+    agg: dict[str, dict] = {}
+    book = result.book
+    for c in result.conns:
+        for cause, msg in conn_findings(c):
+            a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})
+            a["count"] += 1
+            if len(a["evidence"]) < 5 and msg not in a["evidence"]:
+                a["evidence"].append(msg)
+            if len(a["flows"]) < 50:
+                a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
+    findings = sorted(agg.values(), key=lambda a: -a["count"])
+    return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)
+
+
+# ------------------------------------------------------------------ text
+def _fmt_time(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
+def _wrap(text: str, indent: str, first: str | None = None) -> list[str]:
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=first if first is not None else indent, subsequent_indent=indent
+    ) or [first or indent]
+
+
+def render_text(rep: Report, verbose: bool = False) -> str:
+    j = rep.to_json()
+    cap = j["capture"]
+    lines: list[str] = []
+    names = ", ".join(os.path.basename(f["path"]) for f in cap["files"])
+    span = cap["span_s"]
+    when = ""
+    if cap["first_ts"] is not None:
+        when = time.strftime(" from %Y-%m-%d %H:%M:%SZ", time.gmtime(cap["first_ts"]))
+    lines += _wrap(
+        f"{names}: {cap['packets']:,} packets ({cap['tcp_packets']:,} TCP), "
+        f"{'' if span is None else f'{span:.1f} s'}{when}; "
+        f"{', '.join(cap['linktypes']) or 'no link type'}",
+        "  ",
+        "capture  ",
+    )
+    v = cap["vantage"]
+    lines += _wrap(f"{v['where']} ({v['basis']})", "  ", "vantage  ")
+    for w in cap["warnings"]:
+        lines += _wrap(w["message"], "  ", "warning  ")
+    s = j["summary"]
+    lines.append(f"flows    {j['flows']:,} TCP connections, {s['resets']:,} reset events")
+    if s["server_idle_timeout_s"] is not None:
+        extra = f" (±{s['server_idle_timeout_spread_s']:.2f} s" if s[
+            "server_idle_timeout_spread_s"
+        ] is not None else " ("
+        lines += _wrap(
+            f"backend closes idle connections after ~{s['server_idle_timeout_s']:.2f} s"
+            f"{extra}, {s['server_idle_timeout_samples']} sample(s))"
+            + (f"; backend looks like {s['backend']}" if s["backend"] else ""),
+            "  ",
+            "idle     ",
+        )
+    lines.append("")
+    if rep.resets:
+        lines.append("resets by cause")
+        senders = Counter()
+        for r in rep.resets:
+            senders[(r.verdict.cause, r.verdict.sender)] += 1
+        for cause, n in Counter(r.verdict.cause for r in rep.resets).most_common():
+            who = ", ".join(f"{sd} {k}" for (c, sd), k in senders.items() if c == cause)
+            lines.append(f"  {cause:20} {n:6,}  ({who})")
+        lines.append("")
+        lines += _reset_table(rep, verbose)
+    else:
+        lines.append("no TCP resets in this capture")
+    if rep.findings:
+        lines.append("")
+        lines.append("findings")
+        for f in rep.findings:
+            lines.append(f"  {f['cause']:20} {f['count']:6,}")
+            for e in f["evidence"][:2]:
+                lines += _wrap(e, "      ", "    - ")
+    extra_lines = rep.extra.get("_text_lines")
+    if extra_lines:
+        lines.append("")
+        lines += extra_lines
+    if s["recommendations"]:
+        lines.append("")
+        lines.append("what to change")
+        for rec in s["recommendations"]:
+            lines += _wrap(rec, "    ", "  - ")
+    return "\n".join(lines) + "\n"
+
+
+def _reset_table(rep: Report, verbose: bool) -> list[str]:
+    rows = []
+    servers = sorted({r.conn.server for r in rep.resets})
+    client_ips = {r.conn.client >> 16 for r in rep.resets}
+    short_client = len(client_ips) == 1
+    for r in rep.resets:
+        cl = rep.ep(r.conn.client)
+        rows.append((r, cl))
+    cw = max(len(c) for _, c in rows)
+    if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 7 + 1 + 14 > WIDTH or short_client:
+        rows = [(r, ":" + str(r.conn.client & 0xFFFF)) for r, _ in rows]
+        cw = max(6, max(len(c) for _, c in rows))
+    out = []
+    multi_server = len(servers) > 1
+    if short_client:
+        ip = rep.ep(rep.resets[0].conn.client).rsplit(":", 1)[0]
+        out.append(f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}"))
+    elif not multi_server:
+        out.append(f"server {rep.ep(servers[0])}")
+    out.append(f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase")
+    last_server = None
+    for r, cl in rows:
+        if multi_server and r.conn.server != last_server:
+            last_server = r.conn.server
+            out.append(f"-- server {rep.ep(r.conn.server)}")
+        ev = r.event
+        idle = "" if ev.idle_before_s is None else f"{ev.idle_before_s:7.2f}"
+        out.append(
+            f"{_fmt_time(ev.ts):12} {cl:{cw}} {r.verdict.sender:9} {r.verdict.cause:18} "
+            f"{idle:>7} {ev.phase}"
+        )
+        if verbose:
+            out += _wrap(
+                f"{r.verdict.says} [rule {r.verdict.rule}, confidence {r.verdict.confidence:.2f}]",
+                "      ",
+                "    = ",
+            )
+            matched = set(id(f) for f in r.verdict.matched)
+            for f in r.verdict.matched:
+                out += _wrap(f.text, "      ", "    + ")
+            for f in r.verdict.evidence:
+                if id(f) not in matched:
+                    out += _wrap(f.text, "      ", "    . ")
+    return out
+
+
+def render_conns_text(rows: list[dict]) -> str:
+    out = [f"{'client':21} {'server':21} {'state':6} {'dur_s':>7} {'c_bytes':>8} {'s_bytes':>8} rst"]
+    for r in rows:
+        out.append(
+            f"{r['client'][:21]:21} {r['server'][:21]:21} {r['conn_state']:6} "
+            f"{r['duration_s']:7.2f} {r['client_bytes']:8} {r['server_bytes']:8} {r['resets']:3}"
+        )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,567 @@
+"""sources: capture files -> batches of raw frames.
+
+This module knows file formats (pcap, pcapng, gzip/bzip2/xz wrapping) and
+nothing about what is inside a frame: link types are passed through as numbers
+for :mod:`pcapreset.decode`.
+
+Reading is streaming: a file is read in chunks of ``CHUNK`` bytes; record
+boundaries are walked with one ``struct.unpack_from`` per record and every
+other header field is gathered for the whole chunk at once with numpy. Memory
+does not grow with the file size.
+
+Damage is never fatal in the middle of a file: a record whose header is not
+plausible starts a resynchronisation scan, the skipped bytes are counted in a
+warning, and reading goes on. Only a file that is not a capture at all (or is
+empty) raises :class:`CaptureError`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import numpy as np
+
+from .errors import CaptureError
+
+CHUNK = 4 << 20
+#: Largest record we accept before calling it damage (BIG TCP / GSO frames
+#: reach ~ 200 KB; libpcap's own limit is 256 KiB unless snaplen says more).
+MAX_RECORD = 1 << 20
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6, 16),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6, 16),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9, 16),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9, 16),
+    # Alexey Kuznetzov's "modified" pcap: 8 extra bytes per record header
+    b"\x34\xcd\xb2\xa1": ("<", 1e-6, 24),
+    b"\xa1\xb2\xcd\x34": (">", 1e-6, 24),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_R16 = np.arange(16, dtype=np.int64)
+_R28 = np.arange(28, dtype=np.int64)
+
+
+@dataclass(slots=True)
+class FrameBatch:
+    """Frames from one chunk of one file (columns, one row per frame)."""
+
+    buf: bytes
+    off: np.ndarray  # int64: where the frame's bytes start in ``buf``
+    caplen: np.ndarray  # int64: captured bytes
+    wirelen: np.ndarray  # int64: length on the wire
+    ts: np.ndarray  # float64: epoch seconds
+    linktype: np.ndarray  # int32
+    frame_no: np.ndarray  # int64: 1-based frame number within the file
+    file_index: int
+
+
+@dataclass
+class SourceInfo:
+    """What a reader learnt about one file; filled in while reading."""
+
+    path: str
+    file_format: str = ""
+    compression: str = ""
+    linktypes: list[int] = field(default_factory=list)
+    frames: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    #: kind -> [count, message]; messages say what was skipped and why
+    warnings: dict[str, list] = field(default_factory=dict)
+
+    def warn(self, kind: str, count: int, message: str) -> None:
+        w = self.warnings.get(kind)
+        if w is None:
+            self.warnings[kind] = [count, message]
+        else:
+            w[0] += count
+
+
+def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot open: {e.strerror or e}") from None
+    head = raw.read(6)
+    raw.seek(0)
+    fh: IO[bytes]
+    if head[:2] == b"\x1f\x8b":
+        fh, comp = gzip.GzipFile(fileobj=raw), "gzip"
+    elif head[:3] == b"BZh":
+        fh, comp = bz2.BZ2File(raw), "bzip2"
+    elif head[:6] == b"\xfd7zXZ\x00":
+        fh, comp = lzma.LZMAFile(raw), "xz"
+    elif head[:4] == b"\x28\xb5\x2f\xfd":
+        raw.close()
+        raise CaptureError(
+            f"{path}: zstd-compressed; decompress it first (e.g. `zstd -d {os.path.basename(path)}`)"
+        )
+    else:
+        return raw, "", head
+    try:
+        inner = fh.read(4)
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raw.close()
+        raise CaptureError(f"{path}: broken {comp} data: {e}") from None
+    fh.close()
+    raw.seek(0)
+    fh = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[comp](raw)
+    return fh, comp, inner
+
+
+class CaptureReader:
+    """Streams one capture file as :class:`FrameBatch` objects.
+
+    ``CaptureReader(path)`` reads the file header and raises
+    :class:`CaptureError` when the file is not a capture; :meth:`batches`
+    yields the frames.
+    """
+
+    def __init__(self, path: str, file_index: int = 0, chunk: int = CHUNK):
+        self.path = path
+        self.file_index = file_index
+        self.chunk = chunk
+        self.info = SourceInfo(path=path)
+        self._fh, comp, head = _open_maybe_compressed(path)
+        self.info.compression = comp
+        self._size = self._file_size(path)
+        if len(head) == 0:
+            self._fh.close()
+            raise CaptureError(f"{path}: empty file (0 bytes), not a capture")
+        if head[:4] in PCAP_MAGICS:
+            self._kind = "pcap"
+            self._init_pcap()
+        elif head[:4] == PCAPNG_SHB:
+            self._kind = "pcapng"
+            self.info.file_format = "pcapng"
+        else:
+            self._fh.close()
+            what = "text" if all(32 <= c < 127 or c in (9, 10, 13) for c in head) else "data"
+            raise CaptureError(
+                f"{path}: not a pcap or pcapng file (starts with {what} {head[:4].hex()})"
+            )
+
+    @staticmethod
+    def _file_size(path: str) -> int:
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+
+    def bytes_read(self) -> int:
+        """Position in the underlying (compressed) file, for progress."""
+        try:
+            raw = getattr(self._fh, "fileobj", None) or getattr(self._fh, "_fp", None)
+            return int((raw or self._fh).tell())
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        self._fh.close()
+
+    # ------------------------------------------------------------------ pcap
+    def _init_pcap(self) -> None:
+        hdr = self._fh.read(24)
+        if len(hdr) < 24:
+            self._fh.close()
+            raise CaptureError(f"{self.path}: truncated pcap file header ({len(hdr)} of 24 bytes)")
+        endian, self._scale, self._rec = PCAP_MAGICS[hdr[:4]]
+        self._endian = endian
+        _maj, _min, _zone, _sig, snaplen, network = struct.unpack(endian + "HHiIII", hdr[4:24])
+        self._snaplen = snaplen
+        self._linktype = network & 0x03FFFFFF
+        self._fcs = (network >> 28) & 0xF if network & 0x04000000 else 0
+        self.info.file_format = "pcap" + ("-ns" if self._scale == 1e-9 else "")
+        self.info.linktypes = [self._linktype]
+
+    def batches(self) -> Iterator[FrameBatch]:
+        try:
+            if self._kind == "pcap":
+                yield from self._pcap_batches()
+            else:
+                yield from self._pcapng_batches()
+        except (OSError, EOFError, lzma.LZMAError, zlib_error()) as e:
+            # compressed stream cut short or unreadable: keep what we had
+            self.info.warn("read_error", 1, f"reading stopped early: {e}")
+        finally:
+            self._fh.close()
+
+    def _read(self) -> bytes:
+        return self._fh.read(self.chunk)
+
+    def _pcap_batches(self) -> Iterator[FrameBatch]:
+        e = self._endian
+        rec = self._rec
+        maxcap = min(max(self._snaplen, 262144), MAX_RECORD)
+        cap_at = struct.Struct(e + "I").unpack_from
+        hdr_at = struct.Struct(e + "IIII").unpack_from
+        u32 = np.dtype(e + "u4")
+        carry = b""
+        base = 24  # absolute file offset of buf[0]
+        frame_no = 0
+        resync = False
+        damage_start = 0
+        last_sec: int | None = None
+        while True:
+            data = self._read()
+            eof = not data
+            buf = carry + data if carry else data
+            if not buf:
+                break
+            n = len(buf)
+            pos = 0
+            offs: list[int] = []
+            append = offs.append
+            while True:
+                if resync:
+                    status, p = self._pcap_resync(buf, pos, n, eof, hdr_at, maxcap, last_sec)
+                    if status != "found":
+                        pos = p
+                        break
+                    self.info.warn(
+                        "damaged_bytes",
+                        base + p - damage_start,
+                        "bytes of damaged records skipped; reading resumed after them",
+                    )
+                    resync = False
+                    pos = p
+                limit = n - rec
+                while pos <= limit:
+                    cl = cap_at(buf, pos + 8)[0]
+                    if cl > maxcap:
+                        break
+                    end = pos + rec + cl
+                    if end > n:
+                        break
+                    append(pos)
+                    pos = end
+                if pos <= limit and cap_at(buf, pos + 8)[0] > maxcap:
+                    # implausible record header: damage; scan for the next good one
+                    if offs:
+                        last_sec = hdr_at(buf, offs[-1])[0]
+                    resync = True
+                    damage_start = base + pos
+                    continue
+                break
+            if offs:
+                frame_no = yield from self._pcap_emit(buf, offs, u32, frame_no)
+                last_sec = hdr_at(buf, offs[-1])[0]
+            if eof:
+                if resync:
+                    self.info.warn(
+                        "damaged_bytes",
+                        base + n - damage_start,
+                        "bytes of damaged records skipped (nothing readable after them)",
+                    )
+                elif pos < n:
+                    self.info.warn(
+                        "truncated_record",
+                        1,
+                        f"last record cut short ({n - pos} bytes): file truncated",
+                    )
+                break
+            carry = buf[pos:]
+            base += pos
+
+    def _pcap_resync(self, buf, pos, n, eof, hdr_at, maxcap, last_sec):
+        """Find the next plausible record header after ``pos``.
+
+        Plausible: the header is sane and so is the record after it (or the
+        record ends exactly at the end of the file). Returns ``("found", p)``,
+        or ``("more", p)`` when the buffer ran out before a decision (resume
+        at ``p`` with more data), or ``("none", n)`` at end of file.
+        """
+        rec = self._rec
+        week = 86400 * 7
+        p = pos + 1
+        while p + rec <= n:
+            sec, _frac, cl, wl = hdr_at(buf, p)
+            if cl <= maxcap and cl <= wl <= MAX_RECORD and (
+                last_sec is None or abs(sec - last_sec) < week
+            ):
+                nxt = p + rec + cl
+                if nxt == n and eof:
+                    return "found", p
+                if nxt + rec <= n:
+                    s2, _f2, c2, w2 = hdr_at(buf, nxt)
+                    if c2 <= maxcap and c2 <= w2 <= MAX_RECORD and abs(s2 - sec) < week:
+                        return "found", p
+                elif not eof:
+                    return "more", p - 1
+            p += 1
+        if eof:
+            return "none", n
+        return "more", p - 1
+
+    def _pcap_emit(self, buf: bytes, offs: list[int], u32: np.dtype, frame_no: int):
+        u8 = np.frombuffer(buf, dtype=np.uint8)
+        o = np.asarray(offs, dtype=np.int64)
+        hdr = u8[o[:, None] + _R16].view(u32).reshape(-1, 4).astype(np.int64)
+        caplen = hdr[:, 2]
+        wirelen = hdr[:, 3]
+        bad = wirelen < caplen
+        if bad.any():
+            self.info.warn(
+                "caplen_gt_len",
+                int(bad.sum()),
+                "records whose captured length exceeds their wire length (kept)",
+            )
+            wirelen = np.maximum(wirelen, caplen)
+        frac = hdr[:, 1]
+        lim = 1_000_000 if self._scale == 1e-6 else 1_000_000_000
+        badts = frac >= lim
+        if badts.any():
+            self.info.warn(
+                "bad_timestamp",
+                int(badts.sum()),
+                "records with an invalid sub-second timestamp (kept)",
+            )
+        ts = hdr[:, 0].astype(np.float64) + frac.astype(np.float64) * self._scale
+        n = len(o)
+        fcs = self._fcs
+        caplen_eff = np.maximum(caplen - fcs, 0) if fcs else caplen
+        batch = FrameBatch(
+            buf=buf,
+            off=o + self._rec,
+            caplen=caplen_eff,
+            wirelen=wirelen,
+            ts=ts,
+            linktype=np.full(n, self._linktype, dtype=np.int32),
+            frame_no=np.arange(frame_no + 1, frame_no + n + 1, dtype=np.int64),
+            file_index=self.file_index,
+        )
+        self._account(batch)
+        yield batch
+        return frame_no + n
+
+    def _account(self, b: FrameBatch) -> None:
+        n = len(b.ts)
+        if not n:
+            return
+        self.info.frames += n
+        lo = float(b.ts.min())
+        hi = float(b.ts.max())
+        if self.info.first_ts is None or lo < self.info.first_ts:
+            self.info.first_ts = lo
+        if self.info.last_ts is None or hi > self.info.last_ts:
+            self.info.last_ts = hi
+
+    # ---------------------------------------------------------------- pcapng
+    def _pcapng_batches(self) -> Iterator[FrameBatch]:
+        carry = b""
+        frame_no = 0
+        e = "<"
+        # per interface: linktype, ts unit (seconds per tick), ts offset (s)
+        ifaces: list[tuple[int, float, int]] = []
+        first = True
+        damaged_from: int | None = None
+        while True:
+            data = self._read()
+            eof = not data
+            buf = carry + data if carry else data
+            if not buf:
+                break
+            n = len(buf)
+            pos = 0
+            pk_pos: list[int] = []
+            pk_if: list[int] = []
+            pk_kind: list[int] = []  # 0 = EPB/PB layout, 1 = SPB
+            section_flush = False
+            while pos + 12 <= n:
+                btype, blen = struct.unpack_from(e + "II", buf, pos)
+                if btype == 0x0A0D0D0A:
+                    bom = buf[pos + 8 : pos + 12]
+                    if len(bom) < 4:
+                        break
+                    new_e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
+                    if new_e is None:
+                        if first:
+                            raise CaptureError(f"{self.path}: pcapng section header is damaged")
+                        damaged_from = pos if damaged_from is None else damaged_from
+                        pos += 4
+                        continue
+                    if new_e != e and pk_pos:
+                        section_flush = True
+                        break
+                    e = new_e
+                    blen = struct.unpack_from(e + "I", buf, pos + 4)[0]
+                    ifaces = []
+                first = False
+                if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                    damaged_from = pos if damaged_from is None else damaged_from
+                    pos = self._pcapng_resync(buf, pos + 4, n, e)
+                    continue
+                if pos + blen > n:
+                    break
+                trailer = struct.unpack_from(e + "I", buf, pos + blen - 4)[0]
+                if trailer != blen:
+                    damaged_from = pos if damaged_from is None else damaged_from
+                    pos = self._pcapng_resync(buf, pos + 4, n, e)
+                    continue
+                if damaged_from is not None:
+                    self.info.warn(
+                        "damaged_bytes",
+                        pos - damaged_from,
+                        "bytes of damaged pcapng blocks skipped; reading resumed after them",
+                    )
+                    damaged_from = None
+                if btype == 6 or btype == 2:
+                    if blen >= 32:
+                        if btype == 6:
+                            iface = struct.unpack_from(e + "I", buf, pos + 8)[0]
+                        else:
+                            iface = struct.unpack_from(e + "H", buf, pos + 8)[0]
+                        pk_pos.append(pos)
+                        pk_if.append(iface)
+                        pk_kind.append(0)
+                    else:
+                        self.info.warn("damaged_blocks", 1, "packet blocks too short to hold a packet")
+                elif btype == 3:
+                    if blen >= 16:
+                        pk_pos.append(pos)
+                        pk_if.append(0)
+                        pk_kind.append(1)
+                elif btype == 1:
+                    ifaces.append(self._parse_idb(buf, pos, blen, e))
+                    lt = ifaces[-1][0]
+                    if lt not in self.info.linktypes:
+                        self.info.linktypes.append(lt)
+                pos += blen
+            if first and n >= 4 and pos == 0 and eof:
+                raise CaptureError(f"{self.path}: truncated pcapng section header")
+            if pk_pos:
+                frame_no = yield from self._pcapng_emit(buf, pk_pos, pk_if, pk_kind, ifaces, e, frame_no)
+            if section_flush:
+                carry = buf[pos:]
+                continue
+            if eof:
+                if damaged_from is not None:
+                    self.info.warn(
+                        "damaged_bytes", n - damaged_from, "bytes of damaged pcapng blocks skipped"
+                    )
+                elif pos < n:
+                    self.info.warn(
+                        "truncated_record", 1, f"last block cut short ({n - pos} bytes): file truncated"
+                    )
+                break
+            carry = buf[pos:]
+
+    def _pcapng_resync(self, buf: bytes, p: int, n: int, e: str) -> int:
+        """Next position whose block header and trailer agree (or ``n``)."""
+        known = (1, 2, 3, 4, 5, 6, 0x0A0D0D0A, 0x0BAD, 7, 9, 10, 0x40000BAD)
+        while p + 12 <= n:
+            btype, blen = struct.unpack_from(e + "II", buf, p)
+            if btype in known and 12 <= blen <= MAX_RECORD and blen % 4 == 0 and p + blen <= n:
+                if struct.unpack_from(e + "I", buf, p + blen - 4)[0] == blen:
+                    return p
+            p += 4
+        return n
+
+    @staticmethod
+    def _parse_idb(buf: bytes, pos: int, blen: int, e: str) -> tuple[int, float, int]:
+        lt = struct.unpack_from(e + "H", buf, pos + 8)[0] if blen >= 20 else 0xFFFF
+        unit = 1e-6
+        tsoff = 0
+        p = pos + 16
+        end = pos + blen - 4
+        while p + 4 <= end:
+            code, olen = struct.unpack_from(e + "HH", buf, p)
+            if code == 0:
+                break
+            val = buf[p + 4 : p + 4 + olen]
+            if code == 9 and olen >= 1:
+                v = val[0]
+                unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+            elif code == 14 and olen >= 8:
+                tsoff = struct.unpack_from(e + "q", val)[0]
+            p += 4 + ((olen + 3) & ~3)
+        return lt, unit, tsoff
+
+    def _pcapng_emit(self, buf, pk_pos, pk_if, pk_kind, ifaces, e, frame_no):
+        u8 = np.frombuffer(buf, dtype=np.uint8)
+        o = np.asarray(pk_pos, dtype=np.int64)
+        iface = np.asarray(pk_if, dtype=np.int64)
+        kind = np.asarray(pk_kind, dtype=np.int8)
+        n = len(o)
+        # gather the 28-byte EPB header (type, len, if, tshi, tslo, caplen, origlen);
+        # SPB is shorter, so clamp its gather to the block start
+        hdr = u8[o[:, None] + _R28].view(np.dtype(e + "u4")).reshape(-1, 7).astype(np.int64)
+        blen = hdr[:, 1]
+        spb = kind == 1
+        caplen = np.where(spb, np.minimum(hdr[:, 2], blen - 16), hdr[:, 5])
+        wirelen = np.where(spb, hdr[:, 2], hdr[:, 6])
+        data_off = np.where(spb, o + 12, o + 28)
+        room = np.where(spb, blen - 16, blen - 32)
+        bad = (caplen > room) | (caplen < 0)
+        nif = len(ifaces)
+        undefined = iface >= nif
+        drop = bad | undefined
+        if undefined.any():
+            self.info.warn(
+                "undefined_interface",
+                int(undefined.sum()),
+                "packets referencing an interface with no description block (skipped)",
+            )
+        if bad.any():
+            self.info.warn("damaged_blocks", int(bad.sum()), "packet blocks with an impossible length (skipped)")
+        ticks = (hdr[:, 3].astype(np.uint64) << np.uint64(32)) | hdr[:, 4].astype(np.uint64)
+        if nif:
+            lt_tab = np.array([i[0] for i in ifaces], dtype=np.int32)
+            unit_tab = np.array([i[1] for i in ifaces], dtype=np.float64)
+            off_tab = np.array([i[2] for i in ifaces], dtype=np.float64)
+            ii = np.where(undefined, 0, iface)
+            lt = lt_tab[ii]
+            # split ticks to keep precision for ns units
+            unit = unit_tab[ii]
+            tps = np.round(1.0 / unit)
+            whole = np.floor_divide(ticks, tps.astype(np.uint64))
+            rem = ticks - whole * tps.astype(np.uint64)
+            ts = whole.astype(np.float64) + rem.astype(np.float64) * unit + off_tab[ii]
+        else:
+            lt = np.zeros(n, dtype=np.int32)
+            ts = np.zeros(n, dtype=np.float64)
+        if spb.any():
+            # simple packet blocks carry no timestamp: use the previous packet's
+            idx = np.where(~spb, np.arange(n), 0)
+            np.maximum.accumulate(idx, out=idx)
+            ts = ts[idx]
+        wirelen = np.maximum(wirelen, caplen)
+        fno = np.arange(frame_no + 1, frame_no + n + 1, dtype=np.int64)
+        keep = ~drop
+        if drop.any():
+            data_off, caplen, wirelen, ts, lt, fno = (
+                a[keep] for a in (data_off, caplen, wirelen, ts, lt, fno)
+            )
+        batch = FrameBatch(
+            buf=buf,
+            off=data_off,
+            caplen=caplen,
+            wirelen=wirelen,
+            ts=ts,
+            linktype=lt.astype(np.int32),
+            frame_no=fno,
+            file_index=self.file_index,
+        )
+        self._account(batch)
+        yield batch
+        return frame_no + n
+
+
+def zlib_error() -> type[BaseException]:
+    import zlib
+
+    return zlib.error
