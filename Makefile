@@ -3,7 +3,7 @@
 #   make test   - virtualenv with test extras, system packages, the whole suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEMO_PCAP ?= sample_pcaps/abortive_close_linger/backend.pcap
+DEMO_PCAP ?= sample_pcaps/keepalive_race_node/backend.pcap
 
 .PHONY: demo test venv venv-test sysdeps lint clean
 

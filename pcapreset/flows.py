@@ -24,6 +24,7 @@ Everything here is observation. Interpretation lives in evidence/rules.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from .decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
@@ -41,6 +42,10 @@ WELL_KNOWN_MAX = 1024
 _REPEAT_AT = {1, 10, 100, 1000, 10000}
 
 
+# history bits: index by letter, client and server variants
+_HB = {ch: 1 << i for i, ch in enumerate("SHADFRTWIQshadfrtwiq")}
+
+
 class Dir:
     """What one side of a connection sent."""
 
@@ -49,11 +54,15 @@ class Dir:
         "mss_segs", "mss_retrans", "small_segs", "small_retrans",
         "syn", "synack", "syn_retrans", "fin", "fin_ts", "rst", "isn", "base",
         "max_end", "last_ack", "last_win", "acked", "first_ts", "last_ts",
-        "last_data_ts", "ttl_last", "ttls", "ipid_last", "ipid_prev", "mss", "wscale",
-        "sack_perm", "ts_opt", "opt_kinds", "after_hs", "fin_end", "ack_seen",
+        "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
+        "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
+        "hA", "cA", "hD", "cD",
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, client: bool = True) -> None:
+        # history bit and letter for pure ACK / data from this side (Zeek's A/a, D/d)
+        self.hA, self.cA = (_HB["A"], "A") if client else (_HB["a"], "a")
+        self.hD, self.cD = (_HB["D"], "D") if client else (_HB["d"], "d")
         self.pkts = 0
         self.bytes = 0
         self.data_pkts = 0
@@ -79,18 +88,21 @@ class Dir:
         self.acked = False
         self.ack_seen = False
         self.first_ts: float | None = None
-        self.last_ts: float | None = None
         self.last_data_ts: float | None = None
         self.ttl_last = -1
         self.ttls: dict[int, int] = {}  # TTL -> packets (non-RST), changes only
         self.ipid_last = -1
-        self.ipid_prev = -1
         self.mss: int | None = None  # MSS this side advertised in its SYN
         self.wscale: int | None = None
         self.sack_perm = False
         self.ts_opt = False
         self.opt_kinds: list[str] | None = None  # SYN options, in order
-        self.after_hs = 0  # non-SYN packets sent after its SYN / SYN-ACK
+
+
+    @property
+    def after_hs(self) -> int:
+        """Packets this side sent that were neither SYN nor RST."""
+        return self.pkts - self.syn - self.synack - self.rst
 
 
 class Exchange:
@@ -198,7 +210,7 @@ class Conn:
     __slots__ = (
         "id", "client", "server", "role_rule", "start", "end", "c", "s",
         "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
-        "hs_done", "hs_ts", "last_pkt_ts", "last_pkt_from_client", "last_data_ts",
+        "hs_done", "hs_ts", "last_pkt_from_client", "last_data_ts",
         "_cur_req", "_cur_resp", "packets", "syn_ts", "first_from_client", "resp_headers",
     )  # fmt: skip
 
@@ -209,8 +221,8 @@ class Conn:
         self.role_rule = rule
         self.start = ts
         self.end = ts
-        self.c = Dir()
-        self.s = Dir()
+        self.c = Dir(True)
+        self.s = Dir(False)
         self.hist: list[str] = []
         self.hbits = 0
         self.rst_events: list[RstEvent] = []
@@ -220,7 +232,6 @@ class Conn:
         self.hs_done = False
         self.hs_ts: float | None = None
         self.syn_ts: float | None = None
-        self.last_pkt_ts = ts
         self.last_pkt_from_client = True
         self.last_data_ts: float | None = None
         self._cur_req: Exchange | None = None  # request still being sent
@@ -248,8 +259,12 @@ class Conn:
             self.hist.append(ch)
 
 
-# history bits: index by letter, client and server variants
-_HB = {ch: 1 << i for i, ch in enumerate("SHADFRTWIQshadfrtwiq")}
+
+
+_HDR_RE = re.compile(
+    rb"\r\n(content-length|transfer-encoding|server|keep-alive|connection)[ \t]*:[ \t]*([^\r\n]*)",
+    re.I,
+)
 
 
 def _parse_headers(
@@ -264,17 +279,16 @@ def _parse_headers(
     hl = end + 4 if end >= 0 else None
     clen = None
     chunked = False
-    for line in head[: end if end >= 0 else len(head)].split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        k = k.strip().lower()
+    for k, v in _HDR_RE.findall(head, 0, end + 2 if end >= 0 else len(head)):
+        k = k.lower()
         if k == b"content-length":
             try:
                 clen = int(v.strip())
             except ValueError:
                 clen = None
-        elif k == b"transfer-encoding" and b"chunked" in v.lower():
-            chunked = True
-        elif extra is not None and k in (b"server", b"keep-alive", b"connection"):
+        elif k == b"transfer-encoding":
+            chunked = b"chunked" in v.lower()
+        elif extra is not None:
             extra[k.decode()] = v.strip().decode("latin-1")[:80]
     if hl is None:
         return None, chunked, None
@@ -315,14 +329,17 @@ class FlowTracker:
                 rule = "first-packet"
                 client, server = src, dst
         c = Conn(len(self.conns), client, server, rule, ts)
+        c.first_from_client = src == client
         self.conns.append(c)
         return c
 
     # ---------------------------------------------------------------- feed
     def feed(self, b: TcpBatch) -> None:
+        """Consume one batch of packets (in capture order). The hot path."""
         if not len(b):
             return
         active = self.active
+        get = active.get
         bufs = b.bufs
         cols = (
             b.ts.tolist(), b.src.tolist(), b.dst.tolist(), b.seq.tolist(), b.ack.tolist(),
@@ -335,78 +352,106 @@ class FlowTracker:
         for ts, src, dst, seq, ack, flags, win, plen, ttl, ipid, optlen, poff, pcap, bi, fr in zip(
             *cols
         ):
-            key = (src, dst) if src < dst else (dst, src)
-            conn = active.get(key)
+            conn = get((src, dst) if src < dst else (dst, src))
             if flags & 0x07:  # SYN, FIN or RST: the careful path
-                if flags & SYN:
-                    if conn is None or self._is_new_incarnation(conn, src, seq, flags):
-                        conn = self._new_conn(src, dst, flags, ts)
-                        active[key] = conn
-                elif conn is None:
+                if conn is None or (flags & SYN and self._is_new_incarnation(conn, src, seq, flags)):
                     conn = self._new_conn(src, dst, flags, ts)
-                    active[key] = conn
+                    active[(src, dst) if src < dst else (dst, src)] = conn
             elif conn is None:
                 conn = self._new_conn(src, dst, flags, ts)
-                active[key] = conn
+                active[(src, dst) if src < dst else (dst, src)] = conn
             from_client = src == conn.client
             if from_client:
                 d, o = conn.c, conn.s
             else:
                 d, o = conn.s, conn.c
-            if conn.packets == 0:
-                conn.first_from_client = from_client
             conn.packets += 1
-            conn.end = ts
-            d.pkts += 1
-            if d.first_ts is None:
+            if not d.pkts:
                 d.first_ts = ts
-            d.last_ts = ts
-            if ttl != d.ttl_last and not flags & RST:
-                d.ttl_last = ttl
-                d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
-            if not flags & RST:
-                d.ipid_prev = d.ipid_last
-                d.ipid_last = ipid
-
+            d.pkts += 1
             if flags & 0x07:
+                if not flags & RST:
+                    if ttl != d.ttl_last:
+                        d.ttl_last = ttl
+                        d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+                    d.ipid_last = ipid
                 self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
                               ipid, optlen, poff, bufs[bi], fr)  # fmt: skip
                 if flags & RST:
-                    conn.last_pkt_ts = ts
+                    conn.end = ts
                     conn.last_pkt_from_client = from_client
                     continue
-            if not flags & SYN:
-                d.after_hs += 1
-            if d.base is None:
+            else:
+                if ttl != d.ttl_last:
+                    d.ttl_last = ttl
+                    d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+                d.ipid_last = ipid
+                if win == 0:
+                    d.zero_win += 1
+                    if d.zero_win in _REPEAT_AT:
+                        conn.hist.append("W" if from_client else "w")
+            base = d.base
+            if base is None:
                 # first packet of this side without a SYN: sequence space starts here
-                d.base = seq
+                base = d.base = seq
             if flags & ACK:
                 if not d.ack_seen:
                     d.ack_seen = True
-                    if (
-                        not conn.hs_done
-                        and from_client
-                        and conn.s.synack
-                        and conn.c.syn
-                        and not flags & SYN
-                    ):
-                        conn.hs_done = True
-                        conn.hs_ts = ts
-                if plen == 0 and not flags & 0x07:
-                    conn.mark(_HB["A"] if from_client else _HB["a"], "A" if from_client else "a")
+                    if not conn.hs_done and from_client and conn.s.synack and conn.c.syn:
+                        if not flags & SYN:
+                            conn.hs_done = True
+                            conn.hs_ts = ts
+                if not plen and not flags & 0x07:
+                    if not conn.hbits & d.hA:
+                        conn.hbits |= d.hA
+                        conn.hist.append(d.cA)
                     if ack == d.last_ack and win == d.last_win and o.base is not None:
                         una = (o.max_end - ((ack - o.base) & M32)) & M32
                         if 0 < una < HALF:
                             d.dupacks += 1
                 d.last_ack = ack
-            if win == 0 and not flags & 0x07:
-                d.zero_win += 1
-                if d.zero_win in _REPEAT_AT:
-                    conn.hist.append("W" if from_client else "w")
             d.last_win = win
             if plen:
-                self._data(conn, d, o, from_client, ts, seq, plen, optlen, poff, pcap, bufs[bi])
-            conn.last_pkt_ts = ts
+                # ---- sequence analysis (inline: most packets carry data)
+                end = (seq - base + plen) & M32
+                diff = (end - d.max_end) & M32
+                mss = o.mss
+                if diff == 0 or diff >= HALF:
+                    d.retrans += 1
+                    if mss is not None and plen + optlen >= mss:
+                        d.mss_retrans += 1
+                    else:
+                        d.small_retrans += 1
+                    if d.retrans in _REPEAT_AT:
+                        conn.hist.append("T" if from_client else "t")
+                else:
+                    d.bytes += diff
+                    d.max_end = end
+                    d.data_pkts += 1
+                    if mss is not None and plen + optlen >= mss:
+                        d.mss_segs += 1
+                    else:
+                        d.small_segs += 1
+                    d.last_data_ts = ts
+                    conn.last_data_ts = ts
+                    if not conn.hbits & d.hD:
+                        conn.hbits |= d.hD
+                        conn.hist.append(d.cD)
+                    if conn.rst_events:
+                        self._data_after_rst(conn, from_client)
+                    if from_client:
+                        self._http_client(conn, ts, (seq - base) & M32, plen, poff, pcap, bufs[bi])
+                    else:
+                        ex = conn._cur_resp
+                        if ex is not None and ex.resp_len is not None and ex.resp_end_ts is None:
+                            # the common case: more of a response of known length
+                            ex.resp_bytes += plen
+                            ex.last_resp_ts = ts
+                            if ex.resp_bytes >= ex.resp_len:
+                                ex.resp_end_ts = ts
+                        else:
+                            self._http_server(conn, ts, plen, poff, pcap, bufs[bi])
+            conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
 
@@ -439,7 +484,7 @@ class FlowTracker:
                 d.isn = seq
                 d.base = (seq + 1) & M32
                 if optlen:
-                    opts = parse_tcp_options(bytes(buf[poff - optlen : poff]))
+                    opts = _syn_options(buf[poff - optlen : poff])
                     d.mss = opts.get("mss")  # type: ignore[assignment]
                     d.wscale = opts.get("wscale")  # type: ignore[assignment]
                     d.sack_perm = bool(opts.get("sack_perm"))
@@ -506,7 +551,7 @@ class FlowTracker:
         done = sum(1 for e in conn.exchanges if e.complete)
         ev.requests_before = done
         ev.exchange = ex
-        ev.since_last_packet_s = ts - conn.last_pkt_ts if conn.packets > 1 else None
+        ev.since_last_packet_s = ts - conn.end if conn.packets > 1 else None
         ev.prev_pkt_from_peer = conn.packets > 1 and conn.last_pkt_from_client != up
         ev.since_last_data_s = ts - conn.last_data_ts if conn.last_data_ts is not None else None
         last_resp = None
@@ -551,148 +596,121 @@ class FlowTracker:
             ev.peer_data_after_fin = True
 
     # ---------------------------------------------------------------- data
-    def _data(self, conn, d, o, up, ts, seq, plen, optlen, poff, pcap, buf) -> None:
-        rel = (seq - d.base) & M32
-        end = (rel + plen) & M32
-        diff = (end - d.max_end) & M32
-        mss = o.mss
-        full = mss is not None and plen + optlen >= mss
-        if diff == 0 or diff >= HALF:
-            d.retrans += 1
-            if full:
-                d.mss_retrans += 1
-            else:
-                d.small_retrans += 1
-            if d.retrans in _REPEAT_AT:
-                conn.hist.append("T" if up else "t")
+    @staticmethod
+    def _data_after_rst(conn: Conn, up: bool) -> None:
+        conn._rst_open = False
+        ev = conn.rst_events[-1]
+        if up == ev.from_client:
+            ev.sender_data_after += 1
+        else:
+            ev.peer_data_after += 1
+
+    def _http_client(self, conn, ts, rel, plen, poff, pcap, buf) -> None:
+        """Client payload: a new HTTP request, or more of the current one."""
+        cur = conn._cur_req
+        if cur is not None and cur.req_len is not None and cur.req_bytes < cur.req_len:
+            cur.req_bytes += plen
             return
-        d.bytes += diff
-        d.max_end = end
-        d.data_pkts += 1
-        if full:
-            d.mss_segs += 1
-        else:
-            d.small_segs += 1
-        d.last_data_ts = ts
-        conn.last_data_ts = ts
-        conn.mark(_HB["D"] if up else _HB["d"], "D" if up else "d")
-        if conn._rst_open:
-            conn._rst_open = False
-        if conn.rst_events:
-            ev = conn.rst_events[-1]
-            if up == ev.from_client:
-                ev.sender_data_after += 1
-            else:
-                ev.peer_data_after += 1
-        # ---- HTTP/1.x
-        if up:
-            cur = conn._cur_req
-            if cur is not None and cur.req_len is not None and cur.req_bytes < cur.req_len:
-                cur.req_bytes += plen
+        if pcap:
+            head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)])
+            if head.startswith(HTTP_METHODS):
+                prev = conn._cur_resp
+                if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
+                    # HTTP/1.1 without pipelining: a new request means the
+                    # previous (length-unknown) response was over
+                    prev.resp_end_ts = prev.last_resp_ts
+                line = head.split(b"\r\n", 1)[0]
+                parts = line.split(b" ")
+                ex = Exchange(
+                    ts,
+                    parts[0].decode("latin-1"),
+                    parts[1].decode("latin-1")[:200] if len(parts) > 1 else "",
+                    rel,
+                )
+                hl, _chunked, clen = _parse_headers(head)
+                if hl is not None:
+                    ex.req_len = hl + (clen or 0)
+                ex.req_bytes = plen
+                conn.exchanges.append(ex)
+                conn._cur_req = ex
                 return
-            if pcap:
-                head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)])
-                if head.startswith(HTTP_METHODS):
-                    prev = conn._cur_resp
-                    if prev is not None and not prev.complete and prev.resp_len is None:
-                        # HTTP/1.1 without pipelining: a new request means the
-                        # previous (length-unknown) response was over
-                        prev.resp_end_ts = prev.last_resp_ts
-                    line = head.split(b"\r\n", 1)[0]
-                    parts = line.split(b" ")
-                    ex = Exchange(
-                        ts,
-                        parts[0].decode("latin-1"),
-                        parts[1].decode("latin-1")[:200] if len(parts) > 1 else "",
-                        rel,
-                    )
-                    hl, _chunked, clen = _parse_headers(head)
-                    if hl is not None:
-                        ex.req_len = hl + (clen or 0)
-                    ex.req_bytes = plen
-                    conn.exchanges.append(ex)
-                    conn._cur_req = ex
-                    return
-            if cur is not None:
-                cur.req_bytes += plen
-        else:
-            ex = conn._cur_resp
-            if (
-                ex is not None
-                and not ex.complete
-                and ex.resp_len is None
-                and not ex.chunked
-                and pcap >= 12
-                and bytes(buf[poff : poff + 7]) == b"HTTP/1."
-            ):
-                # length was unknown (headers cut by the snaplen): a new status line
-                # starts the next response
+        if cur is not None:
+            cur.req_bytes += plen
+
+    def _http_server(self, conn, ts, plen, poff, pcap, buf) -> None:
+        """Server payload outside a known-length response: status line or body."""
+        ex = conn._cur_resp
+        head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)]) if pcap else b""
+        is_status = head.startswith(b"HTTP/1.") and len(head) >= 12
+        if ex is not None and ex.resp_end_ts is None:
+            if is_status and ex.resp_len is None and not ex.chunked:
+                # length was unknown (headers cut by the snaplen): a new status
+                # line starts the next response
                 ex.resp_end_ts = ex.last_resp_ts
-            if ex is not None and not ex.complete:
+            else:
                 ex.resp_bytes += plen
                 ex.last_resp_ts = ts
                 if ex.resp_len is not None:
                     if ex.resp_bytes >= ex.resp_len:
                         ex.resp_end_ts = ts
+                elif ex.chunked and pcap == plen and head[-5:] == b"0\r\n\r\n":
+                    ex.resp_end_ts = ts
                 elif ex.chunked and pcap == plen:
-                    tail = bytes(buf[poff + max(0, pcap - 7) : poff + pcap])
-                    if tail.endswith(b"0\r\n\r\n"):
+                    tail = bytes(buf[poff + max(0, pcap - 5) : poff + pcap])
+                    if tail == b"0\r\n\r\n":
                         ex.resp_end_ts = ts
                 return
-            if not pcap:
+        if not is_status:
+            return
+        try:
+            status = int(head[9:12])
+        except ValueError:
+            return
+        # attach to the oldest request still waiting for a response
+        target = None
+        for e in conn.exchanges:
+            if e.status is None or (e.status < 200 and e.resp_end_ts is None):
+                target = e
+                break
+        if target is None:
+            target = Exchange(None, "", "", 0)
+            conn.exchanges.append(target)
+        if target.resp_ts is None:
+            target.resp_ts = ts
+        target.status = status
+        target.resp_bytes = plen
+        target.last_resp_ts = ts
+        hl, chunked, clen = _parse_headers(head, conn.resp_headers)
+        if status < 200:  # interim (100 Continue): the final status follows
+            target.interim += 1
+            if hl is not None and plen > hl:
+                # the final response may be in the same segment
+                rest = head[hl:]
+                if rest.startswith(b"HTTP/1."):
+                    try:
+                        target.status = int(rest[9:12])
+                    except ValueError:
+                        pass
+                    h2, chunked, clen = _parse_headers(rest, conn.resp_headers)
+                    hl = hl + h2 if h2 is not None else None
+                    status = target.status or status
+            if status < 200:
                 return
-            head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)])
-            if not head.startswith(b"HTTP/1."):
-                return
-            try:
-                status = int(head[9:12])
-            except ValueError:
-                return
-            # attach to the oldest request still waiting for a response
-            target = None
-            for e in conn.exchanges:
-                if e.status is None or (e.status < 200 and e.resp_end_ts is None):
-                    target = e
-                    break
-            if target is None:
-                target = Exchange(None, "", "", 0)
-                conn.exchanges.append(target)
-            if target.resp_ts is None:
-                target.resp_ts = ts
-            target.status = status
-            target.resp_bytes = plen
-            target.last_resp_ts = ts
-            hl, chunked, clen = _parse_headers(head, conn.resp_headers)
-            if status < 200:  # interim (100 Continue): the final status follows
-                target.interim += 1
-                if hl is not None and plen > hl:
-                    # the final response may be in the same segment
-                    rest = head[hl:]
-                    if rest.startswith(b"HTTP/1."):
-                        try:
-                            target.status = int(rest[9:12])
-                        except ValueError:
-                            pass
-                        h2, chunked, clen = _parse_headers(rest)
-                        hl = hl + h2 if h2 is not None else None
-                        status = target.status or status
-                if status < 200:
-                    return
-            no_body = status in (204, 304) or target.method == "HEAD"
-            if hl is not None:
-                if no_body:
-                    target.resp_len = hl
-                elif clen is not None:
-                    target.resp_len = hl + clen
-                elif chunked:
-                    target.chunked = True
-                    if pcap == plen and head.endswith(b"0\r\n\r\n"):
-                        target.resp_end_ts = ts
-            conn._cur_resp = target
-            if target.resp_len is not None and target.resp_bytes >= target.resp_len:
-                target.resp_end_ts = ts
-            if conn._cur_req is target:
-                conn._cur_req = None
+        no_body = status in (204, 304) or target.method == "HEAD"
+        if hl is not None:
+            if no_body:
+                target.resp_len = hl
+            elif clen is not None:
+                target.resp_len = hl + clen
+            elif chunked:
+                target.chunked = True
+                if pcap == plen and head.endswith(b"0\r\n\r\n"):
+                    target.resp_end_ts = ts
+        conn._cur_resp = target
+        if target.resp_len is not None and target.resp_bytes >= target.resp_len:
+            target.resp_end_ts = ts
+        if conn._cur_req is target:
+            conn._cur_req = None
 
     def finish(self) -> list[Conn]:
         """Close out: responses that ended with the connection count as complete."""
@@ -708,6 +726,24 @@ class FlowTracker:
                 ):
                     ex.resp_end_ts = conn.s.fin_ts
         return self.conns
+
+
+_LINUX_SYN_KINDS = ["mss", "sackOK", "ts", "nop", "wscale"]
+
+
+def _syn_options(raw: bytes) -> dict:
+    """SYN options; a fast path for Linux's layout (MSS, SACK-perm, TS, NOP, WS)."""
+    if len(raw) == 20 and raw[0] == 2 and raw[1] == 4 and raw[4:8] == b"\x04\x02\x08\x0a" and (
+        raw[16:19] == b"\x01\x03\x03"
+    ):
+        return {
+            "mss": (raw[2] << 8) | raw[3],
+            "sack_perm": True,
+            "ts": (int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")),
+            "wscale": raw[19],
+            "kinds": list(_LINUX_SYN_KINDS),
+        }
+    return parse_tcp_options(bytes(raw))
 
 
 def _last_data_before(conn: Conn, t: float) -> float | None:
