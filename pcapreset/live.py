@@ -1,0 +1,522 @@
+"""live: capture from a network interface as another source of FrameBatches.
+
+A Linux packet socket (``AF_PACKET``, ``SOCK_DGRAM``: "cooked", like
+``tcpdump -i any``) with a kernel BPF filter for the port. The filter is
+compiled by libpcap through scapy (:func:`scapy.arch.common.compile_filter`)
+for raw IP, because a ``SOCK_DGRAM`` packet socket hands the filter and the
+reader the packet from its network header on. No scapy layer object is ever
+built: frames are received with ``recvmsg_into`` straight into a buffer that
+is laid out as pcap records (16-byte record header + 20-byte LINUX_SLL2 header
+built from the ``sockaddr_ll`` + the IP packet), so a batch is at the same time
+
+- a :class:`FrameBatch` for the decoder (link type 276, LINUX_SLL2), and
+- the bytes appended to the ``--write`` file (a nanosecond pcap).
+
+Timestamps are the kernel's receive times (``SO_TIMESTAMPNS``). Kernel counts
+of packets queued to / dropped by the socket come from ``PACKET_STATISTICS``
+(packet(7); each read resets the kernel counters, so they are summed here).
+
+Loopback devices show every packet twice to a packet socket (once outgoing,
+once incoming); like libpcap we keep only the incoming copy, here with a few
+instructions in front of the libpcap filter (``SKF_AD_PKTTYPE`` /
+``SKF_AD_HATYPE``, see the kernel's Documentation/networking/filter.rst).
+
+:class:`VerdictStream` turns the FlowTracker's new RstEvents into verdicts a
+short time after each reset (so that the packets right after it are in).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import numpy as np
+
+from .errors import CaptureSourceError
+from .sources import FrameBatch, SourceInfo
+
+LINKTYPE_LINUX_SLL2 = 276
+DLT_RAW = 12  # libpcap's DLT for raw IP (LINKTYPE_RAW 101 in files)
+SNAPLEN = 65535  # libpcap's compiled filter accepts this many bytes per packet
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h (SO_TIMESTAMPNS_OLD; 64-bit time_t on 64-bit)
+SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+ARPHRD_LOOPBACK = 772
+SKF_AD_OFF = -0x1000
+SKF_AD_PKTTYPE = 4
+SKF_AD_HATYPE = 28
+REC_HDR = 16  # pcap record header
+SLL2_HDR = 20
+HDR = REC_HDR + SLL2_HDR
+BATCH_BYTES = 4 << 20
+MAX_BATCH_PKTS = 20000
+PCAP_NS_MAGIC = 0xA1B23C4D
+
+_REC = struct.Struct("<IIII")
+_SLL2 = struct.Struct(">HHIHBB8s")
+_TS = struct.Struct("@qq")
+_STATS = struct.Struct("@II")
+_R16 = np.arange(16, dtype=np.int64)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def port_filter(port: int | None) -> str:
+    return f"tcp port {port}" if port else "tcp"
+
+
+def compile_bpf(expr: str) -> list[tuple[int, int, int, int]]:
+    """libpcap-compile ``expr`` for raw IP packets -> (code, jt, jf, k) list."""
+    try:
+        from scapy.arch.common import compile_filter
+    except ImportError as e:  # pragma: no cover - scapy is a dependency
+        raise CaptureSourceError(f"cannot compile capture filter: {e}") from None
+    try:
+        bp = compile_filter(expr, linktype=DLT_RAW)
+    except Exception as e:  # scapy raises Scapy_Exception / ImportError / OSError
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CaptureSourceError(f"bad capture filter {expr!r}: {msg}") from None
+    ins = bp.bf_insns
+    return [(ins[i].code, ins[i].jt, ins[i].jf, ins[i].k) for i in range(bp.bf_len)]
+
+
+def skip_loopback_outgoing(
+    prog: list[tuple[int, int, int, int]],
+) -> list[tuple[int, int, int, int]]:
+    """Prefix ``prog`` with: drop outgoing packets of loopback devices."""
+    ld_abs_w, jeq_k, ret_k = 0x20, 0x15, 0x06
+    pre = [
+        (ld_abs_w, 0, 0, (SKF_AD_OFF + SKF_AD_PKTTYPE) & 0xFFFFFFFF),
+        (jeq_k, 0, 3, PACKET_OUTGOING),
+        (ld_abs_w, 0, 0, (SKF_AD_OFF + SKF_AD_HATYPE) & 0xFFFFFFFF),
+        (jeq_k, 0, 1, ARPHRD_LOOPBACK),
+        (ret_k, 0, 0, 0),
+    ]
+    return pre + prog
+
+
+def attach_bpf(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+    arr = (_SockFilter * len(prog))(*[_SockFilter(*i) for i in prog])
+    fprog = _SockFprog(len(prog), arr)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
+    except OSError as e:
+        raise CaptureSourceError(f"kernel refused the capture filter: {e.strerror}") from None
+
+
+def _ifindex(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+@dataclass
+class LiveStats:
+    """Kernel and reader counts for one live capture."""
+
+    kernel_packets: int = 0  # tp_packets: packets that passed the filter
+    kernel_drops: int = 0  # tp_drops: dropped for lack of socket buffer
+    frames: int = 0  # frames this reader received
+    written_bytes: int = 0
+    started: float = 0.0
+    stopped: float | None = None
+    stop_reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class PcapWriter:
+    """A nanosecond pcap (LINUX_SLL2) written batch by batch, flushed each time."""
+
+    def __init__(self, path: str, snaplen: int = SNAPLEN) -> None:
+        try:
+            self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as e:
+            raise CaptureSourceError(f"{path}: cannot write: {e.strerror or e}") from None
+        self.path = path
+        hdr = struct.pack("<IHHiIII", PCAP_NS_MAGIC, 2, 4, 0, 0, snaplen + SLL2_HDR,
+                          LINKTYPE_LINUX_SLL2)  # fmt: skip
+        self._fh.write(hdr)
+        self._fh.flush()
+
+    def write(self, records: bytes | memoryview) -> None:
+        self._fh.write(records)
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+class LiveCapture:
+    """A packet socket on ``iface`` (``"any"``: every interface) for one port.
+
+    ``LiveCapture(...)`` opens the socket (raising :class:`CaptureSourceError`
+    with a one-line message on failure); :meth:`batches` yields FrameBatches
+    until ``should_stop()`` or the duration is over, then drains what the
+    kernel already queued; :meth:`close` closes socket and file.
+    """
+
+    def __init__(
+        self,
+        iface: str = "any",
+        port: int | None = None,
+        bpf_filter: str | None = None,
+        write: str | None = None,
+        rcvbuf_bytes: int = 64 << 20,
+    ) -> None:
+        self.iface = iface
+        self.port = port
+        self.filter = bpf_filter or port_filter(port)
+        self.stats = LiveStats()
+        self.info = SourceInfo(
+            path=f"live:{iface}", file_format="live", linktypes=[LINKTYPE_LINUX_SLL2]
+        )
+        self._names: dict[str, int] = {}
+        self._frame_no = 0
+        prog = skip_loopback_outgoing(compile_bpf(self.filter))
+        if iface != "any" and not _ifindex(iface):
+            raise CaptureSourceError(f"no such network interface: {iface!r}")
+        self.sock = self._open_socket(prog, rcvbuf_bytes)
+        self.writer: PcapWriter | None = None
+        try:
+            self.writer = PcapWriter(write) if write else None
+        except BaseException:
+            self.sock.close()
+            raise
+        self.stats.started = time.time()
+
+    def _open_socket(self, prog: list, rcvbuf_bytes: int) -> socket.socket:
+        try:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        except PermissionError:
+            raise CaptureSourceError(
+                "live capture needs root or CAP_NET_RAW (run with sudo, or "
+                "`setcap cap_net_raw+ep` the Python binary)"
+            ) from None
+        except OSError as e:
+            raise CaptureSourceError(f"cannot open a packet socket: {e.strerror}") from None
+        try:
+            attach_bpf(s, prog)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf_bytes)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            if self.iface != "any":
+                try:
+                    s.bind((self.iface, ETH_P_ALL))
+                except OSError as e:
+                    if e.errno in (errno.ENODEV, errno.ENXIO):
+                        raise CaptureSourceError(
+                            f"no such network interface: {self.iface!r}"
+                        ) from None
+                    raise CaptureSourceError(
+                        f"cannot capture on {self.iface!r}: {e.strerror}"
+                    ) from None
+            s.setblocking(False)
+            self._drain_unfiltered(s)
+            self.read_kernel_stats(s)  # start counting from here
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    @staticmethod
+    def _drain_unfiltered(s: socket.socket) -> None:
+        """Drop what was queued before the filter was attached (as libpcap does)."""
+        for _ in range(100000):
+            try:
+                s.recv(1)
+            except (BlockingIOError, InterruptedError):
+                return
+
+    def read_kernel_stats(self, s: socket.socket | None = None) -> tuple[int, int]:
+        """Add the kernel's counts since the last read (the read resets them)."""
+        sock = s or self.sock
+        try:
+            raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size)
+        except OSError:
+            return self.stats.kernel_packets, self.stats.kernel_drops
+        pk, dr = _STATS.unpack(raw)
+        if s is None:
+            self.stats.kernel_packets += pk
+            self.stats.kernel_drops += dr
+        return self.stats.kernel_packets, self.stats.kernel_drops
+
+    # --------------------------------------------------------------- reading
+    def batches(
+        self,
+        should_stop: Callable[[], bool] = lambda: False,
+        duration_s: float | None = None,
+        tick_s: float = 0.1,
+    ) -> Iterator[FrameBatch]:
+        """Yield a FrameBatch at least every ``tick_s`` (empty when nothing came)."""
+        start = time.monotonic()
+        deadline = start + duration_s if duration_s is not None else None
+        buf = bytearray(BATCH_BYTES)
+        mv = memoryview(buf)
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        reason = "interrupted"
+        while True:
+            now = time.monotonic()
+            if should_stop():
+                break
+            if deadline is not None and now >= deadline:
+                reason = "duration"
+                break
+            wait = tick_s if deadline is None else max(0.0, min(tick_s, deadline - now))
+            try:
+                poller.poll(wait * 1000.0)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                pass
+            tick_end = time.monotonic() + tick_s
+            yield self._batch(buf, mv, tick_end)
+        # drain what the kernel queued before the stop (bounded)
+        for _ in range(1000):
+            fb = self._batch(buf, mv, time.monotonic() + 0.5)
+            if not len(fb.off):
+                break
+            yield fb
+        self.read_kernel_stats()
+        self.stats.stopped = time.time()
+        self.stats.stop_reason = reason
+
+    def _batch(self, buf: bytearray, mv: memoryview, until: float) -> FrameBatch:
+        """Receive what is queued (up to a full buffer or ``until``) as one batch."""
+        recv = self.sock.recvmsg_into
+        pack_rec = _REC.pack_into
+        pack_sll = _SLL2.pack_into
+        unpack_ts = _TS.unpack
+        names = self._names
+        trunc = socket.MSG_TRUNC
+        limit = len(buf) - HDR - SNAPLEN
+        pos = 0
+        offs: list[int] = []
+        add = offs.append
+        n_pk = 0
+        while pos <= limit and n_pk < MAX_BATCH_PKTS:
+            try:
+                n, anc, _fl, addr = recv([mv[pos + HDR : pos + HDR + SNAPLEN]], 64, trunc)
+            except (BlockingIOError, InterruptedError):
+                break
+            if anc:
+                sec, nsec = unpack_ts(anc[0][2][:16])
+            else:  # pragma: no cover - SO_TIMESTAMPNS is always granted on Linux
+                t = time.time_ns()
+                sec, nsec = divmod(t, 1_000_000_000)
+            ifname, proto, pkttype, hatype, haddr = addr
+            idx = names.get(ifname)
+            if idx is None:
+                idx = names[ifname] = _ifindex(ifname)
+            cap = n if n < SNAPLEN else SNAPLEN
+            pack_rec(buf, pos, sec, nsec, cap + SLL2_HDR, n + SLL2_HDR)
+            pack_sll(buf, pos + REC_HDR, proto, 0, idx, hatype, pkttype, len(haddr), haddr)
+            add(pos)
+            pos += HDR + cap
+            n_pk += 1
+            if not n_pk & 255 and time.monotonic() >= until:
+                break
+        return self._emit(bytes(mv[:pos]), offs)
+
+    def _emit(self, data: bytes, offs: list[int]) -> FrameBatch:
+        n = len(offs)
+        o = np.asarray(offs, dtype=np.int64)
+        if n:
+            u8 = np.frombuffer(data, dtype=np.uint8)
+            hdr = u8[o[:, None] + _R16].view("<u4").reshape(-1, 4).astype(np.int64)
+            # the same arithmetic as sources.CaptureReader on a ns pcap: equal floats
+            ts = hdr[:, 0].astype(np.float64) + hdr[:, 1].astype(np.float64) * 1e-9
+            caplen, wirelen = hdr[:, 2], hdr[:, 3]
+            if self.writer is not None:
+                self.writer.write(data)
+                self.stats.written_bytes += len(data)
+            self._account(n, ts)
+        else:
+            ts = np.zeros(0, dtype=np.float64)
+            caplen = wirelen = np.zeros(0, dtype=np.int64)
+        fb = FrameBatch(
+            buf=data,
+            off=o + REC_HDR,
+            caplen=caplen,
+            wirelen=wirelen,
+            ts=ts,
+            linktype=np.full(n, LINKTYPE_LINUX_SLL2, dtype=np.int32),
+            frame_no=np.arange(self._frame_no + 1, self._frame_no + n + 1, dtype=np.int64),
+            file_index=0,
+        )
+        self._frame_no += n
+        return fb
+
+    def _account(self, n: int, ts: np.ndarray) -> None:
+        self.stats.frames += n
+        self.info.frames += n
+        lo, hi = float(ts.min()), float(ts.max())
+        if self.info.first_ts is None or lo < self.info.first_ts:
+            self.info.first_ts = lo
+        if self.info.last_ts is None or hi > self.info.last_ts:
+            self.info.last_ts = hi
+
+    def report(self) -> dict:
+        """The ``capture.live`` section of the report."""
+        st = self.stats
+        end = st.stopped or time.time()
+        return {
+            "iface": self.iface,
+            "filter": self.filter,
+            "linktype": "LINUX_SLL2(276)",
+            "snaplen": SNAPLEN,
+            "started": round(st.started, 6),
+            "duration_s": round(end - st.started, 3),
+            "stopped_by": st.stop_reason or "interrupted",
+            "packets_received": st.frames,
+            "kernel_packets": st.kernel_packets,
+            "kernel_drops": st.kernel_drops,
+            "write": self.writer.path if self.writer else None,
+        }
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+
+# ------------------------------------------------------------------ stopping
+class StopFlag:
+    """Set by SIGINT / SIGTERM while installed (main thread only), or by hand."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.signal: str | None = None
+        self._old: dict[int, object] = {}
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.stop = True
+        self.signal = signal.Signals(signum).name
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+        self._old.clear()
+
+
+# ------------------------------------------------------------ verdict stream
+class VerdictStream:
+    """Classifies each new reset ``delay_s`` after it (capture clock) and emits it.
+
+    ``emit`` receives the reset as the JSON report writes it
+    (:meth:`pcapreset.report.Report.reset_json`). Classification uses the
+    connections seen so far; the final report classifies again over the
+    whole capture and is the one to trust when they differ.
+
+    The per-capture context (:func:`pcapreset.evidence.build_context`) is
+    rebuilt over every connection so far, so its cost grows with the capture:
+    it is rebuilt at most every ``max(min_rebuild_s, cpu_share_inv * cost)``
+    seconds (at most ~1/``cpu_share_inv`` of the time); resets due in between
+    wait for the next rebuild instead of using a stale context.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[dict], None],
+        delay_s: float = 0.5,
+        min_rebuild_s: float = 0.25,
+        cpu_share_inv: float = 5.0,
+    ) -> None:
+        self.emit = emit
+        self.delay_s = delay_s
+        self.min_rebuild_s = min_rebuild_s
+        self.cpu_share_inv = cpu_share_inv
+        self.pending: list = []
+        self.emitted = 0
+        self._last: tuple | None = None
+        self._ctx_at = -1e18  # monotonic time of the last context build
+        self._ctx_cost_s = 0.0
+
+    def on_rst(self, ev) -> None:
+        self.pending.append(ev)
+
+    def flush(self) -> None:
+        """Emit every reset still waiting (at the end of the capture)."""
+        if self._last is not None:
+            ft, dec = self._last
+            self.tick(ft, dec, force=True)
+
+    def tick(self, ft, dec, now: float | None = None, force: bool = False) -> None:
+        self._last = (ft, dec)
+        if not self.pending:
+            return
+        now = time.time() if now is None else now
+        due = [e for e in self.pending if force or e.ts + self.delay_s <= now]
+        if not due:
+            return
+        gap = max(self.min_rebuild_s, self.cpu_share_inv * self._ctx_cost_s)
+        if not force and time.monotonic() - self._ctx_at < gap:
+            return
+        self.pending = [e for e in self.pending if not (force or e.ts + self.delay_s <= now)]
+        from .engine import EngineResult
+        from .evidence import build_context, rst_facts
+        from .report import Report, ResetRecord
+        from .rules import classify
+
+        t0 = time.monotonic()
+        ctx = build_context(ft.conns)
+        self._ctx_at = time.monotonic()
+        self._ctx_cost_s = self._ctx_at - t0
+        res = EngineResult(
+            sources=[], decode=dec.stats, conns=ft.conns, book=dec.book, port=ft.port
+        )
+        rep = Report(res, ctx, [], [])
+        for ev in sorted(due, key=lambda e: e.ts):
+            facts = rst_facts(ev.conn, ev, ctx)
+            self.emit(rep.reset_json(ResetRecord(ev.conn, ev, classify(facts), facts)))
+            self.emitted += 1
+
+
+def reset_line(r: dict) -> str:
+    """One text line per streamed verdict."""
+    t = time.strftime("%H:%M:%S", time.gmtime(r["ts"])) + f".{int(r['ts'] % 1 * 1000):03d}"
+    idle = "" if r["idle_before_s"] is None else f" idle {r['idle_before_s']:.2f}s"
+    return (
+        f"{t} RST {r['client']} -> {r['server']}: {r['cause']} "
+        f"(sender {r['sender']}, {r['phase']}{idle}, confidence {r['confidence']:.2f})"
+    )
