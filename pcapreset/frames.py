@@ -1,0 +1,454 @@
+"""frames: the analysis as pandas DataFrames, for notebooks and exports.
+
+    >>> import pcapreset
+    >>> a = pcapreset.load("backend.pcap")
+    >>> a.resets["cause"].value_counts()      # every cause code, zeros included
+    >>> a.packets(a.resets.conn_id.iloc[0])   # one connection's packets
+
+:func:`load` runs the same engine and report as ``pcapreset analyze`` and turns
+it into tables. Only per-connection state is kept from the main pass;
+:meth:`Analysis.packets` re-reads the capture file(s) for one connection's
+packets when asked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .api import _paths, analyze
+from .connstate import CONN_STATES, conn_state
+from .decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
+from .engine import merge_by_time, open_readers
+from .errors import PcapResetError
+from .findings import FINDING_CODES
+from .report import Report
+from .rules import CAUSES, PHASES, SENDERS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+M32 = 0xFFFFFFFF
+DIRECTIONS = ("client", "server")
+EXPORT_FORMATS = ("parquet", "csv")
+#: list-valued columns; CSV export joins them with this separator
+LIST_SEP = " | "
+
+
+def load(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    port: int | None = None,
+    **options: Any,
+) -> Analysis:
+    """Analyse capture file(s) and return the flow tables as DataFrames.
+
+    Same engine and verdicts as ``pcapreset analyze``; several files are one
+    timeline. ``options`` go to :func:`pcapreset.analyze` (e.g.
+    ``nginx_keepalive_s``, ``nginx_conf``, ``nginx_log``). Raises
+    :class:`pcapreset.errors.PcapResetError` on bad input.
+    """
+    files = _paths(paths)
+    rep = analyze(files, port=port, **options)
+    return from_report(rep, files, port)
+
+
+def from_report(rep: Report, paths: Sequence[str], port: int | None = None) -> Analysis:
+    """Tables for a :class:`~pcapreset.report.Report` already built (the CLI's)."""
+    eps = _Endpoints(rep)
+    return Analysis(
+        report=rep,
+        paths=list(paths),
+        port=port,
+        connections=connections_frame(rep, eps),
+        resets=resets_frame(rep, eps),
+        findings=findings_frame(rep.findings),
+        summary=rep.summary(),
+    )
+
+
+# ------------------------------------------------------------------ dtypes
+def _cat(values: Any, codes: Sequence[str]) -> pd.Categorical:
+    return pd.Categorical(values, categories=list(codes))
+
+
+def _utc(seconds: Any) -> pd.DatetimeIndex:
+    """Epoch seconds -> tz-aware UTC at µs resolution (a float64 epoch carries no
+    more); a timestamp outside datetime64's range (a damaged record) becomes NaT."""
+    us = np.round(np.asarray(seconds, dtype="float64") * 1e6)
+    bad = ~np.isfinite(us) | (np.abs(us) >= 2.0**62)
+    arr = np.where(bad, 0, us).astype("int64").view("datetime64[us]")
+    arr[bad] = np.datetime64("NaT")
+    return pd.DatetimeIndex(arr).tz_localize("UTC")
+
+
+class _Endpoints:
+    """Endpoint key -> ('ip:port', ip, port), with the IP text cached per address."""
+
+    def __init__(self, rep: Report) -> None:
+        self.book = rep.result.book
+        self._ip: dict[int, str] = {}
+
+    def ip(self, key: int) -> str:
+        a = key >> 16
+        s = self._ip.get(a)
+        if s is None:
+            s = self._ip[a] = self.book.ip(a)
+        return s
+
+    def text(self, key: int) -> str:
+        ip = self.ip(key)
+        return f"[{ip}]:{key & 0xFFFF}" if ":" in ip else f"{ip}:{key & 0xFFFF}"
+
+    def columns(self, keys: list[int], role: str) -> dict[str, Any]:
+        return {
+            role: [self.text(k) for k in keys],
+            f"{role}_ip": [self.ip(k) for k in keys],
+            f"{role}_port": np.asarray([k & 0xFFFF for k in keys], dtype="int32"),
+        }
+
+
+# ------------------------------------------------------------------ tables
+def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
+    """One row per TCP connection (the rows of ``pcapreset conns``, typed)."""
+    eps = eps or _Endpoints(rep)
+    conns = rep.result.conns
+    last_cause: dict[int, str] = {}
+    for r in rep.resets:  # sorted by time: the last one wins
+        last_cause[r.conn.id] = r.verdict.cause
+    start = np.asarray([c.start for c in conns], dtype="float64")
+    end = np.asarray([c.end for c in conns], dtype="float64")
+    cols: dict[str, Any] = {"conn_id": np.asarray([c.id for c in conns], dtype="int64")}
+    cols |= eps.columns([c.client for c in conns], "client")
+    cols |= eps.columns([c.server for c in conns], "server")
+    cols |= {
+        "start": _utc(start),
+        "end": _utc(end),
+        "duration_s": end - start,
+        "client_bytes": [c.c.bytes for c in conns],
+        "server_bytes": [c.s.bytes for c in conns],
+        "client_packets": [c.c.pkts for c in conns],
+        "server_packets": [c.s.pkts for c in conns],
+        "packets": [c.packets for c in conns],
+        "conn_state": _cat([conn_state(c) for c in conns], CONN_STATES),
+        "history": pd.array([c.history for c in conns], dtype="string"),
+        "requests": [c.requests for c in conns],
+        "completed_requests": [c.completed_exchanges for c in conns],
+        "resets": [len(c.rst_events) for c in conns],
+        "reset_cause": _cat([last_cause.get(c.id) for c in conns], CAUSES),
+        "client_retrans": [c.c.retrans for c in conns],
+        "server_retrans": [c.s.retrans for c in conns],
+        "role_rule": pd.array([c.role_rule for c in conns], dtype="string"),
+    }
+    df = pd.DataFrame(cols)
+    for k in ("client_bytes", "server_bytes", "client_packets", "server_packets", "packets"):
+        df[k] = df[k].astype("int64")
+    return df
+
+
+def resets_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
+    """One row per RST event, with the JSON contract's fields (same values)."""
+    eps = eps or _Endpoints(rep)
+    rows = [rep.reset_json(r) for r in rep.resets]
+    n = len(rows)
+
+    def col(name: str) -> list:
+        return [row[name] for row in rows]
+
+    cols: dict[str, Any] = {
+        "conn_id": np.asarray(col("conn_id"), dtype="int64"),
+        "ts": _utc(col("ts")),
+    }
+    cols |= eps.columns([r.conn.client for r in rep.resets], "client")
+    cols |= eps.columns([r.conn.server for r in rep.resets], "server")
+    cols |= {
+        "sender": _cat(col("sender"), SENDERS),
+        "cause": _cat(col("cause"), CAUSES),
+        "confidence": np.asarray(col("confidence"), dtype="float64"),
+        "phase": _cat(col("phase"), PHASES),
+        "idle_before_s": np.asarray(
+            [np.nan if v is None else v for v in col("idle_before_s")], dtype="float64"
+        ),
+        "requests_before": np.asarray(col("requests_before"), dtype="int64"),
+        "direction": _cat(col("direction"), DIRECTIONS),
+        "rst_packets": np.asarray(col("rst_packets"), dtype="int64"),
+        "rule": pd.array(col("rule"), dtype="string"),
+        "explanation": pd.array(col("explanation"), dtype="string"),
+        "evidence": pd.Series(col("evidence"), dtype="object", index=range(n)),
+        "facts": pd.Series(col("facts"), dtype="object", index=range(n)),
+    }
+    return pd.DataFrame(cols)
+
+
+def findings_frame(findings: list[dict]) -> pd.DataFrame:
+    """One row per finding code: ``{cause, count, evidence, flows}``."""
+    codes = list(FINDING_CODES) + sorted({f["cause"] for f in findings} - set(FINDING_CODES))
+    n = len(findings)
+    return pd.DataFrame(
+        {
+            "cause": _cat([f["cause"] for f in findings], codes),
+            "count": np.asarray([f["count"] for f in findings], dtype="int64"),
+            "evidence": pd.Series(
+                [f["evidence"] for f in findings], dtype="object", index=range(n)
+            ),
+            "flows": pd.Series([f["flows"] for f in findings], dtype="object", index=range(n)),
+        }
+    )
+
+
+# ----------------------------------------------------------------- packets
+def _flag_text(flags: int) -> str:
+    """tcpdump's flag letters: S F R P U E W, '.' for ACK."""
+    out = "".join(
+        ch
+        for bit, ch in (
+            (SYN, "S"),
+            (FIN, "F"),
+            (RST, "R"),
+            (PSH, "P"),
+            (URG, "U"),
+            (ECE, "E"),
+            (CWR, "W"),
+        )
+        if flags & bit
+    )
+    return out + "." if flags & ACK else out or "none"
+
+
+def _conn_batches(
+    paths: Sequence[str], dec: Decoder, keys: tuple[int, int], skip: int, count: int
+) -> Iterator[TcpBatch]:
+    """Packets ``skip`` .. ``skip + count`` of the 4-tuple ``keys``, in engine order.
+
+    The engine gives every packet of a 4-tuple to its current incarnation, and
+    incarnations follow each other in stream order; so one connection is a
+    contiguous run of its 4-tuple's packets. Selecting by position (not by
+    time) is exact even when timestamps go backwards. Reading stops early.
+    """
+    a, b = keys
+    readers = open_readers(paths)
+    seen = 0
+    try:
+
+        def stream(reader):  # type: ignore[no-untyped-def]
+            for fb in reader.batches():
+                yield dec.decode(fb)
+
+        for tb in merge_by_time([stream(r) for r in readers]):
+            idx = np.nonzero(((tb.src == a) & (tb.dst == b)) | ((tb.src == b) & (tb.dst == a)))[0]
+            lo, hi = max(skip - seen, 0), min(skip + count - seen, len(idx))
+            seen += len(idx)
+            if lo < hi:
+                yield tb.take(idx[lo:hi])
+            if seen >= skip + count:
+                return
+    finally:
+        for r in readers:
+            r.close()
+
+
+def _position(rep: Report, conn_id: int) -> tuple[int, int]:
+    """(packets of earlier incarnations of the same 4-tuple, packets of this one)."""
+    c = rep.result.conns[conn_id]
+    pair = {c.client, c.server}
+    before = sum(
+        o.packets
+        for o in rep.result.conns[:conn_id]
+        if o.client in pair and {o.client, o.server} == pair
+    )
+    return before, c.packets
+
+
+def _relative(seq: np.ndarray, base: int | None) -> np.ndarray:
+    """Sequence numbers relative to ``base``, signed (wrap-around safe)."""
+    if base is None:
+        return np.zeros(len(seq), dtype="int64")
+    rel = (seq - base) & M32
+    return np.where(rel >= 1 << 31, rel - (1 << 32), rel)
+
+
+def _isn_or_first(seq: np.ndarray, flags: np.ndarray, mask: np.ndarray) -> int | None:
+    syn = mask & ((flags & SYN) != 0)
+    if syn.any():
+        return int(seq[np.argmax(syn)])
+    if mask.any():
+        return int(seq[np.argmax(mask)])
+    return None
+
+
+def packets_frame(paths: Sequence[str], rep: Report, conn_id: int) -> pd.DataFrame:
+    """Re-read ``paths`` and return connection ``conn_id``'s packets."""
+    conns = rep.result.conns
+    if not 0 <= conn_id < len(conns) or conns[conn_id].id != conn_id:
+        raise PcapResetError(f"no connection with id {conn_id} (0..{len(conns) - 1})")
+    c = conns[conn_id]
+    dec = Decoder(rep.result.book)  # same address ids as the main pass
+    parts = list(_conn_batches(paths, dec, (c.client, c.server), *_position(rep, conn_id)))
+    cols = {
+        f: np.concatenate([getattr(p, f) for p in parts]) if parts else np.zeros(0, "int64")
+        for f in (
+            "ts",
+            "src",
+            "seq",
+            "ack",
+            "flags",
+            "win",
+            "plen",
+            "pcap",
+            "ttl",
+            "ipid",
+            "optlen",
+            "frame",
+        )
+    }
+    ts = cols["ts"].astype("float64")
+    from_client = cols["src"] == c.client
+    seq, ack, flags = cols["seq"], cols["ack"], cols["flags"]
+    base_c = _isn_or_first(seq, flags, from_client)
+    base_s = _isn_or_first(seq, flags, ~from_client)
+    rel_seq = np.where(from_client, _relative(seq, base_c), _relative(seq, base_s))
+    # an ACK number lives in the peer's sequence space
+    rel_ack = np.where(from_client, _relative(ack, base_s), _relative(ack, base_c)).astype(float)
+    rel_ack[(flags & ACK) == 0] = np.nan
+    file_idx = cols["frame"] >> 40
+    return pd.DataFrame(
+        {
+            "ts": _utc(ts),
+            "rel_time_s": ts - c.start,
+            "direction": _cat(np.where(from_client, "client", "server"), DIRECTIONS),
+            "flags": pd.array([_flag_text(int(f)) for f in flags], dtype="string"),
+            "tcp_flags": flags.astype("int16"),
+            "seq": seq,
+            "ack": ack,
+            "rel_seq": rel_seq,
+            "rel_ack": rel_ack,
+            "payload_bytes": cols["plen"],
+            "captured_payload_bytes": cols["pcap"],
+            "window": cols["win"],
+            "ttl": cols["ttl"].astype("int16"),
+            "ip_id": cols["ipid"],
+            "tcp_options_bytes": cols["optlen"].astype("int16"),
+            "file": pd.array([paths[i] for i in file_idx], dtype="string"),
+            "frame_no": cols["frame"] & ((1 << 40) - 1),
+        }
+    )
+
+
+# ---------------------------------------------------------------- Analysis
+@dataclass
+class Analysis:
+    """The tables of one analysis. ``report`` is the full :class:`Report`."""
+
+    report: Report
+    paths: list[str]
+    port: int | None
+    connections: pd.DataFrame
+    resets: pd.DataFrame
+    findings: pd.DataFrame
+    summary: dict
+    _packets: dict[int, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        names = ", ".join(os.path.basename(p) for p in self.paths)
+        return (
+            f"<Analysis {names}: {len(self.connections)} connections, "
+            f"{len(self.resets)} resets, {len(self.findings)} findings>"
+        )
+
+    @property
+    def capture(self) -> dict:
+        """The ``capture`` section of the JSON report (files, span, vantage, warnings)."""
+        return self.report.capture_json()
+
+    def to_json(self) -> dict:
+        """The same JSON document as ``pcapreset analyze --format json``."""
+        return self.report.to_json()
+
+    def packets(self, conn_id: int) -> pd.DataFrame:
+        """One connection's packets (re-read from the file(s); cached)."""
+        conn_id = int(conn_id)
+        if conn_id not in self._packets:
+            self._packets[conn_id] = packets_frame(self.paths, self.report, conn_id)
+        return self._packets[conn_id]
+
+    def default_conn_id(self) -> int | None:
+        """The connection of the first reset, else the one with most packets."""
+        if len(self.resets):
+            return int(self.resets["conn_id"].iloc[0])
+        if len(self.connections):
+            return int(self.connections["conn_id"].iloc[self.connections["packets"].argmax()])
+        return None
+
+    # ------------------------------------------------------------- plots
+    def plot_resets_over_time(self) -> Figure:
+        from .plots import resets_over_time
+
+        res = self.report.result
+        span = None
+        if res.first_ts is not None and res.last_ts is not None:
+            span = (res.first_ts, res.last_ts)
+        return resets_over_time(self.resets, span=span)
+
+    def plot_idle_histogram(self) -> Figure:
+        from .plots import idle_histogram
+
+        return idle_histogram(
+            self.resets,
+            self.summary.get("server_idle_timeout_s"),
+            self.summary.get("nginx_keepalive_timeout_s"),
+        )
+
+    def plot_time_sequence(self, conn_id: int | None = None) -> Figure:
+        from .plots import time_sequence
+
+        if conn_id is None:
+            conn_id = self.default_conn_id()
+            if conn_id is None:
+                raise PcapResetError("no TCP connection in this capture")
+        row = self.connections[self.connections["conn_id"] == conn_id]
+        if row.empty:
+            raise PcapResetError(f"no connection with id {conn_id}")
+        rst = self.resets[self.resets["conn_id"] == conn_id]
+        r = row.iloc[0]
+        title = f"connection {conn_id}: {r['client']} -> {r['server']} ({r['conn_state']})"
+        return time_sequence(self.packets(conn_id), rst, title=title)
+
+    # ------------------------------------------------------------ export
+    def export(self, directory: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
+        """Write connections / resets / findings tables; returns the paths."""
+        return export_tables(self, directory, fmt)
+
+
+def _for_csv(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for name in out.columns:
+        if out[name].dtype == object:
+            out[name] = out[name].map(
+                lambda v: LIST_SEP.join(map(str, v)) if isinstance(v, list) else v
+            )
+    return out
+
+
+def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
+    if fmt not in EXPORT_FORMATS:
+        raise PcapResetError(f"unknown export format {fmt!r} (use parquet or csv)")
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in ("connections", "resets", "findings"):
+            df: pd.DataFrame = getattr(a, name)
+            path = d / f"{name}.{fmt}"
+            if fmt == "parquet":
+                df.to_parquet(path, index=False)
+            else:
+                _for_csv(df).to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+            written.append(path)
+    except OSError as e:
+        raise PcapResetError(f"cannot write to {d}: {e.strerror or e}") from None
+    return written
