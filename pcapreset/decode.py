@@ -27,6 +27,7 @@ from .sources import FrameBatch
 LINKTYPE_NAMES = {
     0: "NULL",
     1: "EN10MB",
+    10: "FDDI",
     12: "RAW",
     14: "RAW",
     101: "RAW",
@@ -131,7 +132,7 @@ class TcpBatch:
     plen: np.ndarray  # int64 payload length on the wire (from IP lengths)
     ttl: np.ndarray  # int64 TTL / hop limit
     ipid: np.ndarray  # int64, -1 for IPv6
-    optlen: np.ndarray  # int64 TCP option bytes
+    optlen: np.ndarray  # int64 TCP option bytes captured (fewer if the snaplen cut them)
     poff: np.ndarray  # int64 payload offset in bufs[bufidx]
     pcap: np.ndarray  # int64 captured payload bytes (<= plen)
     bufidx: np.ndarray  # int64 index into bufs
@@ -145,9 +146,7 @@ class TcpBatch:
         return TcpBatch(*(getattr(self, f)[idx] for f in _COLS), bufs=self.bufs)
 
 
-_COLS = (
-    "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx frame".split()
-)
+_COLS = "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx frame".split()
 
 
 def concat(batches: list[TcpBatch]) -> TcpBatch:
@@ -209,6 +208,16 @@ def _link(u8: np.ndarray, lt: int, off: np.ndarray, cap: np.ndarray):
             et = np.where(fits & (proto == 0x0021), 0x0800, et)
             et = np.where(fits & (proto == 0x0057), 0x86DD, et)
             l3 = np.where(fits, l3 + 8, l3)
+        ver[et == 0x0800] = 4
+        ver[et == 0x86DD] = 6
+    elif lt == 10:
+        # FDDI: frame control + two MACs (13 bytes), then 802.2 LLC/SNAP
+        # (AA AA 03, OUI, ethertype): the IP header starts at +21
+        ok = cap >= 21
+        o = np.where(ok, off, 0)
+        snap = ok & (u8[o + 13] == 0xAA) & (u8[o + 14] == 0xAA) & (u8[o + 15] == 0x03)
+        et = np.where(snap, _be16(u8, o + 19), 0)
+        l3 = off + 21
         ver[et == 0x0800] = 4
         ver[et == 0x86DD] = 6
     elif lt == 113 or lt == 276:
@@ -317,11 +326,43 @@ class Decoder:
         st.bad("bad TCP header length", np.count_nonzero(~good))
         if not good.all():
             keep = np.nonzero(good)[0]
-            cols = (idx, l4, ttl, ipid, saddr, daddr, e, sport, dport, seq, ack, doff, flags, win, plen)
-            (idx, l4, ttl, ipid, saddr, daddr, e, sport, dport, seq, ack, doff, flags, win, plen) = (
-                x[keep] for x in cols
+            cols = (
+                idx,
+                l4,
+                ttl,
+                ipid,
+                saddr,
+                daddr,
+                e,
+                sport,
+                dport,
+                seq,
+                ack,
+                doff,
+                flags,
+                win,
+                plen,
             )
-        poff = l4 + doff
+            (
+                idx,
+                l4,
+                ttl,
+                ipid,
+                saddr,
+                daddr,
+                e,
+                sport,
+                dport,
+                seq,
+                ack,
+                doff,
+                flags,
+                win,
+                plen,
+            ) = (x[keep] for x in cols)
+        # a snaplen that cuts into the TCP options: keep only the captured option
+        # bytes (poff - optlen must never reach past the frame into the next one)
+        poff = np.minimum(l4 + doff, e)
         pcap = np.clip(e - poff, 0, plen)
         st.snap_truncated += int(np.count_nonzero(pcap < plen))
         order = np.argsort(idx, kind="stable")  # keep file order
@@ -341,7 +382,7 @@ class Decoder:
             plen=plen[order],
             ttl=ttl[order],
             ipid=ipid[order],
-            optlen=(doff - 20)[order],
+            optlen=(poff - l4 - 20)[order],
             poff=poff[order],
             pcap=pcap[order],
             bufidx=np.zeros(m, dtype=np.int64),
@@ -402,7 +443,13 @@ class Decoder:
             alive &= ~(ext & ~fits)
             p = np.where(fits, l4, 0)
             elen = np.where(
-                nh == 44, 8, np.where(nh == 51, (u8[p + 1].astype(np.int64) + 2) * 4, (u8[p + 1].astype(np.int64) + 1) * 8)
+                nh == 44,
+                8,
+                np.where(
+                    nh == 51,
+                    (u8[p + 1].astype(np.int64) + 2) * 4,
+                    (u8[p + 1].astype(np.int64) + 1) * 8,
+                ),
             )
             isfrag = fits & (nh == 44) & ((_be16(u8, p + 2) >> 3) != 0)
             frag |= isfrag
