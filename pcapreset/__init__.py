@@ -3,11 +3,29 @@
     >>> import pcapreset
     >>> rep = pcapreset.analyze("backend.pcap")
     >>> rep.to_json()["summary"]["by_cause"]
+    >>> a = pcapreset.load("backend.pcap")        # pandas DataFrames
+    >>> a.resets["cause"].value_counts()
 """
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING  # noqa: E402
+
 from .api import analyze  # noqa: E402
 from .errors import CaptureError, PcapResetError  # noqa: E402
 
-__all__ = ["analyze", "CaptureError", "PcapResetError", "__version__"]
+if TYPE_CHECKING:
+    from .frames import Analysis, load
+
+
+def __getattr__(name: str) -> object:
+    # pcapreset.load / pcapreset.Analysis import pandas: only when first used,
+    # so the CLI does not pay for it
+    if name in ("load", "Analysis"):
+        from . import frames
+
+        return getattr(frames, name)
+    raise AttributeError(f"module 'pcapreset' has no attribute {name!r}")
+
+
+__all__ = ["analyze", "load", "Analysis", "CaptureError", "PcapResetError", "__version__"]

@@ -1,55 +1,195 @@
 """advice: known backend idle timeouts and the recommendation per cause.
 
-Defaults (checked against each project's documentation / source):
+Defaults, checked in each project's source (versions installed in the lab):
 
-* Node.js ``http.Server``: ``server.keepAliveTimeout`` = 5000 ms.
-* uvicorn: ``--timeout-keep-alive`` = 5 s.
-* gunicorn: ``--keep-alive`` = 2 s (only async / gthread workers keep connections).
+* Node.js ``http.Server``: ``server.keepAliveTimeout`` = 5000 ms, advertised as
+  ``Keep-Alive: timeout=5``; since Node 20 the socket is really closed after
+  ``keepAliveTimeout + 1000`` ms (lib/_http_server.js,
+  ``HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER = 1000``; checked in Node 20.20), so
+  idle connections die after ~6 s. No ``Server`` header by default.
+* uvicorn: ``--timeout-keep-alive`` = 5 s (uvicorn/config.py
+  ``timeout_keep_alive: int = 5``, uvicorn 0.54); sends ``server: uvicorn``.
+* gunicorn: ``--keep-alive`` = 2 s (gunicorn/config.py ``Keepalive.default = 2``,
+  gunicorn 27.0); only the gthread / gevent / eventlet workers keep connections
+  (the ``sync`` worker ignores it and closes after every response); gthread
+  closes expired connections from a loop that wakes about once a second, so
+  idle closes land 2-3 s after the response. Sends ``Server: gunicorn``.
 * nginx as a backend: ``keepalive_timeout`` = 75 s.
 * nginx upstream keep-alive (``upstream { keepalive_timeout }``): 60 s.
 """
 
 from __future__ import annotations
 
-NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S = 60.0
+import math
+from dataclasses import dataclass
 
-#: (name, idle timeout seconds, the setting to raise)
+NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S = 60.0
+#: an observed idle close matches a known default within this fraction
+MATCH = 0.25
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    #: idle closes observed on the wire with the default setting (seconds)
+    idle_close_s: tuple[float, ...]
+    default_text: str  # the default, as its docs state it
+    setting: str
+    #: how to write "N seconds" for this setting
+    unit_ms: bool = False
+
+    def value(self, seconds: float) -> str:
+        if self.unit_ms:
+            return f"{self.setting} = {int(seconds * 1000)}"
+        return f"{self.setting} {int(seconds)}"
+
+
 KNOWN_BACKENDS = (
-    ("Node.js", 5.0, "server.keepAliveTimeout"),
-    ("uvicorn", 5.0, "--timeout-keep-alive"),
-    ("gunicorn", 2.0, "--keep-alive"),
-    ("nginx", 75.0, "keepalive_timeout"),
-)
+    Backend("Node.js", (5.0, 6.0), "keepAliveTimeout 5000 ms (+1 s buffer in Node >= 20)",
+            "server.keepAliveTimeout", unit_ms=True),
+    Backend("uvicorn", (5.0,), "--timeout-keep-alive 5 s", "--timeout-keep-alive"),
+    Backend("gunicorn", (2.0, 3.0), "--keep-alive 2 s (gthread/gevent/eventlet workers)",
+            "--keep-alive"),
+    Backend("nginx", (75.0,), "keepalive_timeout 75 s", "keepalive_timeout"),
+)  # fmt: skip
+_BY_NAME = {b.name: b for b in KNOWN_BACKENDS}
 
 
 def backend_from_headers(headers: dict[str, str]) -> str | None:
+    """Name the backend from a response's Server / Keep-Alive headers."""
     srv = headers.get("server", "").lower()
-    if "uvicorn" in srv:
-        return "uvicorn"
-    if "gunicorn" in srv:
-        return "gunicorn"
-    if "nginx" in srv:
-        return "nginx"
-    ka = headers.get("keep-alive", "")
+    for key, name in (("uvicorn", "uvicorn"), ("gunicorn", "gunicorn"), ("nginx", "nginx")):
+        if key in srv:
+            return name
+    ka = headers.get("keep-alive", "").lower().replace(" ", "")
     if not srv and ka.startswith("timeout="):
         return "Node.js"  # Node sends Keep-Alive: timeout=N and no Server header
     return None
 
 
-def guess_backend(timeout_s: float, named: str | None) -> tuple[str | None, str]:
-    """(backend name or None, the setting to change)."""
-    if named:
-        for name, _t, setting in KNOWN_BACKENDS:
-            if name == named:
-                return name, setting
-    matches = [b for b in KNOWN_BACKENDS if abs(b[1] - timeout_s) <= 0.25 * b[1]]
-    if len(matches) == 1:
-        return matches[0][0], matches[0][2]
-    if matches:
-        names = " or ".join(m[0] for m in matches)
-        settings = " / ".join(m[2] for m in matches)
-        return names, settings
-    return None, "the backend's keep-alive idle timeout"
+def advertised_timeout(headers: dict[str, str]) -> float | None:
+    """The ``Keep-Alive: timeout=N`` a backend advertised, if any."""
+    for part in headers.get("keep-alive", "").replace(" ", "").split(","):
+        if part.lower().startswith("timeout="):
+            try:
+                return float(part.split("=", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def guess_backend(timeout_s: float, named: str | None) -> list[Backend]:
+    """Backends that fit: the one the headers name, else those whose default fits."""
+    if named in _BY_NAME:
+        return [_BY_NAME[named]]
+    return [
+        b for b in KNOWN_BACKENDS if any(abs(t - timeout_s) <= MATCH * t for t in b.idle_close_s)
+    ]
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
+
+
+def keepalive_advice(
+    idle_timeout_s: float | None,
+    backend: str | None,
+    nginx_keepalive_s: float,
+    src: str,
+    observed: bool,
+    from_header: bool = False,
+) -> str:
+    """The keep-alive race fix: backend idle timeout above nginx's, or nginx's below it."""
+    nk = nginx_keepalive_s
+    above = nk + 5
+    if idle_timeout_s is None:
+        return (
+            "the backend closes idle keep-alive connections before nginx stops reusing them: "
+            f"raise the backend's keep-alive idle timeout above nginx's upstream "
+            f"keepalive_timeout ({nk:g} s, {src}), e.g. to {above:g} s, or lower nginx's below "
+            "the backend's; `proxy_next_upstream error timeout` only retries idempotent requests"
+        )
+    fits = guess_backend(idle_timeout_s, backend)
+    below = max(1, math.floor(idle_timeout_s * 0.8))
+    if backend is not None and len(fits) == 1:
+        b = fits[0]
+        who = f" ({b.name}, named by its response headers; default {b.default_text})"
+        fix = f"set {b.value(above)}"
+    elif fits:
+        names = " or ".join(f"{b.name}'s default ({b.default_text})" for b in fits)
+        who = f" (the timing fits {names}; the headers do not name the backend)"
+        fix = (
+            f"raise the backend's keep-alive idle timeout to {above:g} s ("
+            + "; ".join(f"{b.name}: {b.value(above)}" for b in fits)
+            + ")"
+        )
+    else:
+        who = ""
+        fix = f"raise the backend's keep-alive idle timeout to {above:g} s"
+    lead = "" if observed else "no race seen yet, but "
+    closes = (
+        f"backend advertises Keep-Alive: timeout={idle_timeout_s:g}"
+        if from_header
+        else f"backend closes idle connections after ~{_fmt_s(idle_timeout_s)}"
+    )
+    return (
+        f"{lead}{closes}{who}; nginx "
+        f"reuses them for up to {nk:g} s ({src}): {fix}, or set nginx's upstream "
+        f"`keepalive_timeout {below}s` (below the backend's)"
+    )
+
+
+_FIXED = {
+    "backlog_overflow": (
+        "accept queue overflow: raise the listen backlog (e.g. `--backlog 2048` / "
+        "`listen(fd, 2048)`) together with net.core.somaxconn=4096, accept faster (more "
+        "workers), or cap nginx's connects with upstream `server ... max_conns=N`"
+    ),
+    "backend_crash": (
+        "the backend process died with requests in flight: check its logs, the OOM killer "
+        "(dmesg) and restarts; `proxy_next_upstream error timeout` retries idempotent requests "
+        "on another upstream server"
+    ),
+    "abortive_close": (
+        "the backend closes with RST (SO_LINGER 0, or unread request bytes at close): read the "
+        "whole request body before closing, drop SO_LINGER 0, and send `Connection: close` "
+        "when it means to close"
+    ),
+    "connection_refused": (
+        "nothing listened on the backend port: check the backend is up; upstream "
+        "`server ... max_fails=3 fail_timeout=10s` plus a second server (or `backup`) absorbs "
+        "restarts"
+    ),
+    "client_abort": (
+        "nginx reset upstream connections it had given up on (downstream client left, or "
+        "proxy_read_timeout fired first): compare proxy_read_timeout (default 60s) with the "
+        "backend's response times; `proxy_ignore_client_abort on` lets requests finish"
+    ),
+    "middlebox": (
+        "a device in the path forged RSTs: check firewall / NAT / conntrack idle timeouts "
+        "(net.netfilter.nf_conntrack_tcp_timeout_established, default 432000 s) and NAT / "
+        "load-balancer idle timeouts, and keep them above nginx's upstream keepalive_timeout "
+        "(60 s), or lower nginx's below them"
+    ),
+    "mtu_blackhole": (
+        "full-size segments are dropped on the path and ICMP 'fragmentation needed' does not "
+        "come back: clamp the MSS (`iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST "
+        "SYN -j TCPMSS --clamp-mss-to-pmtu`), fix the MTU, allow ICMP type 3 code 4, or set "
+        "net.ipv4.tcp_mtu_probing=1"
+    ),
+    "upstream_timeout": (
+        "nginx timed out waiting for the backend: raise proxy_read_timeout (default 60s) above "
+        "the slowest legitimate response, or make the backend answer faster"
+    ),
+    "premature_close": (
+        "the backend closed the connection after receiving a request and before answering it "
+        "(crash, request-size or max-requests limits): check the backend's logs for that time"
+    ),
+    "zero_window": (
+        "a receiver advertised a zero window: the reading side is too slow (nginx "
+        "proxy_buffering / proxy_buffers, or a backend that does not read request bodies)"
+    ),
+}
 
 
 def recommend(
@@ -58,70 +198,15 @@ def recommend(
     backend: str | None = None,
     nginx_keepalive_s: float | None = None,
     nginx_from_conf: bool = False,
+    idle_from_header: bool = False,
 ) -> str:
+    """One recommendation naming the setting to change, for a cause or finding code."""
     nk = nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
     src = "nginx.conf" if nginx_from_conf else "nginx default"
     if cause == "keepalive_race":
-        if idle_timeout_s is not None:
-            name, setting = guess_backend(idle_timeout_s, backend)
-            who = f" ({name} default)" if name and backend is None else f" ({name})" if name else ""
-            return (
-                f"backend closes idle connections after {idle_timeout_s:.1f} s{who}; nginx reuses "
-                f"them for up to {nk:g} s ({src}): set {setting} above {nk:g} s (e.g. "
-                f"{nk + 5:g} s), or set nginx's upstream keepalive_timeout below "
-                f"{max(idle_timeout_s - 1, 0.5):g} s"
-            )
-        return (
-            "backend closes idle keep-alive connections before nginx stops reusing them: raise "
-            f"the backend's keep-alive timeout above nginx's upstream keepalive_timeout "
-            f"({nk:g} s, {src}) or lower nginx's below the backend's; "
-            "`proxy_next_upstream error timeout` retries idempotent requests"
+        return keepalive_advice(idle_timeout_s, backend, nk, src, observed=True)
+    if cause == "keepalive_risk":
+        return keepalive_advice(
+            idle_timeout_s, backend, nk, src, observed=False, from_header=idle_from_header
         )
-    return {
-        "backlog_overflow": (
-            "accept queue overflow: raise the listen backlog (`listen(backlog)` / "
-            "`--backlog`) and net.core.somaxconn, accept faster (more workers), or cap "
-            "nginx's concurrent upstream connects (upstream `max_conns`)"
-        ),
-        "backend_crash": (
-            "the backend process died with requests in flight: check its logs / OOM killer / "
-            "restarts; `proxy_next_upstream error` retries idempotent requests on another server"
-        ),
-        "abortive_close": (
-            "the backend closes with RST (SO_LINGER 0 or unread request bytes): read the whole "
-            "request before closing, drop SO_LINGER 0, and send `Connection: close` if it "
-            "must close"
-        ),
-        "connection_refused": (
-            "nothing listened on the backend port: check the backend is up; nginx "
-            "`max_fails`/`fail_timeout` and a second upstream server absorb restarts"
-        ),
-        "client_abort": (
-            "nginx reset upstream connections: downstream clients gave up or "
-            "proxy_read_timeout fired; check `proxy_read_timeout`, "
-            "`proxy_ignore_client_abort`, and slow backend responses"
-        ),
-        "middlebox": (
-            "a device in the path forged RSTs: check firewalls / NAT / conntrack idle timeouts "
-            "(net.netfilter.nf_conntrack_tcp_timeout_established) and load-balancer idle "
-            "timeouts; keep them above nginx's upstream keepalive_timeout, or enable TCP "
-            "keepalives"
-        ),
-        "mtu_blackhole": (
-            "full-size segments are dropped on the path and ICMP 'fragmentation needed' does not "
-            "come back: clamp the MSS (iptables TCPMSS --clamp-mss-to-pmtu), fix the MTU, or "
-            "enable net.ipv4.tcp_mtu_probing=1"
-        ),
-        "upstream_timeout": (
-            "nginx timed out waiting for the backend: raise proxy_read_timeout or make the "
-            "backend answer faster"
-        ),
-        "premature_close": (
-            "the backend closed the connection before answering: check backend errors and "
-            "its request size / keep-alive limits"
-        ),
-        "zero_window": (
-            "a receiver advertised a zero window: the reading side is too slow "
-            "(nginx proxy_buffering, backend request reads)"
-        ),
-    }.get(cause, "")
+    return _FIXED.get(cause, "")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from .engine import Progress, run
+from .engine import Progress, auto_jobs, run
 from .report import Report, build
 
 
@@ -21,11 +21,86 @@ def analyze(
     nginx_keepalive_s: float | None = None,
     nginx_from_conf: bool = False,
     progress: Progress | None = None,
+    nginx_log: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    nginx_conf: str | os.PathLike | None = None,
+    nginx_tz: str | None = None,
+    jobs: int = 0,
 ) -> Report:
     """Read capture file(s), rebuild connections, classify every reset.
+
+    ``jobs``: processes for connection tracking (0 = automatic: 1 for small
+    inputs, up to 4 CPUs for large ones); the result does not depend on it.
+
+    ``nginx_log``: nginx error.log / access.log file(s) to tie to the resets
+    (report section ``nginx_log``; error.log times read in ``nginx_tz``, e.g.
+    "UTC" or "Europe/Berlin"). ``nginx_conf``: nginx.conf whose upstream
+    keepalive_timeout the recommendations use (section ``nginx_conf``).
 
     Raises :class:`pcapreset.errors.PcapResetError` (never anything else on
     bad input).
     """
-    res = run(_paths(paths), port=port, progress=progress)
-    return build(res, nginx_keepalive_s=nginx_keepalive_s, nginx_from_conf=nginx_from_conf)
+    from . import nginxconf, nginxlog
+
+    logs = nginxlog.load(_paths(nginx_log), nginx_tz) if nginx_log else None
+    conf = nginxconf.load_conf(nginx_conf) if nginx_conf is not None else None
+    ps = _paths(paths)
+    res = run(ps, port=port, progress=progress, jobs=jobs if jobs > 0 else auto_jobs(ps))
+    servers = {res.book.endpoint(c.server) for c in res.conns}
+    ka = conf.keepalive_timeout_s(servers) if conf is not None else None
+    if ka is not None and nginx_keepalive_s is None:
+        nginx_keepalive_s, nginx_from_conf = ka[0], True
+    rep = build(res, nginx_keepalive_s=nginx_keepalive_s, nginx_from_conf=nginx_from_conf)
+    if conf is not None:
+        rep.extra["nginx_conf"] = conf.as_dict(servers)
+        rep.extra.setdefault("_text_lines", []).extend(nginxconf.text_lines(conf, servers))
+    if logs is not None:
+        nginxlog.attach(rep, logs)
+    return rep
+
+
+def analyze_live(
+    iface: str = "any",
+    port: int | None = None,
+    duration_s: float | None = None,
+    write: str | os.PathLike | None = None,
+    on_reset: Callable[[dict], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    bpf_filter: str | None = None,
+    verdict_delay_s: float = 0.5,
+    should_stop: Callable[[], bool] | None = None,
+) -> Report:
+    """Capture on ``iface`` until Ctrl-C / SIGTERM / ``duration_s``; classify every reset.
+
+    ``on_reset`` gets each reset (as in the JSON report) ``verdict_delay_s``
+    after it was seen; ``write`` also saves the packets as a pcap. Raises
+    :class:`pcapreset.errors.CaptureSourceError` when capturing is not possible.
+    """
+    from .engine import run_batches
+    from .live import LiveCapture, StopFlag, VerdictStream
+
+    cap = LiveCapture(iface, port, bpf_filter, os.fspath(write) if write else None)
+    flag = StopFlag()
+    stream = VerdictStream(on_reset or (lambda _r: None), delay_s=verdict_delay_s)
+
+    def stop() -> bool:
+        return flag() or (should_stop is not None and should_stop())
+
+    flag.install()
+    try:
+        if on_ready is not None:
+            on_ready()
+        res = run_batches(
+            cap.batches(stop, duration_s),
+            [cap.info],
+            port,
+            on_rst=stream.on_rst,
+            on_batch=stream.tick,
+        )
+        stream.flush()  # the resets still waiting for their delay
+    finally:
+        flag.restore()
+        cap.close()
+    if flag.signal:
+        cap.stats.stop_reason = flag.signal
+    res.live = cap.report()
+    return build(res)

@@ -22,7 +22,18 @@ Examples:
   pcapreset analyze backend.pcap -v              # evidence for every reset
   pcapreset analyze rotated-*.pcap --format json # one timeline over several files
   pcapreset analyze nginx-side.pcapng.gz --port 3000
+  pcapreset analyze --iface any --port 3000       # live, verdicts as they happen
+  pcapreset analyze --iface any --port 3000 --duration 60 --write cap.pcap --format jsonl
+  pcapreset analyze backend.pcap --nginx-log error.log --nginx-conf nginx.conf
+  pcapreset analyze backend.pcap --plot plots/ --export tables/ --export-format csv
 """
+
+#: CSV header of `conns` (also when there is no connection): Report.conn_row's keys
+CONN_COLUMNS = (
+    "id client server start end duration_s client_bytes server_bytes client_packets "
+    "server_packets packets conn_state history requests resets client_retrans "
+    "server_retrans role_rule"
+).split()
 
 EXAMPLES_CONNS = """
 \b
@@ -67,10 +78,10 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def _run(files, port, quiet) -> Report:
+def _run(files, port, quiet, **nginx) -> Report:
     prog = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
-        return analyze_files(list(files), port=port, progress=prog)
+        return analyze_files(list(files), port=port, progress=prog, **nginx)
     except PcapResetError as e:
         raise _fail(e) from None
     finally:
@@ -90,43 +101,178 @@ def main() -> None:
     """
 
 
+def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
+    """--plot / --export: pandas and matplotlib are imported only when asked for."""
+    from .frames import from_report
+    from .plots import write_plots
+
+    a = from_report(rep, list(files), port)
+    try:
+        paths = write_plots(a, plot_dir) if plot_dir else []
+        paths += a.export(export_dir, export_format) if export_dir else []
+    except PcapResetError as e:
+        raise _fail(e) from None
+    if not quiet:
+        for p in paths:
+            click.echo(f"pcapreset: wrote {p}", err=True)
+
+
+def _live_options(f):
+    """--iface / --duration / --write: live capture instead of FILES (see live.py)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(**kw):
+        iface, duration, write = kw.pop("iface"), kw.pop("duration"), kw.pop("write")
+        if iface is None:
+            if duration is not None or write is not None:
+                raise click.UsageError("--duration and --write need --iface (live capture)")
+            if not kw["files"]:
+                raise click.UsageError("give capture FILES, or --iface IFACE to capture live")
+            return f(**kw)
+        if kw["files"]:
+            raise click.UsageError("give capture FILES or --iface, not both")
+        unsupported = [k for k, v in kw.items() if v and k not in _LIVE_KEYS]
+        if unsupported:
+            opt = "--" + unsupported[0].replace("_dir", "").replace("_", "-")
+            raise click.UsageError(f"{opt} works on capture files: use --write, then analyze it")
+        _analyze_live(iface, duration, write, kw["fmt"], kw["port"], kw["verbose"], kw["quiet"])
+
+    for opt in reversed(_LIVE_OPTIONS):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
+_LIVE_KEYS = {"files", "fmt", "port", "verbose", "quiet", "export_format"}
+_LIVE_OPTIONS = [
+    click.option("--iface", metavar="IFACE", help="Capture live on IFACE ('any': all)."),
+    click.option("--duration", type=click.FloatRange(min=0), metavar="S",
+                 help="Stop the live capture after S seconds (default: Ctrl-C)."),
+    click.option("--write", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Also save the live capture as a pcap FILE."),
+]  # fmt: skip
+
+
+def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
+    from .api import analyze_live
+    from .live import reset_line
+
+    def on_reset(r: dict) -> None:
+        if fmt == "jsonl":
+            click.echo(json.dumps(r))
+        elif fmt == "text":
+            click.echo(reset_line(r))
+
+    def on_ready() -> None:
+        if not quiet:
+            what = f"tcp port {port}" if port else "tcp"
+            until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
+            click.echo(f"pcapreset: capturing {what} on {iface} {until}", err=True)
+
+    try:
+        rep = analyze_live(iface, port, duration, write, on_reset=on_reset, on_ready=on_ready)
+    except PcapResetError as e:
+        raise _fail(e) from None
+    live = rep.result.live or {}
+    if not quiet:
+        click.echo(
+            f"pcapreset: {live.get('packets_received', 0):,} packets captured, "
+            f"{live.get('kernel_drops', 0):,} dropped by the kernel", err=True
+        )
+    if fmt == "json":
+        click.echo(json.dumps(rep.to_json(), indent=2))
+    elif fmt == "jsonl":
+        click.echo(json.dumps(rep.to_json()))
+    else:
+        click.echo("")
+        click.echo(render_text(rep, verbose=verbose), nl=False)
+
+
 @main.command(epilog=EXAMPLES_ANALYZE)
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False), required=True)
+@click.argument("files", nargs=-1, type=click.Path(), required=False)  # the reader explains
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format", "fmt", type=click.Choice(["text", "json", "jsonl"]), default="text",
+    show_default=True, help="jsonl: one JSON object per reset, then the report on one line.",
 )
 @click.option("--port", type=int, help="Backend port: decides roles when the SYN was not captured.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the evidence of every reset.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no warnings on stderr.")
-def analyze(files, fmt, port, verbose, quiet) -> None:
+@click.option(
+    "--plot", "plot_dir", type=click.Path(file_okay=False), metavar="DIR",
+    help="Write PNG plots (resets over time, idle histogram, time-sequence graph) to DIR.",
+)  # fmt: skip
+@click.option(
+    "--export", "export_dir", type=click.Path(file_okay=False), metavar="DIR",
+    help="Write the connections / resets / findings tables to DIR.",
+)  # fmt: skip
+@click.option(
+    "--export-format", type=click.Choice(["parquet", "csv"]), default="parquet",
+    show_default=True, help="Table format for --export.",
+)  # fmt: skip
+@click.option(
+    "--nginx-log", "nginx_log", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+    help="nginx error.log (repeat for an access.log with $upstream_addr $upstream_status): "
+    "tie each upstream error line to its reset.",
+)  # fmt: skip
+@click.option(
+    "--nginx-conf", type=click.Path(dir_okay=False), metavar="FILE",
+    help="nginx.conf: use its upstream keepalive_timeout and proxy timeouts.",
+)  # fmt: skip
+@click.option(
+    "--nginx-tz", metavar="ZONE",
+    help="Time zone of error.log times (UTC, Europe/Berlin, +02:00); default: local.",
+)  # fmt: skip
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Processes for connection tracking (0: automatic). Results do not depend on it.",
+)  # fmt: skip
+@_live_options
+def analyze(
+    files, fmt, port, verbose, quiet, plot_dir, export_dir, export_format,
+    nginx_log, nginx_conf, nginx_tz, jobs,
+) -> None:  # fmt: skip
     """Analyse capture FILES: who reset each connection, when, why, what to change."""
-    rep = _run(files, port, quiet)
+    rep = _run(
+        files, port, quiet, nginx_log=nginx_log, nginx_conf=nginx_conf, nginx_tz=nginx_tz,
+        jobs=jobs,
+    )  # fmt: skip
     if not quiet:
         for w in rep.result.warnings:
             if w["kind"] not in ("snaplen_truncated",):
                 click.echo(f"pcapreset: warning: {w['message']}", err=True)
-    if fmt == "json":
+    if fmt == "jsonl":  # as live: one line per reset, then the whole report
+        j = rep.to_json()
+        for r in j["resets"]:
+            click.echo(json.dumps(r))
+        click.echo(json.dumps(j))
+    elif fmt == "json":
         click.echo(json.dumps(rep.to_json(), indent=2))
     else:
         click.echo(render_text(rep, verbose=verbose), nl=False)
+    if plot_dir or export_dir:
+        _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet)
 
 
 @main.command(epilog=EXAMPLES_CONNS)
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False), required=True)
+@click.argument("files", nargs=-1, type=click.Path(), required=True)  # the reader explains
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
 )
 @click.option("--port", type=int, help="Backend port: decides roles when the SYN was not captured.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def conns(files, fmt, port, quiet) -> None:
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Processes for connection tracking (0: automatic).",
+)  # fmt: skip
+def conns(files, fmt, port, quiet, jobs) -> None:
     """List every TCP connection in capture FILES."""
-    rep = _run(files, port, quiet)
+    rep = _run(files, port, quiet, jobs=jobs)
     rows = rep.conn_rows()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
         buf = io.StringIO()
-        fields = list(rows[0]) if rows else ["client", "server"]
+        fields = list(rows[0]) if rows else CONN_COLUMNS
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)

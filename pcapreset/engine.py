@@ -113,13 +113,37 @@ def merge_by_time(streams: list[Iterator[TcpBatch]]) -> Iterator[TcpBatch]:
         yield merged.take(order)
 
 
+#: files smaller than this are analysed in one process (start-up costs more)
+AUTO_JOBS_MIN_BYTES = 64 << 20
+
+
+def auto_jobs(paths: Sequence[str]) -> int:
+    """Processes to use by default: 1 for small inputs, else up to 4 CPUs."""
+    try:
+        size = sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        return 1
+    if size < AUTO_JOBS_MIN_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def run(
     paths: Sequence[str],
     port: int | None = None,
     progress: Progress | None = None,
     tracker: FlowTracker | None = None,
+    jobs: int = 1,
 ) -> EngineResult:
-    """Read, decode and rebuild connections for one or several capture files."""
+    """Read, decode and rebuild connections for one or several capture files.
+
+    ``jobs`` > 1 shards connection tracking across processes (see
+    :mod:`pcapreset.shard`); the result is identical to ``jobs=1``.
+    """
+    if jobs > 1 and tracker is None:
+        from .shard import run_sharded
+
+        return run_sharded(list(paths), port, jobs, progress)
     readers = open_readers(paths)
     book = AddressBook()
     dec = Decoder(book)
@@ -160,7 +184,7 @@ def run_batches(
     """
     dec = Decoder(AddressBook())
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
-    ft.on_rst = on_rst
+    ft.on_rst = on_rst  # type: ignore[assignment]  # flows.py leaves on_rst unannotated
     for fb in batches:
         if len(fb.off):
             ft.feed(dec.decode(fb))
@@ -169,13 +193,30 @@ def run_batches(
     return finish(ft, dec, infos, port)
 
 
+def order_conns(conns: list[Conn]) -> list[Conn]:
+    """Deterministic order and ids: by start time, then endpoints."""
+    conns.sort(key=lambda c: (c.start, c.client, c.server))
+    for i, c in enumerate(conns):
+        c.id = i
+    return conns
+
+
 def finish(
     ft: FlowTracker, dec: Decoder, infos: list[SourceInfo], port: int | None
 ) -> EngineResult:
-    conns = ft.finish()
-    st = dec.stats
+    return assemble(ft.finish(), dec.stats, dec.book, infos, port)
+
+
+def assemble(
+    conns: list[Conn],
+    st: DecodeStats,
+    book: AddressBook,
+    infos: list[SourceInfo],
+    port: int | None,
+) -> EngineResult:
+    conns = order_conns(conns)
     res = EngineResult(
-        sources=infos, decode=st, conns=conns, book=dec.book, port=port, packets=st.frames
+        sources=infos, decode=st, conns=conns, book=book, port=port, packets=st.frames
     )
     firsts = [i.first_ts for i in infos if i.first_ts is not None]
     lasts = [i.last_ts for i in infos if i.last_ts is not None]
@@ -195,6 +236,17 @@ def finish(
 
 
 def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
+    """Reader and decoder warnings, each with a count.
+
+    Packet accounting (checked on every corpus file by tests/test_corpus.py)::
+
+        capture.packets == tcp_packets + other_packets
+                           + undecodable + unsupported_linktype + ip_fragments
+
+    ``capture.packets`` is what reached the decoder. Records the reader drops
+    before that (pcapng ``undefined_interface``, ``damaged_blocks``) and skipped
+    bytes (``damaged_bytes``, ``truncated_record``) have warnings of their own.
+    """
     out: list[dict] = []
     multi = len(infos) > 1
     for info in infos:

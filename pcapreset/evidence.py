@@ -4,31 +4,63 @@ A *fact* is a name plus a sentence a person reads ("the backend answered the
 SYN with RST,ACK"). :func:`rst_facts` returns the facts that hold for one RST
 event; a fact that does not hold is simply absent. Cross-connection context
 (bursts of connects, many resets at one instant, the backend's idle timeout,
-the vantage point) is computed once per capture by :func:`build_context`.
+round-trip times, the vantage point) is computed once per capture by
+:func:`build_context`.
 
-Nothing here decides a cause: that is :mod:`pcapreset.rules`.
+Nothing here decides a cause: that is :mod:`pcapreset.rules`. Which facts each
+cause relies on, where the thresholds come from and how they can be fooled is
+written up in ``docs/rules.md``.
+
+Kernel behaviour the facts lean on (Linux; checked in the kernel source):
+
+* a segment for a socket that no longer exists, or data for a socket the
+  application already closed, is answered by ``tcp_v4_send_reset`` /
+  ``tcp_v6_send_reset``: if the segment carried ACK, the RST has
+  ``seq = segment's ack`` and *no* ACK flag, else ``ack = seq + len`` with
+  ACK; no TCP options (besides MD5/AO). It is sent from a per-netns control
+  socket that is not connected, so ``ip_select_ident_segs`` gives a DF packet
+  IP ID 0 (include/net/ip.h), and the TTL is ``net.ipv4.ip_default_ttl``.
+* ``close()`` with unread received data, ``SO_LINGER`` 0, or a process exit
+  with unread data, sends ``tcp_send_active_reset``: RST|ACK through the
+  socket's own transmit path, so it carries the socket's options (timestamps)
+  and its IP ID counter.
 """
 
 from __future__ import annotations
 
 import bisect
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .decode import ACK
-from .flows import Conn, RstEvent
+from .flows import Conn, Dir, RstEvent
 
-#: initial TTL families of common stacks (Linux/macOS 64, Windows 128, network gear 255)
+#: initial TTL / hop-limit families of common stacks (Linux/macOS 64, Windows 128,
+#: network gear 255; 32 for a few embedded stacks)
 TTL_FAMILIES = (32, 64, 128, 255)
-#: packets sent within this window count as "the same instant" (burst, mass reset)
+#: packets within this window count as "the same instant" (a process exit closes all
+#: its sockets in one pass, microseconds apart; 100 ms absorbs capture jitter)
 INSTANT_S = 0.1
-#: a RST this soon after the last data is "right after" it (well under any idle timeout,
-#: above delayed-ACK timers of 40-200 ms)
+#: concurrent connects: this many SYNs to one server within INSTANT_S is a burst
+BURST_CONNECTS = 4
+#: this many server resets within INSTANT_S is a mass reset
+MASS_RESETS = 3
+#: a RST this soon after the last data is "right after" it: well under any server
+#: idle timeout (>= 1 s in every server we know) and above delayed-ACK timers
+#: (Linux 40-200 ms, Windows 200 ms)
 RIGHT_AFTER_S = 1.0
+#: scheduling slack between a segment's arrival and the RST it provokes: the kernel
+#: answers in softirq (microseconds); a close() in the same event-loop turn takes
+#: milliseconds. Added to the connection's round-trip time.
+RACE_SLACK_S = 0.05
 #: an idle gap matches the backend's idle timeout when within this fraction of it
-#: (timers fire late by scheduling, early never; the race window is one RTT)
+#: (timers fire late by scheduling and tick granularity, e.g. gunicorn's 1 s loop)
 TIMEOUT_MATCH = 0.25
+#: idle closes shorter than this are "close after the response", not an idle timer
+MIN_IDLE_CLOSE_S = 0.5
+#: refused connects within this long after a server reset suggest a restart
+RESTART_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -38,17 +70,23 @@ class Fact:
 
 
 def initial_ttl(ttl: int) -> int:
+    """The initial TTL family a received TTL most likely started from."""
     for f in TTL_FAMILIES:
         if ttl <= f:
             return f
     return 255
 
 
+def hops(ttl: int) -> int:
+    return initial_ttl(ttl) - ttl
+
+
+# ------------------------------------------------------------------ vantage
 @dataclass
 class Vantage:
     """Where the capture was taken, from the TTLs of each side's packets."""
 
-    where: str  # "client host", "server host", "same host", "in the path", "unknown"
+    where: str
     client_hops: int | None
     server_hops: int | None
     basis: str
@@ -62,34 +100,73 @@ class Vantage:
         }
 
 
-def infer_vantage(conns: list[Conn]) -> Vantage:
-    """Majority over connections of (hops from client, hops from server)."""
-    votes: dict[tuple[int, int], int] = defaultdict(int)
-    for c in conns:
-        if not c.c.ttls or not c.s.ttls:
-            continue
-        ct = max(c.c.ttls, key=c.c.ttls.__getitem__)
-        st = max(c.s.ttls, key=c.s.ttls.__getitem__)
-        votes[(initial_ttl(ct) - ct, initial_ttl(st) - st)] += 1
-    if not votes:
-        return Vantage("unknown", None, None, "no connection with packets from both sides")
-    (ch, sh), n = max(votes.items(), key=lambda kv: kv[1])
-    total = sum(votes.values())
-    basis = (
-        f"client packets arrive {ch} hop(s) below their initial TTL, server packets {sh} "
-        f"(in {n} of {total} connections)"
-    )
+def side_ttl(d: Dir, conn: Conn | None = None, from_client: bool = True) -> int | None:
+    """The usual TTL of one side's packets; falls back to its RSTs' TTL."""
+    if d.ttls:
+        return max(d.ttls, key=d.ttls.__getitem__)
+    if conn is not None:
+        for ev in conn.rst_events:
+            for p in ev.packets:
+                if p.from_client == from_client:
+                    return p.ttl
+    return None
+
+
+def _where(ch: int | None, sh: int | None) -> str:
     if ch == 0 and sh == 0:
-        where = "same host or same link"
-    elif ch == 0:
-        where = "client host (nginx side)"
-    elif sh == 0:
-        where = "server host (backend side)"
-    else:
-        where = "in the path (neither end)"
-    return Vantage(where, ch, sh, basis)
+        return "same host or same link"
+    if ch == 0:
+        return "client host (nginx side)"
+    if sh == 0:
+        return "server host (backend side)"
+    if ch is not None and sh is not None:
+        return "in the path (neither end)"
+    if ch is not None:
+        return f"not the client host (client packets {ch} hop(s) away; server never answered)"
+    if sh is not None:
+        return f"not the server host (server packets {sh} hop(s) away)"
+    return "unknown"
 
 
+def infer_vantage(conns: list[Conn]) -> Vantage:
+    """Majority over connections of (hops from client, hops from server).
+
+    A packet that left a local stack carries its initial TTL (0 hops); one that
+    crossed routers carries less. Connections where only one side sent anything
+    (SYNs nobody answered) vote for that side only.
+    """
+    pairs: Counter[tuple[int, int]] = Counter()
+    conly: Counter[int] = Counter()
+    sonly: Counter[int] = Counter()
+    for c in conns:
+        ct = side_ttl(c.c, c, True)
+        st = side_ttl(c.s, c, False)
+        if ct is not None and st is not None:
+            pairs[(hops(ct), hops(st))] += 1
+        elif ct is not None:
+            conly[hops(ct)] += 1
+        elif st is not None:
+            sonly[hops(st)] += 1
+    if pairs:
+        (ch, sh), n = pairs.most_common(1)[0]
+        total = sum(pairs.values())
+        basis = (
+            f"client packets arrive {ch} hop(s) below their initial TTL, server packets {sh} "
+            f"(in {n} of {total} connections)"
+        )
+        return Vantage(_where(ch, sh), ch, sh, basis)
+    if conly:
+        ch, n = conly.most_common(1)[0]
+        basis = f"only client packets seen; they arrive {ch} hop(s) below their initial TTL"
+        return Vantage(_where(ch, None), ch, None, basis)
+    if sonly:
+        sh, n = sonly.most_common(1)[0]
+        basis = f"only server packets seen; they arrive {sh} hop(s) below their initial TTL"
+        return Vantage(_where(None, sh), None, sh, basis)
+    return Vantage("unknown", None, None, "no packets with a TTL")
+
+
+# ------------------------------------------------------------------ context
 @dataclass
 class Context:
     """Per-capture facts used by the per-RST facts."""
@@ -101,10 +178,19 @@ class Context:
     server_rst_times: dict[int, list[float]] = field(default_factory=dict)
     #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN)
     refused_times: dict[int, list[float]] = field(default_factory=dict)
-    #: server endpoint -> idle gaps (s) after which the server closed a keep-alive connection
+    #: server endpoint -> idle gaps (s) after which the server closed a keep-alive
+    #: connection: its last response -> its FIN
     idle_closes: dict[int, list[float]] = field(default_factory=dict)
-    #: inferred idle timeout per server endpoint (median of idle_closes)
+    #: server endpoint -> idle gaps (s) before requests the server reset as it closed
+    race_gaps: dict[int, list[float]] = field(default_factory=dict)
+    #: inferred idle timeout per server endpoint
     idle_timeout: dict[int, float] = field(default_factory=dict)
+    #: server endpoint -> "idle closes" or "raced requests" (what the estimate rests on)
+    idle_timeout_basis: dict[int, str] = field(default_factory=dict)
+    #: server endpoint -> median handshake round-trip time (s)
+    rtt: dict[int, float] = field(default_factory=dict)
+    #: host (addr id) -> usual hop count of its non-RST packets, over all its flows
+    host_hops: dict[int, int] = field(default_factory=dict)
 
 
 def is_refused(conn: Conn, ev: RstEvent) -> bool:
@@ -126,37 +212,120 @@ def last_response_end(conn: Conn) -> float | None:
     return None
 
 
+def conn_rtt(conn: Conn) -> float | None:
+    """SYN -> the client's handshake ACK: one round trip from any vantage point."""
+    if conn.syn_ts is not None and conn.hs_ts is not None and conn.hs_ts > conn.syn_ts:
+        return conn.hs_ts - conn.syn_ts
+    return None
+
+
+def rtt_of(conn: Conn, ctx: Context) -> float:
+    r = conn_rtt(conn)
+    if r is None:
+        r = ctx.rtt.get(conn.server, 0.0)
+    return r
+
+
+def fin_crossed(conn: Conn, rtt_s: float) -> bool:
+    """The server's FIN and the client's last request crossed on the wire.
+
+    Either the request came after the FIN (backend-side view), or the FIN
+    arrived less than one round trip after the request left (nginx-side view):
+    the server cannot have seen the request when it decided to close.
+    """
+    fin = conn.s.fin_ts
+    if fin is None or not conn.exchanges:
+        return False
+    ex = conn.exchanges[-1]
+    if ex.req_ts is None or ex.resp_ts is not None:
+        return False
+    return ex.req_ts >= fin or fin - ex.req_ts <= rtt_s + RACE_SLACK_S
+
+
+def _idle_close_gap(c: Conn, rtt_s: float) -> float | None:
+    """Last complete response -> server FIN, on a connection the server closed idle."""
+    fin = c.s.fin_ts
+    if fin is None or not c.exchanges or (c.c.fin_ts is not None and c.c.fin_ts < fin):
+        return None
+    done = [e.resp_end_ts for e in c.exchanges if e.resp_end_ts is not None and e.resp_end_ts < fin]
+    if not done:
+        return None
+    for e in c.exchanges:
+        waiting = e.req_ts is not None and e.req_ts < fin and not e.complete
+        if waiting and not (e is c.exchanges[-1] and fin_crossed(c, rtt_s)):
+            return None  # the server closed with a request in hand: not an idle close
+    return fin - max(done)
+
+
+def _host_hops(conns: list[Conn]) -> dict[int, int]:
+    votes: dict[int, Counter[int]] = defaultdict(Counter)
+    for c in conns:
+        for key, d in ((c.client, c.c), (c.server, c.s)):
+            if d.ttls:
+                votes[key >> 16][hops(max(d.ttls, key=d.ttls.__getitem__))] += 1
+    return {h: v.most_common(1)[0][0] for h, v in votes.items()}
+
+
+def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
+    """A RST that only answers segments already in flight when the previous one left.
+
+    Same sender as the previous RST event of the connection, no data from that
+    sender since, and within one round trip: one reset, not two (the flow
+    tracker splits events when the peer's in-flight data lands in between).
+    """
+    if ev.index == 0 or ev.index > len(conn.rst_events):
+        return False
+    prev = conn.rst_events[ev.index - 1]
+    return (
+        prev.from_client == ev.from_client
+        and not prev.sender_data_after
+        and ev.ts - prev.packets[-1].ts <= rtt_s + RACE_SLACK_S
+    )
+
+
 def build_context(conns: list[Conn]) -> Context:
-    ctx = Context(vantage=infer_vantage(conns))
+    ctx = Context(vantage=infer_vantage(conns), host_hops=_host_hops(conns))
+    rtts: dict[int, list[float]] = defaultdict(list)
+    for c in conns:
+        r = conn_rtt(c)
+        if r is not None:
+            rtts[c.server].append(r)
+    ctx.rtt = {k: statistics.median(v) for k, v in rtts.items()}
     for c in conns:
         if c.syn_ts is not None:
             ctx.syn_times.setdefault(c.server, []).append(c.syn_ts)
         for ev in c.rst_events:
-            if ev.from_client:
+            if ev.from_client or is_followup(c, ev, rtt_of(c, ctx)):
                 continue
             if is_refused(c, ev):
                 ctx.refused_times.setdefault(c.server, []).append(ev.ts)
             else:
                 ctx.server_rst_times.setdefault(c.server, []).append(ev.ts)
-        # an idle close: the server's FIN after its last complete response, with
-        # no request outstanding, and before any client FIN
-        fin = c.s.fin_ts
-        if fin is not None and c.exchanges and (c.c.fin_ts is None or c.c.fin_ts > fin):
-            done = [e for e in c.exchanges if e.complete and e.resp_end_ts is not None]
-            if done:
-                last = max(e.resp_end_ts for e in done)  # type: ignore[type-var]
-                outstanding = any(
-                    e.req_ts is not None and e.req_ts < fin and not e.complete for e in c.exchanges
-                )
-                if not outstanding and fin > last:
-                    ctx.idle_closes.setdefault(c.server, []).append(fin - last)
+        gap = _idle_close_gap(c, rtt_of(c, ctx))
+        if gap is not None and gap >= MIN_IDLE_CLOSE_S:
+            ctx.idle_closes.setdefault(c.server, []).append(gap)
+        first = c.rst_events[0] if c.rst_events else None
+        if (
+            first is not None
+            and not first.from_client
+            and first.outstanding
+            and first.requests_before
+            and first.idle_before_s is not None
+            and first.idle_before_s >= RIGHT_AFTER_S
+            and (first.exchange is None or first.exchange.resp_ts is None)
+            and (not c.s.ttls or first.packets[0].ttl in c.s.ttls)  # not a forged RST
+        ):
+            ctx.race_gaps.setdefault(c.server, []).append(first.idle_before_s)
     for v in (*ctx.syn_times.values(), *ctx.server_rst_times.values(), *ctx.refused_times.values()):
         v.sort()
-    for srv, gaps in ctx.idle_closes.items():
-        # at least 0.5 s: a close right after the response is not an idle timeout
-        gaps = [g for g in gaps if g >= 0.5]
-        if gaps:
-            ctx.idle_timeout[srv] = statistics.median(gaps)
+    for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
+        if ctx.idle_closes.get(srv):
+            ctx.idle_timeout[srv] = statistics.median(ctx.idle_closes[srv])
+            ctx.idle_timeout_basis[srv] = "idle closes"
+        elif len(ctx.race_gaps.get(srv, ())) >= 2:
+            # a raced request came just before or just after the timer fired
+            ctx.idle_timeout[srv] = statistics.median(ctx.race_gaps[srv])
+            ctx.idle_timeout_basis[srv] = "raced requests"
     return ctx
 
 
@@ -166,111 +335,259 @@ def _count_within(times: list[float], t: float, before: float, after: float) -> 
     return hi - lo
 
 
-def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
-    """The facts that hold for one RST event, by name."""
-    f: dict[str, Fact] = {}
+# ------------------------------------------------------------------ facts
+class _Facts(dict):
+    def add(self, name: str, text: str) -> None:
+        self[name] = Fact(name, text)
 
-    def add(name: str, text: str) -> None:
-        f[name] = Fact(name, text)
 
+def _packet_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
+    """What the RST packet itself looks like."""
     p0 = ev.packets[0]
-    sender = conn.c if ev.from_client else conn.s
     side = "client (nginx side)" if ev.from_client else "server (backend side)"
-    add("from_client" if ev.from_client else "from_server", f"RST sent from the {side}")
+    f.add("from_client" if ev.from_client else "from_server", f"RST sent from the {side}")
     if p0.flags & ACK:
-        add("rst_with_ack", "RST carries the ACK flag")
+        f.add("rst_with_ack", "RST carries the ACK flag")
     else:
-        add("bare_rst", "bare RST (no ACK flag), as Linux answers a segment for a closed socket")
+        f.add("bare_rst", "bare RST (no ACK flag)")
     if p0.seq_vs_peer_ack == 0:
-        add("seq_is_peer_ack", "RST sequence number equals the peer's last ACK")
+        f.add("seq_is_peer_ack", "RST sequence number equals the peer's last ACK")
     if not p0.optlen:
-        add("no_options", "RST carries no TCP options")
+        f.add("no_options", "RST carries no TCP options")
+    if not p0.flags & ACK and not p0.optlen and p0.seq_vs_peer_ack == 0:
+        f.add(
+            "stateless_rst",
+            "bare RST, no options, seq = the peer's ACK: the kernel answering a segment "
+            "for a closed socket (Linux tcp_v4_send_reset)",
+        )
+    if p0.flags & ACK and p0.optlen:
+        f.add(
+            "active_rst",
+            "RST,ACK with the socket's TCP options: the socket itself aborted "
+            "(close() with unread data, SO_LINGER 0 or process exit)",
+        )
     if len(ev.packets) > 1:
-        add("repeated_rst", f"{len(ev.packets)} RST packets in this event (answers to retransmissions)")
+        f.add("repeated_rst", f"{len(ev.packets)} RST packets in this event")
 
-    # --- handshake
+
+def _handshake_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
     if is_refused(conn, ev):
-        add("rst_answers_syn", "the SYN was answered with RST,ACK: nothing listening on the port")
-    if conn.hs_done and not conn.c.data_pkts and not conn.s.data_pkts and ev.phase == "handshake":
-        add("rst_after_handshake", "RST right after the 3-way handshake, before any data")
+        f.add("rst_answers_syn", "the SYN was answered with RST,ACK: nothing listening on the port")
+    if (
+        not ev.from_client
+        and ev.phase == "handshake"
+        and conn.hs_ts is not None
+        and conn.hs_ts <= ev.ts
+    ):
+        f.add("rst_after_handshake", "RST right after the 3-way handshake, before any data")
+    elif (
+        conn.hs_done
+        and not ev.from_client
+        and not conn.s.data_pkts
+        and not ev.requests_before
+        and ev.exchange is not None
+        and ev.exchange.resp_ts is None
+        and conn.s.fin_ts is None
+        and ev.trigger_ts is not None
+        and conn.hs_ts is not None
+        and ev.trigger_ts - conn.hs_ts <= RACE_SLACK_S
+        and ev.ts - ev.trigger_ts <= rtt_of(conn, ctx) + RACE_SLACK_S
+    ):
+        # the request rode with/right behind the handshake ACK and bounced at once:
+        # the ACK completing the handshake was refused by a full accept queue
+        f.add(
+            "rst_after_handshake",
+            "RST answered the first segments after the handshake, before the backend read anything",
+        )
     if conn.c.syn_retrans:
-        add("syn_retransmitted", f"the client retransmitted its SYN {conn.c.syn_retrans} time(s)")
+        f.add("syn_retransmitted", f"the client retransmitted its SYN {conn.c.syn_retrans} time(s)")
     if conn.s.synack > 1:
-        add("synack_retransmitted", f"the server sent its SYN-ACK {conn.s.synack} times")
+        f.add("synack_retransmitted", f"the server sent its SYN-ACK {conn.s.synack} times")
     if conn.syn_ts is not None and conn.server in ctx.syn_times:
         n = _count_within(ctx.syn_times[conn.server], conn.syn_ts, INSTANT_S, INSTANT_S)
-        if n >= 4:
-            add(
+        if n >= BURST_CONNECTS:
+            f.add(
                 "concurrent_connects",
                 f"{n} connections to this server opened within {INSTANT_S * 1000:.0f} ms",
             )
 
-    # --- where in the exchange
+
+def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """Where the RST fell relative to requests and responses."""
     if ev.outstanding and ev.phase == "request":
-        add("request_outstanding", "a request was sent and no response had started")
+        f.add("request_outstanding", "a request was sent and no response had started")
     if ev.phase == "response":
-        add("response_partial", "the response had started but was not complete")
+        f.add("response_partial", "the response had started but was not complete")
     if ev.phase == "after_response":
-        add(
+        f.add(
             "after_complete_response",
             f"RST {ev.since_last_data_s or 0:.3f} s after a complete response, no new request",
         )
     if ev.phase == "idle":
-        add("idle_connection", "the connection was idle (no request outstanding)")
+        f.add("idle_connection", "the connection was idle (no request outstanding)")
     if ev.requests_before:
-        add("reused_connection", f"{ev.requests_before} request(s) completed earlier on this connection")
+        f.add("reused_connection", f"{ev.requests_before} request(s) completed earlier on it")
     if ev.idle_before_s is not None and ev.idle_before_s >= RIGHT_AFTER_S:
-        add("idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST")
+        f.add(
+            "idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST"
+        )
     if not ev.from_client and ev.sender_fin_before:
-        add("server_fin_before", "the server had sent a FIN before the RST")
+        f.add("server_fin_before", "the server had sent a FIN before the RST")
     if ev.from_client and ev.sender_fin_before:
-        add("client_fin_before", "the client had sent a FIN before the RST")
+        f.add("client_fin_before", "the client had sent a FIN before the RST")
     if ev.peer_data_after_fin:
         who = "client" if not ev.from_client else "server"
-        add("data_after_fin", f"the {who} sent data after the other side's FIN (they crossed)")
+        f.add("data_after_fin", f"the {who} sent data after the other side's FIN")
+    rtt = rtt_of(conn, ctx)
+    if not ev.from_client and ev.sender_fin_before and ev.outstanding and fin_crossed(conn, rtt):
+        f.add(
+            "fin_crossed_request",
+            "the server's FIN and nginx's request crossed: the server closed before it saw "
+            "the request",
+        )
+    if (
+        not ev.from_client
+        and ev.outstanding
+        and ev.phase == "request"
+        and ev.trigger_ts is not None
+        and ev.ts - ev.trigger_ts <= rtt + RACE_SLACK_S
+    ):
+        f.add(
+            "rst_soon_after_request",
+            f"RST {1000 * (ev.ts - ev.trigger_ts):.1f} ms after the request "
+            f"(round trip {1000 * rtt:.1f} ms): no time for the backend to work on it",
+        )
+    p0 = ev.packets[0]
     if p0.ack is not None and not ev.from_client and conn.c.base is not None:
         acked = (p0.ack - conn.c.base) & 0xFFFFFFFF
         if acked < conn.c.max_end and conn.c.max_end - acked < 1 << 30:
-            add("client_data_unacked", "the RST does not acknowledge all the data the client sent")
+            f.add(
+                "client_data_unacked", "the RST does not acknowledge all the data the client sent"
+            )
 
-    # --- idle timeout
+
+def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """The idle timeout, mass resets and restarts across connections."""
     to = ctx.idle_timeout.get(conn.server)
     if to is not None and ev.idle_before_s is not None and not ev.from_client:
         if abs(ev.idle_before_s - to) <= TIMEOUT_MATCH * to:
-            add(
+            f.add(
                 "idle_matches_server_timeout",
-                f"idle gap {ev.idle_before_s:.2f} s matches the server's idle timeout (~{to:.2f} s)",
+                f"idle gap {ev.idle_before_s:.2f} s matches the server's idle timeout "
+                f"(~{to:.2f} s, from {ctx.idle_timeout_basis.get(conn.server, '?')})",
             )
+    if ev.from_client:
+        return
+    n = _count_within(ctx.server_rst_times.get(conn.server, []), ev.ts, INSTANT_S, INSTANT_S)
+    if n >= MASS_RESETS:
+        f.add("mass_reset", f"{n} connections reset by the server within {INSTANT_S * 1000:.0f} ms")
+    r = _count_within(ctx.refused_times.get(conn.server, []), ev.ts, 0.0, RESTART_WINDOW_S)
+    if r and not is_refused(conn, ev):
+        f.add(
+            "refused_after",
+            f"{r} refused connect(s) to this server within {RESTART_WINDOW_S:g} s after",
+        )
 
-    # --- many resets at one instant, restart
-    if not ev.from_client:
-        times = ctx.server_rst_times.get(conn.server, [])
-        n = _count_within(times, ev.ts, INSTANT_S, INSTANT_S)
-        if n >= 3:
-            add("mass_reset", f"{n} connections reset by the server within {INSTANT_S * 1000:.0f} ms")
-        r = _count_within(ctx.refused_times.get(conn.server, []), ev.ts - 0.0, 0.0, 30.0)
-        if r and not is_refused(conn, ev):
-            add("refused_after", f"{r} refused connect(s) to this server within 30 s after")
 
-    # --- does the RST fit the claimed sender's other packets?
+def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """Does the RST fit the claimed sender's other packets (Weaver/Sommer/Paxson)?
+
+    TTL is compared with the same sender's other packets *in this flow*, so a
+    capture on either host (where one side arrives un-decremented) is no
+    evidence by itself. Only when the sender sent nothing else in this flow is
+    the RST compared with that host's packets in other flows.
+    """
+    p0 = ev.packets[0]
+    sender = conn.c if ev.from_client else conn.s
     others = sender.ttls
     if others:
+        seen = "/".join(str(t) for t in sorted(others))
         if p0.ttl not in others:
-            seen = "/".join(str(t) for t in sorted(others))
-            add("ttl_mismatch", f"RST TTL {p0.ttl} differs from the sender's other packets ({seen})")
+            f.add(
+                "ttl_mismatch", f"RST TTL {p0.ttl} differs from the sender's other packets ({seen})"
+            )
         else:
-            add("ttl_consistent", f"RST TTL {p0.ttl} matches the sender's other packets")
-    if p0.ipid >= 0 and sender.ipid_last >= 0 and p0.ipid not in (0,):
+            f.add("ttl_consistent", f"RST TTL {p0.ttl} matches the sender's other packets")
+    else:
+        host = (conn.client if ev.from_client else conn.server) >> 16
+        usual = ctx.host_hops.get(host)
+        if usual is not None and hops(p0.ttl) != usual:
+            f.add(
+                "ttl_mismatch_host",
+                f"RST arrives {hops(p0.ttl)} hop(s) below its initial TTL; this host's packets "
+                f"in other connections arrive {usual} hop(s) below",
+            )
+    if p0.ipid > 0 and sender.ipid_last > 0:
         gap = (p0.ipid - sender.ipid_last) & 0xFFFF
-        if gap > 1024 and sender.ipid_last != 0:
-            add("ipid_jump", f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last})")
-    if ev.both_directions:
-        add("rst_both_directions", "RSTs went towards both ends in the same instant")
+        if gap > 1024:
+            f.add(
+                "ipid_jump",
+                f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last})",
+            )
+    dirs = {p.from_client for p in ev.packets if p.ts - ev.ts <= INSTANT_S}
+    if len(dirs) == 2:
+        f.add("rst_both_directions", "RSTs went towards both ends in the same instant")
     if ev.sender_data_after:
-        add(
+        f.add(
             "sender_data_after_rst",
             f"the 'resetting' side sent {ev.sender_data_after} data packet(s) after the RST",
         )
     if p0.in_window is False:
-        add("rst_out_of_window", "RST sequence number is outside the sender's sequence space")
-    return f
+        f.add("rst_out_of_window", "RST sequence number is outside the sender's sequence space")
+
+
+def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
+    """The facts that hold for one RST event, by name."""
+    f = _Facts()
+    _packet_facts(f, conn, ev)
+    _handshake_facts(f, conn, ev, ctx)
+    _exchange_facts(f, conn, ev, ctx)
+    _timing_facts(f, conn, ev, ctx)
+    _forgery_facts(f, conn, ev, ctx)
+    return dict(f)
+
+
+#: every fact name rst_facts can produce (rules must only name these)
+FACT_NAMES = frozenset(
+    {
+        "from_client", "from_server", "rst_with_ack", "bare_rst", "seq_is_peer_ack",
+        "no_options", "stateless_rst", "active_rst", "repeated_rst",
+        "rst_answers_syn", "rst_after_handshake", "syn_retransmitted", "synack_retransmitted",
+        "concurrent_connects",
+        "request_outstanding", "response_partial", "after_complete_response",
+        "idle_connection", "reused_connection", "idle_gap", "server_fin_before",
+        "client_fin_before", "data_after_fin", "fin_crossed_request", "rst_soon_after_request",
+        "client_data_unacked",
+        "idle_matches_server_timeout", "mass_reset", "refused_after",
+        "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ipid_jump",
+        "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
+    }
+)  # fmt: skip
+
+
+def idle_summary(ctx: Context) -> dict | None:
+    """The backend idle timeout estimate for the server with the most samples.
+
+    ``basis`` says what it rests on: "idle closes" (last response -> server FIN,
+    exact) or "raced requests" (idle gap before requests the server reset as it
+    closed: a lower bound within one round trip).
+    """
+    if not ctx.idle_timeout:
+        return None
+
+    def samples(srv: int) -> list[float]:
+        if ctx.idle_timeout_basis.get(srv) == "idle closes":
+            return ctx.idle_closes[srv]
+        return ctx.race_gaps.get(srv, [])
+
+    srv = max(ctx.idle_timeout, key=lambda k: len(samples(k)))
+    xs = samples(srv)
+    return {
+        "server": srv,
+        "timeout_s": ctx.idle_timeout[srv],
+        "min_s": min(xs),
+        "max_s": max(xs),
+        "samples": len(xs),
+        "basis": ctx.idle_timeout_basis[srv],
+        "race_gaps": sorted(ctx.race_gaps.get(srv, [])),
+    }

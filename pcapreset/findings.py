@@ -1,8 +1,11 @@
 """findings: problems that are not a RST (or not only one), per connection.
 
 Like the rules, a table: each row names a finding code, the test on a
-connection's observations, and the sentence it prints. A finding aggregates
-into ``{cause, count, evidence, flows}`` in the report.
+connection's observations, and the sentence it prints. Rows are tried in order
+and the first one that holds is the connection's finding (a black hole that
+made nginx time out is one problem, not two); ``zero_window`` is independent
+and always checked. A finding aggregates into ``{cause, count, evidence,
+flows}`` in the report.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .flows import Conn
+from .evidence import RACE_SLACK_S, conn_rtt, fin_crossed
+from .flows import Conn, Dir
 
 FINDING_CODES = (
     "backlog_overflow",
@@ -19,52 +23,129 @@ FINDING_CODES = (
     "premature_close",
     "zero_window",
 )
+#: nginx's shortest sensible proxy_*_timeout is about a second; a client FIN
+#: sooner than this after the request is not a timeout
+MIN_TIMEOUT_S = 1.0
 
 
 def _silent_backlog(c: Conn) -> str | None:
-    # SYN-ACK retransmitted although the client ACKed (its ACK was dropped: accept
-    # queue full with tcp_abort_on_overflow=0), or the client's first data
-    # retransmitted while the server never ACKed it
+    # The client's handshake ACK was dropped by a full accept queue
+    # (tcp_abort_on_overflow=0): the server retransmits its SYN-ACK although the
+    # client ACKed, and the client's first data is retransmitted un-ACKed.
     if c.s.synack >= 2 and c.hs_done:
-        return f"server retransmitted its SYN-ACK {c.s.synack - 1} time(s) after the client's ACK"
+        return (
+            f"server retransmitted its SYN-ACK {c.s.synack - 1} time(s) after the client's "
+            f"ACK; client data retransmitted {c.c.retrans} time(s)"
+        )
     if c.c.syn_retrans >= 1 and c.s.synack >= 1:
+        # Linux drops SYNs while the accept queue is full (tcp_conn_request)
         return f"client retransmitted its SYN {c.c.syn_retrans} time(s) before the SYN-ACK"
     return None
 
 
+def _unacked(d: Dir, peer: Dir) -> int:
+    """Bytes this side sent that the peer never acknowledged."""
+    if d.base is None or peer.last_ack is None:
+        return d.max_end
+    acked = (peer.last_ack - d.base) & 0xFFFFFFFF
+    return d.max_end - acked if acked <= d.max_end else 0
+
+
+def _alive_after(d: Dir, t: float) -> bool:
+    """This side sent something (new data, a retransmission or a FIN) after ``t``."""
+    return (d.last_data_ts or 0.0) > t or (d.fin_ts or 0.0) > t or d.retrans > 0
+
+
 def _mtu_blackhole(c: Conn) -> str | None:
-    for name, d in (("server", c.s), ("client", c.c)):
-        if d.mss_retrans >= 2 and d.small_retrans == 0 and d.mss_retrans * 2 >= d.mss_segs:
+    # A full-size segment retransmitted again and again (RTO backoff) and never
+    # ACKed, while the peer stays alive (its packets keep coming) and this side's
+    # small segments get through: something on the path drops big packets and
+    # the ICMP "fragmentation needed" never arrives.
+    for name, d, o in (("server", c.s, c.c), ("client", c.c, c.s)):
+        mss = o.mss or 536
+        if (
+            d.mss_retrans >= 2
+            and d.small_retrans == 0
+            and _unacked(d, o) >= mss // 2
+            and d.last_data_ts is not None
+            and _alive_after(o, d.last_data_ts)
+        ):
             return (
-                f"{name} retransmitted full-MSS segments {d.mss_retrans} times "
-                f"while its small segments got through"
+                f"{name} retransmitted full-size segments {d.mss_retrans} time(s) with no "
+                f"ACK while the other side's packets and its own small segments got "
+                f"through"
             )
     return None
 
 
-def _upstream_timeout(c: Conn) -> str | None:
+def _mtu_blackhole_far_side(c: Conn) -> str | None:
+    # Seen from nginx's side of the hole the big segments never arrive, so only
+    # their shadow shows: the backend's ACK of the request rode on the first
+    # response segment (Linux piggybacks the ACK when the answer is ready before
+    # the delayed-ACK timer), so nginx retransmits its small request, the backend
+    # ACKs it alone (small packets pass), and then no response byte ever comes
+    # until nginx gives up. A weaker signal than the retransmissions on the
+    # backend's side: a lost request plus a slow backend looks the same.
     if not c.exchanges:
         return None
     ex = c.exchanges[-1]
     fin = c.c.fin_ts
-    if ex.req_ts is not None and not ex.complete and fin is not None and fin > ex.req_ts:
-        wait = fin - ex.req_ts
-        if wait >= 1.0 and (ex.last_resp_ts is None or fin - ex.last_resp_ts >= 1.0):
-            got = "no response" if ex.resp_ts is None else "an incomplete response"
-            return f"nginx gave up after {wait:.1f} s with {got} (proxy_read_timeout?)"
+    if (
+        ex.req_ts is None
+        or ex.resp_ts is not None
+        or fin is None
+        or fin - ex.req_ts < MIN_TIMEOUT_S
+        or (c.s.fin_ts is not None and c.s.fin_ts <= fin)
+        or c.c.small_retrans < 1
+        or c.c.mss_retrans
+        or _unacked(c.c, c.s) > 1
+    ):
+        return None
+    return (
+        "nginx had to retransmit its request, the backend then ACKed it, and no response "
+        "byte arrived until nginx gave up: the backend's full-size segments (carrying the "
+        "first ACK) are lost on the way, likely an MTU black hole before this capture point"
+    )
+
+
+def _upstream_timeout(c: Conn) -> str | None:
+    # nginx closed (FIN) first, a second or more after its request, with the
+    # response missing or stalled: proxy_read_timeout / proxy_send_timeout.
+    if not c.exchanges:
+        return None
+    ex = c.exchanges[-1]
+    fin = c.c.fin_ts
+    if fin is None or ex.req_ts is None or ex.complete or fin <= ex.req_ts:
+        return None
+    if c.s.fin_ts is not None and c.s.fin_ts <= fin:
+        return None  # the backend closed first: premature close, not a timeout
+    if any(ev.ts <= fin for ev in c.rst_events):
+        return None
+    wait = fin - ex.req_ts
+    if wait >= MIN_TIMEOUT_S and (ex.last_resp_ts is None or fin - ex.last_resp_ts >= 1.0):
+        got = "no response" if ex.resp_ts is None else "an incomplete response"
+        return f"nginx gave up after {wait:.1f} s with {got} (proxy_read_timeout)"
     return None
 
 
 def _premature_close(c: Conn) -> str | None:
+    # The backend closed (FIN) with a request in hand: the request reached it
+    # (the FIN did not cross it on the wire) and no complete response came.
     fin = c.s.fin_ts
     if fin is None or not c.exchanges:
         return None
+    if c.c.fin_ts is not None and c.c.fin_ts < fin:
+        return None
+    rtt = conn_rtt(c) or 0.0
     for ex in c.exchanges:
-        if ex.req_ts is not None and ex.req_ts < fin and not ex.complete:
-            if any(not ev.from_client and ev.ts <= fin for ev in c.rst_events):
-                return None
-            got = "before responding" if ex.resp_ts is None else "in the middle of the response"
-            return f"the backend closed (FIN) {got} to a request"
+        if ex.req_ts is None or ex.req_ts >= fin or ex.complete:
+            continue
+        if ex is c.exchanges[-1] and fin_crossed(c, rtt):
+            return None  # keep-alive race: the server closed before it saw the request
+        if any(not ev.from_client and ev.ts <= fin + RACE_SLACK_S for ev in c.rst_events):
+            return None
+        got = "before responding" if ex.resp_ts is None else "in the middle of the response"
+        return f"the backend closed (FIN) {got} to a request it had received"
     return None
 
 
@@ -79,21 +160,27 @@ def _zero_window(c: Conn) -> str | None:
 class FindingRule:
     cause: str
     test: Callable[[Conn], str | None]
+    exclusive: bool = True  # False: checked even when an earlier row matched
 
 
 FINDING_RULES: tuple[FindingRule, ...] = (
     FindingRule("backlog_overflow", _silent_backlog),
     FindingRule("mtu_blackhole", _mtu_blackhole),
-    FindingRule("upstream_timeout", _upstream_timeout),
+    FindingRule("mtu_blackhole", _mtu_blackhole_far_side),
     FindingRule("premature_close", _premature_close),
-    FindingRule("zero_window", _zero_window),
+    FindingRule("upstream_timeout", _upstream_timeout),
+    FindingRule("zero_window", _zero_window, exclusive=False),
 )
 
 
 def conn_findings(c: Conn) -> list[tuple[str, str]]:
     out = []
+    taken = False
     for r in FINDING_RULES:
+        if r.exclusive and taken:
+            continue
         msg = r.test(c)
         if msg:
             out.append((r.cause, msg))
+            taken = taken or r.exclusive
     return out

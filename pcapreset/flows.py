@@ -27,6 +27,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import numpy as np
+
+from . import connstate as zeek
 from .decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 
 M32 = 0xFFFFFFFF
@@ -56,7 +59,7 @@ class Dir:
         "max_end", "last_ack", "last_win", "acked", "first_ts", "last_ts",
         "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
         "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
-        "hA", "cA", "hD", "cD",
+        "hA", "cA", "hD", "cD", "zst",
     )  # fmt: skip
 
     def __init__(self, client: bool = True) -> None:
@@ -97,6 +100,7 @@ class Dir:
         self.sack_perm = False
         self.ts_opt = False
         self.opt_kinds: list[str] | None = None  # SYN options, in order
+        self.zst = 0  # Zeek's endpoint state (connstate.INACTIVE...)
 
 
     @property
@@ -212,6 +216,7 @@ class Conn:
         "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
         "hs_done", "hs_ts", "last_pkt_from_client", "last_data_ts",
         "_cur_req", "_cur_resp", "packets", "syn_ts", "first_from_client", "resp_headers",
+        "zk", "expires_at",
     )  # fmt: skip
 
     def __init__(self, cid: int, client: int, server: int, rule: str, ts: float) -> None:
@@ -240,6 +245,9 @@ class Conn:
         self.first_from_client = True
         #: Server / Keep-Alive / Connection headers of the last response seen
         self.resp_headers: dict[str, str] = {}
+        #: Zeek's view (connstate): per-connection state, and when Zeek would drop it
+        self.zk = zeek.ZeekTcp()
+        self.expires_at = float("inf")
 
     @property
     def history(self) -> str:
@@ -295,13 +303,32 @@ def _parse_headers(
     return hl, chunked, clen
 
 
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def conn_keys(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """A 64-bit key per packet, equal for both directions of a connection.
+
+    Integer keys make the per-packet table lookup cheaper than (lo, hi) tuples;
+    a lookup that finds a connection with other endpoints falls back to an
+    exact table (see FlowTracker.feed).
+    """
+    lo = np.minimum(src, dst).astype(np.uint64)
+    hi = np.maximum(src, dst).astype(np.uint64)
+    return (lo * _K1) ^ (hi * _K2)
+
+
 class FlowTracker:
     """Rebuilds connections from TcpBatches. Pure: feed it, then read ``conns``."""
 
     def __init__(self, port: int | None = None, server_ports: Iterable[int] = ()) -> None:
         self.port = port
         self.server_ports = set(server_ports)
-        self.active: dict[tuple[int, int], Conn] = {}
+        #: connection table keyed by :func:`conn_keys` (a 64-bit hash of the 4-tuple)
+        self.active: dict[int, Conn] = {}
+        #: exact (lo, hi) table for the (astronomically rare) key collisions
+        self.collided: dict[object, Conn] = {}
         self.conns: list[Conn] = []
         self.packets = 0
         self.last_ts: float | None = None
@@ -315,13 +342,22 @@ class FlowTracker:
         elif flags & SYN:
             client, server, rule = dst, src, "syn-ack"
         else:
+            # Zeek's rule (TCPAnalyzer::WantConnection) after --port / server ports:
+            # a likely server port on one side is the server; on both, the lower one
             sp, dp = src & 0xFFFF, dst & 0xFFFF
+            ls, ld = zeek.likely_server_port(sp), zeek.likely_server_port(dp)
             if self.port is not None and (sp == self.port) != (dp == self.port):
                 rule = "port-option"
                 client, server = (dst, src) if sp == self.port else (src, dst)
             elif (sp in self.server_ports) != (dp in self.server_ports):
                 rule = "server-port"
                 client, server = (dst, src) if sp in self.server_ports else (src, dst)
+            elif ls != ld:
+                rule = "well-known-port"
+                client, server = (dst, src) if ls else (src, dst)
+            elif ls and sp != dp:
+                rule = "lower-port"
+                client, server = (dst, src) if sp < dp else (src, dst)
             elif (sp < WELL_KNOWN_MAX) != (dp < WELL_KNOWN_MAX):
                 rule = "well-known-port"
                 client, server = (dst, src) if sp < WELL_KNOWN_MAX else (src, dst)
@@ -330,6 +366,10 @@ class FlowTracker:
                 client, server = src, dst
         c = Conn(len(self.conns), client, server, rule, ts)
         c.first_from_client = src == client
+        if src != client:
+            c.hist.append("^")  # Zeek marks a flipped direction with '^'
+            if rule == "syn-ack" and not zeek.zeek_flips(src & 0xFFFF, dst & 0xFFFF, flags):
+                c.zk.orig = 1  # Zeek's originator is the SYN-ACK sender until A/D
         self.conns.append(c)
         return c
 
@@ -342,6 +382,7 @@ class FlowTracker:
         get = active.get
         bufs = b.bufs
         cols = (
+            conn_keys(b.src, b.dst).tolist(),
             b.ts.tolist(), b.src.tolist(), b.dst.tolist(), b.seq.tolist(), b.ack.tolist(),
             b.flags.tolist(), b.win.tolist(), b.plen.tolist(), b.ttl.tolist(), b.ipid.tolist(),
             b.optlen.tolist(), b.poff.tolist(), b.pcap.tolist(), b.bufidx.tolist(),
@@ -349,17 +390,26 @@ class FlowTracker:
         )  # fmt: skip
         self.packets += len(b)
         ts = 0.0
-        for ts, src, dst, seq, ack, flags, win, plen, ttl, ipid, optlen, poff, pcap, bi, fr in zip(
-            *cols
-        ):
-            conn = get((src, dst) if src < dst else (dst, src))
+        for (
+            key, ts, src, dst, seq, ack, flags, win, plen, ttl, ipid, optlen, poff, pcap, bi, fr
+        ) in zip(*cols):
+            conn = get(key)
+            if conn is not None and src != conn.client and src != conn.server:
+                # two 4-tuples with one 64-bit key (never seen in practice): exact table
+                key = (src, dst) if src < dst else (dst, src)
+                active = self.collided
+                conn = active.get(key)
+            if conn is not None and ts >= conn.expires_at and zeek.expired(conn, ts):
+                conn = None  # closed and past Zeek's close delay: a new connection
             if flags & 0x07:  # SYN, FIN or RST: the careful path
                 if conn is None or (flags & SYN and self._is_new_incarnation(conn, src, seq, flags)):
                     conn = self._new_conn(src, dst, flags, ts)
-                    active[(src, dst) if src < dst else (dst, src)] = conn
+                    active[key] = conn
             elif conn is None:
                 conn = self._new_conn(src, dst, flags, ts)
-                active[(src, dst) if src < dst else (dst, src)] = conn
+                active[key] = conn
+            if active is not self.active:
+                active = self.active
             from_client = src == conn.client
             if from_client:
                 d, o = conn.c, conn.s
@@ -382,6 +432,8 @@ class FlowTracker:
                     conn.last_pkt_from_client = from_client
                     continue
             else:
+                if not d.zst:  # Zeek state INACTIVE: this packet may change it
+                    zeek.update(conn, d, o, from_client, flags, seq, plen, ts)
                 if ttl != d.ttl_last:
                     d.ttl_last = ttl
                     d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
@@ -412,6 +464,10 @@ class FlowTracker:
                 d.last_ack = ack
             d.last_win = win
             if plen:
+                if not conn.hbits & d.hD and not flags & 0x07:
+                    # Zeek's D: any payload packet without SYN/FIN/RST, retransmitted too
+                    conn.hbits |= d.hD
+                    conn.hist.append(d.cD)
                 # ---- sequence analysis (inline: most packets carry data)
                 end = (seq - base + plen) & M32
                 diff = (end - d.max_end) & M32
@@ -434,9 +490,6 @@ class FlowTracker:
                         d.small_segs += 1
                     d.last_data_ts = ts
                     conn.last_data_ts = ts
-                    if not conn.hbits & d.hD:
-                        conn.hbits |= d.hD
-                        conn.hist.append(d.cD)
                     if conn.rst_events:
                         self._data_after_rst(conn, from_client)
                     if from_client:
@@ -456,30 +509,24 @@ class FlowTracker:
         self.last_ts = ts
 
     def _is_new_incarnation(self, conn: Conn, src: int, seq: int, flags: int) -> bool:
-        if flags & ACK:  # SYN-ACK: a new one only if the old connection is over
-            d = conn.s if src == conn.server else conn.c
-            return bool(conn.rst_events or conn.state_closed) and d.isn is not None and d.isn != seq
-        d = conn.c if src == conn.client else conn.s
-        if conn.rst_events or conn.state_closed:
-            return True
-        if src != conn.client:
-            # SYN from the side we thought was the server: only if the old one was SYN-less
-            return conn.c.syn > 0 or conn.s.syn > 0
-        return d.isn is not None and d.isn != seq
+        """Port reuse as Zeek decides it (``IsReuse``): a SYN starts a new connection
+        once either side sent FIN or RST, or when its sequence number is not the
+        originator's ISN; a SYN-ACK only on a half connection."""
+        return zeek.is_reuse(conn, src == conn.client, flags, seq)
 
     # ------------------------------------------------------------- control
     def _control(self, conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl, ipid,
                  optlen, poff, buf, frame) -> None:  # fmt: skip
         up = from_client
+        zeek.control_history(conn, up, flags, seq, plen)  # S H F R I Q letters
+        zeek.update(conn, d, o, up, flags, seq, plen, ts)
         if flags & SYN:
             if flags & ACK:
                 d.synack += 1
-                conn.mark(_HB["H"] if up else _HB["h"], "H" if up else "h")
             else:
                 d.syn += 1
                 if conn.syn_ts is None:
                     conn.syn_ts = ts
-                conn.mark(_HB["S"] if up else _HB["s"], "S" if up else "s")
             if d.isn is None:
                 d.isn = seq
                 d.base = (seq + 1) & M32
@@ -492,8 +539,6 @@ class FlowTracker:
                     d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
             elif seq == d.isn:
                 d.syn_retrans += 1
-            if flags & RST or flags & FIN:
-                conn.mark(_HB["I"] if up else _HB["i"], "I" if up else "i")
         if flags & FIN and not flags & RST:
             d.fin += 1
             if d.fin_ts is None:
@@ -501,7 +546,6 @@ class FlowTracker:
                 if d.base is None:
                     d.base = seq
                 d.fin_end = ((seq - d.base) & M32) + plen + 1
-            conn.mark(_HB["F"] if up else _HB["f"], "F" if up else "f")
             if d.fin and o.fin:
                 conn.state_closed = True
         if flags & RST:
@@ -510,8 +554,7 @@ class FlowTracker:
 
     def _rst(self, conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, poff,
              buf, frame) -> None:  # fmt: skip
-        d.rst += 1
-        conn.mark(_HB["R"] if up else _HB["r"], "R" if up else "r")
+        d.rst += 1  # (the R/r history letter comes from connstate.control_history)
         opts = None
         if optlen:
             opts = parse_tcp_options(bytes(buf[poff - optlen : poff])).get("kinds")

@@ -14,11 +14,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import __version__
-from .advice import NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S, backend_from_headers, recommend
+from .advice import (
+    NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
+    advertised_timeout,
+    backend_from_headers,
+    recommend,
+)
 from .connstate import conn_state
 from .decode import linktype_name
 from .engine import EngineResult
-from .evidence import Context, Fact, build_context, rst_facts
+from .evidence import Context, Fact, build_context, idle_summary, is_followup, rst_facts, rtt_of
 from .findings import conn_findings
 from .flows import Conn, RstEvent
 from .rules import CAUSES, SENDERS, Verdict, classify
@@ -32,6 +37,8 @@ class ResetRecord:
     event: RstEvent
     verdict: Verdict
     facts: dict[str, Fact]
+    #: RSTs of later events that only answered segments in flight (same reset)
+    followup_packets: int = 0
 
 
 @dataclass
@@ -59,9 +66,17 @@ class Report:
                 names[n] += 1
         return names.most_common(1)[0][0] if names else None
 
+    def advertised_timeout(self) -> float | None:
+        """The Keep-Alive: timeout=N most responses advertised, if any."""
+        vals = Counter(
+            t for c in self.result.conns if (t := advertised_timeout(c.resp_headers)) is not None
+        )
+        return vals.most_common(1)[0][0] if vals else None
+
     # --------------------------------------------------------------- JSON
     def reset_json(self, r: ResetRecord) -> dict:
         ev, c, v = r.event, r.conn, r.verdict
+        matched_ids = {id(f) for f in v.matched}
         return {
             "client": self.ep(c.client),
             "server": self.ep(c.server),
@@ -73,11 +88,11 @@ class Report:
             "idle_before_s": None if ev.idle_before_s is None else round(ev.idle_before_s, 6),
             "requests_before": ev.requests_before,
             "evidence": [f.text for f in v.matched]
-            + [f.text for f in v.evidence if f not in v.matched],
+            + [f.text for f in v.evidence if id(f) not in matched_ids],
             "rule": v.rule,
             "explanation": v.says,
             "facts": sorted(r.facts),
-            "rst_packets": len(ev.packets),
+            "rst_packets": len(ev.packets) + r.followup_packets,
             "direction": "client" if ev.from_client else "server",
             "conn_id": c.id,
             "role_rule": c.role_rule,
@@ -86,46 +101,51 @@ class Report:
     def summary(self) -> dict:
         by_cause = Counter(r.verdict.cause for r in self.resets)
         by_sender = Counter(r.verdict.sender for r in self.resets)
-        recs = []
-        seen = set()
-        to_all = self.ctx.idle_timeout
-        timeout = None
-        if to_all:
-            # the server with most resets, else any
-            timeout = sorted(to_all.values())[len(to_all) // 2]
+        idle = idle_summary(self.ctx)
+        timeout = None if idle is None else idle["timeout_s"]
         backend = self.backend_name()
+        nk = self.nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
+        kw = dict(
+            idle_timeout_s=timeout,
+            backend=backend,
+            nginx_keepalive_s=nk,
+            nginx_from_conf=self.nginx_from_conf,
+        )
+        recs: list[str] = []
+        seen: set[str] = set()
         for cause, _n in by_cause.most_common():
-            if cause == "unknown" or cause in seen:
-                continue
-            seen.add(cause)
-            recs.append(
-                recommend(
-                    cause,
-                    idle_timeout_s=timeout,
-                    backend=backend,
-                    nginx_keepalive_s=self.nginx_keepalive_s,
-                    nginx_from_conf=self.nginx_from_conf,
-                )
-            )
+            if cause != "unknown" and cause not in seen:
+                seen.add(cause)
+                recs.append(recommend(cause, **kw))
         for f in self.findings:
             if f["cause"] not in seen:
                 seen.add(f["cause"])
-                recs.append(recommend(f["cause"]))
-        gaps = [g for v in self.ctx.idle_closes.values() for g in v if g >= 0.5]
-        spread = None
-        if len(gaps) >= 2:
-            spread = round(max(gaps) - min(gaps), 3)
+                recs.append(recommend(f["cause"], **kw))
+        advertised = self.advertised_timeout()
+        if timeout is None and advertised is not None:
+            kw["idle_timeout_s"] = advertised  # no idle close seen: use what it announces
+            kw["idle_from_header"] = True
+        risk = kw["idle_timeout_s"]
+        if risk is not None and risk < nk and "keepalive_race" not in seen:
+            # the backend gives up on idle connections before nginx does: a race waiting
+            recs.append(recommend("keepalive_risk", **kw))
         return {
             "resets": len(self.resets),
             "by_cause": {c: by_cause.get(c, 0) for c in CAUSES if by_cause.get(c)},
             "by_sender": {s: by_sender.get(s, 0) for s in SENDERS if by_sender.get(s)},
             "server_idle_timeout_s": None if timeout is None else round(timeout, 3),
-            "server_idle_timeout_spread_s": spread,
-            "server_idle_timeout_samples": len(gaps),
+            "server_idle_timeout_min_s": None if idle is None else round(idle["min_s"], 3),
+            "server_idle_timeout_max_s": None if idle is None else round(idle["max_s"], 3),
+            "server_idle_timeout_spread_s": None
+            if idle is None
+            else round(idle["max_s"] - idle["min_s"], 3),
+            "server_idle_timeout_samples": 0 if idle is None else idle["samples"],
+            "server_idle_timeout_basis": None if idle is None else idle["basis"],
+            "raced_idle_gaps_s": [] if idle is None else [round(g, 3) for g in idle["race_gaps"]],
             "server_idle_timeouts": self.idle_timeouts(),
             "backend": backend,
-            "nginx_keepalive_timeout_s": self.nginx_keepalive_s
-            or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
+            "backend_advertised_keepalive_s": advertised,
+            "nginx_keepalive_timeout_s": nk,
             "nginx_keepalive_timeout_source": "nginx.conf" if self.nginx_from_conf else "default",
             "recommendations": recs,
         }
@@ -171,7 +191,8 @@ class Report:
             "findings": self.findings,
             "summary": self.summary(),
         }
-        out.update(self.extra)
+        # extra top-level sections (nginx_log, nginx_conf); "_" keys are text-only
+        out.update({k: v for k, v in self.extra.items() if not k.startswith("_")})
         return out
 
     # --------------------------------------------------------------- conns
@@ -207,9 +228,12 @@ def build(
     nginx_from_conf: bool = False,
 ) -> Report:
     ctx = build_context(result.conns)
-    resets = []
+    resets: list[ResetRecord] = []
     for c in result.conns:
         for ev in c.rst_events:
+            if resets and resets[-1].conn is c and is_followup(c, ev, rtt_of(c, ctx)):
+                resets[-1].followup_packets += len(ev.packets)  # same reset, in-flight data
+                continue
             facts = rst_facts(c, ev, ctx)
             resets.append(ResetRecord(c, ev, classify(facts), facts))
     resets.sort(key=lambda r: r.event.ts)
@@ -261,12 +285,12 @@ def render_text(rep: Report, verbose: bool = False) -> str:
     s = j["summary"]
     lines.append(f"flows    {j['flows']:,} TCP connections, {s['resets']:,} reset events")
     if s["server_idle_timeout_s"] is not None:
-        extra = f" (±{s['server_idle_timeout_spread_s']:.2f} s" if s[
-            "server_idle_timeout_spread_s"
-        ] is not None else " ("
         lines += _wrap(
-            f"backend closes idle connections after ~{s['server_idle_timeout_s']:.2f} s"
-            f"{extra}, {s['server_idle_timeout_samples']} sample(s))"
+            f"backend closes idle connections after ~{s['server_idle_timeout_s']:.2f} s "
+            f"({s['server_idle_timeout_min_s']:.2f}-{s['server_idle_timeout_max_s']:.2f} s, "
+            f"{s['server_idle_timeout_samples']} {s['server_idle_timeout_basis']}); nginx "
+            f"reuses idle connections for up to {s['nginx_keepalive_timeout_s']:g} s "
+            f"({s['nginx_keepalive_timeout_source']})"
             + (f"; backend looks like {s['backend']}" if s["backend"] else ""),
             "  ",
             "idle     ",
