@@ -56,7 +56,7 @@ class Dir:
         "pkts", "bytes", "data_pkts", "retrans", "dupacks", "zero_win",
         "mss_segs", "mss_retrans", "small_segs", "small_retrans",
         "syn", "synack", "syn_retrans", "fin", "fin_ts", "rst", "isn", "base",
-        "max_end", "last_ack", "last_win", "acked", "first_ts", "last_ts",
+        "max_end", "last_ack", "last_win", "acked", "first_ts",
         "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
         "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
         "hA", "cA", "hD", "cD", "zst",
