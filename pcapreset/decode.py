@@ -113,7 +113,7 @@ class DecodeStats:
     snap_truncated: int = 0  # TCP packets whose payload was cut by the snaplen
     linktypes: dict[int, int] = field(default_factory=dict)
 
-    def bad(self, reason: str, count: int) -> None:
+    def bad(self, reason: str, count: int | np.integer) -> None:
         if count:
             self.undecodable[reason] = self.undecodable.get(reason, 0) + int(count)
 
@@ -143,7 +143,7 @@ class TcpBatch:
         return len(self.ts)
 
     def take(self, idx: np.ndarray) -> TcpBatch:
-        return TcpBatch(*(getattr(self, f)[idx] for f in _COLS), bufs=self.bufs)
+        return TcpBatch(**{f: getattr(self, f)[idx] for f in _COLS}, bufs=self.bufs)
 
 
 _COLS = "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx frame".split()

@@ -24,7 +24,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
     raw.seek(0)
     fh: IO[bytes]
     if head[:2] == b"\x1f\x8b":
-        fh, comp = gzip.GzipFile(fileobj=raw), "gzip"
+        fh, comp = cast(IO[bytes], gzip.GzipFile(fileobj=raw)), "gzip"
     elif head[:3] == b"BZh":
         fh, comp = bz2.BZ2File(raw), "bzip2"
     elif head[:6] == b"\xfd7zXZ\x00":
@@ -104,7 +104,8 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
     elif head[:4] == b"\x28\xb5\x2f\xfd":
         raw.close()
         raise CaptureError(
-            f"{path}: zstd-compressed; decompress it first (e.g. `zstd -d {os.path.basename(path)}`)"
+            f"{path}: zstd-compressed; decompress it first "
+            f"(e.g. `zstd -d {os.path.basename(path)}`)"
         )
     else:
         return raw, "", head
@@ -115,7 +116,10 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
         raise CaptureError(f"{path}: broken {comp} data: {e}") from None
     fh.close()
     raw.seek(0)
-    fh = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[comp](raw)
+    if comp == "gzip":  # GzipFile's first positional argument is a file *name*
+        fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+    else:
+        fh = bz2.BZ2File(raw) if comp == "bzip2" else lzma.LZMAFile(raw)
     return fh, comp, inner
 
 
@@ -184,7 +188,9 @@ class CaptureReader:
         _maj, _min, _zone, _sig, snaplen, network = struct.unpack(endian + "HHiIII", hdr[4:24])
         self._snaplen = snaplen
         self._linktype = network & 0x03FFFFFF
-        self._fcs = (network >> 28) & 0xF if network & 0x04000000 else 0
+        # F bit set: the top 4 bits give the FCS length in 16-bit words (pcap
+        # spec, draft-ietf-opsawg-pcap "LinkType and additional information")
+        self._fcs = 2 * ((network >> 28) & 0xF) if network & 0x04000000 else 0
         self.info.file_format = "pcap" + ("-ns" if self._scale == 1e-9 else "")
         self.info.linktypes = [self._linktype]
 
@@ -290,8 +296,10 @@ class CaptureReader:
         p = pos + 1
         while p + rec <= n:
             sec, _frac, cl, wl = hdr_at(buf, p)
-            if cl <= maxcap and cl <= wl <= MAX_RECORD and (
-                last_sec is None or abs(sec - last_sec) < week
+            if (
+                cl <= maxcap
+                and cl <= wl <= MAX_RECORD
+                and (last_sec is None or abs(sec - last_sec) < week)
             ):
                 nxt = p + rec + cl
                 if nxt == n and eof:
@@ -333,7 +341,11 @@ class CaptureReader:
         ts = hdr[:, 0].astype(np.float64) + frac.astype(np.float64) * self._scale
         n = len(o)
         fcs = self._fcs
-        caplen_eff = np.maximum(caplen - fcs, 0) if fcs else caplen
+        if fcs:  # the FCS is not part of the frame's payload
+            caplen_eff = np.maximum(caplen - fcs, 0)
+            wirelen = np.maximum(wirelen - fcs, caplen_eff)
+        else:
+            caplen_eff = caplen
         batch = FrameBatch(
             buf=buf,
             off=o + self._rec,
@@ -367,8 +379,10 @@ class CaptureReader:
         e = "<"
         # per interface: linktype, ts unit (seconds per tick), ts offset (s)
         ifaces: list[tuple[int, float, int]] = []
+        self._ng_last_ts = 0.0
         first = True
-        damaged_from: int | None = None
+        damaged_from: int | None = None  # absolute file offset where damage began
+        base = 0  # absolute file offset of buf[0]
         while True:
             data = self._read()
             eof = not data
@@ -387,11 +401,17 @@ class CaptureReader:
                     bom = buf[pos + 8 : pos + 12]
                     if len(bom) < 4:
                         break
-                    new_e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
+                    new_e = (
+                        "<"
+                        if bom == b"\x4d\x3c\x2b\x1a"
+                        else ">"
+                        if bom == b"\x1a\x2b\x3c\x4d"
+                        else None
+                    )
                     if new_e is None:
                         if first:
                             raise CaptureError(f"{self.path}: pcapng section header is damaged")
-                        damaged_from = pos if damaged_from is None else damaged_from
+                        damaged_from = base + pos if damaged_from is None else damaged_from
                         pos += 4
                         continue
                     if new_e != e and pk_pos:
@@ -401,21 +421,19 @@ class CaptureReader:
                     blen = struct.unpack_from(e + "I", buf, pos + 4)[0]
                     ifaces = []
                 first = False
-                if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
-                    damaged_from = pos if damaged_from is None else damaged_from
-                    pos = self._pcapng_resync(buf, pos + 4, n, e)
-                    continue
-                if pos + blen > n:
+                bad_len = blen < 12 or blen % 4 or blen > MAX_RECORD + 64
+                if not bad_len and pos + blen > n:
                     break
-                trailer = struct.unpack_from(e + "I", buf, pos + blen - 4)[0]
-                if trailer != blen:
-                    damaged_from = pos if damaged_from is None else damaged_from
-                    pos = self._pcapng_resync(buf, pos + 4, n, e)
+                if bad_len or struct.unpack_from(e + "I", buf, pos + blen - 4)[0] != blen:
+                    damaged_from = base + pos if damaged_from is None else damaged_from
+                    pos, found = self._pcapng_resync(buf, pos + 4, n, e, eof)
+                    if not found:
+                        break  # wait for more data (or end of file)
                     continue
                 if damaged_from is not None:
                     self.info.warn(
                         "damaged_bytes",
-                        pos - damaged_from,
+                        base + pos - damaged_from,
                         "bytes of damaged pcapng blocks skipped; reading resumed after them",
                     )
                     damaged_from = None
@@ -429,7 +447,9 @@ class CaptureReader:
                         pk_if.append(iface)
                         pk_kind.append(0)
                     else:
-                        self.info.warn("damaged_blocks", 1, "packet blocks too short to hold a packet")
+                        self.info.warn(
+                            "damaged_blocks", 1, "packet blocks too short to hold a packet"
+                        )
                 elif btype == 3:
                     if blen >= 16:
                         pk_pos.append(pos)
@@ -444,32 +464,48 @@ class CaptureReader:
             if first and n >= 4 and pos == 0 and eof:
                 raise CaptureError(f"{self.path}: truncated pcapng section header")
             if pk_pos:
-                frame_no = yield from self._pcapng_emit(buf, pk_pos, pk_if, pk_kind, ifaces, e, frame_no)
+                frame_no = yield from self._pcapng_emit(
+                    buf, pk_pos, pk_if, pk_kind, ifaces, e, frame_no
+                )
             if section_flush:
                 carry = buf[pos:]
+                base += pos
                 continue
             if eof:
                 if damaged_from is not None:
                     self.info.warn(
-                        "damaged_bytes", n - damaged_from, "bytes of damaged pcapng blocks skipped"
+                        "damaged_bytes",
+                        base + n - damaged_from,
+                        "bytes of damaged pcapng blocks skipped",
                     )
                 elif pos < n:
                     self.info.warn(
-                        "truncated_record", 1, f"last block cut short ({n - pos} bytes): file truncated"
+                        "truncated_record",
+                        1,
+                        f"last block cut short ({n - pos} bytes): file truncated",
                     )
                 break
             carry = buf[pos:]
+            base += pos
 
-    def _pcapng_resync(self, buf: bytes, p: int, n: int, e: str) -> int:
-        """Next position whose block header and trailer agree (or ``n``)."""
+    @staticmethod
+    def _pcapng_resync(buf: bytes, p: int, n: int, e: str, eof: bool) -> tuple[int, bool]:
+        """Next position whose block header and trailer agree.
+
+        Returns ``(p, True)`` when found, ``(p, False)`` when the buffer ran out
+        first: resume at ``p`` once more data is there (``p == n`` at end of file).
+        """
         known = (1, 2, 3, 4, 5, 6, 0x0A0D0D0A, 0x0BAD, 7, 9, 10, 0x40000BAD)
         while p + 12 <= n:
             btype, blen = struct.unpack_from(e + "II", buf, p)
-            if btype in known and 12 <= blen <= MAX_RECORD and blen % 4 == 0 and p + blen <= n:
-                if struct.unpack_from(e + "I", buf, p + blen - 4)[0] == blen:
-                    return p
+            if btype in known and 12 <= blen <= MAX_RECORD and blen % 4 == 0:
+                if p + blen > n:
+                    if not eof:
+                        return p, False
+                elif struct.unpack_from(e + "I", buf, p + blen - 4)[0] == blen:
+                    return p, True
             p += 4
-        return n
+        return (n, False) if eof else (p, False)
 
     @staticmethod
     def _parse_idb(buf: bytes, pos: int, blen: int, e: str) -> tuple[int, float, int]:
@@ -485,7 +521,7 @@ class CaptureReader:
             val = buf[p + 4 : p + 4 + olen]
             if code == 9 and olen >= 1:
                 v = val[0]
-                unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+                unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
             elif code == 14 and olen >= 8:
                 tsoff = struct.unpack_from(e + "q", val)[0]
             p += 4 + ((olen + 3) & ~3)
@@ -499,7 +535,10 @@ class CaptureReader:
         n = len(o)
         # gather the 28-byte EPB header (type, len, if, tshi, tslo, caplen, origlen);
         # SPB is shorter, so clamp its gather to the block start
-        hdr = u8[o[:, None] + _R28].view(np.dtype(e + "u4")).reshape(-1, 7).astype(np.int64)
+        # (an SPB may end less than 28 bytes before the end of the buffer: clip the
+        # gather; the clipped words are never used for an SPB)
+        gi = np.minimum(o[:, None] + _R28, len(u8) - 1)
+        hdr = u8[gi].view(np.dtype(e + "u4")).reshape(-1, 7).astype(np.int64)
         blen = hdr[:, 1]
         spb = kind == 1
         caplen = np.where(spb, np.minimum(hdr[:, 2], blen - 16), hdr[:, 5])
@@ -517,28 +556,33 @@ class CaptureReader:
                 "packets referencing an interface with no description block (skipped)",
             )
         if bad.any():
-            self.info.warn("damaged_blocks", int(bad.sum()), "packet blocks with an impossible length (skipped)")
+            self.info.warn(
+                "damaged_blocks",
+                int(bad.sum()),
+                "packet blocks with an impossible length (skipped)",
+            )
         ticks = (hdr[:, 3].astype(np.uint64) << np.uint64(32)) | hdr[:, 4].astype(np.uint64)
         if nif:
             lt_tab = np.array([i[0] for i in ifaces], dtype=np.int32)
-            unit_tab = np.array([i[1] for i in ifaces], dtype=np.float64)
-            off_tab = np.array([i[2] for i in ifaces], dtype=np.float64)
             ii = np.where(undefined, 0, iface)
             lt = lt_tab[ii]
-            # split ticks to keep precision for ns units
-            unit = unit_tab[ii]
-            tps = np.round(1.0 / unit)
-            whole = np.floor_divide(ticks, tps.astype(np.uint64))
-            rem = ticks - whole * tps.astype(np.uint64)
-            ts = whole.astype(np.float64) + rem.astype(np.float64) * unit + off_tab[ii]
+            ts = np.zeros(n, dtype=np.float64)
+            for k, (_lt, unit, tsoff) in enumerate(ifaces):
+                sel = ii == k
+                if sel.any():
+                    ts[sel] = _ticks_to_s(ticks[sel], unit) + tsoff
         else:
             lt = np.zeros(n, dtype=np.int32)
             ts = np.zeros(n, dtype=np.float64)
         if spb.any():
             # simple packet blocks carry no timestamp: use the previous packet's
-            idx = np.where(~spb, np.arange(n), 0)
+            # (carried over chunk boundaries; 0.0 when nothing came before)
+            ts = np.concatenate(([self._ng_last_ts], ts))
+            idx = np.where(np.concatenate(([True], ~spb)), np.arange(n + 1), 0)
             np.maximum.accumulate(idx, out=idx)
-            ts = ts[idx]
+            ts = ts[idx][1:]
+        if n:
+            self._ng_last_ts = float(ts[-1])
         wirelen = np.maximum(wirelen, caplen)
         fno = np.arange(frame_no + 1, frame_no + n + 1, dtype=np.int64)
         keep = ~drop
@@ -559,6 +603,22 @@ class CaptureReader:
         self._account(batch)
         yield batch
         return frame_no + n
+
+
+def _ticks_to_s(ticks: np.ndarray, unit: float) -> np.ndarray:
+    """pcapng timestamp ticks (uint64) -> seconds, keeping ns precision.
+
+    Whole seconds and the remainder are split in integers when a second is a
+    whole number of ticks that fits in 64 bits (if_tsresol 10^-0..10^-19 and
+    2^-0..2^-63); any other resolution (corrupt IDBs) is plain float math.
+    """
+    tps = round(1.0 / unit)
+    if 1 <= tps < 2**63 and abs(tps * unit - 1.0) < 1e-9:
+        t = np.uint64(tps)
+        whole = ticks // t
+        rem = ticks - whole * t
+        return whole.astype(np.float64) + rem.astype(np.float64) * unit
+    return ticks.astype(np.float64) * unit
 
 
 def zlib_error() -> type[BaseException]:

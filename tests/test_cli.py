@@ -1,0 +1,182 @@
+"""The command line (click's CliRunner) on the real lab captures in sample_pcaps/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, ether, ng_idb, ng_shb, pcap_bytes, sample_captures, tcp, write
+
+from pcapreset import __version__
+from pcapreset.cli import main
+
+CAPS = sample_captures()
+needs_samples = pytest.mark.skipif(not CAPS, reason="no captures in sample_pcaps/ yet")
+ids = {"ids": lambda p: f"{p.parent.name}/{p.name}"}
+CONN_COLUMNS = (
+    "client server start end duration_s client_bytes server_bytes packets conn_state history "
+    "requests resets"
+).split()
+
+
+def run(*args: str):
+    res = CliRunner().invoke(main, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise AssertionError(f"traceback from {args}") from res.exception
+    return res
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    res = run("schema")
+    assert res.exit_code == 0
+    return json.loads(res.stdout)
+
+
+@needs_samples
+@pytest.mark.parametrize("path", CAPS, **ids)
+def test_analyze_text_fits_80_columns(path):
+    for args in ((), ("-v",)):
+        res = run("analyze", *args, str(path))
+        assert res.exit_code == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert lines and lines[0].startswith("capture") and path.name in lines[0]
+        too_long = [ln for ln in lines if len(ln) > 80]
+        assert not too_long, too_long[0]
+
+
+@needs_samples
+@pytest.mark.parametrize("path", CAPS, **ids)
+def test_json_validates_and_matches_text(path, schema):
+    res = run("analyze", "--format", "json", str(path))
+    assert res.exit_code == 0
+    rep = json.loads(res.stdout)
+    jsonschema.validate(rep, schema)
+    assert isinstance(rep["flows"], int)
+    text = run("analyze", str(path)).stdout
+    assert f"{rep['capture']['packets']:,} packets" in text
+    for r in rep["resets"]:
+        assert r["cause"] in text
+
+
+@needs_samples
+def test_verbose_adds_the_evidence():
+    with_resets = []
+    for p in CAPS:
+        rep = json.loads(run("analyze", "--format", "json", str(p)).stdout)
+        if rep["resets"]:
+            with_resets.append((p, rep))
+    assert with_resets, "no sample capture has a reset"
+    for p, rep in with_resets:
+        plain = run("analyze", str(p)).stdout
+        verbose = run("analyze", "-v", str(p)).stdout
+        assert len(verbose.splitlines()) > len(plain.splitlines())
+        first = rep["resets"][0]["evidence"][0]
+        # evidence lines are wrapped at 80 columns: compare the first words
+        assert " ".join(first.split()[:4]) in " ".join(verbose.split())
+        assert " ".join(first.split()[:4]) not in " ".join(plain.split())
+
+
+@needs_samples
+@pytest.mark.parametrize("path", CAPS, **ids)
+def test_conns_text_json_csv_agree(path):
+    js = run("conns", "--format", "json", str(path))
+    assert js.exit_code == 0
+    rows = json.loads(js.stdout)
+    flows = json.loads(run("analyze", "--format", "json", str(path)).stdout)["flows"]
+    assert len(rows) == flows
+    cs = run("conns", "--format", "csv", str(path))
+    reader = csv.DictReader(io.StringIO(cs.stdout))
+    assert set(CONN_COLUMNS) <= set(reader.fieldnames or [])
+    got = list(reader)
+    assert len(got) == len(rows)
+    for a, b in zip(got, rows, strict=True):
+        assert a["client"] == b["client"] and a["server"] == b["server"]
+        assert a["conn_state"] == b["conn_state"] and a["history"] == b["history"]
+        assert int(a["resets"]) == b["resets"] and int(a["packets"]) == b["packets"]
+        assert float(a["duration_s"]) == pytest.approx(
+            float(a["end"]) - float(a["start"]), abs=2e-6
+        )
+    text = run("conns", str(path)).stdout
+    for r in rows:
+        assert r["client"].rsplit(":", 1)[0] in text
+
+
+def test_conns_csv_header_without_connections(tmp_path):
+    p = write(tmp_path / "arp.pcap", pcap_bytes([(1.0, ether(b"\0" * 28, 0x0806))]))
+    res = run("conns", "--format", "csv", str(p))
+    assert res.exit_code == 0
+    header = res.stdout.splitlines()[0].split(",")
+    assert set(CONN_COLUMNS) <= set(header)
+
+
+def test_help_shows_examples():
+    for cmd in ("analyze", "conns"):
+        res = run(cmd, "--help")
+        assert res.exit_code == 0
+        assert "Examples:" in res.stdout and f"pcapreset {cmd} backend.pcap" in res.stdout
+    top = run("--help")
+    assert "analyze" in top.stdout and "conns" in top.stdout
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("empty.pcap", b""),
+        ("notes.txt", b"this is not a capture\n" * 3),
+        ("three.pcap", b"\xd4\xc3\xb2"),
+        ("cap.pcap.zst", b"\x28\xb5\x2f\xfd" + b"\0" * 30),
+        ("token.pcap", pcap_bytes([(1.0, b"\0" * 40)], linktype=6)),
+        ("ng-unsupported.pcapng", ng_shb() + ng_idb(147)
+         + b"".join([__import__("conftest").ng_epb(0, 1, b"x" * 20)])),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_error_line(tmp_path, name, content):
+    p = write(tmp_path / name, content)
+    for cmd in ("analyze", "conns"):
+        res = run(cmd, str(p))
+        assert res.exit_code != 0
+        err = res.stderr.splitlines()
+        assert len(err) == 1 and err[0].startswith("Error: "), res.stderr
+        assert str(p) in err[0] or "unsupported link type" in err[0]
+        assert res.stdout == ""
+
+
+def test_missing_file_and_directory_are_one_error_line(tmp_path):
+    for p in (tmp_path / "missing.pcap", tmp_path):
+        res = run("analyze", str(p))
+        assert res.exit_code != 0
+        err = res.stderr.splitlines()
+        assert len(err) == 1 and err[0].startswith("Error: ") and str(p) in err[0]
+
+
+def test_mid_file_damage_warns_on_stderr_and_still_reports(tmp_path):
+    pk = ether(tcp(flags=0x02))  # not IP: just a frame to count
+    recs = [(1.0 + i, pk) for i in range(6)]
+    data = pcap_bytes(recs)
+    cut = 24 + 3 * (16 + len(pk))
+    p = write(tmp_path / "d.pcap", data[:cut] + b"\xff" * 99 + data[cut:])
+    res = run("analyze", "--format", "json", str(p))
+    assert res.exit_code == 0
+    rep = json.loads(res.stdout)
+    assert rep["capture"]["packets"] == 6
+    warn = [w for w in rep["capture"]["warnings"] if w["kind"] == "damaged_bytes"]
+    assert warn and warn[0]["count"] == 99
+    assert f"pcapreset: warning: {warn[0]['message']}" in res.stderr.splitlines()
+    quiet = run("analyze", "-q", "--format", "json", str(p))
+    assert quiet.stderr == ""
+
+
+def test_python_dash_m_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapreset", "--version"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0
+    assert __version__ in out.stdout and "pcapreset" in out.stdout
