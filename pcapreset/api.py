@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from .engine import Progress, auto_jobs, run
+from .engine import Progress, auto_jobs, paused_gc, run
 from .report import Report, build
 
 
@@ -44,6 +44,11 @@ def analyze(
     logs = nginxlog.load(_paths(nginx_log), nginx_tz) if nginx_log else None
     conf = nginxconf.load_conf(nginx_conf) if nginx_conf is not None else None
     ps = _paths(paths)
+    with paused_gc():
+        return _analyze(ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf)
+
+
+def _analyze(ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf) -> Report:
     res = run(ps, port=port, progress=progress, jobs=jobs if jobs > 0 else auto_jobs(ps))
     servers = {res.book.endpoint(c.server) for c in res.conns}
     ka = conf.keepalive_timeout_s(servers) if conf is not None else None
