@@ -49,6 +49,8 @@ def analyze(
 
 
 def _analyze(ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf) -> Report:
+    from . import nginxconf, nginxlog
+
     res = run(ps, port=port, progress=progress, jobs=jobs if jobs > 0 else auto_jobs(ps))
     servers = {res.book.endpoint(c.server) for c in res.conns}
     ka = conf.keepalive_timeout_s(servers) if conf is not None else None

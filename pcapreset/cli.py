@@ -181,7 +181,8 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     if not quiet:
         click.echo(
             f"pcapreset: {live.get('packets_received', 0):,} packets captured, "
-            f"{live.get('kernel_drops', 0):,} dropped by the kernel", err=True
+            f"{live.get('kernel_drops', 0):,} dropped by the kernel",
+            err=True,
         )
     if fmt == "json":
         click.echo(json.dumps(rep.to_json(), indent=2))
@@ -195,8 +196,12 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
 @main.command(epilog=EXAMPLES_ANALYZE)
 @click.argument("files", nargs=-1, type=click.Path(), required=False)  # the reader explains
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "jsonl"]), default="text",
-    show_default=True, help="jsonl: one JSON object per reset, then the report on one line.",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="jsonl: one JSON object per reset, then the report on one line.",
 )
 @click.option("--port", type=int, help="Backend port: decides roles when the SYN was not captured.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the evidence of every reset.")

@@ -102,7 +102,6 @@ class Dir:
         self.opt_kinds: list[str] | None = None  # SYN options, in order
         self.zst = 0  # Zeek's endpoint state (connstate.INACTIVE...)
 
-
     @property
     def after_hs(self) -> int:
         """Packets this side sent that were neither SYN nor RST."""
@@ -267,8 +266,6 @@ class Conn:
             self.hist.append(ch)
 
 
-
-
 _HDR_RE = re.compile(
     rb"\r\n(content-length|transfer-encoding|server|keep-alive|connection)[ \t]*:[ \t]*([^\r\n]*)",
     re.I,
@@ -391,8 +388,23 @@ class FlowTracker:
         self.packets += len(b)
         ts = 0.0
         for (
-            key, ts, src, dst, seq, ack, flags, win, plen, ttl, ipid, optlen, poff, pcap, bi, fr
-        ) in zip(*cols):
+            key,
+            ts,
+            src,
+            dst,
+            seq,
+            ack,
+            flags,
+            win,
+            plen,
+            ttl,
+            ipid,
+            optlen,
+            poff,
+            pcap,
+            bi,
+            fr,
+        ) in zip(*cols, strict=True):
             conn = get(key)
             if conn is not None and src != conn.client and src != conn.server:
                 # two 4-tuples with one 64-bit key (never seen in practice): exact table
@@ -402,7 +414,9 @@ class FlowTracker:
             if conn is not None and ts >= conn.expires_at and zeek.expired(conn, ts):
                 conn = None  # closed and past Zeek's close delay: a new connection
             if flags & 0x07:  # SYN, FIN or RST: the careful path
-                if conn is None or (flags & SYN and self._is_new_incarnation(conn, src, seq, flags)):
+                if conn is None or (
+                    flags & SYN and self._is_new_incarnation(conn, src, seq, flags)
+                ):
                     conn = self._new_conn(src, dst, flags, ts)
                     active[key] = conn
             elif conn is None:
@@ -628,8 +642,11 @@ class FlowTracker:
             phase = "closing"
         elif ev.since_last_data_s is not None and ev.since_last_data_s < 1.0 and done:
             phase = "after_response"
-        elif any_data and not conn.exchanges and ev.since_last_data_s is not None and (
-            ev.since_last_data_s < 1.0
+        elif (
+            any_data
+            and not conn.exchanges
+            and ev.since_last_data_s is not None
+            and (ev.since_last_data_s < 1.0)
         ):
             phase = "request" if conn.last_pkt_from_client != up else "response"
         else:
@@ -776,8 +793,12 @@ _LINUX_SYN_KINDS = ["mss", "sackOK", "ts", "nop", "wscale"]
 
 def _syn_options(raw: bytes) -> dict:
     """SYN options; a fast path for Linux's layout (MSS, SACK-perm, TS, NOP, WS)."""
-    if len(raw) == 20 and raw[0] == 2 and raw[1] == 4 and raw[4:8] == b"\x04\x02\x08\x0a" and (
-        raw[16:19] == b"\x01\x03\x03"
+    if (
+        len(raw) == 20
+        and raw[0] == 2
+        and raw[1] == 4
+        and raw[4:8] == b"\x04\x02\x08\x0a"
+        and (raw[16:19] == b"\x01\x03\x03")
     ):
         return {
             "mss": (raw[2] << 8) | raw[3],

@@ -374,7 +374,9 @@ def _reset_table(rep: Report, verbose: bool) -> list[str]:
 
 
 def render_conns_text(rows: list[dict]) -> str:
-    out = [f"{'client':21} {'server':21} {'state':6} {'dur_s':>7} {'c_bytes':>8} {'s_bytes':>8} rst"]
+    out = [
+        f"{'client':21} {'server':21} {'state':6} {'dur_s':>7} {'c_bytes':>8} {'s_bytes':>8} rst"
+    ]
     for r in rows:
         out.append(
             f"{r['client'][:21]:21} {r['server'][:21]:21} {r['conn_state']:6} "

@@ -63,14 +63,28 @@ class Conn:
     def _frame(self, from_client: bool, flags: int, payload_len: int, opts: bytes | None = None):
         r = self.rng
         if from_client:
-            smac, dmac, sip, dip, sp, dp = CLIENT_MAC, SERVER_MAC, CLIENT_IP, SERVER_IP, self.port, SERVER_PORT
+            smac, dmac, sip, dip, sp, dp = (
+                CLIENT_MAC,
+                SERVER_MAC,
+                CLIENT_IP,
+                SERVER_IP,
+                self.port,
+                SERVER_PORT,
+            )
             seq, ack = self.cseq, self.sseq
             self.cid = (self.cid + 1) & 0xFFFF
             ident, ttl = self.cid, 64
             self.cts += 1
             tsv, tse = self.cts, self.sts
         else:
-            smac, dmac, sip, dip, sp, dp = SERVER_MAC, CLIENT_MAC, SERVER_IP, CLIENT_IP, SERVER_PORT, self.port
+            smac, dmac, sip, dip, sp, dp = (
+                SERVER_MAC,
+                CLIENT_MAC,
+                SERVER_IP,
+                CLIENT_IP,
+                SERVER_PORT,
+                self.port,
+            )
             seq, ack = self.sseq, self.cseq
             self.sid = (self.sid + 1) & 0xFFFF
             ident, ttl = self.sid, 63
@@ -116,7 +130,9 @@ class Conn:
             tr.rst_kinds["refused"] += 1
             return
         yield self._emit(True, SYN, opts=syn_opts)
-        sa_opts = struct.pack("!BBHBBBBIIBBBB", 2, 4, 1460, 4, 2, 8, 10, self.sts, self.cts, 1, 3, 3, 7)
+        sa_opts = struct.pack(
+            "!BBHBBBBIIBBBB", 2, 4, 1460, 4, 2, 8, 10, self.sts, self.cts, 1, 3, 3, 7
+        )
         yield self._emit(False, SYN | ACK, opts=sa_opts, gap=rtt / 2)
         yield self._emit(True, ACK, gap=rtt / 2)
         n_ex = r.randint(1, 5)
@@ -199,7 +215,9 @@ def noise(rng: random.Random, t0: float, t1: float, n: int) -> Iterator[tuple]:
         else:
             q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07backend\x00\x00\x01\x00\x01"
             udp = struct.pack("!HHHH", 40000 + i % 1000, 53, 8 + len(q), 0) + q
-            ip = _csum_free_ipv4(20 + len(udp), i & 0xFFFF, 64, CLIENT_IP, bytes([10, 1, 0, 53]), 17)
+            ip = _csum_free_ipv4(
+                20 + len(udp), i & 0xFFFF, 64, CLIENT_IP, bytes([10, 1, 0, 53]), 17
+            )
             yield t, SERVER_MAC + CLIENT_MAC + b"\x08\x00" + ip + udp, b"", 0
 
 
@@ -225,9 +243,19 @@ def write(path: str, fmt: str = "pcap", n_conns: int = 20000, seed: int = 1) -> 
     with opener(path, "wb") as f:  # type: ignore[operator]
         if fmt == "pcapng":
             shb_body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-            f.write(struct.pack("<II", 0x0A0D0D0A, 12 + len(shb_body)) + shb_body + struct.pack("<I", 12 + len(shb_body)))
-            idb_body = struct.pack("<HHI", link, 0, 262144) + struct.pack("<HHB3x", 9, 1, 6) + b"\0\0\0\0"
-            f.write(struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body)))
+            f.write(
+                struct.pack("<II", 0x0A0D0D0A, 12 + len(shb_body))
+                + shb_body
+                + struct.pack("<I", 12 + len(shb_body))
+            )
+            idb_body = (
+                struct.pack("<HHI", link, 0, 262144) + struct.pack("<HHB3x", 9, 1, 6) + b"\0\0\0\0"
+            )
+            f.write(
+                struct.pack("<II", 1, 12 + len(idb_body))
+                + idb_body
+                + struct.pack("<I", 12 + len(idb_body))
+            )
         else:
             f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, link))
         out = bytearray()
