@@ -1,10 +1,10 @@
 """pcapreset: explain TCP resets between nginx and its upstream backends.
 
-    >>> import pcapreset
-    >>> rep = pcapreset.analyze("backend.pcap")
-    >>> rep.to_json()["summary"]["by_cause"]
-    >>> a = pcapreset.load("backend.pcap")        # pandas DataFrames
-    >>> a.resets["cause"].value_counts()
+>>> import pcapreset
+>>> rep = pcapreset.analyze("backend.pcap")
+>>> rep.to_json()["summary"]["by_cause"]
+>>> a = pcapreset.load("backend.pcap")        # pandas DataFrames
+>>> a.resets["cause"].value_counts()
 """
 
 __version__ = "0.1.0"

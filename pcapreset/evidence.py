@@ -565,7 +565,20 @@ FACT_NAMES = frozenset(
 )  # fmt: skip
 
 
-def idle_summary(ctx: Context) -> dict | None:
+@dataclass(frozen=True)
+class IdleSummary:
+    """The backend idle timeout estimate for one server (see :func:`idle_summary`)."""
+
+    server: int
+    timeout_s: float
+    min_s: float
+    max_s: float
+    samples: int
+    basis: str
+    race_gaps: list[float]
+
+
+def idle_summary(ctx: Context) -> IdleSummary | None:
     """The backend idle timeout estimate for the server with the most samples.
 
     ``basis`` says what it rests on: "idle closes" (last response -> server FIN,
@@ -582,12 +595,12 @@ def idle_summary(ctx: Context) -> dict | None:
 
     srv = max(ctx.idle_timeout, key=lambda k: len(samples(k)))
     xs = samples(srv)
-    return {
-        "server": srv,
-        "timeout_s": ctx.idle_timeout[srv],
-        "min_s": min(xs),
-        "max_s": max(xs),
-        "samples": len(xs),
-        "basis": ctx.idle_timeout_basis[srv],
-        "race_gaps": sorted(ctx.race_gaps.get(srv, [])),
-    }
+    return IdleSummary(
+        server=srv,
+        timeout_s=ctx.idle_timeout[srv],
+        min_s=min(xs),
+        max_s=max(xs),
+        samples=len(xs),
+        basis=ctx.idle_timeout_basis[srv],
+        race_gaps=sorted(ctx.race_gaps.get(srv, [])),
+    )

@@ -59,7 +59,7 @@ class Report:
         return {self.ep(k): round(v, 3) for k, v in self.ctx.idle_timeout.items()}
 
     def backend_name(self) -> str | None:
-        names = Counter()
+        names: Counter[str] = Counter()
         for c in self.result.conns:
             n = backend_from_headers(c.resp_headers)
             if n:
@@ -102,46 +102,24 @@ class Report:
         by_cause = Counter(r.verdict.cause for r in self.resets)
         by_sender = Counter(r.verdict.sender for r in self.resets)
         idle = idle_summary(self.ctx)
-        timeout = None if idle is None else idle["timeout_s"]
+        timeout = None if idle is None else idle.timeout_s
         backend = self.backend_name()
         nk = self.nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
-        kw = dict(
-            idle_timeout_s=timeout,
-            backend=backend,
-            nginx_keepalive_s=nk,
-            nginx_from_conf=self.nginx_from_conf,
-        )
-        recs: list[str] = []
-        seen: set[str] = set()
-        for cause, _n in by_cause.most_common():
-            if cause != "unknown" and cause not in seen:
-                seen.add(cause)
-                recs.append(recommend(cause, **kw))
-        for f in self.findings:
-            if f["cause"] not in seen:
-                seen.add(f["cause"])
-                recs.append(recommend(f["cause"], **kw))
         advertised = self.advertised_timeout()
-        if timeout is None and advertised is not None:
-            kw["idle_timeout_s"] = advertised  # no idle close seen: use what it announces
-            kw["idle_from_header"] = True
-        risk = kw["idle_timeout_s"]
-        if risk is not None and risk < nk and "keepalive_race" not in seen:
-            # the backend gives up on idle connections before nginx does: a race waiting
-            recs.append(recommend("keepalive_risk", **kw))
+        recs = self.recommendations(by_cause, timeout, advertised, backend, nk)
         return {
             "resets": len(self.resets),
             "by_cause": {c: by_cause.get(c, 0) for c in CAUSES if by_cause.get(c)},
             "by_sender": {s: by_sender.get(s, 0) for s in SENDERS if by_sender.get(s)},
             "server_idle_timeout_s": None if timeout is None else round(timeout, 3),
-            "server_idle_timeout_min_s": None if idle is None else round(idle["min_s"], 3),
-            "server_idle_timeout_max_s": None if idle is None else round(idle["max_s"], 3),
+            "server_idle_timeout_min_s": None if idle is None else round(idle.min_s, 3),
+            "server_idle_timeout_max_s": None if idle is None else round(idle.max_s, 3),
             "server_idle_timeout_spread_s": None
             if idle is None
-            else round(idle["max_s"] - idle["min_s"], 3),
-            "server_idle_timeout_samples": 0 if idle is None else idle["samples"],
-            "server_idle_timeout_basis": None if idle is None else idle["basis"],
-            "raced_idle_gaps_s": [] if idle is None else [round(g, 3) for g in idle["race_gaps"]],
+            else round(idle.max_s - idle.min_s, 3),
+            "server_idle_timeout_samples": 0 if idle is None else idle.samples,
+            "server_idle_timeout_basis": None if idle is None else idle.basis,
+            "raced_idle_gaps_s": [] if idle is None else [round(g, 3) for g in idle.race_gaps],
             "server_idle_timeouts": self.idle_timeouts(),
             "backend": backend,
             "backend_advertised_keepalive_s": advertised,
@@ -149,6 +127,44 @@ class Report:
             "nginx_keepalive_timeout_source": "nginx.conf" if self.nginx_from_conf else "default",
             "recommendations": recs,
         }
+
+    def recommendations(
+        self,
+        by_cause: Counter[str],
+        idle_timeout_s: float | None,
+        advertised_s: float | None,
+        backend: str | None,
+        nginx_keepalive_s: float,
+    ) -> list[str]:
+        """One recommendation per reset cause and finding, plus the keep-alive risk."""
+
+        def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
+            return recommend(
+                cause,
+                idle_timeout_s=idle_s,
+                backend=backend,
+                nginx_keepalive_s=nginx_keepalive_s,
+                nginx_from_conf=self.nginx_from_conf,
+                idle_from_header=from_header,
+            )
+
+        recs: list[str] = []
+        seen: set[str] = set()
+        for cause, _n in by_cause.most_common():
+            if cause != "unknown" and cause not in seen:
+                seen.add(cause)
+                recs.append(rec(cause, idle_timeout_s))
+        for f in self.findings:
+            if f["cause"] not in seen:
+                seen.add(f["cause"])
+                recs.append(rec(f["cause"], idle_timeout_s))
+        risk, from_header = idle_timeout_s, False
+        if idle_timeout_s is None and advertised_s is not None:
+            risk, from_header = advertised_s, True  # no idle close seen: use what it announces
+        if risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
+            # the backend gives up on idle connections before nginx does: a race waiting
+            recs.append(rec("keepalive_risk", risk, from_header))
+        return recs
 
     def capture_json(self) -> dict:
         res = self.result
@@ -298,7 +314,7 @@ def render_text(rep: Report, verbose: bool = False) -> str:
     lines.append("")
     if rep.resets:
         lines.append("resets by cause")
-        senders = Counter()
+        senders: Counter[tuple[str, str]] = Counter()
         for r in rep.resets:
             senders[(r.verdict.cause, r.verdict.sender)] += 1
         for cause, n in Counter(r.verdict.cause for r in rep.resets).most_common():

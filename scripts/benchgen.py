@@ -140,7 +140,8 @@ class Conn:
         for i in range(n_ex):
             path = f"/api/item/{r.randint(1, 99999)}"
             req = (
-                f"GET {path} HTTP/1.1\r\nHost: backend\r\nX-Request-ID: {r.getrandbits(64):016x}\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: backend\r\n"
+                f"X-Request-ID: {r.getrandbits(64):016x}\r\n"
                 "Accept: */*\r\n\r\n"
             ).encode()
             gap = 0.0005 if i == 0 else r.uniform(0.05, 3.0)
@@ -172,10 +173,9 @@ class Conn:
                 n = min(MSS, total - sent)
                 payload = head if first else b""
                 first = False
-                yield self._emit(
-                    False, PSH | ACK if sent + n >= total else ACK, payload + b"x" * (n - len(payload)),
-                    gap=rtt if seg == 0 else 0.00002,
-                )  # fmt: skip
+                flags = PSH | ACK if sent + n >= total else ACK
+                seg_bytes = payload + b"x" * (n - len(payload))
+                yield self._emit(False, flags, seg_bytes, gap=rtt if seg == 0 else 0.00002)
                 sent += n
                 seg += 1
                 if seg % 2 == 0:
@@ -204,10 +204,10 @@ class Conn:
 
 
 def noise(rng: random.Random, t0: float, t1: float, n: int) -> Iterator[tuple]:
-    arp = (
-        b"\xff" * 6 + CLIENT_MAC + b"\x08\x06"
-        + struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, CLIENT_MAC, CLIENT_IP, b"\0" * 6, SERVER_IP)
-    )  # fmt: skip
+    arp = b"\xff" * 6 + CLIENT_MAC + b"\x08\x06"
+    arp += struct.pack(
+        "!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, CLIENT_MAC, CLIENT_IP, b"\0" * 6, SERVER_IP
+    )
     for i in range(n):
         t = t0 + (t1 - t0) * i / max(n, 1)
         if rng.random() < 0.5:
