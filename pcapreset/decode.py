@@ -365,30 +365,33 @@ class Decoder:
         poff = np.minimum(l4 + doff, e)
         pcap = np.clip(e - poff, 0, plen)
         st.snap_truncated += int(np.count_nonzero(pcap < plen))
-        order = np.argsort(idx, kind="stable")  # keep file order
         m = len(idx)
         st.tcp += m
         src = (saddr << 16) | sport
         dst = (daddr << 16) | dport
         frame = (np.int64(fb.file_index) << 40) | fb.frame_no[idx]
-        return TcpBatch(
-            ts=fb.ts[idx][order],
-            src=src[order],
-            dst=dst[order],
-            seq=seq[order],
-            ack=ack[order],
-            flags=flags[order],
-            win=win[order],
-            plen=plen[order],
-            ttl=ttl[order],
-            ipid=ipid[order],
-            optlen=(poff - l4 - 20)[order],
-            poff=poff[order],
-            pcap=pcap[order],
+        b = TcpBatch(
+            ts=fb.ts[idx],
+            src=src,
+            dst=dst,
+            seq=seq,
+            ack=ack,
+            flags=flags,
+            win=win,
+            plen=plen,
+            ttl=ttl,
+            ipid=ipid,
+            optlen=poff - l4 - 20,
+            poff=poff,
+            pcap=pcap,
             bufidx=np.zeros(m, dtype=np.int64),
-            frame=frame[order],
+            frame=frame,
             bufs=[fb.buf],
         )
+        if len(r4[0]) and len(r6[0]):
+            # IPv4 rows come first, then IPv6: back to file order
+            b = b.take(np.argsort(idx, kind="stable"))
+        return b
 
     def _ipv4(self, u8, idx, l3, end, wire_l3):
         st = self.stats

@@ -208,7 +208,7 @@ def run_batches(
     """
     dec = Decoder(AddressBook())
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
-    ft.on_rst = on_rst  # type: ignore[assignment]  # flows.py leaves on_rst unannotated
+    ft.on_rst = on_rst
     for fb in batches:
         if len(fb.off):
             ft.feed(dec.decode(fb))

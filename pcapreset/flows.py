@@ -25,7 +25,8 @@ Everything here is observation. Interpretation lives in evidence/rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import numpy as np
 
@@ -158,9 +159,25 @@ class RstPacket:
         "plen", "opts", "frame", "seq_vs_peer_ack", "in_window",
     )  # fmt: skip
 
-    def __init__(self, **kw) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
+    def __init__(
+        self, ts: float, from_client: bool, flags: int, seq: int, ack: int | None, ttl: int,
+        ipid: int, optlen: int, win: int, plen: int, opts: list[str] | None, frame: int,
+        seq_vs_peer_ack: int | None, in_window: bool | None,
+    ) -> None:  # fmt: skip
+        self.ts = ts
+        self.from_client = from_client
+        self.flags = flags
+        self.seq = seq
+        self.ack = ack  # None when the ACK flag is not set
+        self.ttl = ttl
+        self.ipid = ipid
+        self.optlen = optlen
+        self.win = win
+        self.plen = plen
+        self.opts = opts  # option kinds, in order
+        self.frame = frame  # (file_index << 40) | frame number
+        self.seq_vs_peer_ack = seq_vs_peer_ack  # seq minus the peer's last ACK (signed)
+        self.in_window = in_window
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -214,7 +231,7 @@ class Conn:
         "id", "client", "server", "role_rule", "start", "end", "c", "s",
         "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
         "hs_done", "hs_ts", "last_pkt_from_client", "last_data_ts",
-        "_cur_req", "_cur_resp", "packets", "syn_ts", "first_from_client", "resp_headers",
+        "_cur_req", "_cur_resp", "syn_ts", "first_from_client", "resp_headers",
         "zk", "expires_at",
     )  # fmt: skip
 
@@ -240,13 +257,16 @@ class Conn:
         self.last_data_ts: float | None = None
         self._cur_req: Exchange | None = None  # request still being sent
         self._cur_resp: Exchange | None = None  # response still being received
-        self.packets = 0
         self.first_from_client = True
         #: Server / Keep-Alive / Connection headers of the last response seen
         self.resp_headers: dict[str, str] = {}
         #: Zeek's view (connstate): per-connection state, and when Zeek would drop it
         self.zk = zeek.ZeekTcp()
         self.expires_at = float("inf")
+
+    @property
+    def packets(self) -> int:
+        return self.c.pkts + self.s.pkts
 
     @property
     def history(self) -> str:
@@ -330,7 +350,7 @@ class FlowTracker:
         self.packets = 0
         self.last_ts: float | None = None
         #: observers called with each new RstEvent (live mode streams verdicts)
-        self.on_rst = None
+        self.on_rst: Callable[[RstEvent], None] | None = None
 
     # --------------------------------------------------------------- roles
     def _new_conn(self, src: int, dst: int, flags: int, ts: float) -> Conn:
@@ -372,75 +392,58 @@ class FlowTracker:
 
     # ---------------------------------------------------------------- feed
     def feed(self, b: TcpBatch) -> None:
-        """Consume one batch of packets (in capture order). The hot path."""
-        if not len(b):
+        """Consume one batch of packets (in capture order). The hot path.
+
+        Columns every packet needs are zipped; the rest are read by packet
+        index ``i`` only where needed (new connections, control packets, HTTP).
+        """
+        n = len(b)
+        if not n:
             return
-        active = self.active
-        get = active.get
+        get = self.active.get
+        resolve = self._resolve
+        http_client = self._http_client
+        http_server = self._http_server
+        data_after_rst = self._data_after_rst
+        control = self._control
         bufs = b.bufs
-        cols = (
-            conn_keys(b.src, b.dst).tolist(),
-            b.ts.tolist(), b.src.tolist(), b.dst.tolist(), b.seq.tolist(), b.ack.tolist(),
-            b.flags.tolist(), b.win.tolist(), b.plen.tolist(), b.ttl.tolist(), b.ipid.tolist(),
-            b.optlen.tolist(), b.poff.tolist(), b.pcap.tolist(), b.bufidx.tolist(),
-            b.frame.tolist(),
-        )  # fmt: skip
-        self.packets += len(b)
+        buf0 = bufs[0]
+        bufidx = b.bufidx.tolist() if len(bufs) > 1 else None
+        poffs = b.poff.tolist()
+        pcaps = b.pcap.tolist()
+        self.packets += n
         ts = 0.0
-        for (
-            key,
-            ts,
-            src,
-            dst,
-            seq,
-            ack,
-            flags,
-            win,
-            plen,
-            ttl,
-            ipid,
-            optlen,
-            poff,
-            pcap,
-            bi,
-            fr,
-        ) in zip(*cols, strict=True):
+        for key, ts, src, seq, ack, flags, win, plen, ttl, ipid, optlen, i in zip(
+            conn_keys(b.src, b.dst).tolist(), b.ts.tolist(), b.src.tolist(), b.seq.tolist(),
+            b.ack.tolist(), b.flags.tolist(), b.win.tolist(), b.plen.tolist(), b.ttl.tolist(),
+            b.ipid.tolist(), b.optlen.tolist(), range(n), strict=True,
+        ):  # fmt: skip
             conn = get(key)
-            if conn is not None and src != conn.client and src != conn.server:
-                # two 4-tuples with one 64-bit key (never seen in practice): exact table
-                key = (src, dst) if src < dst else (dst, src)
-                active = self.collided
-                conn = active.get(key)
-            if conn is not None and ts >= conn.expires_at and zeek.expired(conn, ts):
-                conn = None  # closed and past Zeek's close delay: a new connection
-            if flags & 0x07:  # SYN, FIN or RST: the careful path
-                if conn is None or (
-                    flags & SYN and self._is_new_incarnation(conn, src, seq, flags)
-                ):
-                    conn = self._new_conn(src, dst, flags, ts)
-                    active[key] = conn
-            elif conn is None:
-                conn = self._new_conn(src, dst, flags, ts)
-                active[key] = conn
-            if active is not self.active:
-                active = self.active
-            from_client = src == conn.client
-            if from_client:
-                d, o = conn.c, conn.s
+            if conn is None:
+                conn = resolve(None, key, src, b, i, seq, flags, ts)
+                from_client = src == conn.client
             else:
-                d, o = conn.s, conn.c
-            conn.packets += 1
+                from_client = src == conn.client
+                if (not from_client and src != conn.server) or ts >= conn.expires_at or flags & SYN:
+                    conn = resolve(conn, key, src, b, i, seq, flags, ts)
+                    from_client = src == conn.client
+            if from_client:
+                d = conn.c
+                o = conn.s
+            else:
+                d = conn.s
+                o = conn.c
             if not d.pkts:
                 d.first_ts = ts
             d.pkts += 1
-            if flags & 0x07:
+            if flags & 0x07:  # SYN, FIN or RST: the careful path
                 if not flags & RST:
                     if ttl != d.ttl_last:
                         d.ttl_last = ttl
                         d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
                     d.ipid_last = ipid
-                self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
-                              ipid, optlen, poff, bufs[bi], fr)  # fmt: skip
+                control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl, ipid,
+                        optlen, b, i)  # fmt: skip
                 if flags & RST:
                     conn.end = ts
                     conn.last_pkt_from_client = from_client
@@ -452,7 +455,7 @@ class FlowTracker:
                     d.ttl_last = ttl
                     d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
                 d.ipid_last = ipid
-                if win == 0:
+                if not win:
                     d.zero_win += 1
                     if d.zero_win in _REPEAT_AT:
                         conn.hist.append("W" if from_client else "w")
@@ -467,18 +470,24 @@ class FlowTracker:
                         if not flags & SYN:
                             conn.hs_done = True
                             conn.hs_ts = ts
-                if not plen and not flags & 0x07:
-                    if not conn.hbits & d.hA:
-                        conn.hbits |= d.hA
-                        conn.hist.append(d.cA)
-                    if ack == d.last_ack and win == d.last_win and o.base is not None:
-                        una = (o.max_end - ((ack - o.base) & M32)) & M32
-                        if 0 < una < HALF:
-                            d.dupacks += 1
+                if not plen:
+                    if not flags & 0x07:
+                        if not conn.hbits & d.hA:
+                            conn.hbits |= d.hA
+                            conn.hist.append(d.cA)
+                        if ack == d.last_ack and win == d.last_win and o.base is not None:
+                            una = (o.max_end - ((ack - o.base) & M32)) & M32
+                            if 0 < una < HALF:
+                                d.dupacks += 1
+                    d.last_ack = ack
+                    d.last_win = win
+                    conn.end = ts
+                    conn.last_pkt_from_client = from_client
+                    continue
                 d.last_ack = ack
             d.last_win = win
             if plen:
-                if not conn.hbits & d.hD and not flags & 0x07:
+                if not flags & 0x07 and not conn.hbits & d.hD:
                     # Zeek's D: any payload packet without SYN/FIN/RST, retransmitted too
                     conn.hbits |= d.hD
                     conn.hist.append(d.cD)
@@ -505,9 +514,10 @@ class FlowTracker:
                     d.last_data_ts = ts
                     conn.last_data_ts = ts
                     if conn.rst_events:
-                        self._data_after_rst(conn, from_client)
+                        data_after_rst(conn, from_client)
                     if from_client:
-                        self._http_client(conn, ts, (seq - base) & M32, plen, poff, pcap, bufs[bi])
+                        http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
+                                    buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
                     else:
                         ex = conn._cur_resp
                         if ex is not None and ex.resp_len is not None and ex.resp_end_ts is None:
@@ -517,10 +527,33 @@ class FlowTracker:
                             if ex.resp_bytes >= ex.resp_len:
                                 ex.resp_end_ts = ts
                         else:
-                            self._http_server(conn, ts, plen, poff, pcap, bufs[bi])
+                            http_server(conn, ts, plen, poffs[i], pcaps[i],
+                                        buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
             conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
+
+    def _resolve(
+        self, conn: Conn | None, key: int, src: int, b: TcpBatch, i: int, seq: int, flags: int,
+        ts: float,
+    ) -> Conn:  # fmt: skip
+        """The connection a packet belongs to, off the common path: a key
+        collision, a closed connection past Zeek's close delay, a SYN that may
+        start a new incarnation, or no connection yet."""
+        table: dict = self.active
+        tkey: object = key
+        if conn is not None and src != conn.client and src != conn.server:
+            # two 4-tuples with one 64-bit key (never seen in practice): exact table
+            dst = int(b.dst[i])
+            tkey = (src, dst) if src < dst else (dst, src)
+            table = self.collided
+            conn = table.get(tkey)
+        if conn is not None and ts >= conn.expires_at and zeek.expired(conn, ts):
+            conn = None  # closed and past Zeek's close delay: a new connection
+        if conn is None or (flags & SYN and self._is_new_incarnation(conn, src, seq, flags)):
+            conn = self._new_conn(src, int(b.dst[i]), flags, ts)
+            table[tkey] = conn
+        return conn
 
     def _is_new_incarnation(self, conn: Conn, src: int, seq: int, flags: int) -> bool:
         """Port reuse as Zeek decides it (``IsReuse``): a SYN starts a new connection
@@ -529,9 +562,10 @@ class FlowTracker:
         return zeek.is_reuse(conn, src == conn.client, flags, seq)
 
     # ------------------------------------------------------------- control
-    def _control(self, conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl, ipid,
-                 optlen, poff, buf, frame) -> None:  # fmt: skip
-        up = from_client
+    def _control(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, ack: int,
+                 flags: int, win: int, plen: int, ttl: int, ipid: int, optlen: int,
+                 b: TcpBatch, i: int) -> None:  # fmt: skip
+        """A SYN, FIN or RST (packet ``i`` of batch ``b``)."""
         zeek.control_history(conn, up, flags, seq, plen)  # S H F R I Q letters
         zeek.update(conn, d, o, up, flags, seq, plen, ts)
         if flags & SYN:
@@ -545,7 +579,8 @@ class FlowTracker:
                 d.isn = seq
                 d.base = (seq + 1) & M32
                 if optlen:
-                    opts = _syn_options(buf[poff - optlen : poff])
+                    poff = int(b.poff[i])
+                    opts = _syn_options(_buf_of(b, i)[poff - optlen : poff])
                     d.mss = opts.get("mss")  # type: ignore[assignment]
                     d.wscale = opts.get("wscale")  # type: ignore[assignment]
                     d.sack_perm = bool(opts.get("sack_perm"))
@@ -563,15 +598,18 @@ class FlowTracker:
             if d.fin and o.fin:
                 conn.state_closed = True
         if flags & RST:
-            self._rst(conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, poff,
-                      buf, frame)  # fmt: skip
+            self._rst(conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, b, i)
 
-    def _rst(self, conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, poff,
-             buf, frame) -> None:  # fmt: skip
+    def _rst(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, ack: int,
+             flags: int, win: int, plen: int, ttl: int, ipid: int, optlen: int,
+             b: TcpBatch, i: int) -> None:  # fmt: skip
         d.rst += 1  # (the R/r history letter comes from connstate.control_history)
-        opts = None
+        opts: list[str] | None = None
         if optlen:
-            opts = parse_tcp_options(bytes(buf[poff - optlen : poff])).get("kinds")
+            poff = int(b.poff[i])
+            raw = bytes(_buf_of(b, i)[poff - optlen : poff])
+            opts = cast("list[str]", parse_tcp_options(raw)["kinds"])
+        frame = int(b.frame[i])
         # where the RST's seq sits relative to what the peer acknowledged
         peer_ack = o.last_ack
         if peer_ack is None:
@@ -672,15 +710,15 @@ class FlowTracker:
             cur.req_bytes += plen
             return
         if pcap:
-            head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)])
+            head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
             if head.startswith(HTTP_METHODS):
                 prev = conn._cur_resp
                 if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
                     # HTTP/1.1 without pipelining: a new request means the
                     # previous (length-unknown) response was over
                     prev.resp_end_ts = prev.last_resp_ts
-                line = head.split(b"\r\n", 1)[0]
-                parts = line.split(b" ")
+                eol = head.find(b"\r\n")
+                parts = (head[:eol] if eol >= 0 else head).split(b" ", 2)
                 ex = Exchange(
                     ts,
                     parts[0].decode("latin-1"),
@@ -700,7 +738,7 @@ class FlowTracker:
     def _http_server(self, conn, ts, plen, poff, pcap, buf) -> None:
         """Server payload outside a known-length response: status line or body."""
         ex = conn._cur_resp
-        head = bytes(buf[poff : poff + min(pcap, HTTP_HEAD_MAX)]) if pcap else b""
+        head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
         is_status = head.startswith(b"HTTP/1.") and len(head) >= 12
         if ex is not None and ex.resp_end_ts is None:
             if is_status and ex.resp_len is None and not ex.chunked:
@@ -808,6 +846,12 @@ def _syn_options(raw: bytes) -> dict:
             "kinds": list(_LINUX_SYN_KINDS),
         }
     return parse_tcp_options(bytes(raw))
+
+
+def _buf_of(b: TcpBatch, i: int) -> bytes:
+    """The buffer packet ``i`` of ``b`` points into."""
+    bufs = b.bufs
+    return bufs[0] if len(bufs) == 1 else bufs[int(b.bufidx[i])]
 
 
 def _last_data_before(conn: Conn, t: float) -> float | None:
