@@ -59,6 +59,7 @@ class Conn:
         self.sid = rng.getrandbits(16)
         self.cts = rng.getrandbits(31)
         self.sts = rng.getrandbits(31)
+        self.cip = CLIENT_IP
 
     def _frame(self, from_client: bool, flags: int, payload_len: int, opts: bytes | None = None):
         r = self.rng
@@ -66,7 +67,7 @@ class Conn:
             smac, dmac, sip, dip, sp, dp = (
                 CLIENT_MAC,
                 SERVER_MAC,
-                CLIENT_IP,
+                self.cip,
                 SERVER_IP,
                 self.port,
                 SERVER_PORT,
@@ -81,7 +82,7 @@ class Conn:
                 SERVER_MAC,
                 CLIENT_MAC,
                 SERVER_IP,
-                CLIENT_IP,
+                self.cip,
                 SERVER_PORT,
                 self.port,
             )
@@ -227,10 +228,15 @@ def generate(n_conns: int = 20000, seed: int = 1, duration_s: float = 600.0):
     truth = Truth()
     t0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     gens = []
-    ports = rng.sample(range(10000, 65000), n_conns)
+    # one nginx address per 50,000 connections (the ephemeral port space)
+    ports: list[int] = []
+    while len(ports) < n_conns:
+        ports += rng.sample(range(10000, 65000), min(50000, n_conns - len(ports)))
     for i in range(n_conns):
         start = t0 + duration_s * i / n_conns + rng.uniform(0, 0.01)
-        gens.append(Conn(random.Random(rng.getrandbits(64)), i, start, ports[i], truth).packets())
+        c = Conn(random.Random(rng.getrandbits(64)), i, start, ports[i], truth)
+        c.cip = bytes([10, 1, i // 50000, 2]) if i >= 50000 else CLIENT_IP
+        gens.append(c.packets())
     gens.append(noise(rng, t0, t0 + duration_s, n_conns * 55 // 100))
     return heapq.merge(*gens, key=lambda p: p[0]), truth
 
