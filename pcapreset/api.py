@@ -25,6 +25,7 @@ def analyze(
     nginx_conf: str | os.PathLike | None = None,
     nginx_tz: str | None = None,
     jobs: int = 0,
+    pipelined: bool = False,
 ) -> Report:
     """Read capture file(s), rebuild connections, classify every reset.
 
@@ -45,13 +46,23 @@ def analyze(
     conf = nginxconf.load_conf(nginx_conf) if nginx_conf is not None else None
     ps = _paths(paths)
     with paused_gc():
-        return _analyze(ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf)
+        return _analyze(
+            ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined
+        )
 
 
-def _analyze(ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf) -> Report:
+def _analyze(
+    ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined=False
+) -> Report:
     from . import nginxconf, nginxlog
 
-    res = run(ps, port=port, progress=progress, jobs=jobs if jobs > 0 else auto_jobs(ps))
+    res = run(
+        ps,
+        port=port,
+        progress=progress,
+        jobs=jobs if jobs > 0 else auto_jobs(ps),
+        pipelined=pipelined,
+    )
     servers = {res.book.endpoint(c.server) for c in res.conns}
     ka = conf.keepalive_timeout_s(servers) if conf is not None else None
     if ka is not None and nginx_keepalive_s is None:

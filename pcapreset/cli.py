@@ -85,7 +85,8 @@ def _run(files, port, quiet, **nginx) -> Report:
     gc.disable()
     prog = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
-        return analyze_files(list(files), port=port, progress=prog, **nginx)
+        # a one-shot process: reading/decoding may run in a forked child
+        return analyze_files(list(files), port=port, progress=prog, pipelined=True, **nginx)
     except PcapResetError as e:
         raise _fail(e) from None
     finally:

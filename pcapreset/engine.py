@@ -143,16 +143,26 @@ def run(
     progress: Progress | None = None,
     tracker: FlowTracker | None = None,
     jobs: int = 1,
+    pipelined: bool = False,
 ) -> EngineResult:
     """Read, decode and rebuild connections for one or several capture files.
 
     ``jobs`` > 1 shards connection tracking across processes (see
-    :mod:`pcapreset.shard`); the result is identical to ``jobs=1``.
+    :mod:`pcapreset.shard`); ``pipelined`` reads and decodes in a forked child
+    while this process tracks connections (:mod:`pcapreset.pipeline`; used by
+    the one-shot CLI, not by default in library calls, since forking a
+    process that runs threads — a notebook kernel — is unsafe). Either way
+    the result is identical to one process.
     """
     if jobs > 1 and tracker is None:
         from .shard import run_sharded
 
         return run_sharded(list(paths), port, jobs, progress)
+    if pipelined and tracker is None:
+        from . import pipeline
+
+        if pipeline.usable(list(paths)):
+            return pipeline.run_pipelined(list(paths), port, progress)
     readers = open_readers(paths)
     book = AddressBook()
     dec = Decoder(book)

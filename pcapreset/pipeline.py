@@ -1,0 +1,151 @@
+"""pipeline: read + decode in a child process, connection tracking in this one.
+
+On a machine with two or more CPUs, reading and decoding (sources + decode)
+run in a forked child while this process runs the flow tracker, so the two
+halves of the offline pipeline overlap. Raw chunks travel through a ring of
+slots in an anonymous shared mapping (no copy of the capture's bytes through
+a pipe); only the decoded columns and the slot number go through the pipe.
+The flow tracker keeps no reference into a slot after a batch (payload bytes it
+keeps are copied), so a slot is handed back to the child when its batch is fed.
+
+Same input, same output as :func:`pcapreset.engine.run` in one process.
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import multiprocessing as mp
+import os
+from typing import Any
+
+import numpy as np
+
+from .decode import _COLS, AddressBook, Decoder, TcpBatch
+from .engine import (
+    EngineResult,
+    Progress,
+    _decoded,
+    assemble,
+    merge_by_time,
+    open_readers,
+)
+from .errors import PcapResetError
+from .flows import FlowTracker
+from .sources import CHUNK, MAX_RECORD
+
+SLOTS = 6
+SLOT_SIZE = CHUNK + 2 * MAX_RECORD + (64 << 10)
+_INT_COLS = tuple(c for c in _COLS if c != "ts")
+#: inputs smaller than this are read in one process (the fork costs more)
+MIN_BYTES = 16 << 20
+
+
+def usable(paths: list[str]) -> bool:
+    if (os.cpu_count() or 1) < 2:
+        return False
+    try:
+        return sum(os.path.getsize(p) for p in paths) >= MIN_BYTES
+    except OSError:
+        return False
+
+
+def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
+    gc.disable()
+    try:
+        readers = open_readers(paths)
+        dec = Decoder(AddressBook())
+        free = list(range(SLOTS))
+        for b in merge_by_time([_decoded(r, dec) for r in readers]):
+            while free_in.poll():
+                free.append(free_in.recv())
+            total = sum(len(x) for x in b.bufs)
+            spec: tuple
+            if total <= SLOT_SIZE:
+                if not free:
+                    free.append(free_in.recv())
+                slot = free.pop()
+                pos = slot * SLOT_SIZE
+                parts = []
+                for x in b.bufs:
+                    shm[pos : pos + len(x)] = x
+                    parts.append((pos, len(x)))
+                    pos += len(x)
+                spec = ("shm", slot, parts)
+            else:
+                spec = ("inline", [bytes(x) for x in b.bufs])
+            cols = np.stack([getattr(b, f) for f in _INT_COLS]) if len(b) else None
+            done = (dec.stats.frames, sum(r.bytes_read() for r in readers))
+            out.send(("batch", spec, b.ts, cols, done))
+        for r in readers:
+            r.close()
+        out.send(("end", dec.stats, [r.info for r in readers], dec.book))
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+        try:
+            out.send(("error", e))
+        except Exception:  # noqa: BLE001
+            out.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+    finally:
+        out.close()
+
+
+def run_pipelined(
+    paths: list[str], port: int | None, progress: Progress | None = None
+) -> EngineResult:
+    # open once here so that bad input fails fast, with the usual one-line error
+    readers = open_readers(paths)
+    total = sum(r.size for r in readers)
+    for r in readers:
+        r.close()
+    ctx = mp.get_context("fork")
+    shm = mmap.mmap(-1, SLOTS * SLOT_SIZE, flags=mmap.MAP_SHARED)
+    view = memoryview(shm)
+    out_r, out_w = ctx.Pipe(duplex=False)
+    free_r, free_w = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(paths, shm, out_w, free_r), daemon=True)
+    child.start()
+    out_w.close()
+    free_r.close()
+    ft = FlowTracker(port=port, server_ports=[port] if port else [])
+    result: EngineResult | None = None
+    try:
+        while True:
+            try:
+                msg = out_r.recv()
+            except EOFError:
+                raise PcapResetError("the reader process ended unexpectedly") from None
+            kind = msg[0]
+            if kind == "batch":
+                _kind, spec, ts, cols, done = msg
+                if spec[0] == "shm":
+                    bufs: list = [view[p : p + n] for p, n in spec[2]]
+                else:
+                    bufs = spec[1]
+                if cols is not None:
+                    b = TcpBatch(ts=ts, **dict(zip(_INT_COLS, cols, strict=True)), bufs=bufs)
+                    ft.feed(b)
+                if spec[0] == "shm":
+                    for x in bufs:
+                        x.release()
+                    try:
+                        free_w.send(spec[1])
+                    except OSError:
+                        pass  # the child has already sent everything and exited
+                if progress is not None:
+                    progress(done[1], total, done[0])
+            elif kind == "end":
+                _kind, stats, infos, book = msg
+                result = assemble(ft.finish(), stats, book, infos, port)
+                break
+            else:
+                raise msg[1]
+    finally:
+        out_r.close()
+        free_w.close()
+        child.join(timeout=5)
+        if child.is_alive():
+            child.terminate()
+            child.join(timeout=5)
+        view.release()
+        shm.close()
+    return result
