@@ -115,16 +115,25 @@ def _upstream_timeout(c: Conn) -> str | None:
         return None
     ex = c.exchanges[-1]
     fin = c.c.fin_ts
-    if fin is None or ex.req_ts is None or ex.complete or fin <= ex.req_ts:
+    if fin is None or ex.req_ts is None or fin <= ex.req_ts:
+        return None
+    # judged as of nginx's FIN: a response that completed only afterwards (the
+    # backend answered too late) still timed out
+    if ex.resp_end_ts is not None and ex.resp_end_ts <= fin:
         return None
     if c.s.fin_ts is not None and c.s.fin_ts <= fin:
         return None  # the backend closed first: premature close, not a timeout
     if any(ev.ts <= fin for ev in c.rst_events):
         return None
     wait = fin - ex.req_ts
-    if wait >= MIN_TIMEOUT_S and (ex.last_resp_ts is None or fin - ex.last_resp_ts >= 1.0):
-        got = "no response" if ex.resp_ts is None else "an incomplete response"
-        return f"nginx gave up after {wait:.1f} s with {got} (proxy_read_timeout)"
+    started = ex.resp_ts is not None and ex.resp_ts <= fin
+    stalled = ex.last_resp_ts is not None and ex.last_resp_ts <= fin - 1.0
+    if wait >= MIN_TIMEOUT_S and (not started or stalled):
+        got = "no response" if not started else "an incomplete response"
+        late = ""
+        if ex.resp_ts is not None and ex.resp_ts > fin:
+            late = f"; the backend answered {ex.resp_ts - ex.req_ts:.1f} s after the request"
+        return f"nginx gave up after {wait:.1f} s with {got} (proxy_read_timeout){late}"
     return None
 
 

@@ -515,8 +515,8 @@ class VerdictStream:
 def reset_line(r: dict) -> str:
     """One text line per streamed verdict."""
     t = time.strftime("%H:%M:%S", time.gmtime(r["ts"])) + f".{int(r['ts'] % 1 * 1000):03d}"
-    idle = "" if r["idle_before_s"] is None else f" idle {r['idle_before_s']:.2f}s"
-    return (
-        f"{t} RST {r['client']} -> {r['server']}: {r['cause']} "
-        f"(sender {r['sender']}, {r['phase']}{idle}, confidence {r['confidence']:.2f})"
-    )
+    idle = "" if r["idle_before_s"] is None else f" {r['idle_before_s']:.2f}s"
+    line = f"{t} {r['client']} > {r['server']} {r['sender']} {r['cause']} {r['phase']}{idle}"
+    if len(line) > 80:  # long (IPv6) endpoints: drop the server, the report names it
+        line = f"{t} {r['client']} {r['sender']} {r['cause']} {r['phase']}{idle}"
+    return line[:80]

@@ -287,13 +287,26 @@ def render_text(rep: Report, verbose: bool = False) -> str:
     when = ""
     if cap["first_ts"] is not None:
         when = time.strftime(" from %Y-%m-%d %H:%M:%SZ", time.gmtime(cap["first_ts"]))
+    head = f"{names}: {cap['packets']:,} packets"
+    if cap["packets"]:
+        head += f" ({cap['tcp_packets']:,} TCP)"
+    if span is not None:
+        head += f", {span:.1f} s{when}"
     lines += _wrap(
-        f"{names}: {cap['packets']:,} packets ({cap['tcp_packets']:,} TCP), "
-        f"{'' if span is None else f'{span:.1f} s'}{when}; "
-        f"{', '.join(cap['linktypes']) or 'no link type'}",
+        f"{head}; {', '.join(cap['linktypes']) or 'no link type'}",
         "  ",
         "capture  ",
     )
+    live = cap.get("live")
+    if live:
+        lines += _wrap(
+            f"{live.get('iface')} '{live.get('filter')}' for {live.get('duration_s')} s "
+            f"(stopped by {live.get('stopped_by')}): kernel queued "
+            f"{live.get('kernel_packets')}, dropped {live.get('kernel_drops')}"
+            + (f"; written to {live['write']}" if live.get("write") else ""),
+            "  ",
+            "live     ",
+        )
     v = cap["vantage"]
     lines += _wrap(f"{v['where']} ({v['basis']})", "  ", "vantage  ")
     for w in cap["warnings"]:
