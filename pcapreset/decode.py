@@ -138,6 +138,9 @@ class TcpBatch:
     bufidx: np.ndarray  # int64 index into bufs
     frame: np.ndarray  # int64 (file_index << 40) | frame_no
     bufs: list[bytes]
+    #: HTTP message heads parsed ahead of the flow tracker (see
+    #: flows.preparse_http): packet index -> parsed head; None = not pre-parsed
+    heads: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ts)

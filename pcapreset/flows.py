@@ -320,6 +320,54 @@ def _parse_headers(
     return hl, chunked, clen
 
 
+def _request_line(head: bytes) -> tuple[str, str]:
+    eol = head.find(b"\r\n")
+    parts = (head[:eol] if eol >= 0 else head).split(b" ", 2)
+    method = parts[0].decode("latin-1")
+    return method, parts[1].decode("latin-1")[:200] if len(parts) > 1 else ""
+
+
+def preparse_http(b: TcpBatch) -> dict:
+    """Parse the HTTP message heads in a batch ahead of the flow tracker.
+
+    Depends only on payload bytes, so another process can do it (see
+    pipeline.py). For every packet whose captured payload starts an HTTP/1.x
+    request or status line (exactly the tests FlowTracker applies), index ->
+    ``("req", method, target, (hl, chunked, clen))`` or
+    ``("resp", head, (hl, chunked, clen), headers)``; any other packet is
+    absent, which tells the tracker it starts no message.
+    """
+    out: dict = {}
+    bufs = b.bufs
+    for i, poff, pcap, bi in zip(
+        range(len(b)), b.poff.tolist(), b.pcap.tolist(), b.bufidx.tolist(), strict=True
+    ):
+        if not pcap:
+            continue
+        buf = bufs[bi]
+        c0 = buf[poff]
+        if c0 not in _STARTS:
+            continue
+        head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
+        if head.startswith(HTTP_METHODS):
+            method, target = _request_line(head)
+            out[i] = ("req", method, target, _parse_headers(head))
+        elif head.startswith(b"HTTP/1.") and len(head) >= 12:
+            extra: dict[str, str] = {}
+            parsed = _parse_headers(head, extra)
+            hl = parsed[0]
+            if hl is not None and len(head) > hl + 5 and head[9:10] != b"1":
+                # the tracker reads the status, the header block and the last 5
+                # bytes (chunked end); only interim 1xx heads need what follows
+                head = head[:hl] + head[-5:]
+            out[i] = ("resp", head, parsed, extra)
+    return out
+
+
+#: first bytes of HTTP methods and of "HTTP/1."
+_STARTS = frozenset(m[0] for m in (*HTTP_METHODS, b"HTTP/1."))
+
+
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
@@ -407,6 +455,7 @@ class FlowTracker:
         data_after_rst = self._data_after_rst
         control = self._control
         bufs = b.bufs
+        heads = b.heads
         buf0 = bufs[0]
         bufidx = b.bufidx.tolist() if len(bufs) > 1 else None
         poffs = b.poff.tolist()
@@ -517,7 +566,8 @@ class FlowTracker:
                         data_after_rst(conn, from_client)
                     if from_client:
                         http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
-                                    buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
+                                    buf0 if bufidx is None else bufs[bufidx[i]],
+                                    False if heads is None else heads.get(i))  # fmt: skip
                     else:
                         ex = conn._cur_resp
                         if ex is not None and ex.resp_len is not None and ex.resp_end_ts is None:
@@ -528,7 +578,8 @@ class FlowTracker:
                                 ex.resp_end_ts = ts
                         else:
                             http_server(conn, ts, plen, poffs[i], pcaps[i],
-                                        buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
+                                        buf0 if bufidx is None else bufs[bufidx[i]],
+                                        False if heads is None else heads.get(i))  # fmt: skip
             conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
@@ -703,29 +754,30 @@ class FlowTracker:
         else:
             ev.peer_data_after += 1
 
-    def _http_client(self, conn, ts, rel, plen, poff, pcap, buf) -> None:
-        """Client payload: a new HTTP request, or more of the current one."""
+    def _http_client(self, conn, ts, rel, plen, poff, pcap, buf, pre=False) -> None:
+        """Client payload: a new HTTP request, or more of the current one.
+
+        ``pre``: False = not pre-parsed; None = pre-parsed, starts no message;
+        else the entry of :func:`preparse_http` for this packet.
+        """
         cur = conn._cur_req
         if cur is not None and cur.req_len is not None and cur.req_bytes < cur.req_len:
             cur.req_bytes += plen
             return
-        if pcap:
+        if pre is False and pcap:
             head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
             if head.startswith(HTTP_METHODS):
+                method, target = _request_line(head)
+                pre = ("req", method, target, _parse_headers(head))
+        if pre and pre[0] == "req":
+            if pre:  # a request line: a new exchange
                 prev = conn._cur_resp
                 if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
                     # HTTP/1.1 without pipelining: a new request means the
                     # previous (length-unknown) response was over
                     prev.resp_end_ts = prev.last_resp_ts
-                eol = head.find(b"\r\n")
-                parts = (head[:eol] if eol >= 0 else head).split(b" ", 2)
-                ex = Exchange(
-                    ts,
-                    parts[0].decode("latin-1"),
-                    parts[1].decode("latin-1")[:200] if len(parts) > 1 else "",
-                    rel,
-                )
-                hl, _chunked, clen = _parse_headers(head)
+                ex = Exchange(ts, pre[1], pre[2], rel)
+                hl, _chunked, clen = pre[3]
                 if hl is not None:
                     ex.req_len = hl + (clen or 0)
                 ex.req_bytes = plen
@@ -735,11 +787,23 @@ class FlowTracker:
         if cur is not None:
             cur.req_bytes += plen
 
-    def _http_server(self, conn, ts, plen, poff, pcap, buf) -> None:
-        """Server payload outside a known-length response: status line or body."""
+    def _http_server(self, conn, ts, plen, poff, pcap, buf, pre=False) -> None:
+        """Server payload outside a known-length response: status line or body.
+
+        ``pre`` as in :meth:`_http_client`.
+        """
         ex = conn._cur_resp
-        head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
-        is_status = head.startswith(b"HTTP/1.") and len(head) >= 12
+        if pre is False:
+            head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
+            is_status = head.startswith(b"HTTP/1.") and len(head) >= 12
+            parsed = None
+        elif pre and pre[0] == "resp":
+            head, is_status, parsed = pre[1], True, pre
+        else:
+            head, is_status, parsed = b"", False, None
+            if ex is not None and ex.chunked and pcap == plen:
+                # the chunked-end test below reads the payload's tail
+                head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
         if ex is not None and ex.resp_end_ts is None:
             if is_status and ex.resp_len is None and not ex.chunked:
                 # length was unknown (headers cut by the snaplen): a new status
@@ -778,7 +842,11 @@ class FlowTracker:
         target.status = status
         target.resp_bytes = plen
         target.last_resp_ts = ts
-        hl, chunked, clen = _parse_headers(head, conn.resp_headers)
+        if parsed is not None:
+            hl, chunked, clen = parsed[2]
+            conn.resp_headers.update(parsed[3])
+        else:
+            hl, chunked, clen = _parse_headers(head, conn.resp_headers)
         if status < 200:  # interim (100 Continue): the final status follows
             target.interim += 1
             if hl is not None and plen > hl:

@@ -31,7 +31,7 @@ from .engine import (
     open_readers,
 )
 from .errors import PcapResetError
-from .flows import FlowTracker
+from .flows import FlowTracker, preparse_http
 from .sources import CHUNK, MAX_RECORD
 
 SLOTS = 6
@@ -75,8 +75,9 @@ def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
             else:
                 spec = ("inline", [bytes(x) for x in b.bufs])
             cols = np.stack([getattr(b, f) for f in _INT_COLS]) if len(b) else None
+            heads = preparse_http(b) if len(b) else None
             done = (dec.stats.frames, sum(r.bytes_read() for r in readers))
-            out.send(("batch", spec, b.ts, cols, done))
+            out.send(("batch", spec, b.ts, cols, heads, done))
         for r in readers:
             r.close()
         out.send(("end", dec.stats, [r.info for r in readers], dec.book))
@@ -116,13 +117,15 @@ def run_pipelined(
                 raise PcapResetError("the reader process ended unexpectedly") from None
             kind = msg[0]
             if kind == "batch":
-                _kind, spec, ts, cols, done = msg
+                _kind, spec, ts, cols, heads, done = msg
                 if spec[0] == "shm":
                     bufs: list = [view[p : p + n] for p, n in spec[2]]
                 else:
                     bufs = spec[1]
                 if cols is not None:
-                    b = TcpBatch(ts=ts, **dict(zip(_INT_COLS, cols, strict=True)), bufs=bufs)
+                    b = TcpBatch(
+                        ts=ts, **dict(zip(_INT_COLS, cols, strict=True)), bufs=bufs, heads=heads
+                    )
                     ft.feed(b)
                 if spec[0] == "shm":
                     for x in bufs:
