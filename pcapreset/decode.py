@@ -160,13 +160,13 @@ def concat(batches: list[TcpBatch]) -> TcpBatch:
         shift = len(bufs)
         bufs.extend(b.bufs)
         parts.append((b, shift))
-    cols = {}
+    cols: dict[str, np.ndarray] = {}
     for f in _COLS:
         if f == "bufidx":
             cols[f] = np.concatenate([b.bufidx + s for b, s in parts])
         else:
             cols[f] = np.concatenate([getattr(b, f) for b, _ in parts])
-    return TcpBatch(**cols, bufs=bufs)
+    return TcpBatch(**cols, bufs=bufs, heads=None)  # type: ignore[arg-type]
 
 
 def _be16(u8: np.ndarray, i: np.ndarray) -> np.ndarray:
