@@ -329,40 +329,11 @@ class Decoder:
         st.bad("bad TCP header length", np.count_nonzero(~good))
         if not good.all():
             keep = np.nonzero(good)[0]
-            cols = (
-                idx,
-                l4,
-                ttl,
-                ipid,
-                saddr,
-                daddr,
-                e,
-                sport,
-                dport,
-                seq,
-                ack,
-                doff,
-                flags,
-                win,
-                plen,
+            cols = [idx, l4, ttl, ipid, saddr, daddr, e, sport, dport, seq, ack, doff, flags, win]
+            idx, l4, ttl, ipid, saddr, daddr, e, sport, dport, seq, ack, doff, flags, win = (
+                x[keep] for x in cols
             )
-            (
-                idx,
-                l4,
-                ttl,
-                ipid,
-                saddr,
-                daddr,
-                e,
-                sport,
-                dport,
-                seq,
-                ack,
-                doff,
-                flags,
-                win,
-                plen,
-            ) = (x[keep] for x in cols)
+            plen = plen[keep]
         # a snaplen that cuts into the TCP options: keep only the captured option
         # bytes (poff - optlen must never reach past the frame into the next one)
         poff = np.minimum(l4 + doff, e)

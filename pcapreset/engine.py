@@ -65,6 +65,16 @@ def open_readers(paths: Sequence[str]) -> list[CaptureReader]:
     return readers
 
 
+def probe_inputs(paths: Sequence[str]) -> int:
+    """Open every input once, so bad input fails fast with the usual one-line
+    error before any worker process starts; returns their total size in bytes."""
+    readers = open_readers(paths)
+    total = sum(r.size for r in readers)
+    for r in readers:
+        r.close()
+    return total
+
+
 def _decoded(reader: CaptureReader, dec: Decoder) -> Iterator[TcpBatch]:
     for fb in reader.batches():
         yield dec.decode(fb)

@@ -29,6 +29,7 @@ from .engine import (
     assemble,
     merge_by_time,
     open_readers,
+    probe_inputs,
 )
 from .errors import PcapResetError
 from .flows import FlowTracker, preparse_http
@@ -93,11 +94,7 @@ def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
 def run_pipelined(
     paths: list[str], port: int | None, progress: Progress | None = None
 ) -> EngineResult:
-    # open once here so that bad input fails fast, with the usual one-line error
-    readers = open_readers(paths)
-    total = sum(r.size for r in readers)
-    for r in readers:
-        r.close()
+    total = probe_inputs(paths)
     ctx = mp.get_context("fork")
     shm = mmap.mmap(-1, SLOTS * SLOT_SIZE, flags=mmap.MAP_SHARED)
     view = memoryview(shm)

@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from .decode import AddressBook, Decoder, TcpBatch
-from .engine import EngineResult, Progress, _decoded, assemble, merge_by_time, open_readers
+from .engine import (
+    EngineResult,
+    Progress,
+    _decoded,
+    assemble,
+    merge_by_time,
+    open_readers,
+    probe_inputs,
+)
 from .flows import FlowTracker
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
@@ -66,11 +74,7 @@ def _worker(paths: list[str], port: int | None, shard: int, n: int) -> tuple:
 def run_sharded(
     paths: list[str], port: int | None, jobs: int, progress: Progress | None = None
 ) -> EngineResult:
-    # open once here so that bad input fails fast, with the usual one-line error
-    readers = open_readers(paths)
-    total = sum(r.size for r in readers)
-    for r in readers:
-        r.close()
+    total = probe_inputs(paths)
     ctx = mp.get_context("fork")
     counter = ctx.Array("q", 2, lock=False)
     with ctx.Pool(jobs, initializer=_init, initargs=(counter,)) as pool:
