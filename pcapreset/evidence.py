@@ -524,6 +524,19 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
                 "ipid_jump",
                 f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last})",
             )
+            usual = side_ttl(sender)
+            if usual is not None and initial_ttl(usual) == 64:
+                # Linux gives a connected TCP socket's DF packets a per-socket IP ID
+                # counter (ip_select_ident_segs, include/net/ip.h): its own RST
+                # (tcp_send_active_reset) takes the next value, a stateless RST
+                # (tcp_v4_send_reset, unconnected control socket) gets 0.  A non-zero
+                # IP ID far from the counter fits neither: someone else sent it.
+                f.add(
+                    "ipid_out_of_sequence",
+                    f"RST IP ID {p0.ipid} is neither 0 nor the next value of the sender's "
+                    f"per-connection counter ({sender.ipid_last}, TTL 64 stack): a Linux "
+                    "stack's own RSTs always are one of the two",
+                )
     dirs = {p.from_client for p in ev.packets if p.ts - ev.ts <= INSTANT_S}
     if len(dirs) == 2:
         f.add("rst_both_directions", "RSTs went towards both ends in the same instant")
@@ -560,6 +573,7 @@ FACT_NAMES = frozenset(
         "client_data_unacked",
         "idle_matches_server_timeout", "mass_reset", "refused_after",
         "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ipid_jump",
+        "ipid_out_of_sequence",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
     }
 )  # fmt: skip

@@ -59,6 +59,10 @@ RULES: tuple[Rule, ...] = (
     R("forged_ttl_host",                 "middlebox",          "middlebox", 0.7,
       ("ttl_mismatch_host",),                                   (),
       "RST TTL does not fit the claimed sender's packets in other connections"),
+    R("forged_ipid",                     "middlebox",          "middlebox", 0.65,
+      ("ipid_out_of_sequence",),                                ("rst_answers_syn",),
+      "RST IP ID fits neither way the claimed sender's stack makes RSTs: sent by a device "
+      "in the path"),
     # -- handshake
     R("refused",                         "connection_refused", "server",    0.95,
       ("rst_answers_syn", "from_server"),                       (),

@@ -189,6 +189,35 @@ def test_forged_rst_ttl_is_middlebox_from_both_vantage_points(tmp_path: Path, va
     assert (r["cause"], r["sender"], r["rule"]) == ("middlebox", "middlebox", "forged_ttl")
 
 
+@pytest.mark.parametrize(
+    ("ipid", "sttl", "forged"),
+    [
+        (30000, 64, True),  # TTL copied, IP ID far from the Linux per-socket counter
+        (0, 64, False),  # the Linux kernel's own stateless RST: IP ID 0
+        (5004, 64, False),  # the socket's own RST: next value of its counter
+        (30000, 128, False),  # Windows: one global counter, a gap is no evidence
+    ],
+)
+def test_forged_rst_with_copied_ttl_is_caught_by_ip_id(
+    tmp_path: Path, ipid: int, sttl: int, forged: bool
+) -> None:
+    """A RST with the sender's exact TTL: only the IP ID can tell (scripts/lab
+    middlebox_injector_ttl63 is the real capture of this)."""
+    out: list = []
+    w = Wire(out, "client", 40006)
+    w.sttl = sttl
+    w.handshake()
+    w.exchange()
+    w.pkt(False, RST, dt=0.5, seq=w.sseq, ipid=ipid)
+    (r,) = analyze(tmp_path, out)["resets"]
+    assert "ttl_mismatch" not in r["facts"]
+    assert ("ipid_out_of_sequence" in r["facts"]) is forged
+    if forged:
+        assert (r["cause"], r["sender"], r["rule"]) == ("middlebox", "middlebox", "forged_ipid")
+    else:
+        assert r["cause"] != "middlebox"
+
+
 def test_refused_connect_and_vantage_from_one_side(tmp_path: Path) -> None:
     out: list = []
     for i in range(2):

@@ -6,6 +6,8 @@ const http = require('http');
 const host = process.argv[2] || '0.0.0.0';
 const port = parseInt(process.argv[3] || '3000', 10);
 const maxSeconds = parseFloat(process.argv[4] || '120');
+// optional 5th argument: keepAliveTimeout in ms (lab variants); default: Node's own default
+const keepAliveMs = process.argv[5] ? parseInt(process.argv[5], 10) : null;
 function log(event, extra) {
   process.stdout.write(JSON.stringify(Object.assign({ ts: Date.now() / 1000, event }, extra)) + '\n');
 }
@@ -26,6 +28,12 @@ const server = http.createServer((req, res) => {
       s._prlBusy = false;
       s._prlLastResponse = Date.now();
       log('response', { peer, path: req.url });
+      if (req.url === '/reset-and-destroy') {
+        // lab variant: abortive close from Node (socket.resetAndDestroy(), Node >= 18.3,
+        // closes the handle with uv_tcp_close_reset, i.e. SO_LINGER 0 -> RST)
+        setTimeout(() => { log('closed with SO_LINGER 0', { peer, how: 'resetAndDestroy' });
+                           s.resetAndDestroy(); }, 50);
+      }
     });
   });
 });
@@ -43,6 +51,7 @@ server.on('connection', (s) => {
                keepAliveTimeout_ms: server.keepAliveTimeout });
   });
 });
+if (keepAliveMs !== null) server.keepAliveTimeout = keepAliveMs;
 server.listen(port, host, () => log('listening', { host, port, pid: process.pid,
   keepAliveTimeout_ms: server.keepAliveTimeout, headersTimeout_ms: server.headersTimeout,
   node: process.version }));

@@ -33,8 +33,10 @@ LOG_CONFIG = {
 
 if __name__ == "__main__":
     host = sys.argv[1] if len(sys.argv) > 1 else "0.0.0.0"
+    # optional 2nd argument: timeout_keep_alive in seconds (lab variants); default: uvicorn's
+    extra = {"timeout_keep_alive": int(sys.argv[2])} if len(sys.argv) > 2 else {}
     cfg = uvicorn.Config(app, host=host, port=3000, log_level="trace", log_config=LOG_CONFIG,
-                         http="h11", loop="asyncio")
+                         http="h11", loop="asyncio", **extra)
     print(f"{__import__('time').time():.6f} lab timeout_keep_alive={cfg.timeout_keep_alive}",
           flush=True)
     uvicorn.Server(cfg).run()
