@@ -23,6 +23,7 @@ in this file -- never from pcapreset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -1313,6 +1314,8 @@ def run_scenario(name: str, out: Path, log=print) -> dict:
     (dest / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
     (dest / "README.md").write_text(readme(name, spec, labels))
     shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # /tmp/prl-work-<pid>, when no other scenario of this run uses it
     return labels
 
 
