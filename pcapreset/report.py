@@ -238,6 +238,41 @@ class Report:
         return [self.conn_row(c) for c in self.result.conns]
 
 
+#: a dead end answers the other side's next segment: at the latest its first
+#: retransmission, which Linux sends after at most a few 200 ms-minimum RTOs
+AFTERMATH_S = 3.0
+
+
+def _aftermath(prev: ResetRecord, ev: RstEvent, facts: dict[str, Fact]) -> bool:
+    """A kernel RST for a socket that a forged RST just killed.
+
+    After a middlebox's RST closed one end (or both), the peer that never saw
+    it keeps sending, and the dead end's kernel answers with a RST of its own
+    with no socket behind it (bare, no TCP options: tcp_v4_send_reset), from
+    the real host (its TTL fits). That RST is the forged reset's aftermath, not
+    a second reset of the connection.
+    """
+    return (
+        prev.verdict.cause == "middlebox"
+        and "bare_rst" in facts
+        and "no_options" in facts
+        and "ttl_consistent" in facts
+        and ev.ts - prev.event.ts <= AFTERMATH_S
+    )
+
+
+def _fold_aftermath(prev: ResetRecord, ev: RstEvent) -> None:
+    prev.followup_packets += len(ev.packets)
+    who = "client (nginx)" if ev.from_client else "server (backend)"
+    fact = Fact(
+        "aftermath_rst",
+        f"then the {who} kernel reset the connection {ev.ts - prev.event.ts:.3f} s later "
+        "(a bare RST from the real host: the forged RST had closed its socket)",
+    )
+    prev.facts[fact.name] = fact
+    prev.verdict.evidence.append(fact)
+
+
 def build(
     result: EngineResult,
     nginx_keepalive_s: float | None = None,
@@ -251,6 +286,9 @@ def build(
                 resets[-1].followup_packets += len(ev.packets)  # same reset, in-flight data
                 continue
             facts = rst_facts(c, ev, ctx)
+            if resets and resets[-1].conn is c and _aftermath(resets[-1], ev, facts):
+                _fold_aftermath(resets[-1], ev)  # a consequence of the forged RST
+                continue
             resets.append(ResetRecord(c, ev, classify(facts), facts))
     resets.sort(key=lambda r: r.event.ts)
     agg: dict[str, dict] = {}
