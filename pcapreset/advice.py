@@ -62,8 +62,11 @@ def backend_from_headers(headers: dict[str, str]) -> str | None:
         if key in srv:
             return name
     ka = headers.get("keep-alive", "").lower().replace(" ", "")
-    if not srv and ka.startswith("timeout="):
-        return "Node.js"  # Node sends Keep-Alive: timeout=N and no Server header
+    if not srv and ka.startswith("timeout=") and headers.get("connection") == "keep-alive":
+        # Node's http.Server: no Server header, `Keep-Alive: timeout=N` and the
+        # literal lower-case `Connection: keep-alive` (Apache-style servers
+        # write `Keep-Alive`); anything else stays unnamed
+        return "Node.js"
     return None
 
 
