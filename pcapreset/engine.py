@@ -75,6 +75,11 @@ def probe_inputs(paths: Sequence[str]) -> int:
     return total
 
 
+def decoded_timeline(readers: list[CaptureReader], dec: Decoder) -> Iterator[TcpBatch]:
+    """Every reader's frames, decoded, merged into one timeline."""
+    return merge_by_time([_decoded(r, dec) for r in readers])
+
+
 def _decoded(reader: CaptureReader, dec: Decoder) -> Iterator[TcpBatch]:
     for fb in reader.batches():
         yield dec.decode(fb)
@@ -201,8 +206,7 @@ def paused_gc() -> Iterator[None]:
 
 def _run_one(readers, dec, ft, total, progress, port) -> EngineResult:
     try:
-        streams = [_decoded(r, dec) for r in readers]
-        for b in merge_by_time(streams):
+        for b in decoded_timeline(readers, dec):
             ft.feed(b)
             if progress is not None:
                 progress(sum(r.bytes_read() for r in readers), total, dec.stats.frames)

@@ -769,21 +769,20 @@ class FlowTracker:
             if head.startswith(HTTP_METHODS):
                 method, target = _request_line(head)
                 pre = ("req", method, target, _parse_headers(head))
-        if pre and pre[0] == "req":
-            if pre:  # a request line: a new exchange
-                prev = conn._cur_resp
-                if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
-                    # HTTP/1.1 without pipelining: a new request means the
-                    # previous (length-unknown) response was over
-                    prev.resp_end_ts = prev.last_resp_ts
-                ex = Exchange(ts, pre[1], pre[2], rel)
-                hl, _chunked, clen = pre[3]
-                if hl is not None:
-                    ex.req_len = hl + (clen or 0)
-                ex.req_bytes = plen
-                conn.exchanges.append(ex)
-                conn._cur_req = ex
-                return
+        if pre and pre[0] == "req":  # a request line: a new exchange
+            prev = conn._cur_resp
+            if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
+                # HTTP/1.1 without pipelining: a new request means the
+                # previous (length-unknown) response was over
+                prev.resp_end_ts = prev.last_resp_ts
+            ex = Exchange(ts, pre[1], pre[2], rel)
+            hl, _chunked, clen = pre[3]
+            if hl is not None:
+                ex.req_len = hl + (clen or 0)
+            ex.req_bytes = plen
+            conn.exchanges.append(ex)
+            conn._cur_req = ex
+            return
         if cur is not None:
             cur.req_bytes += plen
 

@@ -25,7 +25,7 @@ import pandas as pd
 from .api import _paths, analyze
 from .connstate import CONN_STATES, conn_state
 from .decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
-from .engine import merge_by_time, open_readers
+from .engine import decoded_timeline, open_readers
 from .errors import PcapResetError
 from .findings import FINDING_CODES
 from .report import Report
@@ -234,12 +234,7 @@ def _conn_batches(
     readers = open_readers(paths)
     seen = 0
     try:
-
-        def stream(reader):  # type: ignore[no-untyped-def]
-            for fb in reader.batches():
-                yield dec.decode(fb)
-
-        for tb in merge_by_time([stream(r) for r in readers]):
+        for tb in decoded_timeline(readers, dec):
             idx = np.nonzero(((tb.src == a) & (tb.dst == b)) | ((tb.src == b) & (tb.dst == a)))[0]
             lo, hi = max(skip - seen, 0), min(skip + count - seen, len(idx))
             seen += len(idx)

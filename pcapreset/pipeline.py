@@ -25,9 +25,8 @@ from .decode import _COLS, AddressBook, Decoder, TcpBatch
 from .engine import (
     EngineResult,
     Progress,
-    _decoded,
     assemble,
-    merge_by_time,
+    decoded_timeline,
     open_readers,
     probe_inputs,
 )
@@ -57,7 +56,7 @@ def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
         readers = open_readers(paths)
         dec = Decoder(AddressBook())
         free = list(range(SLOTS))
-        for b in merge_by_time([_decoded(r, dec) for r in readers]):
+        for b in decoded_timeline(readers, dec):
             while free_in.poll():
                 free.append(free_in.recv())
             total = sum(len(x) for x in b.bufs)

@@ -22,9 +22,8 @@ from .decode import AddressBook, Decoder, TcpBatch
 from .engine import (
     EngineResult,
     Progress,
-    _decoded,
     assemble,
-    merge_by_time,
+    decoded_timeline,
     open_readers,
     probe_inputs,
 )
@@ -55,7 +54,7 @@ def _worker(paths: list[str], port: int | None, shard: int, n: int) -> tuple:
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
     gc.disable()
     try:
-        for b in merge_by_time([_decoded(r, dec) for r in readers]):
+        for b in decoded_timeline(readers, dec):
             if len(b):
                 m = shard_of(b, n) == shard
                 if m.all():
