@@ -880,17 +880,24 @@ class FlowTracker:
     def finish(self) -> list[Conn]:
         """Close out: responses that ended with the connection count as complete."""
         for conn in self.conns:
-            for ex in conn.exchanges:
-                if (
-                    ex.resp_end_ts is None
-                    and ex.status is not None
-                    and ex.resp_len is None
-                    and not ex.chunked
-                    and conn.s.fin_ts is not None
-                    and not conn.rst_events
-                ):
-                    ex.resp_end_ts = conn.s.fin_ts
+            self.finish_conn(conn)
         return self.conns
+
+    @staticmethod
+    def finish_conn(conn: Conn) -> None:
+        """:meth:`finish` for one connection that will see no more packets
+        (idempotent): a response of unknown length ended by the server's FIN
+        is complete."""
+        for ex in conn.exchanges:
+            if (
+                ex.resp_end_ts is None
+                and ex.status is not None
+                and ex.resp_len is None
+                and not ex.chunked
+                and conn.s.fin_ts is not None
+                and not conn.rst_events
+            ):
+                ex.resp_end_ts = conn.s.fin_ts
 
 
 _LINUX_SYN_KINDS = ["mss", "sackOK", "ts", "nop", "wscale"]
