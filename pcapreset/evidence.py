@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import bisect
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .decode import ACK
 from .flows import Conn, Dir, RstEvent
+
+if TYPE_CHECKING:
+    from .rollup import Rollup
 
 #: initial TTL / hop-limit families of common stacks (Linux/macOS 64, Windows 128,
 #: network gear 255; 32 for a few embedded stacks)
@@ -128,39 +133,116 @@ def _where(ch: int | None, sh: int | None) -> str:
     return "unknown"
 
 
-def infer_vantage(conns: list[Conn]) -> Vantage:
+# ------------------------------------------------------------------ votes
+#: where a connection stands in the report: the order engine.order_conns numbers
+#: connections in, plus 0 for a vote about its client side, 1 for its server side
+VoteKey = tuple[float, int, int, int]
+
+
+def conn_order(c: Conn) -> tuple[float, int, int]:
+    """The key :func:`pcapreset.engine.order_conns` sorts connections by."""
+    return (c.start, c.client, c.server)
+
+
+class Votes:
+    """Counts per value, each with the key of its first voter in report order.
+
+    :meth:`best` is ``Counter.most_common(1)`` over the connections in report
+    order (the most votes; on a tie, the value voted for first), whatever order
+    the votes came in: connections summarised early (:mod:`pcapreset.rollup`)
+    and the ones kept give the same answer as counting them all in order.
+    """
+
+    __slots__ = ("v",)
+
+    def __init__(self) -> None:
+        self.v: dict[Hashable, list] = {}  # value -> [count, first VoteKey]
+
+    def add(self, value: Hashable, key: VoteKey, n: int = 1) -> None:
+        e = self.v.get(value)
+        if e is None:
+            self.v[value] = [n, key]
+        else:
+            e[0] += n
+            if key < e[1]:
+                e[1] = key
+
+    def merge(self, other: Votes) -> None:
+        for value, (n, key) in other.v.items():
+            self.add(value, key, n)
+
+    def copy(self) -> Votes:
+        out = Votes()
+        out.v = {k: list(e) for k, e in self.v.items()}
+        return out
+
+    def total(self) -> int:
+        return sum(e[0] for e in self.v.values())
+
+    def best(self) -> tuple | None:
+        """(value, count) with the most votes, the first-voted on a tie; None if empty."""
+        if not self.v:
+            return None
+        value, (n, _key) = min(self.v.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+        return value, n
+
+    def __bool__(self) -> bool:
+        return bool(self.v)
+
+
+def vantage_votes(c: Conn, pairs: Votes, conly: Votes, sonly: Votes) -> None:
+    """One connection's vote for :func:`infer_vantage`."""
+    ct = side_ttl(c.c, c, True)
+    st = side_ttl(c.s, c, False)
+    if ct is None and st is None:
+        return
+    key = (c.start, c.client, c.server, 0)
+    if ct is not None and st is not None:
+        pairs.add((hops(ct), hops(st)), key)
+    elif ct is not None:
+        conly.add(hops(ct), key)
+    elif st is not None:
+        sonly.add(hops(st), key)
+
+
+def host_hop_votes(c: Conn, votes: dict[int, Votes]) -> None:
+    """One connection's votes for :func:`_host_hops` (its client's and its server's)."""
+    for side, host, d in ((0, c.client, c.c), (1, c.server, c.s)):
+        if d.ttls:
+            v = votes.get(host >> 16)
+            if v is None:
+                v = votes[host >> 16] = Votes()
+            v.add(hops(max(d.ttls, key=d.ttls.__getitem__)), (c.start, c.client, c.server, side))
+
+
+def infer_vantage(conns: list[Conn], rollup: Rollup | None = None) -> Vantage:
     """Majority over connections of (hops from client, hops from server).
 
     A packet that left a local stack carries its initial TTL (0 hops); one that
     crossed routers carries less. Connections where only one side sent anything
-    (SYNs nobody answered) vote for that side only.
+    (SYNs nobody answered) vote for that side only. ``rollup``: the votes of
+    connections already summarised.
     """
-    pairs: Counter[tuple[int, int]] = Counter()
-    conly: Counter[int] = Counter()
-    sonly: Counter[int] = Counter()
+    if rollup is not None:
+        pairs, conly, sonly = rollup.pairs.copy(), rollup.conly.copy(), rollup.sonly.copy()
+    else:
+        pairs, conly, sonly = Votes(), Votes(), Votes()
     for c in conns:
-        ct = side_ttl(c.c, c, True)
-        st = side_ttl(c.s, c, False)
-        if ct is not None and st is not None:
-            pairs[(hops(ct), hops(st))] += 1
-        elif ct is not None:
-            conly[hops(ct)] += 1
-        elif st is not None:
-            sonly[hops(st)] += 1
+        vantage_votes(c, pairs, conly, sonly)
     if pairs:
-        (ch, sh), n = pairs.most_common(1)[0]
-        total = sum(pairs.values())
+        (ch, sh), n = pairs.best()  # type: ignore[misc]
+        total = pairs.total()
         basis = (
             f"client packets arrive {ch} hop(s) below their initial TTL, server packets {sh} "
             f"(in {n} of {total} connections)"
         )
         return Vantage(_where(ch, sh), ch, sh, basis)
     if conly:
-        ch, n = conly.most_common(1)[0]
+        ch, n = conly.best()  # type: ignore[misc]
         basis = f"only client packets seen; they arrive {ch} hop(s) below their initial TTL"
         return Vantage(_where(ch, None), ch, None, basis)
     if sonly:
-        sh, n = sonly.most_common(1)[0]
+        sh, n = sonly.best()  # type: ignore[misc]
         basis = f"only server packets seen; they arrive {sh} hop(s) below their initial TTL"
         return Vantage(_where(None, sh), None, sh, basis)
     return Vantage("unknown", None, None, "no packets with a TTL")
@@ -257,13 +339,14 @@ def _idle_close_gap(c: Conn, rtt_s: float) -> float | None:
     return fin - max(done)
 
 
-def _host_hops(conns: list[Conn]) -> dict[int, int]:
-    votes: dict[int, Counter[int]] = defaultdict(Counter)
+def _host_hops(conns: list[Conn], rollup: Rollup | None = None) -> dict[int, int]:
+    """Host (addr id) -> the hop count most of its flows' packets arrive with."""
+    votes: dict[int, Votes] = {}
+    if rollup is not None:
+        votes = {h: v.copy() for h, v in rollup.host_hops.items()}
     for c in conns:
-        for key, d in ((c.client, c.c), (c.server, c.s)):
-            if d.ttls:
-                votes[key >> 16][hops(max(d.ttls, key=d.ttls.__getitem__))] += 1
-    return {h: v.most_common(1)[0][0] for h, v in votes.items()}
+        host_hop_votes(c, votes)
+    return {h: v.best()[0] for h, v in votes.items()}  # type: ignore[index]
 
 
 def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
@@ -283,14 +366,35 @@ def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
     )
 
 
-def build_context(conns: list[Conn]) -> Context:
-    ctx = Context(vantage=infer_vantage(conns), host_hops=_host_hops(conns))
+def idle_close_gap(c: Conn, rtt_s: float) -> float | None:
+    """The idle close gap :func:`build_context` counts for ``c``: at least
+    MIN_IDLE_CLOSE_S, else None."""
+    gap = _idle_close_gap(c, rtt_s)
+    return gap if gap is not None and gap >= MIN_IDLE_CLOSE_S else None
+
+
+def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
+    """The per-capture context over ``conns`` plus, with ``rollup``, the
+    connections already summarised there (the same context as over all of them)."""
+    ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
     rtts: dict[int, list[float]] = defaultdict(list)
+    if rollup is not None:
+        for srv, arr in rollup.rtts.items():
+            rtts[srv].extend(arr)
     for c in conns:
         r = conn_rtt(c)
         if r is not None:
             rtts[c.server].append(r)
     ctx.rtt = {k: statistics.median(v) for k, v in rtts.items()}
+    if rollup is not None:
+        for srv, arr in rollup.syn_times.items():
+            ctx.syn_times[srv] = list(arr)
+    # idle closes per server, servers in the order of their first sample in
+    # report order (the order of ctx.idle_timeout and of its ties)
+    idle_first: dict[int, tuple] = dict(rollup.idle_first) if rollup is not None else {}
+    idle: dict[int, list[float]] = {}
+    if rollup is not None:
+        idle = {srv: list(v) for srv, v in rollup.idle_gaps.items()}
     for c in conns:
         if c.syn_ts is not None:
             ctx.syn_times.setdefault(c.server, []).append(c.syn_ts)
@@ -301,9 +405,13 @@ def build_context(conns: list[Conn]) -> Context:
                 ctx.refused_times.setdefault(c.server, []).append(ev.ts)
             else:
                 ctx.server_rst_times.setdefault(c.server, []).append(ev.ts)
-        gap = _idle_close_gap(c, rtt_of(c, ctx))
-        if gap is not None and gap >= MIN_IDLE_CLOSE_S:
-            ctx.idle_closes.setdefault(c.server, []).append(gap)
+        gap = idle_close_gap(c, rtt_of(c, ctx))
+        if gap is not None:
+            idle.setdefault(c.server, []).append(gap)
+            key = conn_order(c)
+            known = idle_first.get(c.server)
+            if known is None or key < known:
+                idle_first[c.server] = key
         first = c.rst_events[0] if c.rst_events else None
         if (
             first is not None
@@ -316,6 +424,7 @@ def build_context(conns: list[Conn]) -> Context:
             and (not c.s.ttls or first.packets[0].ttl in c.s.ttls)  # not a forged RST
         ):
             ctx.race_gaps.setdefault(c.server, []).append(first.idle_before_s)
+    ctx.idle_closes = {srv: idle[srv] for srv in sorted(idle, key=idle_first.__getitem__)}
     for v in (*ctx.syn_times.values(), *ctx.server_rst_times.values(), *ctx.refused_times.values()):
         v.sort()
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
