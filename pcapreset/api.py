@@ -26,11 +26,20 @@ def analyze(
     nginx_tz: str | None = None,
     jobs: int = 0,
     pipelined: bool = False,
+    evict: bool = True,
 ) -> Report:
     """Read capture file(s), rebuild connections, classify every reset.
 
     ``jobs``: processes for connection tracking (0 = automatic: 1 for small
     inputs, up to 4 CPUs for large ones); the result does not depend on it.
+
+    ``evict`` (default): memory stays flat however long the capture, because
+    connections that are over and took no part in a reset or finding are
+    summarised and dropped as the capture is read; the report is the same,
+    but ``rep.result.conns`` holds only the connections kept (the others are
+    counted in ``rep.result.rollup``). ``evict=False`` keeps every connection
+    (needed for per-connection tables: :func:`pcapreset.load`,
+    :meth:`Report.conn_rows`).
 
     ``nginx_log``: nginx error.log / access.log file(s) to tie to the resets
     (report section ``nginx_log``; error.log times read in ``nginx_tz``, e.g.
@@ -47,13 +56,15 @@ def analyze(
     ps = _paths(paths)
     with paused_gc():
         return _analyze(
-            ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined
-        )
+            ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined,
+            evict,
+        )  # fmt: skip
 
 
 def _analyze(
-    ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined=False
-) -> Report:
+    ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined=False,
+    evict=False,
+) -> Report:  # fmt: skip
     from . import nginxconf, nginxlog
 
     res = run(
@@ -62,8 +73,12 @@ def _analyze(
         progress=progress,
         jobs=jobs if jobs > 0 else auto_jobs(ps),
         pipelined=pipelined,
+        evict=evict,
     )
-    servers = {res.book.endpoint(c.server) for c in res.conns}
+    server_keys = {c.server for c in res.conns}
+    if res.rollup is not None:
+        server_keys |= res.rollup.server_set
+    servers = {res.book.endpoint(k) for k in server_keys}
     ka = conf.keepalive_timeout_s(servers) if conf is not None else None
     if ka is not None and nginx_keepalive_s is None:
         nginx_keepalive_s, nginx_from_conf = ka[0], True

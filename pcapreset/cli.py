@@ -79,14 +79,14 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def _run(files, port, quiet, **nginx) -> Report:
+def _run(files, port, quiet, **options) -> Report:
     # a one-shot process: the cyclic GC would only rescan the connection graph
     # (hundreds of thousands of objects) before exit; refcounting frees the rest
     gc.disable()
     prog = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
         # a one-shot process: reading/decoding may run in a forked child
-        return analyze_files(list(files), port=port, progress=prog, pipelined=True, **nginx)
+        return analyze_files(list(files), port=port, progress=prog, pipelined=True, **options)
     except PcapResetError as e:
         raise _fail(e) from None
     finally:
@@ -244,7 +244,7 @@ def analyze(
     """Analyse capture FILES: who reset each connection, when, why, what to change."""
     rep = _run(
         files, port, quiet, nginx_log=nginx_log, nginx_conf=nginx_conf, nginx_tz=nginx_tz,
-        jobs=jobs,
+        jobs=jobs, evict=not (plot_dir or export_dir),  # the tables need every connection
     )  # fmt: skip
     if not quiet:
         for w in rep.result.warnings:
@@ -276,7 +276,7 @@ def analyze(
 )  # fmt: skip
 def conns(files, fmt, port, quiet, jobs) -> None:
     """List every TCP connection in capture FILES."""
-    rep = _run(files, port, quiet, jobs=jobs)
+    rep = _run(files, port, quiet, jobs=jobs, evict=False)
     rows = rep.conn_rows()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))

@@ -19,7 +19,10 @@ import numpy as np
 from .decode import SUPPORTED_LINKTYPES, AddressBook, Decoder, DecodeStats, TcpBatch, concat
 from .decode import linktype_name as linktype_name
 from .errors import CaptureError
-from .flows import Conn, FlowTracker, RstEvent
+from .evidence import conn_order, conn_rtt
+from .findings import conn_findings
+from .flows import Conn, FlowTracker, RstEvent, conn_keys
+from .rollup import Rollup
 from .sources import CaptureReader, FrameBatch, SourceInfo
 
 #: Called as progress(bytes_done, bytes_total, packets_done)
@@ -38,6 +41,9 @@ class EngineResult:
     last_ts: float | None = None
     warnings: list[dict] = field(default_factory=list)
     live: dict | None = None  # kernel drop counts etc. for live captures
+    #: connections summarised and dropped during the run (run(..., evict=True));
+    #: ``conns`` then holds only the others, with the ids they have among all
+    rollup: Rollup | None = None
 
     def endpoint(self, key: int) -> str:
         return self.book.endpoint(key)
@@ -159,6 +165,7 @@ def run(
     tracker: FlowTracker | None = None,
     jobs: int = 1,
     pipelined: bool = False,
+    evict: bool = False,
 ) -> EngineResult:
     """Read, decode and rebuild connections for one or several capture files.
 
@@ -168,23 +175,40 @@ def run(
     the one-shot CLI, not by default in library calls, since forking a
     process that runs threads — a notebook kernel — is unsafe). Either way
     the result is identical to one process.
+
+    ``evict``: fold connections that are over and need nothing more into
+    ``result.rollup`` and drop them (see :class:`Evictor`), so memory stays
+    flat however long the capture; ``result.conns`` then holds only the
+    others. The report built from it is the same. Ignored with ``tracker``.
     """
+    evict = evict and tracker is None
     if jobs > 1 and tracker is None:
         from .shard import run_sharded
 
-        return run_sharded(list(paths), port, jobs, progress)
-    if pipelined and tracker is None:
+        res = run_sharded(list(paths), port, jobs, progress, evict)
+    elif pipelined and tracker is None and _pipeline_usable(paths):
         from . import pipeline
 
-        if pipeline.usable(list(paths)):
-            return pipeline.run_pipelined(list(paths), port, progress)
-    readers = open_readers(paths)
-    book = AddressBook()
-    dec = Decoder(book)
-    ft = tracker or FlowTracker(port=port, server_ports=[port] if port else [])
-    total = sum(r.size for r in readers)
-    with paused_gc():
-        return _run_one(readers, dec, ft, total, progress, port)
+        res = pipeline.run_pipelined(list(paths), port, progress, evict)
+    else:
+        readers = open_readers(paths)
+        book = AddressBook()
+        dec = Decoder(book)
+        ft = tracker or FlowTracker(port=port, server_ports=[port] if port else [])
+        total = sum(r.size for r in readers)
+        with paused_gc():
+            res = _run_one(readers, dec, ft, total, progress, port, evict)
+    if res.rollup is not None and res.rollup.reordered:
+        # the capture's clock went back behind an evicted connection: its
+        # packets may have belonged to it; analyse again keeping everything
+        return run(paths, port, progress, None, jobs, pipelined, evict=False)
+    return res
+
+
+def _pipeline_usable(paths: Sequence[str]) -> bool:
+    from . import pipeline
+
+    return pipeline.usable(list(paths))
 
 
 @contextlib.contextmanager
@@ -204,16 +228,156 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _run_one(readers, dec, ft, total, progress, port) -> EngineResult:
+#: a closed connection is evicted once the capture clock is this far past the
+#: moment Zeek would drop it (packets a little out of order still find it)
+EVICT_SLACK_S = 1.0
+#: look for connections to evict when the capture clock advanced this much
+SWEEP_EVERY_S = 1.0
+#: ... and the packets fed since the last look are at least this fraction of
+#: the connections it looks at (bounds the scans' cost by the packets')
+SWEEP_WORK = 0.5
+#: drop evicted connections from tracker.conns once they are this share of it
+COMPACT_SHARE = 0.25
+
+
+class Evictor:
+    """Folds connections that are over into a :class:`~pcapreset.rollup.Rollup`.
+
+    Driven from the outside after each batch (:meth:`after`): the flow tracker
+    stays pure. A connection is evicted when it is closed and past Zeek's
+    close delay (``zk.delete_at``; a packet of its 4-tuple after that starts a
+    new connection, so it can change no more) by :data:`EVICT_SLACK_S`, has no
+    RST event, no finding, and its own round-trip time: then the report needs
+    only what :meth:`Rollup.add` keeps. It leaves ``tracker.active`` (or
+    ``collided``) at once and ``tracker.conns`` at the next :meth:`compact`.
+
+    New connections' provisional ids (their creation index, used by the live
+    verdict stream) are kept as they would be without eviction. If a packet
+    older than an evicted connection's close arrives later (a capture whose
+    clock goes backwards), ``rollup.reordered`` is set: :func:`run` then
+    analyses again without eviction.
+    """
+
+    def __init__(self, tracker: FlowTracker, rollup: Rollup | None = None) -> None:
+        self.ft = tracker
+        self.rollup = rollup if rollup is not None else Rollup()
+        self.clock = float("-inf")  # the latest packet time seen
+        self.next_sweep = float("-inf")
+        self.work = 0  # packets since the last sweep
+        #: connections that may still be evicted (no RST event, not yet over)
+        self.watch: list[Conn] = []
+        self.seen = 0  # tracker.conns[:seen] are in watch or settled
+        self.removed = 0  # connections removed from tracker.conns so far
+        self.dead: set[int] = set()  # id() of evicted ones still in tracker.conns
+        self.evicted_until = float("-inf")  # the latest delete_at evicted
+
+    def after(self, ts: np.ndarray) -> None:
+        """Call after the tracker was fed a batch with packet times ``ts``."""
+        self._take_new()
+        n = len(ts)
+        if not n:
+            return
+        lo, hi = float(ts.min()), float(ts.max())
+        if lo < self.evicted_until:
+            self.rollup.reordered = True
+        if hi > self.clock:
+            self.clock = hi
+        self.work += n
+        if self.clock >= self.next_sweep and self.work >= SWEEP_WORK * len(self.watch):
+            self.next_sweep = self.clock + SWEEP_EVERY_S
+            self.work = 0
+            self.sweep(self.clock - EVICT_SLACK_S)
+
+    def _take_new(self) -> None:
+        """Watch the connections created since the last call."""
+        conns = self.ft.conns
+        if len(conns) > self.seen:
+            new = conns[self.seen :]
+            if self.removed:
+                for c in new:
+                    c.id += self.removed  # created as len(tracker.conns)
+            self.watch += new
+            self.seen = len(conns)
+
+    def sweep(self, horizon: float) -> None:
+        """Evict the watched connections that are over by ``horizon``."""
+        keep: list[Conn] = []
+        out: list[Conn] = []
+        finish_conn = FlowTracker.finish_conn
+        for c in self.watch:
+            if c.rst_events:
+                continue  # the report needs it: kept
+            if c.zk.delete_at > horizon:
+                keep.append(c)
+                continue
+            finish_conn(c)  # no packet can change it any more
+            if conn_rtt(c) is not None and not conn_findings(c):
+                out.append(c)
+        self.watch = keep
+        if out:
+            self._evict(out)
+
+    def _evict(self, out: list[Conn]) -> None:
+        ft, rollup, dead = self.ft, self.rollup, self.dead
+        active, collided = ft.active, ft.collided
+        keys = conn_keys(
+            np.fromiter((c.client for c in out), np.int64, len(out)),
+            np.fromiter((c.server for c in out), np.int64, len(out)),
+        ).tolist()
+        shared: set[int] = set()
+        if collided:
+            # a key two 4-tuples share must stay in `active`: the other one's
+            # packets find their connection in `collided` through it
+            lo_hi = list(collided)
+            shared = set(
+                conn_keys(
+                    np.array([t[0] for t in lo_hi], np.int64),  # type: ignore[index]
+                    np.array([t[1] for t in lo_hi], np.int64),  # type: ignore[index]
+                ).tolist()
+            )
+        until = self.evicted_until
+        for c, k in zip(out, keys, strict=True):
+            rollup.add(c)
+            dead.add(id(c))
+            if active.get(k) is c:
+                if k not in shared:
+                    del active[k]
+            elif collided:
+                t = (c.client, c.server) if c.client < c.server else (c.server, c.client)
+                if collided.get(t) is c:
+                    del collided[t]
+            if c.zk.delete_at > until:
+                until = c.zk.delete_at
+        self.evicted_until = until
+        if len(dead) >= COMPACT_SHARE * len(ft.conns):
+            self.compact()
+
+    def compact(self) -> None:
+        """Remove the evicted connections from ``tracker.conns`` (in place)."""
+        dead = self.dead
+        if not dead:
+            return
+        self._take_new()
+        conns = self.ft.conns
+        conns[:] = [c for c in conns if id(c) not in dead]
+        self.removed += len(dead)
+        self.seen = len(conns)
+        dead.clear()
+
+
+def _run_one(readers, dec, ft, total, progress, port, evict=False) -> EngineResult:
+    ev = Evictor(ft) if evict else None
     try:
         for b in decoded_timeline(readers, dec):
             ft.feed(b)
+            if ev is not None:
+                ev.after(b.ts)
             if progress is not None:
                 progress(sum(r.bytes_read() for r in readers), total, dec.stats.frames)
     finally:
         for r in readers:
             r.close()
-    return finish(ft, dec, [r.info for r in readers], port)
+    return finish(ft, dec, [r.info for r in readers], port, ev)
 
 
 def run_batches(
@@ -221,38 +385,63 @@ def run_batches(
     infos: list[SourceInfo],
     port: int | None = None,
     on_rst: Callable[[RstEvent], None] | None = None,
-    on_batch: Callable[[FlowTracker, Decoder], None] | None = None,
+    on_batch: Callable[[FlowTracker, Decoder, Rollup | None], None] | None = None,
+    evict: bool = True,
 ) -> EngineResult:
     """The same pipeline as :func:`run` over an iterator of FrameBatches (live capture).
 
     ``infos`` are the sources' :class:`SourceInfo` objects, read when the
     iterator is exhausted. ``on_rst`` sees each new RstEvent as it is found;
-    ``on_batch`` runs after every batch, empty ones included (a live source
-    yields empty batches on its clock tick).
+    ``on_batch(tracker, decoder, rollup)`` runs after every batch, empty ones
+    included (a live source yields empty batches on its clock tick); with
+    ``evict`` (see :func:`run`) ``rollup`` holds the connections no longer in
+    ``tracker.conns``, else it is None.
     """
     dec = Decoder(AddressBook())
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
     ft.on_rst = on_rst
+    ev = Evictor(ft) if evict else None
     for fb in batches:
         if len(fb.off):
-            ft.feed(dec.decode(fb))
+            b = dec.decode(fb)
+            ft.feed(b)
+            if ev is not None:
+                ev.after(b.ts)
         if on_batch is not None:
-            on_batch(ft, dec)
-    return finish(ft, dec, infos, port)
+            if ev is not None:
+                ev.compact()  # tracker.conns without the connections in the rollup
+            on_batch(ft, dec, None if ev is None else ev.rollup)
+    return finish(ft, dec, infos, port, ev)
 
 
-def order_conns(conns: list[Conn]) -> list[Conn]:
-    """Deterministic order and ids: by start time, then endpoints."""
-    conns.sort(key=lambda c: (c.start, c.client, c.server))
-    for i, c in enumerate(conns):
-        c.id = i
+def order_conns(conns: list[Conn], rollup: Rollup | None = None) -> list[Conn]:
+    """Deterministic order and ids: by start time, then endpoints.
+
+    With ``rollup``, the ids are the ranks among all connections, the evicted
+    ones included: what they would be without eviction.
+    """
+    conns.sort(key=conn_order)
+    if rollup is None or not rollup.count:
+        for i, c in enumerate(conns):
+            c.id = i
+    else:
+        for c, rank in zip(conns, rollup.ranks(conns), strict=True):
+            c.id = rank
     return conns
 
 
 def finish(
-    ft: FlowTracker, dec: Decoder, infos: list[SourceInfo], port: int | None
+    ft: FlowTracker,
+    dec: Decoder,
+    infos: list[SourceInfo],
+    port: int | None,
+    ev: Evictor | None = None,
 ) -> EngineResult:
-    return assemble(ft.finish(), dec.stats, dec.book, infos, port)
+    if ev is not None:
+        ev.compact()
+    return assemble(
+        ft.finish(), dec.stats, dec.book, infos, port, None if ev is None else ev.rollup
+    )
 
 
 def assemble(
@@ -261,10 +450,17 @@ def assemble(
     book: AddressBook,
     infos: list[SourceInfo],
     port: int | None,
+    rollup: Rollup | None = None,
 ) -> EngineResult:
-    conns = order_conns(conns)
+    conns = order_conns(conns, rollup)
     res = EngineResult(
-        sources=infos, decode=st, conns=conns, book=book, port=port, packets=st.frames
+        sources=infos,
+        decode=st,
+        conns=conns,
+        book=book,
+        port=port,
+        packets=st.frames,
+        rollup=rollup,
     )
     firsts = [i.first_ts for i in infos if i.first_ts is not None]
     lasts = [i.last_ts for i in infos if i.last_ts is not None]

@@ -28,7 +28,7 @@ from .decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
 from .engine import decoded_timeline, open_readers
 from .errors import PcapResetError
 from .findings import FINDING_CODES
-from .report import Report
+from .report import Report, require_all_conns
 from .rules import CAUSES, PHASES, SENDERS
 
 if TYPE_CHECKING:
@@ -54,12 +54,15 @@ def load(
     :class:`pcapreset.errors.PcapResetError` on bad input.
     """
     files = _paths(paths)
-    rep = analyze(files, port=port, **options)
+    options.pop("evict", None)  # the tables need every connection
+    rep = analyze(files, port=port, evict=False, **options)
     return from_report(rep, files, port)
 
 
 def from_report(rep: Report, paths: Sequence[str], port: int | None = None) -> Analysis:
-    """Tables for a :class:`~pcapreset.report.Report` already built (the CLI's)."""
+    """Tables for a :class:`~pcapreset.report.Report` already built (the CLI's)
+    with every connection (``analyze(..., evict=False)``)."""
+    require_all_conns(rep.result)
     eps = _Endpoints(rep)
     return Analysis(
         report=rep,
@@ -278,6 +281,7 @@ def _isn_or_first(seq: np.ndarray, flags: np.ndarray, mask: np.ndarray) -> int |
 
 def packets_frame(paths: Sequence[str], rep: Report, conn_id: int) -> pd.DataFrame:
     """Re-read ``paths`` and return connection ``conn_id``'s packets."""
+    require_all_conns(rep.result)
     conns = rep.result.conns
     if not 0 <= conn_id < len(conns) or conns[conn_id].id != conn_id:
         raise PcapResetError(f"no connection with id {conn_id} (0..{len(conns) - 1})")

@@ -449,10 +449,13 @@ class VerdictStream:
     whole capture and is the one to trust when they differ.
 
     The per-capture context (:func:`pcapreset.evidence.build_context`) is
-    rebuilt over every connection so far, so its cost grows with the capture:
-    it is rebuilt at most every ``max(min_rebuild_s, cpu_share_inv * cost)``
-    seconds (at most ~1/``cpu_share_inv`` of the time); resets due in between
-    wait for the next rebuild instead of using a stale context.
+    rebuilt over the connections the tracker still holds plus the summary of
+    those already evicted (``rollup``, see :class:`pcapreset.engine.Evictor`):
+    the connections themselves are not scanned again, but the summary's SYN
+    times and round-trip times still grow with the capture, so it is rebuilt
+    at most every ``max(min_rebuild_s, cpu_share_inv * cost)`` seconds (at
+    most ~1/``cpu_share_inv`` of the time); resets due in between wait for
+    the next rebuild instead of using a stale context.
     """
 
     def __init__(
@@ -478,11 +481,12 @@ class VerdictStream:
     def flush(self) -> None:
         """Emit every reset still waiting (at the end of the capture)."""
         if self._last is not None:
-            ft, dec = self._last
-            self.tick(ft, dec, force=True)
+            ft, dec, rollup = self._last
+            self.tick(ft, dec, rollup, force=True)
 
-    def tick(self, ft, dec, now: float | None = None, force: bool = False) -> None:
-        self._last = (ft, dec)
+    def tick(self, ft, dec, rollup=None, now: float | None = None, force: bool = False) -> None:
+        """``engine.run_batches``'s on_batch: emit the resets that are due."""
+        self._last = (ft, dec, rollup)
         if not self.pending:
             return
         now = time.time() if now is None else now
@@ -499,7 +503,7 @@ class VerdictStream:
         from .rules import classify
 
         t0 = time.monotonic()
-        ctx = build_context(ft.conns)
+        ctx = build_context(ft.conns, rollup)
         self._ctx_at = time.monotonic()
         self._ctx_cost_s = self._ctx_at - t0
         res = EngineResult(

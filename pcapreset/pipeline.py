@@ -24,6 +24,7 @@ import numpy as np
 from .decode import _COLS, AddressBook, Decoder, TcpBatch
 from .engine import (
     EngineResult,
+    Evictor,
     Progress,
     assemble,
     decoded_timeline,
@@ -91,7 +92,7 @@ def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
 
 
 def run_pipelined(
-    paths: list[str], port: int | None, progress: Progress | None = None
+    paths: list[str], port: int | None, progress: Progress | None = None, evict: bool = False
 ) -> EngineResult:
     total = probe_inputs(paths)
     ctx = mp.get_context("fork")
@@ -104,6 +105,7 @@ def run_pipelined(
     out_w.close()
     free_r.close()
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
+    ev = Evictor(ft) if evict else None
     result: EngineResult | None = None
     try:
         while True:
@@ -123,6 +125,8 @@ def run_pipelined(
                         ts=ts, **dict(zip(_INT_COLS, cols, strict=True)), bufs=bufs, heads=heads
                     )
                     ft.feed(b)
+                    if ev is not None:
+                        ev.after(ts)
                 if spec[0] == "shm":
                     for x in bufs:
                         x.release()
@@ -134,7 +138,10 @@ def run_pipelined(
                     progress(done[1], total, done[0])
             elif kind == "end":
                 _kind, stats, infos, book = msg
-                result = assemble(ft.finish(), stats, book, infos, port)
+                if ev is not None:
+                    ev.compact()
+                rollup = None if ev is None else ev.rollup
+                result = assemble(ft.finish(), stats, book, infos, port, rollup)
                 break
             else:
                 raise msg[1]

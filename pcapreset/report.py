@@ -23,7 +23,17 @@ from .advice import (
 from .connstate import conn_state
 from .decode import linktype_name
 from .engine import EngineResult
-from .evidence import Context, Fact, build_context, idle_summary, is_followup, rst_facts, rtt_of
+from .errors import PcapResetError
+from .evidence import (
+    Context,
+    Fact,
+    Votes,
+    build_context,
+    idle_summary,
+    is_followup,
+    rst_facts,
+    rtt_of,
+)
 from .findings import conn_findings
 from .flows import Conn, RstEvent
 from .rules import CAUSES, SENDERS, Verdict, classify
@@ -58,20 +68,32 @@ class Report:
     def idle_timeouts(self) -> dict[str, float]:
         return {self.ep(k): round(v, 3) for k, v in self.ctx.idle_timeout.items()}
 
+    def flows(self) -> int:
+        """Connections in the capture, evicted ones (EngineResult.rollup) included."""
+        rollup = self.result.rollup
+        return len(self.result.conns) + (rollup.count if rollup is not None else 0)
+
     def backend_name(self) -> str | None:
-        names: Counter[str] = Counter()
+        """The backend the most connections' response headers name, if any."""
+        rollup = self.result.rollup
+        names = rollup.backends.copy() if rollup is not None else Votes()
         for c in self.result.conns:
             n = backend_from_headers(c.resp_headers)
             if n:
-                names[n] += 1
-        return names.most_common(1)[0][0] if names else None
+                names.add(n, (c.start, c.client, c.server, 0))
+        best = names.best()
+        return None if best is None else best[0]
 
     def advertised_timeout(self) -> float | None:
         """The Keep-Alive: timeout=N most responses advertised, if any."""
-        vals = Counter(
-            t for c in self.result.conns if (t := advertised_timeout(c.resp_headers)) is not None
-        )
-        return vals.most_common(1)[0][0] if vals else None
+        rollup = self.result.rollup
+        vals = rollup.timeouts.copy() if rollup is not None else Votes()
+        for c in self.result.conns:
+            t = advertised_timeout(c.resp_headers)
+            if t is not None:
+                vals.add(t, (c.start, c.client, c.server, 0))
+        best = vals.best()
+        return None if best is None else best[0]
 
     # --------------------------------------------------------------- JSON
     def reset_json(self, r: ResetRecord) -> dict:
@@ -202,7 +224,7 @@ class Report:
         out = {
             "tool": {"name": "pcapreset", "version": __version__},
             "capture": self.capture_json(),
-            "flows": len(self.result.conns),
+            "flows": self.flows(),
             "resets": [self.reset_json(r) for r in self.resets],
             "findings": self.findings,
             "summary": self.summary(),
@@ -235,7 +257,18 @@ class Report:
         }
 
     def conn_rows(self) -> list[dict]:
+        """One row per connection; needs them all (analyze(..., evict=False))."""
+        require_all_conns(self.result)
         return [self.conn_row(c) for c in self.result.conns]
+
+
+def require_all_conns(result: EngineResult) -> None:
+    """Connection tables need every connection: refuse a result with evicted ones."""
+    if result.rollup is not None and result.rollup.count:
+        raise PcapResetError(
+            f"{result.rollup.count} connections were summarised, not kept: "
+            "analyse with evict=False for per-connection tables"
+        )
 
 
 #: a dead end answers the other side's next segment: at the latest its first
@@ -278,7 +311,7 @@ def build(
     nginx_keepalive_s: float | None = None,
     nginx_from_conf: bool = False,
 ) -> Report:
-    ctx = build_context(result.conns)
+    ctx = build_context(result.conns, result.rollup)
     resets: list[ResetRecord] = []
     for c in result.conns:
         for ev in c.rst_events:

@@ -21,6 +21,7 @@ import numpy as np
 from .decode import AddressBook, Decoder, TcpBatch
 from .engine import (
     EngineResult,
+    Evictor,
     Progress,
     assemble,
     decoded_timeline,
@@ -48,10 +49,11 @@ def _init(counter: Any) -> None:
     _progress_counter = counter
 
 
-def _worker(paths: list[str], port: int | None, shard: int, n: int) -> tuple:
+def _worker(paths: list[str], port: int | None, shard: int, n: int, evict: bool = False) -> tuple:
     readers = open_readers(paths)
     dec = Decoder(AddressBook())
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
+    ev = Evictor(ft) if evict else None
     gc.disable()
     try:
         for b in decoded_timeline(readers, dec):
@@ -59,25 +61,37 @@ def _worker(paths: list[str], port: int | None, shard: int, n: int) -> tuple:
                 m = shard_of(b, n) == shard
                 if m.all():
                     ft.feed(b)
+                    if ev is not None:
+                        ev.after(b.ts)
                 elif m.any():
-                    ft.feed(b.take(np.nonzero(m)[0]))
+                    mine = b.take(np.nonzero(m)[0])
+                    ft.feed(mine)
+                    if ev is not None:
+                        ev.after(mine.ts)
             if shard == 0 and _progress_counter is not None:
                 _progress_counter[0] = dec.stats.frames
                 _progress_counter[1] = sum(r.bytes_read() for r in readers)
     finally:
         for r in readers:
             r.close()
-    return ft.finish(), dec.stats, [r.info for r in readers], dec.book
+    if ev is not None:
+        ev.compact()
+    rollup = None if ev is None else ev.rollup
+    return ft.finish(), dec.stats, [r.info for r in readers], dec.book, rollup
 
 
 def run_sharded(
-    paths: list[str], port: int | None, jobs: int, progress: Progress | None = None
+    paths: list[str],
+    port: int | None,
+    jobs: int,
+    progress: Progress | None = None,
+    evict: bool = False,
 ) -> EngineResult:
     total = probe_inputs(paths)
     ctx = mp.get_context("fork")
     counter = ctx.Array("q", 2, lock=False)
     with ctx.Pool(jobs, initializer=_init, initargs=(counter,)) as pool:
-        pending = [pool.apply_async(_worker, (paths, port, i, jobs)) for i in range(jobs)]
+        pending = [pool.apply_async(_worker, (paths, port, i, jobs, evict)) for i in range(jobs)]
         while progress is not None and not pending[0].ready():
             pending[0].wait(0.2)
             progress(int(counter[1]), total, int(counter[0]))
@@ -89,5 +103,8 @@ def run_sharded(
     finally:
         if gc_was:
             gc.enable()
-    _conns0, stats, infos, book = parts[0]
-    return assemble(conns, stats, book, infos, port)
+    _conns0, stats, infos, book, rollup = parts[0]
+    for part in parts[1:]:
+        if part[4] is not None:
+            rollup.merge(part[4])
+    return assemble(conns, stats, book, infos, port, rollup)
