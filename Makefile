@@ -7,18 +7,24 @@ DEMO_PCAP ?= sample_pcaps/keepalive_race_node/backend.pcap
 
 .PHONY: demo test venv venv-test sysdeps lint clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	touch $@ $(VENV)/.compiled
+
+# the flow tracker is compiled in place (setup.py, Cython); rebuild it when its
+# source changes (a stale build is ignored at import: pcapreset/_build.py)
+$(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd | $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[test,dev,lab]'
 	touch $@
 
-venv: $(VENV)/.installed
-venv-test: $(VENV)/.installed-test
+venv: $(VENV)/.installed $(VENV)/.compiled
+venv-test: $(VENV)/.installed-test $(VENV)/.compiled
 
 demo: venv
 	$(VENV)/bin/pcapreset analyze $(DEMO_PCAP)
@@ -35,4 +41,4 @@ lint: venv-test
 	$(VENV)/bin/mypy pcapreset
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info pcapreset/*.so pcapreset/*.c

@@ -11,6 +11,10 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING  # noqa: E402
 
+from ._build import prefer_fresh_source  # noqa: E402
+
+prefer_fresh_source()  # before anything imports pcapreset.flows
+
 from .api import analyze  # noqa: E402
 from .errors import CaptureError, PcapResetError  # noqa: E402
 

@@ -30,9 +30,16 @@ from typing import cast
 
 import numpy as np
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from . import connstate as zeek
 from .decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 
+#: True when this module runs compiled (setup.py builds it with Cython)
+COMPILED: bool = cython.compiled
 M32 = 0xFFFFFFFF
 HALF = 1 << 31
 HTTP_METHODS = (
@@ -338,16 +345,15 @@ def preparse_http(b: TcpBatch) -> dict:
     absent, which tells the tracker it starts no message.
     """
     out: dict = {}
+    if not len(b):
+        return out
     bufs = b.bufs
+    cand = np.flatnonzero(_START_BYTE[first_payload_bytes(b)])
     for i, poff, pcap, bi in zip(
-        range(len(b)), b.poff.tolist(), b.pcap.tolist(), b.bufidx.tolist(), strict=True
-    ):
-        if not pcap:
-            continue
+        cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist(), b.bufidx[cand].tolist(),
+        strict=True,
+    ):  # fmt: skip
         buf = bufs[bi]
-        c0 = buf[poff]
-        if c0 not in _STARTS:
-            continue
         head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
         if head.startswith(HTTP_METHODS):
             method, target = _request_line(head)
@@ -366,6 +372,20 @@ def preparse_http(b: TcpBatch) -> dict:
 
 #: first bytes of HTTP methods and of "HTTP/1."
 _STARTS = frozenset(m[0] for m in (*HTTP_METHODS, b"HTTP/1."))
+#: the same as a lookup table by byte value (index 256: no payload captured)
+_START_BYTE = np.zeros(257, dtype=bool)
+_START_BYTE[list(_STARTS)] = True
+
+
+def first_payload_bytes(b: TcpBatch) -> np.ndarray:
+    """Each packet's first captured payload byte; 256 where none was captured."""
+    out = np.full(len(b), 256, dtype=np.int64)
+    has = b.pcap > 0
+    for k, buf in enumerate(b.bufs):
+        m = has if len(b.bufs) == 1 else has & (b.bufidx == k)
+        if m.any():
+            out[m] = np.frombuffer(buf, dtype=np.uint8)[b.poff[m]]
+    return out
 
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
@@ -442,8 +462,9 @@ class FlowTracker:
     def feed(self, b: TcpBatch) -> None:
         """Consume one batch of packets (in capture order). The hot path.
 
-        Columns every packet needs are zipped; the rest are read by packet
-        index ``i`` only where needed (new connections, control packets, HTTP).
+        Compiled (flows.pxd), the columns are typed numpy views; uncompiled,
+        Python lists. The rest of a packet is read by index ``i`` only where
+        needed (new connections, control packets, HTTP).
         """
         n = len(b)
         if not n:
@@ -455,18 +476,36 @@ class FlowTracker:
         data_after_rst = self._data_after_rst
         control = self._control
         bufs = b.bufs
-        heads = b.heads
+        # message heads parsed ahead (pipeline.py's child), else here: only
+        # packets whose first payload byte can start an HTTP message are read
+        heads = b.heads if b.heads is not None else preparse_http(b)
         buf0 = bufs[0]
         bufidx = b.bufidx.tolist() if len(bufs) > 1 else None
         poffs = b.poff.tolist()
         pcaps = b.pcap.tolist()
+        if cython.compiled:
+            keys = conn_keys(b.src, b.dst)
+            tss, srcs, seqs, acks, flagss = b.ts, b.src, b.seq, b.ack, b.flags
+            wins, plens, ttls, ipids, optlens = b.win, b.plen, b.ttl, b.ipid, b.optlen
+        else:
+            keys = conn_keys(b.src, b.dst).tolist()
+            tss, srcs, seqs, acks = b.ts.tolist(), b.src.tolist(), b.seq.tolist(), b.ack.tolist()
+            flagss, wins, plens = b.flags.tolist(), b.win.tolist(), b.plen.tolist()
+            ttls, ipids, optlens = b.ttl.tolist(), b.ipid.tolist(), b.optlen.tolist()
         self.packets += n
         ts = 0.0
-        for key, ts, src, seq, ack, flags, win, plen, ttl, ipid, optlen, i in zip(
-            conn_keys(b.src, b.dst).tolist(), b.ts.tolist(), b.src.tolist(), b.seq.tolist(),
-            b.ack.tolist(), b.flags.tolist(), b.win.tolist(), b.plen.tolist(), b.ttl.tolist(),
-            b.ipid.tolist(), b.optlen.tolist(), range(n), strict=True,
-        ):  # fmt: skip
+        for i in range(n):
+            key = keys[i]
+            ts = tss[i]
+            src = srcs[i]
+            seq = seqs[i]
+            ack = acks[i]
+            flags = flagss[i]
+            win = wins[i]
+            plen = plens[i]
+            ttl = ttls[i]
+            ipid = ipids[i]
+            optlen = optlens[i]
             conn = get(key)
             if conn is None:
                 conn = resolve(None, key, src, b, i, seq, flags, ts)
@@ -508,10 +547,13 @@ class FlowTracker:
                     d.zero_win += 1
                     if d.zero_win in _REPEAT_AT:
                         conn.hist.append("W" if from_client else "w")
-            base = d.base
-            if base is None:
+            base_o = d.base
+            if base_o is None:
                 # first packet of this side without a SYN: sequence space starts here
-                base = d.base = seq
+                d.base = seq
+                base = seq
+            else:
+                base = base_o
             if flags & ACK:
                 if not d.ack_seen:
                     d.ack_seen = True
@@ -524,10 +566,14 @@ class FlowTracker:
                         if not conn.hbits & d.hA:
                             conn.hbits |= d.hA
                             conn.hist.append(d.cA)
-                        if ack == d.last_ack and win == d.last_win and o.base is not None:
-                            una = (o.max_end - ((ack - o.base) & M32)) & M32
-                            if 0 < una < HALF:
-                                d.dupacks += 1
+                        la_o = d.last_ack
+                        if la_o is not None and win == d.last_win:
+                            la = la_o
+                            ob = o.base
+                            if ack == la and ob is not None:
+                                una = (o.max_end - ((ack - ob) & M32)) & M32
+                                if 0 < una < HALF:
+                                    d.dupacks += 1
                     d.last_ack = ack
                     d.last_win = win
                     conn.end = ts
@@ -543,10 +589,11 @@ class FlowTracker:
                 # ---- sequence analysis (inline: most packets carry data)
                 end = (seq - base + plen) & M32
                 diff = (end - d.max_end) & M32
-                mss = o.mss
+                mss_o = o.mss
+                mss = -1 if mss_o is None else mss_o
                 if diff == 0 or diff >= HALF:
                     d.retrans += 1
-                    if mss is not None and plen + optlen >= mss:
+                    if mss >= 0 and plen + optlen >= mss:
                         d.mss_retrans += 1
                     else:
                         d.small_retrans += 1
@@ -556,7 +603,7 @@ class FlowTracker:
                     d.bytes += diff
                     d.max_end = end
                     d.data_pkts += 1
-                    if mss is not None and plen + optlen >= mss:
+                    if mss >= 0 and plen + optlen >= mss:
                         d.mss_segs += 1
                     else:
                         d.small_segs += 1
@@ -567,19 +614,21 @@ class FlowTracker:
                     if from_client:
                         http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
                                     buf0 if bufidx is None else bufs[bufidx[i]],
-                                    False if heads is None else heads.get(i))  # fmt: skip
+                                    heads.get(i))  # fmt: skip
                     else:
                         ex = conn._cur_resp
-                        if ex is not None and ex.resp_len is not None and ex.resp_end_ts is None:
+                        rl_o = None if ex is None or ex.resp_end_ts is not None else ex.resp_len
+                        if rl_o is not None and ex is not None:
                             # the common case: more of a response of known length
+                            rl = rl_o
                             ex.resp_bytes += plen
                             ex.last_resp_ts = ts
-                            if ex.resp_bytes >= ex.resp_len:
+                            if ex.resp_bytes >= rl:
                                 ex.resp_end_ts = ts
                         else:
                             http_server(conn, ts, plen, poffs[i], pcaps[i],
                                         buf0 if bufidx is None else bufs[bufidx[i]],
-                                        False if heads is None else heads.get(i))  # fmt: skip
+                                        heads.get(i))  # fmt: skip
             conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
@@ -754,22 +803,17 @@ class FlowTracker:
         else:
             ev.peer_data_after += 1
 
-    def _http_client(self, conn, ts, rel, plen, poff, pcap, buf, pre=False) -> None:
+    def _http_client(self, conn, ts, rel, plen, poff, pcap, buf, pre) -> None:
         """Client payload: a new HTTP request, or more of the current one.
 
-        ``pre``: False = not pre-parsed; None = pre-parsed, starts no message;
-        else the entry of :func:`preparse_http` for this packet.
+        ``pre``: the entry of :func:`preparse_http` for this packet; None when
+        it starts no message.
         """
         cur = conn._cur_req
         if cur is not None and cur.req_len is not None and cur.req_bytes < cur.req_len:
             cur.req_bytes += plen
             return
-        if pre is False and pcap:
-            head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
-            if head.startswith(HTTP_METHODS):
-                method, target = _request_line(head)
-                pre = ("req", method, target, _parse_headers(head))
-        if pre and pre[0] == "req":  # a request line: a new exchange
+        if pre is not None and pre[0] == "req":  # a request line: a new exchange
             prev = conn._cur_resp
             if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
                 # HTTP/1.1 without pipelining: a new request means the
@@ -786,17 +830,13 @@ class FlowTracker:
         if cur is not None:
             cur.req_bytes += plen
 
-    def _http_server(self, conn, ts, plen, poff, pcap, buf, pre=False) -> None:
+    def _http_server(self, conn, ts, plen, poff, pcap, buf, pre) -> None:
         """Server payload outside a known-length response: status line or body.
 
         ``pre`` as in :meth:`_http_client`.
         """
         ex = conn._cur_resp
-        if pre is False:
-            head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
-            is_status = head.startswith(b"HTTP/1.") and len(head) >= 12
-            parsed = None
-        elif pre and pre[0] == "resp":
+        if pre is not None and pre[0] == "resp":
             head, is_status, parsed = pre[1], True, pre
         else:
             head, is_status, parsed = b"", False, None
