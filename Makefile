@@ -13,9 +13,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q -e .
 	touch $@ $(VENV)/.compiled
 
-# the flow tracker is compiled in place (setup.py, Cython); rebuild it when its
-# source changes (a stale build is ignored at import: pcapreset/_build.py)
-$(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd | $(VENV)/.installed
+# the per-packet loops are compiled in place (setup.py, Cython); rebuild them
+# when their sources change (a stale build is ignored at import: pcapreset/_build.py)
+$(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/sources.py pcapreset/sources.pxd | $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

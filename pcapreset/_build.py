@@ -1,10 +1,11 @@
-"""Which flow tracker runs: the compiled one, unless it is older than its source.
+"""Which per-packet code runs: compiled, unless older than its source.
 
-``pip install -e .`` compiles pcapreset/flows.py with Cython (see setup.py)
-into an extension module next to it, which Python then prefers to the
-source. In a git checkout, editing flows.py or flows.pxd after that build
-would leave the old compiled code running; :func:`prefer_fresh_source` loads
-the source instead (slower, never stale). ``make test`` rebuilds first.
+``pip install -e .`` compiles pcapreset/flows.py and pcapreset/sources.py
+with Cython (see setup.py) into extension modules next to them, which Python
+then prefers to the source. In a git checkout, editing a source or its .pxd
+after that build would leave the old compiled code running;
+:func:`prefer_fresh_source` loads the source instead (slower, never stale).
+``make`` rebuilds them when their sources change.
 """
 
 from __future__ import annotations
@@ -15,41 +16,50 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: the modules setup.py compiles
+MODULES = ("flows", "sources")
 
 
-def compiled_flows_path() -> str | None:
+def compiled_path(module: str) -> str | None:
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = os.path.join(HERE, "flows" + suffix)
+        p = os.path.join(HERE, module + suffix)
         if os.path.exists(p):
             return p
     return None
 
 
-def stale() -> bool:
-    """A compiled flows module exists in a git checkout and is older than its source."""
-    so = compiled_flows_path()
+def stale(module: str) -> bool:
+    """A compiled ``module`` exists in a git checkout and is older than its source."""
+    so = compiled_path(module)
     if so is None or not os.path.isdir(os.path.join(HERE, os.pardir, ".git")):
         return False
     try:
         built = os.path.getmtime(so)
         return any(
-            os.path.getmtime(os.path.join(HERE, f)) > built for f in ("flows.py", "flows.pxd")
+            os.path.getmtime(os.path.join(HERE, module + ext)) > built for ext in (".py", ".pxd")
         )
     except OSError:
         return False
 
 
-def prefer_fresh_source() -> None:
-    """Import pcapreset.flows from flows.py when the compiled module is stale."""
-    if "pcapreset.flows" in sys.modules or not stale():
-        return
-    loader = importlib.machinery.SourceFileLoader("pcapreset.flows", os.path.join(HERE, "flows.py"))
-    spec = importlib.util.spec_from_loader("pcapreset.flows", loader)
+def load_source(name: str, module: str) -> object:
+    """pcapreset/``module``.py executed from source as module ``name``."""
+    loader = importlib.machinery.SourceFileLoader(name, os.path.join(HERE, module + ".py"))
+    spec = importlib.util.spec_from_loader(name, loader)
     assert spec is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["pcapreset.flows"] = mod
+    sys.modules[name] = mod
     try:
         loader.exec_module(mod)
     except BaseException:
-        del sys.modules["pcapreset.flows"]
+        del sys.modules[name]
         raise
+    return mod
+
+
+def prefer_fresh_source() -> None:
+    """Import the stale compiled modules from their source instead."""
+    for m in MODULES:
+        name = f"pcapreset.{m}"
+        if name not in sys.modules and stale(m):
+            load_source(name, m)

@@ -5,8 +5,9 @@ nothing about what is inside a frame: link types are passed through as numbers
 for :mod:`pcapreset.decode`.
 
 Reading is streaming: a file is read in chunks of ``CHUNK`` bytes; record
-boundaries are walked with one ``struct.unpack_from`` per record and every
-other header field is gathered for the whole chunk at once with numpy. Memory
+boundaries are walked by :func:`_walk` (compiled when Cython built it, else
+one ``struct.unpack_from`` per record) and every other header field is
+gathered for the whole chunk at once with numpy. Memory
 does not grow with the file size.
 
 Damage is never fatal in the middle of a file: a record whose header is not
@@ -22,14 +23,21 @@ import gzip
 import lzma
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, cast
 
 import numpy as np
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .errors import CaptureError
 
+#: True when this module runs compiled (setup.py builds it with Cython)
+COMPILED: bool = cython.compiled
 CHUNK = 4 << 20
 #: Largest record we accept before calling it damage (BIG TCP / GSO frames
 #: reach ~ 200 KB; libpcap's own limit is 256 KiB unless snaplen says more).
@@ -121,6 +129,59 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
     else:
         fh = bz2.BZ2File(raw) if comp == "bzip2" else lzma.LZMAFile(raw)
     return fh, comp, inner
+
+
+def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[int],
+          cap8_at: Callable) -> int:  # fmt: skip
+    """Append to ``offs`` the offset of each whole pcap record from ``pos`` on
+    whose caplen is plausible (<= ``maxcap``); return where the walk stopped:
+    at a record cut by the end of ``buf`` (``n`` bytes), at an implausible
+    caplen, or at the end. ``rec`` is the record header size; ``big``: a
+    big-endian file; ``cap8_at(buf, pos)``: the caplen field of the record at
+    ``pos``.
+
+    The one loop over every record of the file. Compiled (sources.pxd), it
+    reads the caplen bytes directly; as plain Python, below ``safe`` every
+    record that passes the caplen check fits in the buffer, so that loop has
+    one test per record.
+    """
+    limit = n - rec
+    if cython.compiled:
+        v = buf
+        while pos <= limit:
+            p = pos + 8
+            b0, b1, b2, b3 = v[p], v[p + 1], v[p + 2], v[p + 3]
+            cl = (
+                (b0 << 24 | b1 << 16 | b2 << 8 | b3)
+                if big
+                else (b3 << 24 | b2 << 16 | b1 << 8 | b0)
+            )
+            if cl > maxcap:
+                break
+            end = pos + rec + cl
+            if end > n:
+                break
+            offs.append(pos)
+            pos = end
+        return pos
+    append = offs.append
+    safe = limit - maxcap
+    while pos <= safe:
+        cl = cap8_at(buf, pos)[0]
+        if cl > maxcap:
+            break
+        append(pos)
+        pos += cl + rec
+    while pos <= limit:
+        cl = cap8_at(buf, pos)[0]
+        if cl > maxcap:
+            break
+        end = pos + rec + cl
+        if end > n:
+            break
+        append(pos)
+        pos = end
+    return pos
 
 
 class CaptureReader:
@@ -228,6 +289,7 @@ class CaptureReader:
         maxcap = min(max(self._snaplen, 262144), MAX_RECORD)
         cap_at = struct.Struct(e + "I").unpack_from
         cap8_at = struct.Struct(e + "8xI").unpack_from  # caplen of the record at pos
+        big = e == ">"
         hdr_at = struct.Struct(e + "IIII").unpack_from
         u32 = np.dtype(e + "u4")
         carry = b""
@@ -243,7 +305,6 @@ class CaptureReader:
             n = len(buf)
             pos = 0
             offs: list[int] = []
-            append = offs.append
             while True:
                 if resync:
                     status, p = self._pcap_resync(buf, pos, n, eof, hdr_at, maxcap, last_sec)
@@ -258,24 +319,7 @@ class CaptureReader:
                     resync = False
                     pos = p
                 limit = n - rec
-                # below ``safe`` every record that passes the caplen check fits
-                # in the buffer: a loop with one test per record
-                safe = limit - maxcap
-                while pos <= safe:
-                    cl = cap8_at(buf, pos)[0]
-                    if cl > maxcap:
-                        break
-                    append(pos)
-                    pos += cl + rec
-                while pos <= limit:
-                    cl = cap_at(buf, pos + 8)[0]
-                    if cl > maxcap:
-                        break
-                    end = pos + rec + cl
-                    if end > n:
-                        break
-                    append(pos)
-                    pos = end
+                pos = _walk(buf, pos, n, rec, maxcap, big, offs, cap8_at)
                 if pos <= limit and cap_at(buf, pos + 8)[0] > maxcap:
                     # implausible record header: damage; scan for the next good one
                     if offs:

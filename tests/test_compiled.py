@@ -1,45 +1,45 @@
-"""The compiled flow tracker equals the plain-Python one, field by field.
+"""The compiled modules equal their plain-Python source, field by field.
 
-setup.py compiles pcapreset/flows.py with Cython (declarations in flows.pxd);
-the same source also runs as plain Python. Both trackers are fed the same
-decoded batches of every sample and public corpus capture, and every
-connection must come out identical: counters, history, exchanges, RST events
-and the packets in them.
+setup.py compiles pcapreset/flows.py and pcapreset/sources.py with Cython
+(declarations in their .pxd files); the same sources also run as plain
+Python. Both flow trackers are fed the same decoded batches of every sample
+and public corpus capture, and every connection must come out identical:
+counters, history, exchanges, RST events and the packets in them. Both
+readers must yield the same frames and warnings on every capture, the
+malformed ones included.
 """
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import CORPUS, sample_captures
+from conftest import CORPUS, MALFORMED, sample_captures
 
-import pcapreset
-from pcapreset import _build, flows
+from pcapreset import _build, flows, sources
 from pcapreset.decode import AddressBook, Decoder
 from pcapreset.engine import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
-PKG = Path(pcapreset.__file__).parent
+MALFORMED_FILES = (
+    sorted(p for p in MALFORMED.iterdir() if p.is_file()) if MALFORMED.is_dir() else []
+)
+FRAME_COLS = ("off", "caplen", "wirelen", "ts", "linktype", "frame_no")
+_PLAIN: dict = {}
+
+
+def plain(module: str):
+    """pcapreset/<module>.py loaded from source under another name (uncompiled)."""
+    if module not in _PLAIN:
+        _PLAIN[module] = _build.load_source(f"pcapreset._{module}_source", module)
+    return _PLAIN[module]
 
 
 def plain_flows():
-    """pcapreset/flows.py loaded from source, under another name (uncompiled)."""
-    name = "pcapreset._flows_source"
-    if name in sys.modules:
-        return sys.modules[name]
-    loader = importlib.machinery.SourceFileLoader(name, str(PKG / "flows.py"))
-    spec = importlib.util.spec_from_loader(name, loader)
-    assert spec is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    loader.exec_module(mod)
-    return mod
+    return plain("flows")
 
 
 def snap(obj, seen: frozenset = frozenset()):
@@ -72,12 +72,14 @@ def conns_of(mod, path: str) -> list:
 )
 def test_ci_runs_the_compiled_tracker():
     """make test builds the extension: CI must test (and bench) the compiled code."""
-    assert flows.COMPILED, f"pcapreset.flows is not compiled ({flows.__file__})"
-    assert not _build.stale()
+    for mod in (flows, sources):
+        assert mod.COMPILED, f"{mod.__name__} is not compiled ({mod.__file__})"
+    assert not any(_build.stale(m) for m in _build.MODULES)
 
 
 def test_plain_source_is_uncompiled():
-    assert plain_flows().COMPILED is False
+    assert plain("flows").COMPILED is False
+    assert plain("sources").COMPILED is False
 
 
 def _compare(path: Path) -> None:
@@ -114,3 +116,35 @@ def test_snapshot_sees_the_fields():
     name, fields = conns[0]
     assert name == "Conn" and "hist" in fields and "rst_events" in fields
     assert fields["c"][1]["pkts"] > 0
+
+
+def frames_of(mod, path: str) -> tuple[list, dict, list]:
+    """Every FrameBatch column (and the packet bytes) and the reader's warnings."""
+    try:
+        r = mod.CaptureReader(path)
+    except PcapResetError as e:
+        return [], {}, [str(e)]
+    out = []
+    for fb in r.batches():
+        cols = {
+            f: np.asarray(getattr(fb, f)).tolist()
+            for f in ("off", "caplen", "wirelen", "ts", "linktype", "frame_no")
+        }
+        cols["bytes"] = [
+            bytes(fb.buf[o : o + c]) for o, c in zip(cols["off"], cols["caplen"], strict=True)
+        ]
+        out.append(cols)
+    return out, dict(r.info.warnings), [r.info.frames]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sample_captures(), *CORPUS_FILES, *MALFORMED_FILES],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_compiled_reader_equals_plain(path):
+    if not sources.COMPILED:
+        pytest.skip("pcapreset.sources is not compiled here: nothing to compare")
+    fast = frames_of(sources, str(path))
+    slow = frames_of(plain("sources"), str(path))
+    assert fast == slow
