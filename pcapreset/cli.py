@@ -75,6 +75,14 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _echo_json(obj: object) -> None:
+    """``click.echo(json.dumps(obj, indent=2))``, streamed: no copy of a large
+    report as one string (it was the peak of a long capture's memory)."""
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
@@ -186,7 +194,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
             err=True,
         )
     if fmt == "json":
-        click.echo(json.dumps(rep.to_json(), indent=2))
+        _echo_json(rep.to_json())
     elif fmt == "jsonl":
         click.echo(json.dumps(rep.to_json()))
     else:
@@ -256,7 +264,7 @@ def analyze(
             click.echo(json.dumps(r))
         click.echo(json.dumps(j))
     elif fmt == "json":
-        click.echo(json.dumps(rep.to_json(), indent=2))
+        _echo_json(rep.to_json())
     else:
         click.echo(render_text(rep, verbose=verbose), nl=False)
     if plot_dir or export_dir:
@@ -279,7 +287,7 @@ def conns(files, fmt, port, quiet, jobs) -> None:
     rep = _run(files, port, quiet, jobs=jobs, evict=False)
     rows = rep.conn_rows()
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        _echo_json(rows)
     elif fmt == "csv":
         buf = io.StringIO()
         fields = list(rows[0]) if rows else CONN_COLUMNS
