@@ -1,11 +1,13 @@
-"""Build hook: compile the two per-packet loops with Cython.
+"""Build hook: compile the per-packet code with Cython.
 
-pcapreset/flows.py (the flow tracker) and pcapreset/sources.py (the pcap
-record walk) are plain Python; compiled, with the declarations in their .pxd
-files, their loops run about twice (flows) and twenty times (the walk) as
-fast. If Cython or a C compiler is missing the build goes on without them
-(``optional=True``) and pcapreset runs uncompiled. Metadata lives in
-pyproject.toml; pcapreset/_build.py lists the same modules.
+pcapreset/flows.py (the flow tracker), pcapreset/connstate.py (Zeek's state
+machine, called by it) and pcapreset/sources.py (the pcap record walk) are
+plain Python; compiled, with the declarations in the .pxd files, the tracker
+runs about twice as fast and the walk costs no Python call per record (see
+docs/performance.md for measurements). If Cython or a C
+compiler is missing the build goes on without them (``optional=True``) and
+pcapreset runs uncompiled. Metadata lives in pyproject.toml;
+pcapreset/_build.py lists the same modules.
 """
 
 from setuptools import setup
@@ -20,7 +22,7 @@ else:
     ext_modules = cythonize(
         [
             Extension(f"pcapreset.{m}", [f"pcapreset/{m}.py"], optional=True)
-            for m in ("flows", "sources")
+            for m in ("flows", "connstate", "sources")
         ],
         language_level=3,
         compiler_directives={"annotation_typing": False, "binding": False},

@@ -1,9 +1,9 @@
 """Which per-packet code runs: compiled, unless older than its source.
 
-``pip install -e .`` compiles pcapreset/flows.py and pcapreset/sources.py
-with Cython (see setup.py) into extension modules next to them, which Python
-then prefers to the source. In a git checkout, editing a source or its .pxd
-after that build would leave the old compiled code running;
+``pip install -e .`` compiles the modules in :data:`MODULES` with Cython
+(see setup.py) into extension modules next to them, which Python then
+prefers to the source. In a git checkout, editing a source or its .pxd after
+that build would leave the old compiled code running;
 :func:`prefer_fresh_source` loads the source instead (slower, never stale).
 ``make`` rebuilds them when their sources change.
 """
@@ -17,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles
-MODULES = ("flows", "sources")
+MODULES = ("flows", "connstate", "sources")
 
 
 def compiled_path(module: str) -> str | None:
@@ -35,11 +35,13 @@ def stale(module: str) -> bool:
         return False
     try:
         built = os.path.getmtime(so)
-        return any(
-            os.path.getmtime(os.path.join(HERE, module + ext)) > built for ext in (".py", ".pxd")
-        )
     except OSError:
         return False
+    for ext in (".py", ".pxd"):
+        src = os.path.join(HERE, module + ext)
+        if os.path.exists(src) and os.path.getmtime(src) > built:
+            return True
+    return False
 
 
 def load_source(name: str, module: str) -> object:

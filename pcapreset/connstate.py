@@ -33,6 +33,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
     from .flows import Conn, Dir
 
@@ -60,6 +65,8 @@ ZEEK_LIKELY_SERVER_PORTS = frozenset(
     }
 )  # fmt: skip
 
+#: True when this module runs compiled (setup.py builds it with Cython)
+COMPILED: bool = cython.compiled
 _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 _INF = float("inf")
 _SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10

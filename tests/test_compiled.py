@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, MALFORMED, sample_captures
 
-from pcapreset import _build, flows, sources
+from pcapreset import _build, connstate, flows, sources
 from pcapreset.decode import AddressBook, Decoder
 from pcapreset.engine import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
@@ -39,7 +39,10 @@ def plain(module: str):
 
 
 def plain_flows():
-    return plain("flows")
+    """The plain flow tracker, with the plain Zeek state machine under it."""
+    mod = plain("flows")
+    mod.zeek = plain("connstate")
+    return mod
 
 
 def snap(obj, seen: frozenset = frozenset()):
@@ -72,13 +75,14 @@ def conns_of(mod, path: str) -> list:
 )
 def test_ci_runs_the_compiled_tracker():
     """make test builds the extension: CI must test (and bench) the compiled code."""
-    for mod in (flows, sources):
+    for mod in (flows, connstate, sources):
         assert mod.COMPILED, f"{mod.__name__} is not compiled ({mod.__file__})"
     assert not any(_build.stale(m) for m in _build.MODULES)
 
 
 def test_plain_source_is_uncompiled():
     assert plain("flows").COMPILED is False
+    assert plain_flows().zeek.__file__.endswith("connstate.py")
     assert plain("sources").COMPILED is False
 
 
