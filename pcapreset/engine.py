@@ -305,11 +305,13 @@ class Evictor:
         out: list[Conn] = []
         finish_conn = FlowTracker.finish_conn
         for c in self.watch:
-            if c.rst_events:
-                continue  # the report needs it: kept
-            if c.zk.delete_at > horizon:
+            if c.expires_at > horizon or c.zk.delete_at > horizon:
+                # (expires_at <= zk.delete_at, and is on the Conn itself: most
+                # connections are decided without touching another object)
                 keep.append(c)
                 continue
+            if c.rst_events:
+                continue  # the report needs it: kept
             finish_conn(c)  # no packet can change it any more
             if conn_rtt(c) is not None and not conn_findings(c):
                 out.append(c)

@@ -23,8 +23,11 @@ from array import array
 import numpy as np
 
 from .advice import advertised_timeout, backend_from_headers
-from .evidence import Votes, conn_rtt, host_hop_votes, idle_close_gap, vantage_votes
+from .evidence import Votes, hops, idle_close_gap
 from .flows import Conn
+
+#: hops() of every TTL / hop limit
+_HOPS = tuple(hops(t) for t in range(256))
 
 
 class Rollup:
@@ -37,12 +40,12 @@ class Rollup:
         self.starts = array("d")
         self.clients = array("q")
         self.servers = array("q")
-        #: infer_vantage's votes: (client hops, server hops) / client only / server only
-        self.pairs = Votes()
-        self.conly = Votes()
-        self.sonly = Votes()
-        #: _host_hops's votes: host (addr id) -> hop counts
-        self.host_hops: dict[int, Votes] = {}
+        #: what a connection votes for (see :meth:`_sig`) -> [connections, the
+        #: first one's (start, client, server)]: the votes below are sums of these
+        self.sigs: dict[tuple, list] = {}
+        self._votes: tuple | None = None
+        #: header values (Server, Keep-Alive, Connection) -> (backend name, timeout)
+        self._headers: dict[tuple, tuple] = {}
         #: server endpoint -> handshake round-trip times (s)
         self.rtts: dict[int, array] = {}
         #: server endpoint -> SYN times
@@ -50,9 +53,6 @@ class Rollup:
         #: server endpoint -> idle close gaps (s), and the first connection's order key
         self.idle_gaps: dict[int, array] = {}
         self.idle_first: dict[int, tuple[float, int, int]] = {}
-        #: Report.backend_name / Report.advertised_timeout votes
-        self.backends = Votes()
-        self.timeouts = Votes()
         #: every server endpoint (api.analyze matches them with nginx.conf)
         self.server_set: set[int] = set()
         #: a packet older than an evicted connection's close came after it was
@@ -66,35 +66,107 @@ class Rollup:
     def add(self, c: Conn) -> None:
         """Fold in a connection that is over and finished (FlowTracker.finish_conn),
         with no RST event, no finding and its own round-trip time."""
-        rtt = conn_rtt(c)
-        if rtt is None or c.rst_events:
+        syn, hs = c.syn_ts, c.hs_ts
+        if syn is None or hs is None or hs <= syn or c.rst_events:
             raise ValueError("only connections with a round-trip time and no reset are folded")
+        rtt = hs - syn  # evidence.conn_rtt
         self.count += 1
         srv = c.server
-        self.starts.append(c.start)
-        self.clients.append(c.client)
+        key = (c.start, c.client, srv)
+        self.starts.append(key[0])
+        self.clients.append(key[1])
         self.servers.append(srv)
         self.server_set.add(srv)
-        vantage_votes(c, self.pairs, self.conly, self.sonly)
-        host_hop_votes(c, self.host_hops)
+        sig = self._sig(c)
+        e = self.sigs.get(sig)
+        if e is None:
+            self.sigs[sig] = [1, key]
+        else:
+            e[0] += 1
+            if key < e[1]:
+                e[1] = key
         _append(self.rtts, srv, rtt)
-        if c.syn_ts is not None:
-            _append(self.syn_times, srv, c.syn_ts)
+        _append(self.syn_times, srv, syn)
         gap = idle_close_gap(c, rtt)
         if gap is not None:
             _append(self.idle_gaps, srv, gap)
-            key = (c.start, c.client, srv)
             first = self.idle_first.get(srv)
             if first is None or key < first:
                 self.idle_first[srv] = key
-        if c.resp_headers:
-            vkey = (c.start, c.client, srv, 0)
-            name = backend_from_headers(c.resp_headers)
+
+    def _sig(self, c: Conn) -> tuple:
+        """(client hops, server hops, client host, server host, backend name,
+        advertised timeout): every vote a connection without RST casts.
+
+        Its side_ttl is the most common TTL of the side's packets (no RST to
+        fall back on), the same one _host_hops counts.
+        """
+        ct, st = c.c.ttls, c.s.ttls
+        ch = _HOPS[max(ct, key=ct.__getitem__)] if ct else None
+        sh = _HOPS[max(st, key=st.__getitem__)] if st else None
+        h = c.resp_headers
+        name = t = None
+        if h:
+            hk = (h.get("server"), h.get("keep-alive"), h.get("connection"))
+            known = self._headers.get(hk)
+            if known is None:
+                known = (backend_from_headers(h), advertised_timeout(h))
+                if known[1] == known[1]:  # a NaN is its own value each time (as in a Counter)
+                    self._headers[hk] = known
+            name, t = known
+        return (ch, sh, c.client >> 16, c.server >> 16, name, t)
+
+    def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
+        """(pairs, client only, server only, host hops, backends, timeouts): the
+        votes of infer_vantage, _host_hops, Report.backend_name and
+        Report.advertised_timeout over the evicted connections."""
+        if self._votes is not None and self._votes[0] == self.count:
+            return self._votes[1]
+        pairs, conly, sonly, backends, timeouts = Votes(), Votes(), Votes(), Votes(), Votes()
+        hosts: dict[int, Votes] = {}
+        for (ch, sh, chost, shost, name, t), (n, first) in self.sigs.items():
+            k0, k1 = (*first, 0), (*first, 1)
+            if ch is not None and sh is not None:
+                pairs.add((ch, sh), k0, n)
+            elif ch is not None:
+                conly.add(ch, k0, n)
+            elif sh is not None:
+                sonly.add(sh, k0, n)
+            if ch is not None:
+                hosts.setdefault(chost, Votes()).add(ch, k0, n)
+            if sh is not None:
+                hosts.setdefault(shost, Votes()).add(sh, k1, n)
             if name:
-                self.backends.add(name, vkey)
-            t = advertised_timeout(c.resp_headers)
+                backends.add(name, k0, n)
             if t is not None:
-                self.timeouts.add(t, vkey)
+                timeouts.add(t, k0, n)
+        out = (pairs, conly, sonly, hosts, backends, timeouts)
+        self._votes = (self.count, out)
+        return out
+
+    @property
+    def pairs(self) -> Votes:
+        return self.votes()[0]
+
+    @property
+    def conly(self) -> Votes:
+        return self.votes()[1]
+
+    @property
+    def sonly(self) -> Votes:
+        return self.votes()[2]
+
+    @property
+    def host_hops(self) -> dict[int, Votes]:
+        return self.votes()[3]
+
+    @property
+    def backends(self) -> Votes:
+        return self.votes()[4]
+
+    @property
+    def timeouts(self) -> Votes:
+        return self.votes()[5]
 
     def merge(self, other: Rollup) -> None:
         """Add another Rollup (a shard worker's) to this one."""
@@ -103,15 +175,14 @@ class Rollup:
         self.clients.extend(other.clients)
         self.servers.extend(other.servers)
         self.server_set |= other.server_set
-        self.pairs.merge(other.pairs)
-        self.conly.merge(other.conly)
-        self.sonly.merge(other.sonly)
-        for host, v in other.host_hops.items():
-            mine = self.host_hops.get(host)
-            if mine is None:
-                self.host_hops[host] = v.copy()
+        for sig, (n, key) in other.sigs.items():
+            e = self.sigs.get(sig)
+            if e is None:
+                self.sigs[sig] = [n, key]
             else:
-                mine.merge(v)
+                e[0] += n
+                if key < e[1]:
+                    e[1] = key
         for src, dst in ((other.rtts, self.rtts), (other.syn_times, self.syn_times),
                          (other.idle_gaps, self.idle_gaps)):  # fmt: skip
             for srv, arr in src.items():
@@ -120,8 +191,6 @@ class Rollup:
             first = self.idle_first.get(srv)
             if first is None or key < first:
                 self.idle_first[srv] = key
-        self.backends.merge(other.backends)
-        self.timeouts.merge(other.timeouts)
         self.reordered = self.reordered or other.reordered
 
     def ranks(self, kept: list[Conn]) -> list[int]:
