@@ -1,5 +1,6 @@
 # Declarations for the optional compiled build of sources.py (Cython, pure
-# Python mode): only the record walk is typed; everything else is Python.
+# Python mode): only the pcap record walk and the pcapng block walk are typed;
+# everything else is Python.
 import cython
 
 
@@ -10,3 +11,13 @@ import cython
 )
 cpdef Py_ssize_t _walk(object buf, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t rec,
                        Py_ssize_t maxcap, bint big, list offs, object cap8_at) except? -1
+
+
+@cython.locals(a="unsigned long long", b="unsigned long long", c="unsigned long long",
+               d="unsigned long long")
+cdef inline unsigned long long _u32(const unsigned char[:] v, Py_ssize_t p, bint big)
+
+
+@cython.locals(v="const unsigned char[:]", blen="unsigned long long")
+cpdef Py_ssize_t _ng_walk(object buf, Py_ssize_t pos, Py_ssize_t n, bint big, list pk_pos,
+                          list pk_if, list pk_kind) except? -1
