@@ -7,10 +7,16 @@ runs about twice as fast and the walk costs no Python call per record (see
 docs/performance.md for measurements). If Cython or a C
 compiler is missing the build goes on without them (``optional=True``) and
 pcapreset runs uncompiled. Metadata lives in pyproject.toml;
-pcapreset/_build.py lists the same modules.
+the module list lives in pcapreset/_build.py.
 """
 
+import runpy
+from pathlib import Path
+
 from setuptools import setup
+
+#: the modules to compile: the list pcapreset/_build.py checks at import time
+MODULES = runpy.run_path(str(Path(__file__).parent / "pcapreset" / "_build.py"))["MODULES"]
 
 try:
     from Cython.Build import cythonize
@@ -20,10 +26,7 @@ else:
     from setuptools import Extension
 
     ext_modules = cythonize(
-        [
-            Extension(f"pcapreset.{m}", [f"pcapreset/{m}.py"], optional=True)
-            for m in ("flows", "connstate", "sources")
-        ],
+        [Extension(f"pcapreset.{m}", [f"pcapreset/{m}.py"], optional=True) for m in MODULES],
         language_level=3,
         compiler_directives={"annotation_typing": False, "binding": False},
         quiet=True,

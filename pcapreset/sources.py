@@ -131,6 +131,15 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
     return fh, comp, inner
 
 
+def _u32(v, p: int, big: bool) -> int:
+    """The unsigned 32-bit integer at ``v[p:p + 4]`` (compiled build only:
+    the record and block walks below)."""
+    a, b, c, d = v[p], v[p + 1], v[p + 2], v[p + 3]
+    if big:
+        return a << 24 | b << 16 | c << 8 | d
+    return d << 24 | c << 16 | b << 8 | a
+
+
 def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[int],
           cap8_at: Callable) -> int:  # fmt: skip
     """Append to ``offs`` the offset of each whole pcap record from ``pos`` on
@@ -149,13 +158,7 @@ def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[in
     if cython.compiled:
         v = buf
         while pos <= limit:
-            p = pos + 8
-            b0, b1, b2, b3 = v[p], v[p + 1], v[p + 2], v[p + 3]
-            cl = (
-                (b0 << 24 | b1 << 16 | b2 << 8 | b3)
-                if big
-                else (b3 << 24 | b2 << 16 | b1 << 8 | b0)
-            )
+            cl = _u32(v, pos + 8, big)
             if cl > maxcap:
                 break
             end = pos + rec + cl
@@ -186,14 +189,6 @@ def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[in
 
 #: the longest pcapng block accepted before calling it damage
 NG_MAX_BLOCK = MAX_RECORD + 64
-
-
-def _u32(v, p: int, big: bool) -> int:
-    """The unsigned 32-bit integer at ``v[p:p + 4]`` (compiled build only)."""
-    a, b, c, d = v[p], v[p + 1], v[p + 2], v[p + 3]
-    if big:
-        return a << 24 | b << 16 | c << 8 | d
-    return d << 24 | c << 16 | b << 8 | a
 
 
 def _ng_walk(buf, pos: int, n: int, big: bool, pk_pos: list[int], pk_if: list[int],
