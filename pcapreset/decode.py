@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import decode_kernel
 from .sources import FrameBatch
 
 LINKTYPE_NAMES = {
@@ -150,6 +151,11 @@ class TcpBatch:
 
 
 _COLS = "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx frame".split()
+_INT_COLS = _COLS[1:]
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def concat(batches: list[TcpBatch]) -> TcpBatch:
@@ -257,13 +263,84 @@ def _link(u8: np.ndarray, lt: int, off: np.ndarray, cap: np.ndarray):
 
 
 class Decoder:
-    """Turns FrameBatches into TcpBatches; keeps counts in ``stats``."""
+    """Turns FrameBatches into TcpBatches; keeps counts in ``stats``.
 
-    def __init__(self, book: AddressBook | None = None) -> None:
+    ``kernel``: settle plain IPv4 frames with :mod:`pcapreset.decode_kernel`
+    first (default: when it is compiled); the rest always goes through the
+    numpy code below. Same rows, same counts either way.
+    """
+
+    def __init__(self, book: AddressBook | None = None, kernel: bool | None = None) -> None:
         self.book = book or AddressBook()
         self.stats = DecodeStats()
+        self.kernel = decode_kernel.COMPILED if kernel is None else kernel
 
     def decode(self, fb: FrameBatch) -> TcpBatch:
+        if self.kernel and len(fb.off):
+            return self._decode_kernel(fb)
+        return self._decode_numpy(fb)
+
+    def _decode_kernel(self, fb: FrameBatch) -> TcpBatch:
+        """One compiled pass over the frames; what it leaves goes to numpy."""
+        st = self.stats
+        n = len(fb.off)
+        lts = np.ascontiguousarray(fb.linktype, dtype=np.int32)
+        blk = np.empty((len(_COLS) - 1, n), dtype=np.int64)  # the int columns, in order
+        sel = np.empty(n, dtype=np.int64)
+        slow = np.empty(n, dtype=np.int64)
+        counts = np.zeros(6, dtype=np.int64)
+        m = decode_kernel.ipv4_tcp(
+            fb.buf, _i64(fb.off), _i64(fb.caplen), _i64(fb.wirelen), lts, sel, blk, slow, counts
+        )
+        ns = int(counts[decode_kernel.C_SLOW])
+        settled = n - ns
+        st.frames += settled
+        st.tcp += m
+        st.non_ip += int(counts[decode_kernel.C_NON_IP])
+        st.non_tcp += int(counts[decode_kernel.C_NON_TCP])
+        st.ip_fragments += int(counts[decode_kernel.C_FRAGMENTS])
+        st.snap_truncated += int(counts[decode_kernel.C_SNAP])
+        if settled:
+            lt0 = int(lts[0])
+            if ns == 0 and (lts == lt0).all():
+                st.linktypes[lt0] = st.linktypes.get(lt0, 0) + n
+            else:
+                done = np.ones(n, dtype=bool)
+                done[slow[:ns]] = False
+                vals, cnts = np.unique(lts[done], return_counts=True)
+                for lt, cnt in zip(vals.tolist(), cnts.tolist(), strict=True):
+                    st.linktypes[lt] = st.linktypes.get(lt, 0) + cnt
+        s = sel[:m]
+        blk[-2, :m] = 0  # bufidx
+        blk[-1, :m] = (np.int64(fb.file_index) << 40) | fb.frame_no[s]
+        cols = {f: blk[k, :m] for k, f in enumerate(_INT_COLS)}
+        b = TcpBatch(ts=fb.ts[s], **cols, bufs=[fb.buf])  # type: ignore[arg-type]
+        if not ns:
+            return b
+        si = slow[:ns]
+        rest = self._decode_numpy(
+            FrameBatch(
+                buf=fb.buf,
+                off=fb.off[si],
+                caplen=fb.caplen[si],
+                wirelen=fb.wirelen[si],
+                ts=fb.ts[si],
+                linktype=fb.linktype[si],
+                frame_no=fb.frame_no[si],
+                file_index=fb.file_index,
+            )
+        )
+        if not m:
+            return rest
+        if not len(rest):
+            return b
+        # both parts point into fb.buf (bufidx 0): back to frame order
+        cols = {f: np.concatenate([getattr(b, f), getattr(rest, f)]) for f in _INT_COLS}
+        ts = np.concatenate([b.ts, rest.ts])
+        both = TcpBatch(ts=ts, **cols, bufs=[fb.buf])  # type: ignore[arg-type]
+        return both.take(np.argsort(both.frame, kind="stable"))
+
+    def _decode_numpy(self, fb: FrameBatch) -> TcpBatch:
         st = self.stats
         n = len(fb.off)
         st.frames += n

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, MALFORMED, sample_captures
 
-from pcapreset import _build, connstate, flows, sources
+from pcapreset import _build, connstate, decode_kernel, flows, sources
 from pcapreset.decode import AddressBook, Decoder
 from pcapreset.engine import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
@@ -75,7 +75,7 @@ def conns_of(mod, path: str) -> list:
 )
 def test_ci_runs_the_compiled_tracker():
     """make test builds the extension: CI must test (and bench) the compiled code."""
-    for mod in (flows, connstate, sources):
+    for mod in (flows, connstate, sources, decode_kernel):
         assert mod.COMPILED, f"{mod.__name__} is not compiled ({mod.__file__})"
     assert not any(_build.stale(m) for m in _build.MODULES)
 
