@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
 $(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/connstate.py \
 		pcapreset/sources.py pcapreset/sources.pxd pcapreset/decode_kernel.py \
-		pcapreset/decode_kernel.pxd | $(VENV)/.installed
+		pcapreset/decode_kernel.pxd pcapreset/httphead.py pcapreset/httphead.pxd | $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

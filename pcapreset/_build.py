@@ -17,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles
-MODULES = ("flows", "connstate", "sources", "decode_kernel")
+MODULES = ("flows", "connstate", "sources", "decode_kernel", "httphead")
 
 
 def compiled_path(module: str) -> str | None:

@@ -24,7 +24,6 @@ Everything here is observation. Interpretation lives in evidence/rules.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import cast
 
@@ -37,16 +36,14 @@ except ImportError:  # no Cython installed: plain Python
 
 from . import connstate as zeek
 from .decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
+from .httphead import HTTP_HEAD_MAX
+from .httphead import parse_headers as _parse_headers
+from .httphead import preparse as preparse_http
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
 M32 = 0xFFFFFFFF
 HALF = 1 << 31
-HTTP_METHODS = (
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ",
-    b"CONNECT ", b"TRACE ",
-)  # fmt: skip
-HTTP_HEAD_MAX = 2048
 #: ports treated as "server" ports for connections whose start was not seen
 WELL_KNOWN_MAX = 1024
 #: Zeek repeats T/W letters when their counts reach these values
@@ -291,101 +288,6 @@ class Conn:
         if not self.hbits & bit:
             self.hbits |= bit
             self.hist.append(ch)
-
-
-_HDR_RE = re.compile(
-    rb"\r\n(content-length|transfer-encoding|server|keep-alive|connection)[ \t]*:[ \t]*([^\r\n]*)",
-    re.I,
-)
-
-
-def _parse_headers(
-    head: bytes, extra: dict[str, str] | None = None
-) -> tuple[int | None, bool, int | None]:
-    """(header length incl. blank line, chunked, content-length) from a head.
-
-    With ``extra``, also stores the Server, Keep-Alive and Connection headers
-    (lower-case names) found in the captured part.
-    """
-    end = head.find(b"\r\n\r\n")
-    hl = end + 4 if end >= 0 else None
-    clen = None
-    chunked = False
-    for k, v in _HDR_RE.findall(head, 0, end + 2 if end >= 0 else len(head)):
-        k = k.lower()
-        if k == b"content-length":
-            try:
-                clen = int(v.strip())
-            except ValueError:
-                clen = None
-        elif k == b"transfer-encoding":
-            chunked = b"chunked" in v.lower()
-        elif extra is not None:
-            extra[k.decode()] = v.strip().decode("latin-1")[:80]
-    if hl is None:
-        return None, chunked, None
-    return hl, chunked, clen
-
-
-def _request_line(head: bytes) -> tuple[str, str]:
-    eol = head.find(b"\r\n")
-    parts = (head[:eol] if eol >= 0 else head).split(b" ", 2)
-    method = parts[0].decode("latin-1")
-    return method, parts[1].decode("latin-1")[:200] if len(parts) > 1 else ""
-
-
-def preparse_http(b: TcpBatch) -> dict:
-    """Parse the HTTP message heads in a batch ahead of the flow tracker.
-
-    Depends only on payload bytes, so another process can do it (see
-    pipeline.py). For every packet whose captured payload starts an HTTP/1.x
-    request or status line (exactly the tests FlowTracker applies), index ->
-    ``("req", method, target, (hl, chunked, clen))`` or
-    ``("resp", head, (hl, chunked, clen), headers)``; any other packet is
-    absent, which tells the tracker it starts no message.
-    """
-    out: dict = {}
-    if not len(b):
-        return out
-    bufs = b.bufs
-    cand = np.flatnonzero(_START_BYTE[first_payload_bytes(b)])
-    for i, poff, pcap, bi in zip(
-        cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist(), b.bufidx[cand].tolist(),
-        strict=True,
-    ):  # fmt: skip
-        buf = bufs[bi]
-        head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
-        if head.startswith(HTTP_METHODS):
-            method, target = _request_line(head)
-            out[i] = ("req", method, target, _parse_headers(head))
-        elif head.startswith(b"HTTP/1.") and len(head) >= 12:
-            extra: dict[str, str] = {}
-            parsed = _parse_headers(head, extra)
-            hl = parsed[0]
-            if hl is not None and len(head) > hl + 5 and head[9:10] != b"1":
-                # the tracker reads the status, the header block and the last 5
-                # bytes (chunked end); only interim 1xx heads need what follows
-                head = head[:hl] + head[-5:]
-            out[i] = ("resp", head, parsed, extra)
-    return out
-
-
-#: first bytes of HTTP methods and of "HTTP/1."
-_STARTS = frozenset(m[0] for m in (*HTTP_METHODS, b"HTTP/1."))
-#: the same as a lookup table by byte value (index 256: no payload captured)
-_START_BYTE = np.zeros(257, dtype=bool)
-_START_BYTE[list(_STARTS)] = True
-
-
-def first_payload_bytes(b: TcpBatch) -> np.ndarray:
-    """Each packet's first captured payload byte; 256 where none was captured."""
-    out = np.full(len(b), 256, dtype=np.int64)
-    has = b.pcap > 0
-    for k, buf in enumerate(b.bufs):
-        m = has if len(b.bufs) == 1 else has & (b.bufidx == k)
-        if m.any():
-            out[m] = np.frombuffer(buf, dtype=np.uint8)[b.poff[m]]
-    return out
 
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)

@@ -37,6 +37,7 @@ from .engine import (
 )
 from .errors import PcapResetError
 from .flows import FlowTracker, preparse_http
+from .shard import shard_of
 from .sources import CHUNK, MAX_RECORD
 
 #: batches in flight; on the 1M bench file 2, 3, 4 and 6 slots ran equally fast
@@ -45,6 +46,12 @@ SLOTS = 4
 #: one chunk of packet bytes, its decoded columns and its parsed HTTP heads
 SLOT_SIZE = CHUNK + 2 * MAX_RECORD + (8 << 20)
 _INT_COLS = tuple(c for c in _COLS if c != "ts")
+#: with eviction (analyze), the child also tracks the connections whose hash
+#: bucket (of BUCKETS) is below CHILD_BUCKETS, as a --jobs shard does: reading,
+#: decoding and parsing HTTP heads cost the child about what tracking the
+#: rest costs this process, so the child takes the smaller share
+BUCKETS = 256
+CHILD_BUCKETS = 64
 #: inputs smaller than this are read in one process (the fork costs more)
 MIN_BYTES = 16 << 20
 
@@ -58,46 +65,38 @@ def usable(paths: list[str]) -> bool:
         return False
 
 
-def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
+def _child(
+    paths: list[str], shm: mmap.mmap, out: Any, free_in: Any, port: int | None, share: int
+) -> None:
     gc.disable()
     try:
         readers = open_readers(paths)
         dec = Decoder(AddressBook())
         free = list(range(SLOTS))
+        # this process's own share of the connections (see CHILD_BUCKETS)
+        ft = FlowTracker(port=port, server_ports=[port] if port else []) if share else None
+        ev = Evictor(ft) if ft is not None else None
         for b in decoded_timeline(readers, dec):
             while free_in.poll():
                 free.append(free_in.recv())
-            n = len(b)
-            cols = np.stack([getattr(b, f) for f in _INT_COLS]) if n else None
-            heads = pickle.dumps(preparse_http(b), protocol=pickle.HIGHEST_PROTOCOL) if n else b""
-            done = (dec.stats.frames, sum(r.bytes_read() for r in readers))
-            raw = sum(len(x) for x in b.bufs)
-            spec: tuple
-            if n and raw + (len(_INT_COLS) + 1) * 8 * n + len(heads) <= SLOT_SIZE:
-                # everything in the slot: the pipe carries a few numbers, so this
-                # process goes on with the next batch while the parent tracks
-                if not free:
-                    free.append(free_in.recv())
-                slot = free.pop()
-                pos = slot * SLOT_SIZE
-                parts = []
-                for x in b.bufs:
-                    shm[pos : pos + len(x)] = x
-                    parts.append((pos, len(x)))
-                    pos += len(x)
-                assert cols is not None
-                meta = pos
-                for a in (cols, b.ts):
-                    shm[pos : pos + a.nbytes] = a.tobytes()
-                    pos += a.nbytes
-                shm[pos : pos + len(heads)] = heads
-                out.send(("batch", ("shm", slot, parts, n, meta, len(heads)), done))
-            else:
-                spec = ("inline", [bytes(x) for x in b.bufs], b.ts, cols, heads)
-                out.send(("batch", spec, done))
+            mine = None
+            if ev is not None and len(b):
+                own = shard_of(b, BUCKETS) < share
+                if own.all():
+                    b, mine = b.take(np.zeros(0, dtype=np.int64)), b
+                elif own.any():
+                    b, mine = b.take(np.flatnonzero(~own)), b.take(np.flatnonzero(own))
+            _ship(b, dec, readers, shm, out, free, free_in)
+            if mine is not None and ft is not None and ev is not None:
+                ft.feed(mine)
+                ev.after(mine.ts)
         for r in readers:
             r.close()
-        out.send(("end", dec.stats, [r.info for r in readers], dec.book))
+        conns, rollup = None, None
+        if ft is not None and ev is not None:
+            ev.compact()
+            conns, rollup = ft.finish(), ev.rollup
+        out.send(("end", dec.stats, [r.info for r in readers], dec.book, conns, rollup))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
         try:
             out.send(("error", e))
@@ -105,6 +104,39 @@ def _child(paths: list[str], shm: mmap.mmap, out: Any, free_in: Any) -> None:
             out.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
     finally:
         out.close()
+
+
+def _ship(
+    b: TcpBatch, dec: Decoder, readers: list, shm: mmap.mmap, out: Any, free: list, free_in: Any
+) -> None:
+    """Send one batch (the parent's share of it) through a free slot, or inline."""
+    n = len(b)
+    heads = pickle.dumps(preparse_http(b), protocol=pickle.HIGHEST_PROTOCOL) if n else b""
+    done = (dec.stats.frames, sum(r.bytes_read() for r in readers))
+    raw = sum(len(x) for x in b.bufs)
+    if n and raw + (len(_INT_COLS) + 1) * 8 * n + len(heads) <= SLOT_SIZE:
+        # everything in the slot: the pipe carries a few numbers, so this
+        # process goes on with the next batch while the parent tracks
+        if not free:
+            free.append(free_in.recv())
+        slot = free.pop()
+        pos = slot * SLOT_SIZE
+        parts = []
+        for x in b.bufs:
+            shm[pos : pos + len(x)] = x
+            parts.append((pos, len(x)))
+            pos += len(x)
+        meta = pos
+        for f in (*_INT_COLS, "ts"):
+            a = np.ascontiguousarray(getattr(b, f))
+            shm[pos : pos + a.nbytes] = a.view(np.uint8).data  # one copy
+            pos += a.nbytes
+        shm[pos : pos + len(heads)] = heads
+        out.send(("batch", ("shm", slot, parts, n, meta, len(heads)), done))
+    else:
+        cols = np.stack([getattr(b, f) for f in _INT_COLS]) if n else None
+        spec = ("inline", [bytes(x) for x in b.bufs], b.ts, cols, heads)
+        out.send(("batch", spec, done))
 
 
 def _unpack(spec: tuple, view: memoryview) -> tuple[list, TcpBatch | None]:
@@ -137,7 +169,8 @@ def run_pipelined(
     view = memoryview(shm)
     out_r, out_w = ctx.Pipe(duplex=False)
     free_r, free_w = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(paths, shm, out_w, free_r), daemon=True)
+    share = CHILD_BUCKETS if evict else 0
+    child = ctx.Process(target=_child, args=(paths, shm, out_w, free_r, port, share), daemon=True)
     child.start()
     out_w.close()
     free_r.close()
@@ -169,11 +202,16 @@ def run_pipelined(
                 if progress is not None:
                     progress(done[1], total, done[0])
             elif kind == "end":
-                _kind, stats, infos, book = msg
+                _kind, stats, infos, book, child_conns, child_rollup = msg
                 if ev is not None:
                     ev.compact()
                 rollup = None if ev is None else ev.rollup
-                result = assemble(ft.finish(), stats, book, infos, port, rollup)
+                conns = ft.finish()
+                if child_conns is not None:
+                    conns += child_conns
+                if rollup is not None and child_rollup is not None:
+                    rollup.merge(child_rollup)
+                result = assemble(conns, stats, book, infos, port, rollup)
                 break
             else:
                 raise msg[1]
