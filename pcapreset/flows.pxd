@@ -3,6 +3,9 @@
 # are C structs and FlowTracker.feed runs over typed columns.
 import cython
 
+# module constants as C values (no Python int arithmetic in the loop)
+cdef long long M32, HALF
+
 
 cdef class Dir:
     cdef public long long pkts, bytes, data_pkts, retrans, dupacks, zero_win
@@ -39,8 +42,16 @@ cdef class FlowTracker:
     cdef public list conns
     cdef public long long packets
 
+    cdef _control(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
+                  long long ack, long long flags, long long win, long long plen, long long ttl,
+                  long long ipid, long long optlen, object b, Py_ssize_t i)
+    @cython.locals(poff=Py_ssize_t)
+    cdef _rst(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq, long long ack,
+              long long flags, long long win, long long plen, long long ttl, long long ipid,
+              long long optlen, object b, Py_ssize_t i)
+
     @cython.locals(
-        n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir, ex=Exchange,
+        active=dict, n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir, ex=Exchange,
         keys="const unsigned long long[:]", tss="const double[:]",
         srcs="const long long[:]", seqs="const long long[:]", acks="const long long[:]",
         flagss="const long long[:]", wins="const long long[:]", plens="const long long[:]",

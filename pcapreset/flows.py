@@ -371,12 +371,12 @@ class FlowTracker:
         n = len(b)
         if not n:
             return
-        get = self.active.get
+        active = self.active
+        get = active.get
         resolve = self._resolve
         http_client = self._http_client
         http_server = self._http_server
         data_after_rst = self._data_after_rst
-        control = self._control
         bufs = b.bufs
         # message heads parsed ahead (pipeline.py's child), else here: only
         # packets whose first payload byte can start an HTTP message are read
@@ -408,7 +408,7 @@ class FlowTracker:
             ttl = ttls[i]
             ipid = ipids[i]
             optlen = optlens[i]
-            conn = get(key)
+            conn = active.get(key) if cython.compiled else get(key)  # (typed dict lookup)
             if conn is None:
                 conn = resolve(None, key, src, b, i, seq, flags, ts)
                 from_client = src == conn.client
@@ -432,8 +432,8 @@ class FlowTracker:
                         d.ttl_last = ttl
                         d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
                     d.ipid_last = ipid
-                control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl, ipid,
-                        optlen, b, i)  # fmt: skip
+                self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
+                              ipid, optlen, b, i)  # fmt: skip
                 if flags & RST:
                     conn.end = ts
                     conn.last_pkt_from_client = from_client
