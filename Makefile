@@ -4,13 +4,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_PCAP ?= sample_pcaps/keepalive_race_node/backend.pcap
+# editable installs put the checkout on sys.path (a .pth line) instead of
+# setuptools' import hook, which cost ~30 ms at every start; the default mode
+# if a setuptools without "compat" ever refuses it
+EDITABLE = --config-settings editable_mode=compat
+PIP_E = $(PY) -m pip install -q $(EDITABLE)
 
 .PHONY: demo test venv venv-test sysdeps lint clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PIP_E) -e . || $(PY) -m pip install -q -e .
 	touch $@ $(VENV)/.compiled
 
 # the per-packet loops are compiled in place (setup.py, Cython); rebuild them
@@ -18,11 +23,11 @@ $(VENV)/.installed: pyproject.toml setup.py
 $(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/connstate.py \
 		pcapreset/sources.py pcapreset/sources.pxd pcapreset/decode_kernel.py \
 		pcapreset/decode_kernel.pxd pcapreset/httphead.py pcapreset/httphead.pxd | $(VENV)/.installed
-	$(PY) -m pip install -q --no-deps -e .
+	$(PIP_E) --no-deps -e . || $(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[test,dev,lab]'
+	$(PIP_E) -e '.[test,dev,lab]' || $(PY) -m pip install -q -e '.[test,dev,lab]'
 	touch $@
 
 venv: $(VENV)/.installed $(VENV)/.compiled

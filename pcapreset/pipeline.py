@@ -1,15 +1,23 @@
-"""pipeline: read + decode in a child process, connection tracking in this one.
+"""pipeline: read + decode in a child process, connection tracking in both.
 
-On a machine with two or more CPUs, reading and decoding (sources + decode)
-run in a forked child while this process runs the flow tracker, so the two
-halves of the offline pipeline overlap. Each batch travels through a ring of
-slots in an anonymous shared mapping: the chunk's packet bytes, its decoded
-columns and its pre-parsed HTTP heads; the pipe carries only slot numbers and
-offsets, so the child never waits for the parent to drain a large message
-(measured: with columns and heads pickled through the pipe, the two processes
-ran nearly in lockstep). The flow tracker keeps no reference into a slot
-after a batch (payload bytes it keeps are copied), so a slot is handed back to
-the child when its batch is fed.
+On a machine with two or more CPUs, reading, decoding and parsing HTTP heads
+(sources + decode + httphead) run in a forked child while this process runs
+the flow tracker, so the two halves of the offline pipeline overlap. Each
+batch travels through a ring of slots in an anonymous shared mapping: the
+chunk's packet bytes, its decoded columns and its pre-parsed HTTP heads; the
+pipe carries only slot numbers and offsets, so the child never waits for the
+parent to drain a large message (measured: with columns and heads pickled
+through the pipe, the two processes ran nearly in lockstep). The flow tracker
+keeps no reference into a slot after a batch (payload bytes it keeps are
+copied), so a slot is handed back to the child when its batch is fed.
+
+With eviction (``analyze``) the child also tracks a share of the connections
+itself: those whose 4-tuple hash falls in its buckets (:data:`CHILD_BUCKETS`
+of :data:`BUCKETS`), exactly as a ``--jobs`` shard does (pcapreset/shard.py),
+and sends its connections and its Rollup at the end. A connection never
+straddles the two trackers, so merging is a concatenation. Without eviction
+(``load``) the child would have to send every connection back, so it only
+reads.
 
 Same input, same output as :func:`pcapreset.engine.run` in one process.
 """
@@ -140,8 +148,8 @@ def _ship(
 
 
 def _unpack(spec: tuple, view: memoryview) -> tuple[list, TcpBatch | None]:
-    """(buffers to release, the batch) of a child's message; columns and heads
-    are copied out of the slot, packet bytes stay there until released."""
+    """(buffers to release, the batch) of a child's message; heads are
+    unpickled, columns and packet bytes stay in the slot until it is released."""
     if spec[0] == "inline":
         _kind, bufs, ts, cols, heads = spec
         if cols is None:
@@ -151,8 +159,10 @@ def _unpack(spec: tuple, view: memoryview) -> tuple[list, TcpBatch | None]:
         return [], b
     _kind, _slot, parts, n, meta, hlen = spec
     k = len(_INT_COLS)
-    cols = np.frombuffer(view, np.int64, k * n, meta).reshape(k, n).copy()
-    ts = np.frombuffer(view, np.float64, n, meta + k * n * 8).copy()
+    # views into the slot, like the packet bytes: the slot is handed back only
+    # after the batch was fed (the tracker keeps numbers and copies, no views)
+    cols = np.frombuffer(view, np.int64, k * n, meta).reshape(k, n)
+    ts = np.frombuffer(view, np.float64, n, meta + k * n * 8)
     hpos = meta + (k + 1) * n * 8
     heads = pickle.loads(view[hpos : hpos + hlen])
     bufs = [view[p : p + m] for p, m in parts]

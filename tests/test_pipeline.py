@@ -72,3 +72,18 @@ def test_damage_found_by_the_child_reaches_the_report(generated, tmp_path):
     assert [w["kind"] for w in two.warnings] == [w["kind"] for w in one.warnings]
     assert "truncated_record" in [w["kind"] for w in two.warnings]
     assert _json(two) == _json(one)
+
+
+@pytest.mark.parametrize("share", [0, 1, 64, 255, 256])
+def test_child_share_of_tracking_changes_nothing(generated, monkeypatch, share):
+    """With eviction the reader child tracks the connections of its hash
+    buckets; any share gives the single-process report (256: the child tracks
+    everything, so an empty result from it would show)."""
+    import pcapreset.pipeline as pl
+
+    monkeypatch.setattr(pl, "CHILD_BUCKETS", share)
+    one = engine.run([str(generated)], evict=True)
+    two = run_pipelined([str(generated)], None, evict=True)
+    assert two.rollup is not None and one.rollup is not None
+    assert len(two.conns) + two.rollup.count == 300
+    assert _json(two) == _json(one)
