@@ -4,7 +4,7 @@
 import cython
 
 # module constants as C values (no Python int arithmetic in the loop)
-cdef long long M32, HALF
+cdef long long M32, HALF, ACK, FIN, RST, SYN
 
 
 cdef class Dir:
@@ -44,7 +44,8 @@ cdef class FlowTracker:
 
     cdef _control(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
                   long long ack, long long flags, long long win, long long plen, long long ttl,
-                  long long ipid, long long optlen, object b, Py_ssize_t i)
+                  long long ipid, long long optlen, object b, Py_ssize_t i, Py_ssize_t poff,
+                  object buf)
     @cython.locals(poff=Py_ssize_t)
     cdef _rst(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq, long long ack,
               long long flags, long long win, long long plen, long long ttl, long long ipid,
@@ -63,3 +64,7 @@ cdef class FlowTracker:
         la="long long", mss="long long", rl="long long",
     )
     cpdef feed(self, b)
+
+
+@cython.locals(v="const unsigned char[:]")
+cdef _syn_options(Dir d, object buf, Py_ssize_t at, Py_ssize_t n)

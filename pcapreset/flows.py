@@ -433,7 +433,8 @@ class FlowTracker:
                         d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
                     d.ipid_last = ipid
                 self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
-                              ipid, optlen, b, i)  # fmt: skip
+                              ipid, optlen, b, i, poffs[i],
+                              buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
                 if flags & RST:
                     conn.end = ts
                     conn.last_pkt_from_client = from_client
@@ -566,8 +567,9 @@ class FlowTracker:
     # ------------------------------------------------------------- control
     def _control(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, ack: int,
                  flags: int, win: int, plen: int, ttl: int, ipid: int, optlen: int,
-                 b: TcpBatch, i: int) -> None:  # fmt: skip
-        """A SYN, FIN or RST (packet ``i`` of batch ``b``)."""
+                 b: TcpBatch, i: int, poff: int, buf: bytes) -> None:  # fmt: skip
+        """A SYN, FIN or RST (packet ``i`` of batch ``b``; its payload starts
+        at ``buf[poff]``)."""
         zeek.control_history(conn, up, flags, seq, plen)  # S H F R I Q letters
         zeek.update(conn, d, o, up, flags, seq, plen, ts)
         if flags & SYN:
@@ -581,13 +583,7 @@ class FlowTracker:
                 d.isn = seq
                 d.base = (seq + 1) & M32
                 if optlen:
-                    poff = int(b.poff[i])
-                    opts = _syn_options(_buf_of(b, i)[poff - optlen : poff])
-                    d.mss = opts.get("mss")  # type: ignore[assignment]
-                    d.wscale = opts.get("wscale")  # type: ignore[assignment]
-                    d.sack_perm = bool(opts.get("sack_perm"))
-                    d.ts_opt = "ts" in opts
-                    d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
+                    _syn_options(d, buf, poff - optlen, optlen)
             elif seq == d.isn:
                 d.syn_retrans += 1
         if flags & FIN and not flags & RST:
@@ -845,23 +841,34 @@ class FlowTracker:
 _LINUX_SYN_KINDS = ["mss", "sackOK", "ts", "nop", "wscale"]
 
 
-def _syn_options(raw: bytes) -> dict:
-    """SYN options; a fast path for Linux's layout (MSS, SACK-perm, TS, NOP, WS)."""
+def _syn_options(d: Dir, buf: bytes, at: int, n: int) -> None:
+    """The options of a SYN (``buf[at:at + n]``) into ``d``; a fast path for
+    Linux's layout (MSS, SACK-perm, TS, NOP, WS)."""
+    v = buf
     if (
-        len(raw) == 20
-        and raw[0] == 2
-        and raw[1] == 4
-        and raw[4:8] == b"\x04\x02\x08\x0a"
-        and (raw[16:19] == b"\x01\x03\x03")
+        n == 20
+        and v[at] == 2
+        and v[at + 1] == 4
+        and v[at + 4] == 4
+        and v[at + 5] == 2
+        and v[at + 6] == 8
+        and v[at + 7] == 10
+        and v[at + 16] == 1
+        and v[at + 17] == 3
+        and v[at + 18] == 3
     ):
-        return {
-            "mss": (raw[2] << 8) | raw[3],
-            "sack_perm": True,
-            "ts": (int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")),
-            "wscale": raw[19],
-            "kinds": list(_LINUX_SYN_KINDS),
-        }
-    return parse_tcp_options(bytes(raw))
+        d.mss = v[at + 2] << 8 | v[at + 3]
+        d.wscale = v[at + 19]
+        d.sack_perm = True
+        d.ts_opt = True
+        d.opt_kinds = list(_LINUX_SYN_KINDS)
+        return
+    opts = parse_tcp_options(bytes(buf[at : at + n]))
+    d.mss = opts.get("mss")  # type: ignore[assignment]
+    d.wscale = opts.get("wscale")  # type: ignore[assignment]
+    d.sack_perm = bool(opts.get("sack_perm"))
+    d.ts_opt = "ts" in opts
+    d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
 
 
 def _buf_of(b: TcpBatch, i: int) -> bytes:
