@@ -11,15 +11,20 @@ No timing is asserted.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+from array import array
 from pathlib import Path
 
 import pytest
 from conftest import CORPUS, sample_captures
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pcapreset import engine
 from pcapreset.connstate import conn_state
 from pcapreset.errors import PcapResetError
+from pcapreset.evidence import median, rst_facts
 from pcapreset.flows import SHARED_MAX, freeze_conn
 from pcapreset.report import build, render_text
 
@@ -107,3 +112,26 @@ def test_evictor_slims_kept_resets(generated):
     assert frozen, "the generated capture's early resets are over long before its end"
     # slimmed ones left the tracker's tables; the others are whole
     assert not any(_frozen(c) for c in res.conns if not c.rst_events)
+
+
+def test_shared_facts_are_equal_facts(generated):
+    res = engine.run([str(generated)])
+    rep = build(res)
+    texts = {}
+    for r in rep.resets:
+        for name, f in r.facts.items():
+            assert f.name == name
+            if (name, f.text) in texts:
+                assert texts[(name, f.text)] is f  # one object per (name, text)
+            texts.setdefault((name, f.text), f)
+    c = rep.resets[0].conn
+    again = rst_facts(c, rep.resets[0].event, rep.ctx)
+    assert {k: v.text for k, v in again.items()} == {
+        k: v.text for k, v in rep.resets[0].facts.items() if k != "aftermath_rst"
+    }
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=50))
+def test_median_is_statistics_median(xs):
+    assert median(xs) == statistics.median(xs)
+    assert median(array("d", xs)) == statistics.median(xs)
