@@ -96,6 +96,16 @@ class ZeekTcp:
         self.delete_at = _INF  # ConnDeleteTimer
         self.pclose_at = _INF  # PartialCloseTimer
 
+    def frozen(self) -> ZeekTcp:
+        """A copy with only what is read once the connection can change no more
+        (``orig`` for :func:`conn_state`, and the two timers); the per-endpoint
+        lists the state machine keeps are left unset."""
+        z = ZeekTcp.__new__(ZeekTcp)
+        z.orig = self.orig
+        z.delete_at = self.delete_at
+        z.pclose_at = self.pclose_at
+        return z
+
 
 def likely_server_port(port: int) -> bool:
     return port in ZEEK_LIKELY_SERVER_PORTS

@@ -21,7 +21,7 @@ from .decode import linktype_name as linktype_name
 from .errors import CaptureError
 from .evidence import conn_order, conn_rtt
 from .findings import conn_findings
-from .flows import Conn, FlowTracker, RstEvent, conn_keys
+from .flows import Conn, FlowTracker, RstEvent, conn_keys, freeze_conn
 from .rollup import Rollup
 from .sources import CaptureReader, FrameBatch, SourceInfo
 
@@ -256,6 +256,10 @@ class Evictor:
     older than an evicted connection's close arrives later (a capture whose
     clock goes backwards), ``rollup.reordered`` is set: :func:`run` then
     analyses again without eviction.
+
+    A connection with a RST event is kept for the report; once it is over
+    (the same test) it leaves the tracker's tables and is slimmed
+    (:func:`pcapreset.flows.freeze_conn`).
     """
 
     def __init__(self, tracker: FlowTracker, rollup: Rollup | None = None) -> None:
@@ -269,7 +273,8 @@ class Evictor:
         self.seen = 0  # tracker.conns[:seen] are in watch or settled
         self.removed = 0  # connections removed from tracker.conns so far
         self.dead: set[int] = set()  # id() of evicted ones still in tracker.conns
-        self.evicted_until = float("-inf")  # the latest delete_at evicted
+        self.evicted_until = float("-inf")  # the latest delete_at evicted or frozen
+        self.shared: dict = {}  # containers frozen connections share (flows.freeze_conn)
 
     def after(self, ts: np.ndarray) -> None:
         """Call after the tracker was fed a batch with packet times ``ts``."""
@@ -303,6 +308,7 @@ class Evictor:
         """Evict the watched connections that are over by ``horizon``."""
         keep: list[Conn] = []
         out: list[Conn] = []
+        frozen: list[Conn] = []
         finish_conn = FlowTracker.finish_conn
         for c in self.watch:
             if c.expires_at > horizon or c.zk.delete_at > horizon:
@@ -311,16 +317,33 @@ class Evictor:
                 keep.append(c)
                 continue
             if c.rst_events:
-                continue  # the report needs it: kept
+                frozen.append(c)  # the report needs it: kept, slimmed
+                continue
             finish_conn(c)  # no packet can change it any more
             if conn_rtt(c) is not None and not conn_findings(c):
                 out.append(c)
         self.watch = keep
+        if frozen:
+            reachable = self._untrack(frozen)
+            for c in frozen:
+                if id(c) not in reachable:  # (else its key collides: left whole)
+                    freeze_conn(c, self.shared)
         if out:
             self._evict(out)
 
     def _evict(self, out: list[Conn]) -> None:
-        ft, rollup, dead = self.ft, self.rollup, self.dead
+        rollup, dead = self.rollup, self.dead
+        for c in out:
+            rollup.add(c)
+            dead.add(id(c))
+        self._untrack(out)
+        if len(dead) >= COMPACT_SHARE * len(self.ft.conns):
+            self.compact()
+
+    def _untrack(self, out: list[Conn]) -> set[int]:
+        """Take connections that are over out of the tracker's tables; returns
+        the id() of those left in ``active`` (a key another 4-tuple shares)."""
+        ft = self.ft
         active, collided = ft.active, ft.collided
         keys = conn_keys(
             np.fromiter((c.client for c in out), np.int64, len(out)),
@@ -338,12 +361,13 @@ class Evictor:
                 ).tolist()
             )
         until = self.evicted_until
+        left: set[int] = set()
         for c, k in zip(out, keys, strict=True):
-            rollup.add(c)
-            dead.add(id(c))
             if active.get(k) is c:
                 if k not in shared:
                     del active[k]
+                else:
+                    left.add(id(c))
             elif collided:
                 t = (c.client, c.server) if c.client < c.server else (c.server, c.client)
                 if collided.get(t) is c:
@@ -351,8 +375,7 @@ class Evictor:
             if c.zk.delete_at > until:
                 until = c.zk.delete_at
         self.evicted_until = until
-        if len(dead) >= COMPACT_SHARE * len(ft.conns):
-            self.compact()
+        return left
 
     def compact(self) -> None:
         """Remove the evicted connections from ``tracker.conns`` (in place)."""

@@ -29,11 +29,12 @@ Kernel behaviour the facts lean on (Linux; checked in the kernel source):
 from __future__ import annotations
 
 import bisect
-import statistics
-from collections import defaultdict
-from collections.abc import Hashable
+from array import array
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .decode import ACK
 from .flows import Conn, Dir, RstEvent
@@ -68,7 +69,7 @@ MIN_IDLE_CLOSE_S = 0.5
 RESTART_WINDOW_S = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fact:
     name: str
     text: str
@@ -254,15 +255,16 @@ class Context:
     """Per-capture facts used by the per-RST facts."""
 
     vantage: Vantage
-    #: server endpoint -> sorted SYN times of its connections
-    syn_times: dict[int, list[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted SYN times of its connections (array("d"): one
+    #: per connection, evicted ones included)
+    syn_times: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> sorted times of RST events sent by the server
     server_rst_times: dict[int, list[float]] = field(default_factory=dict)
     #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN)
     refused_times: dict[int, list[float]] = field(default_factory=dict)
     #: server endpoint -> idle gaps (s) after which the server closed a keep-alive
-    #: connection: its last response -> its FIN
-    idle_closes: dict[int, list[float]] = field(default_factory=dict)
+    #: connection: its last response -> its FIN (array("d"))
+    idle_closes: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> idle gaps (s) before requests the server reset as it closed
     race_gaps: dict[int, list[float]] = field(default_factory=dict)
     #: inferred idle timeout per server endpoint
@@ -377,27 +379,28 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
     """The per-capture context over ``conns`` plus, with ``rollup``, the
     connections already summarised there (the same context as over all of them)."""
     ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
-    rtts: dict[int, list[float]] = defaultdict(list)
+    # per-connection samples stay in arrays: a list of boxed floats per
+    # evicted connection was the largest part of a report's memory
+    rtts: dict[int, array] = {}
     if rollup is not None:
-        for srv, arr in rollup.rtts.items():
-            rtts[srv].extend(arr)
+        rtts = {srv: array("d", arr) for srv, arr in rollup.rtts.items()}
     for c in conns:
         r = conn_rtt(c)
         if r is not None:
-            rtts[c.server].append(r)
-    ctx.rtt = {k: statistics.median(v) for k, v in rtts.items()}
+            _samples(rtts, c.server).append(r)
+    ctx.rtt = {k: median(v) for k, v in rtts.items()}
+    syn: dict[int, array] = {}
     if rollup is not None:
-        for srv, arr in rollup.syn_times.items():
-            ctx.syn_times[srv] = list(arr)
+        syn = {srv: array("d", arr) for srv, arr in rollup.syn_times.items()}
     # idle closes per server, servers in the order of their first sample in
     # report order (the order of ctx.idle_timeout and of its ties)
     idle_first: dict[int, tuple] = dict(rollup.idle_first) if rollup is not None else {}
-    idle: dict[int, list[float]] = {}
+    idle: dict[int, array] = {}
     if rollup is not None:
-        idle = {srv: list(v) for srv, v in rollup.idle_gaps.items()}
+        idle = {srv: array("d", v) for srv, v in rollup.idle_gaps.items()}
     for c in conns:
         if c.syn_ts is not None:
-            ctx.syn_times.setdefault(c.server, []).append(c.syn_ts)
+            _samples(syn, c.server).append(c.syn_ts)
         for ev in c.rst_events:
             if ev.from_client or is_followup(c, ev, rtt_of(c, ctx)):
                 continue
@@ -407,7 +410,7 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
                 ctx.server_rst_times.setdefault(c.server, []).append(ev.ts)
         gap = idle_close_gap(c, rtt_of(c, ctx))
         if gap is not None:
-            idle.setdefault(c.server, []).append(gap)
+            _samples(idle, c.server).append(gap)
             key = conn_order(c)
             known = idle_first.get(c.server)
             if known is None or key < known:
@@ -425,29 +428,68 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
         ):
             ctx.race_gaps.setdefault(c.server, []).append(first.idle_before_s)
     ctx.idle_closes = {srv: idle[srv] for srv in sorted(idle, key=idle_first.__getitem__)}
-    for v in (*ctx.syn_times.values(), *ctx.server_rst_times.values(), *ctx.refused_times.values()):
+    ctx.syn_times = {srv: _sorted(v) for srv, v in syn.items()}
+    for v in (*ctx.server_rst_times.values(), *ctx.refused_times.values()):
         v.sort()
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
         if ctx.idle_closes.get(srv):
-            ctx.idle_timeout[srv] = statistics.median(ctx.idle_closes[srv])
+            ctx.idle_timeout[srv] = median(ctx.idle_closes[srv])
             ctx.idle_timeout_basis[srv] = "idle closes"
         elif len(ctx.race_gaps.get(srv, ())) >= 2:
             # a raced request came just before or just after the timer fired
-            ctx.idle_timeout[srv] = statistics.median(ctx.race_gaps[srv])
+            ctx.idle_timeout[srv] = median(ctx.race_gaps[srv])
             ctx.idle_timeout_basis[srv] = "raced requests"
     return ctx
 
 
-def _count_within(times: list[float], t: float, before: float, after: float) -> int:
+def _samples(d: dict[int, array], srv: int) -> array:
+    a = d.get(srv)
+    if a is None:
+        a = d[srv] = array("d")
+    return a
+
+
+def _sorted(a: array) -> array:
+    """``a`` sorted, as an array("d")."""
+    out = array("d")
+    out.frombytes(np.sort(np.frombuffer(a, dtype=np.float64)).tobytes())
+    return out
+
+
+def median(xs: Sequence[float]) -> float:
+    """``statistics.median`` of floats (the same float), sorted in an array
+    rather than in a list of boxed floats."""
+    s = np.sort(np.asarray(xs, np.float64))
+    n = len(s)
+    if not n:
+        raise ValueError("median of no data")
+    if n % 2:
+        return float(s[n // 2])
+    i = n // 2
+    return (float(s[i - 1]) + float(s[i])) / 2
+
+
+def _count_within(times: Sequence[float], t: float, before: float, after: float) -> int:
     lo = bisect.bisect_left(times, t - before)
     hi = bisect.bisect_right(times, t + after)
     return hi - lo
 
 
 # ------------------------------------------------------------------ facts
+#: Fact objects by (name, text), shared between resets (most texts are
+#: constant; a report keeps every reset's facts); at most _SHARED_FACTS_MAX
+_shared_facts: dict[tuple[str, str], Fact] = {}
+_SHARED_FACTS_MAX = 4096
+
+
 class _Facts(dict):
     def add(self, name: str, text: str) -> None:
-        self[name] = Fact(name, text)
+        f = _shared_facts.get((name, text))
+        if f is None:
+            f = Fact(name, text)
+            if len(_shared_facts) < _SHARED_FACTS_MAX:
+                _shared_facts[(name, text)] = f
+        self[name] = f
 
 
 def _packet_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
@@ -711,7 +753,7 @@ def idle_summary(ctx: Context) -> IdleSummary | None:
     if not ctx.idle_timeout:
         return None
 
-    def samples(srv: int) -> list[float]:
+    def samples(srv: int) -> Sequence[float]:
         if ctx.idle_timeout_basis.get(srv) == "idle closes":
             return ctx.idle_closes[srv]
         return ctx.race_gaps.get(srv, [])

@@ -41,7 +41,7 @@ from .rules import CAUSES, SENDERS, Verdict, classify
 WIDTH = 80
 
 
-@dataclass
+@dataclass(slots=True)
 class ResetRecord:
     conn: Conn
     event: RstEvent

@@ -124,7 +124,7 @@ RULES: tuple[Rule, ...] = (
 # fmt: on
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     cause: str
     sender: str
