@@ -241,9 +241,12 @@ def generate(n_conns: int = 20000, seed: int = 1, duration_s: float = 600.0):
     return heapq.merge(*gens, key=lambda p: p[0]), truth
 
 
-def write(path: str, fmt: str = "pcap", n_conns: int = 20000, seed: int = 1) -> Truth:
-    """fmt: pcap (Ethernet), sll2 (pcap, Linux cooked v2), pcapng, pcap.gz."""
-    pkts, truth = generate(n_conns, seed)
+def write(
+    path: str, fmt: str = "pcap", n_conns: int = 20000, seed: int = 1, duration_s: float = 600.0
+) -> Truth:
+    """fmt: pcap (Ethernet), sll2 (pcap, Linux cooked v2), pcapng, pcap.gz;
+    connections start evenly over ``duration_s`` seconds."""
+    pkts, truth = generate(n_conns, seed, duration_s)
     link = 276 if fmt == "sll2" else 1
     opener = gzip.open if fmt.endswith(".gz") else open
     with opener(path, "wb") as f:  # type: ignore[operator]
