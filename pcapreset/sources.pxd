@@ -19,3 +19,8 @@ cpdef Py_ssize_t _walk(object buf, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t rec,
 @cython.locals(v="const unsigned char[:]", blen="unsigned long long")
 cpdef Py_ssize_t _ng_walk(object buf, Py_ssize_t pos, Py_ssize_t n, bint big, list pk_pos,
                           list pk_if, list pk_kind) except? -1
+
+
+@cython.locals(n=Py_ssize_t, j=Py_ssize_t, p=Py_ssize_t, big=bint, v="const unsigned char[:]",
+               ov="long long[:]", hv="long long[:, :]")
+cpdef tuple _pcap_headers(object buf, list offs, object u32)

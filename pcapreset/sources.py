@@ -187,6 +187,31 @@ def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[in
     return pos
 
 
+def _pcap_headers(buf, offs: list[int], u32: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The records at ``offs``: their offsets and their four header words
+    (seconds, fraction, caplen, wire length) as int64 arrays; ``u32`` is the
+    file's byte order. Compiled (sources.pxd), one loop; else numpy gathers."""
+    n = len(offs)
+    if not cython.compiled:
+        u8 = np.frombuffer(buf, dtype=np.uint8)
+        o = np.asarray(offs, dtype=np.int64)
+        return o, u8[o[:, None] + _R16].view(u32).reshape(-1, 4).astype(np.int64)
+    big = u32 == np.dtype(">u4")
+    o = np.empty(n, dtype=np.int64)
+    hdr = np.empty((n, 4), dtype=np.int64)
+    v = buf
+    ov = o
+    hv = hdr
+    for j in range(n):
+        p = offs[j]
+        ov[j] = p
+        hv[j, 0] = _u32(v, p, big)
+        hv[j, 1] = _u32(v, p + 4, big)
+        hv[j, 2] = _u32(v, p + 8, big)
+        hv[j, 3] = _u32(v, p + 12, big)
+    return o, hdr
+
+
 #: the longest pcapng block accepted before calling it damage
 NG_MAX_BLOCK = MAX_RECORD + 64
 
@@ -418,9 +443,7 @@ class CaptureReader:
         return "more", p - 1
 
     def _pcap_emit(self, buf: bytes, offs: list[int], u32: np.dtype, frame_no: int):
-        u8 = np.frombuffer(buf, dtype=np.uint8)
-        o = np.asarray(offs, dtype=np.int64)
-        hdr = u8[o[:, None] + _R16].view(u32).reshape(-1, 4).astype(np.int64)
+        o, hdr = _pcap_headers(buf, offs, u32)
         caplen = hdr[:, 2]
         wirelen = hdr[:, 3]
         bad = wirelen < caplen
