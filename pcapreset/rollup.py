@@ -24,7 +24,10 @@ import numpy as np
 
 from .advice import advertised_timeout, backend_from_headers
 from .evidence import Votes, hops, idle_close_gap
-from .flows import Conn
+from .findings import conn_findings, no_finding
+from .flows import Conn, FlowTracker
+
+_finish_conn = FlowTracker.finish_conn
 
 #: hops() of every TTL / hop limit
 _HOPS = tuple(hops(t) for t in range(256))
@@ -66,33 +69,7 @@ class Rollup:
     def add(self, c: Conn) -> None:
         """Fold in a connection that is over and finished (FlowTracker.finish_conn),
         with no RST event, no finding and its own round-trip time."""
-        syn, hs = c.syn_ts, c.hs_ts
-        if syn is None or hs is None or hs <= syn or c.rst_events:
-            raise ValueError("only connections with a round-trip time and no reset are folded")
-        rtt = hs - syn  # evidence.conn_rtt
-        self.count += 1
-        srv = c.server
-        key = (c.start, c.client, srv)
-        self.starts.append(key[0])
-        self.clients.append(key[1])
-        self.servers.append(srv)
-        self.server_set.add(srv)
-        sig = self._sig(c)
-        e = self.sigs.get(sig)
-        if e is None:
-            self.sigs[sig] = [1, key]
-        else:
-            e[0] += 1
-            if key < e[1]:
-                e[1] = key
-        _append(self.rtts, srv, rtt)
-        _append(self.syn_times, srv, syn)
-        gap = idle_close_gap(c, rtt)
-        if gap is not None:
-            _append(self.idle_gaps, srv, gap)
-            first = self.idle_first.get(srv)
-            if first is None or key < first:
-                self.idle_first[srv] = key
+        _fold(self, c)
 
     def _sig(self, c: Conn) -> tuple:
         """(client hops, server hops, client host, server host, backend name,
@@ -102,8 +79,8 @@ class Rollup:
         fall back on), the same one _host_hops counts.
         """
         ct, st = c.c.ttls, c.s.ttls
-        ch = _HOPS[max(ct, key=ct.__getitem__)] if ct else None
-        sh = _HOPS[max(st, key=st.__getitem__)] if st else None
+        ch = _HOPS[_mode(ct)] if ct else None
+        sh = _HOPS[_mode(st)] if st else None
         h = c.resp_headers
         name = t = None
         if h:
@@ -216,6 +193,72 @@ class Rollup:
         rank = np.empty(len(starts), dtype=np.int64)
         rank[order] = np.arange(len(starts))
         return rank[:n].tolist()
+
+
+def _fold(r: Rollup, c: Conn) -> None:
+    """:meth:`Rollup.add` (a function, so that the compiled build types it)."""
+    syn, hs = c.syn_ts, c.hs_ts
+    if syn is None or hs is None or hs <= syn or c.rst_events:
+        raise ValueError("only connections with a round-trip time and no reset are folded")
+    rtt = hs - syn  # evidence.conn_rtt
+    r.count += 1
+    srv = c.server
+    key = (c.start, c.client, srv)
+    r.starts.append(c.start)
+    r.clients.append(c.client)
+    r.servers.append(srv)
+    r.server_set.add(srv)
+    sig = r._sig(c)
+    e = r.sigs.get(sig)
+    if e is None:
+        r.sigs[sig] = [1, key]
+    else:
+        e[0] += 1
+        if key < e[1]:
+            e[1] = key
+    _append(r.rtts, srv, rtt)
+    _append(r.syn_times, srv, syn)
+    gap = idle_close_gap(c, rtt)
+    if gap is not None:
+        _append(r.idle_gaps, srv, gap)
+        first = r.idle_first.get(srv)
+        if first is None or key < first:
+            r.idle_first[srv] = key
+
+
+def _mode(counts: dict[int, int]) -> int:
+    """The key with the highest count, the first one on a tie (``max(counts,
+    key=counts.__getitem__)``); ``counts`` is not empty."""
+    best = -1
+    most = -1
+    for k, n in counts.items():
+        if n > most:
+            best, most = k, n
+    return best
+
+
+def split(watch: list[Conn], horizon: float) -> tuple[list[Conn], list[Conn]]:
+    """engine.Evictor's sweep: (the connections of ``watch`` not over by
+    ``horizon``, those over that a Rollup can fold). The others (over, with an
+    RST event or a finding, or without a round-trip time) are in neither:
+    the report needs them."""
+    keep: list[Conn] = []
+    out: list[Conn] = []
+    for c in watch:
+        if c.expires_at > horizon or c.zk.delete_at > horizon:
+            # (expires_at <= zk.delete_at, and is on the Conn itself: most
+            # connections are decided without touching another object)
+            keep.append(c)
+            continue
+        if c.rst_events:
+            continue
+        _finish_conn(c)  # no packet can change it any more
+        syn, hs = c.syn_ts, c.hs_ts
+        if syn is None or hs is None or hs <= syn:
+            continue  # no round-trip time of its own (evidence.conn_rtt)
+        if no_finding(c) or not conn_findings(c):
+            out.append(c)
+    return keep, out
 
 
 def _append(d: dict[int, array], srv: int, x: float) -> None:
