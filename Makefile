@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 # the per-packet loops are compiled in place (setup.py, Cython); rebuild them
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
 $(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/connstate.py \
-		pcapreset/sources.py pcapreset/sources.pxd | $(VENV)/.installed
+		pcapreset/sources.py pcapreset/sources.pxd pcapreset/findings.py \
+		pcapreset/findings.pxd pcapreset/rollup.py pcapreset/rollup.pxd | $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

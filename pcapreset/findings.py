@@ -13,8 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .evidence import RACE_SLACK_S, conn_rtt, fin_crossed
 from .flows import Conn, Dir
+
+#: True when this module runs compiled (setup.py; only no_finding is typed)
+COMPILED: bool = cython.compiled
 
 FINDING_CODES = (
     "backlog_overflow",

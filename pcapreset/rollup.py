@@ -22,12 +22,20 @@ from array import array
 
 import numpy as np
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .advice import advertised_timeout, backend_from_headers
-from .evidence import Votes, hops, idle_close_gap
+from .evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
 from .findings import conn_findings, no_finding
 from .flows import Conn, FlowTracker
 
 _finish_conn = FlowTracker.finish_conn
+
+#: True when this module runs compiled (setup.py: split and Rollup.add are typed)
+COMPILED: bool = cython.compiled
 
 #: hops() of every TTL / hop limit
 _HOPS = tuple(hops(t) for t in range(256))
@@ -70,28 +78,6 @@ class Rollup:
         """Fold in a connection that is over and finished (FlowTracker.finish_conn),
         with no RST event, no finding and its own round-trip time."""
         _fold(self, c)
-
-    def _sig(self, c: Conn) -> tuple:
-        """(client hops, server hops, client host, server host, backend name,
-        advertised timeout): every vote a connection without RST casts.
-
-        Its side_ttl is the most common TTL of the side's packets (no RST to
-        fall back on), the same one _host_hops counts.
-        """
-        ct, st = c.c.ttls, c.s.ttls
-        ch = _HOPS[_mode(ct)] if ct else None
-        sh = _HOPS[_mode(st)] if st else None
-        h = c.resp_headers
-        name = t = None
-        if h:
-            hk = (h.get("server"), h.get("keep-alive"), h.get("connection"))
-            known = self._headers.get(hk)
-            if known is None:
-                known = (backend_from_headers(h), advertised_timeout(h))
-                if known[1] == known[1]:  # a NaN is its own value each time (as in a Counter)
-                    self._headers[hk] = known
-            name, t = known
-        return (ch, sh, c.client >> 16, c.server >> 16, name, t)
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
         """(pairs, client only, server only, host hops, backends, timeouts): the
@@ -208,7 +194,7 @@ def _fold(r: Rollup, c: Conn) -> None:
     r.clients.append(c.client)
     r.servers.append(srv)
     r.server_set.add(srv)
-    sig = r._sig(c)
+    sig = _sig(r, c)
     e = r.sigs.get(sig)
     if e is None:
         r.sigs[sig] = [1, key]
@@ -218,12 +204,57 @@ def _fold(r: Rollup, c: Conn) -> None:
             e[1] = key
     _append(r.rtts, srv, rtt)
     _append(r.syn_times, srv, syn)
-    gap = idle_close_gap(c, rtt)
+    gap = _idle_gap(c, rtt)
     if gap is not None:
         _append(r.idle_gaps, srv, gap)
         first = r.idle_first.get(srv)
         if first is None or key < first:
             r.idle_first[srv] = key
+
+
+def _sig(r: Rollup, c: Conn) -> tuple:
+    """(client hops, server hops, client host, server host, backend name,
+    advertised timeout): every vote a connection without RST casts.
+
+    Its side_ttl is the most common TTL of the side's packets (no RST to
+    fall back on), the same one _host_hops counts.
+    """
+    ct, st = c.c.ttls, c.s.ttls
+    ch = _HOPS[_mode(ct)] if ct else None
+    sh = _HOPS[_mode(st)] if st else None
+    h = c.resp_headers
+    name = t = None
+    if h:
+        hk = (h.get("server"), h.get("keep-alive"), h.get("connection"))
+        known = r._headers.get(hk)
+        if known is None:
+            known = (backend_from_headers(h), advertised_timeout(h))
+            if known[1] == known[1]:  # a NaN is its own value each time (as in a Counter)
+                r._headers[hk] = known
+        name, t = known
+    return (ch, sh, c.client >> 16, c.server >> 16, name, t)
+
+
+def _idle_gap(c: Conn, rtt: float) -> float | None:
+    """evidence.idle_close_gap(c, rtt), worked out here when every exchange
+    is complete (no request can be waiting: the common case)."""
+    fin = c.s.fin_ts
+    if fin is None or not c.exchanges:
+        return None
+    cfin = c.c.fin_ts
+    if cfin is not None and cfin < fin:
+        return None
+    best = None
+    for ex in c.exchanges:
+        end = ex.resp_end_ts
+        if end is None:
+            return idle_close_gap(c, rtt)  # a request may be waiting: the full test
+        if end < fin and (best is None or end > best):
+            best = end
+    if best is None:
+        return None
+    gap = fin - best
+    return gap if gap >= MIN_IDLE_CLOSE_S else None
 
 
 def _mode(counts: dict[int, int]) -> int:
