@@ -325,8 +325,8 @@ class Evictor:
                 ).tolist()
             )
         until = self.evicted_until
+        rollup.add_many(out)
         for c, k in zip(out, keys, strict=True):
-            rollup.add(c)
             dead.add(id(c))
             if active.get(k) is c:
                 if k not in shared:
