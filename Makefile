@@ -22,7 +22,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
 $(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/connstate.py \
 		pcapreset/sources.py pcapreset/sources.pxd pcapreset/decode_kernel.py \
-		pcapreset/decode_kernel.pxd pcapreset/httphead.py pcapreset/httphead.pxd | $(VENV)/.installed
+		pcapreset/decode_kernel.pxd pcapreset/httphead.py pcapreset/httphead.pxd \
+		pcapreset/findings.py pcapreset/findings.pxd pcapreset/rollup.py \
+		pcapreset/rollup.pxd | $(VENV)/.installed
 	$(PIP_E) --no-deps -e . || $(PY) -m pip install -q --no-deps -e .
 	touch $@
 

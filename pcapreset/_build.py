@@ -17,7 +17,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles
-MODULES = ("flows", "connstate", "sources", "decode_kernel", "httphead")
+MODULES = ("flows", "connstate", "sources", "decode_kernel", "httphead", "findings", "rollup")
+#: compiled modules that use another one's C types (``cimport``, see their
+#: .pxd): they load only next to that module compiled from the same
+#: declarations, so they run from source whenever it does
+CIMPORTS = {"findings": ("flows",), "rollup": ("flows",)}
 
 
 def compiled_path(module: str) -> str | None:
@@ -29,19 +33,29 @@ def compiled_path(module: str) -> str | None:
 
 
 def stale(module: str) -> bool:
-    """A compiled ``module`` exists in a git checkout and is older than its source."""
+    """A compiled ``module`` exists in a git checkout (or worktree) and is older
+    than its source or the declarations it cimports."""
     so = compiled_path(module)
-    if so is None or not os.path.isdir(os.path.join(HERE, os.pardir, ".git")):
+    if so is None or not os.path.exists(os.path.join(HERE, os.pardir, ".git")):
         return False
     try:
         built = os.path.getmtime(so)
     except OSError:
         return False
-    for ext in (".py", ".pxd"):
-        src = os.path.join(HERE, module + ext)
+    sources = [module + ".py", module + ".pxd", *(m + ".pxd" for m in CIMPORTS.get(module, ()))]
+    for name in sources:
+        src = os.path.join(HERE, name)
         if os.path.exists(src) and os.path.getmtime(src) > built:
             return True
     return False
+
+
+def _runs_compiled(module: str) -> bool:
+    """pcapreset.``module`` is (or will be) its compiled build."""
+    mod = sys.modules.get(f"pcapreset.{module}")
+    if mod is not None:
+        return not str(getattr(mod, "__file__", "")).endswith(".py")
+    return compiled_path(module) is not None and not stale(module)
 
 
 def load_source(name: str, module: str) -> object:
@@ -60,8 +74,11 @@ def load_source(name: str, module: str) -> object:
 
 
 def prefer_fresh_source() -> None:
-    """Import the stale compiled modules from their source instead."""
+    """Import the stale compiled modules from their source instead, and the
+    ones whose cimported module runs from source (stale, or not built)."""
     for m in MODULES:
         name = f"pcapreset.{m}"
-        if name not in sys.modules and stale(m):
+        if name in sys.modules or compiled_path(m) is None:
+            continue
+        if stale(m) or not all(_runs_compiled(d) for d in CIMPORTS.get(m, ())):
             load_source(name, m)

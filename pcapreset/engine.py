@@ -19,10 +19,10 @@ import numpy as np
 from .decode import SUPPORTED_LINKTYPES, AddressBook, Decoder, DecodeStats, TcpBatch, concat
 from .decode import linktype_name as linktype_name
 from .errors import CaptureError
-from .evidence import conn_order, conn_rtt
-from .findings import conn_findings
+from .evidence import conn_order
 from .flows import Conn, FlowTracker, RstEvent, conn_keys, freeze_conn
 from .rollup import Rollup
+from .rollup import split as rollup_split
 from .sources import CaptureReader, FrameBatch, SourceInfo
 
 #: Called as progress(bytes_done, bytes_total, packets_done)
@@ -306,22 +306,7 @@ class Evictor:
 
     def sweep(self, horizon: float) -> None:
         """Evict the watched connections that are over by ``horizon``."""
-        keep: list[Conn] = []
-        out: list[Conn] = []
-        frozen: list[Conn] = []
-        finish_conn = FlowTracker.finish_conn
-        for c in self.watch:
-            if c.expires_at > horizon or c.zk.delete_at > horizon:
-                # (expires_at <= zk.delete_at, and is on the Conn itself: most
-                # connections are decided without touching another object)
-                keep.append(c)
-                continue
-            if c.rst_events:
-                frozen.append(c)  # the report needs it: kept, slimmed
-                continue
-            finish_conn(c)  # no packet can change it any more
-            if conn_rtt(c) is not None and not conn_findings(c):
-                out.append(c)
+        keep, out, frozen = rollup_split(self.watch, horizon)
         self.watch = keep
         if frozen:
             reachable = self._untrack(frozen)
@@ -332,9 +317,9 @@ class Evictor:
             self._evict(out)
 
     def _evict(self, out: list[Conn]) -> None:
-        rollup, dead = self.rollup, self.dead
+        dead = self.dead
+        self.rollup.add_many(out)
         for c in out:
-            rollup.add(c)
             dead.add(id(c))
         self._untrack(out)
         if len(dead) >= COMPACT_SHARE * len(self.ft.conns):

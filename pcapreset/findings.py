@@ -13,8 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .evidence import RACE_SLACK_S, conn_rtt, fin_crossed
 from .flows import Conn, Dir
+
+#: True when this module runs compiled (setup.py; only no_finding is typed)
+COMPILED: bool = cython.compiled
 
 FINDING_CODES = (
     "backlog_overflow",
@@ -180,6 +188,39 @@ FINDING_RULES: tuple[FindingRule, ...] = (
     FindingRule("upstream_timeout", _upstream_timeout),
     FindingRule("zero_window", _zero_window, exclusive=False),
 )
+
+
+def no_finding(c: Conn) -> bool:
+    """True when no row of :data:`FINDING_RULES` can hold for ``c``: a cheap
+    test from its counters and its exchanges' times, so that eviction need not
+    run every rule on the many plain connections. False only means "maybe":
+    then :func:`conn_findings` decides. (A new rule must be added here too:
+    tests/test_findings_fast.py checks this agrees with the rules.)
+    """
+    cd, sd = c.c, c.s
+    if (
+        sd.synack >= 2  # backlog_overflow (with hs_done), or ...
+        or cd.syn_retrans  # ... a retransmitted SYN (with a SYN-ACK)
+        or cd.mss_retrans >= 2  # mtu_blackhole
+        or sd.mss_retrans >= 2
+        or cd.small_retrans  # mtu_blackhole (far side)
+        or cd.zero_win  # zero_window
+        or sd.zero_win
+    ):
+        return False
+    exs = c.exchanges
+    if not exs:
+        return True  # the other rules need an exchange
+    for ex in exs:
+        # premature_close needs a request without a complete response
+        if ex.resp_end_ts is None and ex.req_ts is not None:
+            return False
+    # upstream_timeout: nginx's FIN after the last request, before its response ended
+    fin = cd.fin_ts
+    ex = exs[-1]
+    if fin is None or ex.req_ts is None or fin <= ex.req_ts:
+        return True
+    return ex.resp_end_ts is not None and ex.resp_end_ts <= fin
 
 
 def conn_findings(c: Conn) -> list[tuple[str, str]]:

@@ -22,39 +22,52 @@ from array import array
 
 import numpy as np
 
+try:
+    import cython
+except ImportError:  # no Cython installed: plain Python
+    from . import _nocython as cython  # type: ignore[no-redef]
+
 from .advice import advertised_timeout, backend_from_headers
-from .evidence import Votes, hops, idle_close_gap
-from .flows import Conn
+from .evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
+from .findings import conn_findings, no_finding
+from .flows import Conn, FlowTracker
+
+_finish_conn = FlowTracker.finish_conn
+
+#: True when this module runs compiled (setup.py: split and Rollup.add are typed)
+COMPILED: bool = cython.compiled
+
+# columns of a Rollup's rows
+_START, _RTT, _SYN, _GAP = 0, 1, 2, 3
+_CLIENT, _SERVER, _SIG = 0, 1, 2
+_NAN = float("nan")
 
 #: hops() of every TTL / hop limit
 _HOPS = tuple(hops(t) for t in range(256))
 
 
 class Rollup:
-    """An incremental summary of evicted connections (see the module docstring)."""
+    """An incremental summary of evicted connections (see the module docstring).
+
+    Per connection it keeps one row of numbers, in blocks of numpy arrays
+    (one block per :meth:`add_many`): the floats (start, RTT, SYN time, idle
+    close gap or NaN) and the integers (client, server, vote signature). The
+    per-server tables and the votes the report reads are worked out from the
+    rows when asked for (and kept until more connections come).
+    """
 
     def __init__(self) -> None:
         self.count = 0
-        #: (start, client, server) of every evicted connection: the report's ids
-        #: (ranks in that order) of the kept ones count them in
-        self.starts = array("d")
-        self.clients = array("q")
-        self.servers = array("q")
-        #: what a connection votes for (see :meth:`_sig`) -> [connections, the
-        #: first one's (start, client, server)]: the votes below are sums of these
-        self.sigs: dict[tuple, list] = {}
-        self._votes: tuple | None = None
+        self._f: list[np.ndarray] = []  # (n, 4) float64 blocks: _START, _RTT, _SYN, _GAP
+        self._i: list[np.ndarray] = []  # (n, 3) int64 blocks: _CLIENT, _SERVER, _SIG
+        #: what connections vote for (see :func:`_sig`), in order of first
+        #: appearance; a row's _SIG is its index here
+        self.sig_list: list[tuple] = []
+        self._sig_ids: dict[tuple, int] = {}
         #: header values (Server, Keep-Alive, Connection) -> (backend name, timeout)
         self._headers: dict[tuple, tuple] = {}
-        #: server endpoint -> handshake round-trip times (s)
-        self.rtts: dict[int, array] = {}
-        #: server endpoint -> SYN times
-        self.syn_times: dict[int, array] = {}
-        #: server endpoint -> idle close gaps (s), and the first connection's order key
-        self.idle_gaps: dict[int, array] = {}
-        self.idle_first: dict[int, tuple[float, int, int]] = {}
-        #: every server endpoint (api.analyze matches them with nginx.conf)
-        self.server_set: set[int] = set()
+        self._votes: tuple | None = None
+        self._derived: tuple[int, dict] | None = None
         #: a packet older than an evicted connection's close came after it was
         #: evicted (the capture's clock went backwards): the summary may not be
         #: what the report would have computed; engine.run analyses again
@@ -66,55 +79,111 @@ class Rollup:
     def add(self, c: Conn) -> None:
         """Fold in a connection that is over and finished (FlowTracker.finish_conn),
         with no RST event, no finding and its own round-trip time."""
-        syn, hs = c.syn_ts, c.hs_ts
-        if syn is None or hs is None or hs <= syn or c.rst_events:
-            raise ValueError("only connections with a round-trip time and no reset are folded")
-        rtt = hs - syn  # evidence.conn_rtt
-        self.count += 1
-        srv = c.server
-        key = (c.start, c.client, srv)
-        self.starts.append(key[0])
-        self.clients.append(key[1])
-        self.servers.append(srv)
-        self.server_set.add(srv)
-        sig = self._sig(c)
-        e = self.sigs.get(sig)
-        if e is None:
-            self.sigs[sig] = [1, key]
-        else:
-            e[0] += 1
-            if key < e[1]:
-                e[1] = key
-        _append(self.rtts, srv, rtt)
-        _append(self.syn_times, srv, syn)
-        gap = idle_close_gap(c, rtt)
-        if gap is not None:
-            _append(self.idle_gaps, srv, gap)
-            first = self.idle_first.get(srv)
-            if first is None or key < first:
-                self.idle_first[srv] = key
+        self.add_many([c])
 
-    def _sig(self, c: Conn) -> tuple:
-        """(client hops, server hops, client host, server host, backend name,
-        advertised timeout): every vote a connection without RST casts.
+    def add_many(self, conns: list[Conn]) -> None:
+        """:meth:`add` for each of ``conns``, in order."""
+        for c in conns:
+            syn, hs = c.syn_ts, c.hs_ts
+            if syn is None or hs is None or hs <= syn or c.rst_events:
+                raise ValueError("only connections with a round-trip time and no reset are folded")
+        n = len(conns)
+        if not n:
+            return
+        fa = np.empty((n, 4), np.float64)
+        ia = np.empty((n, 3), np.int64)
+        _fold(self, conns, fa, ia)
+        self._f.append(fa)
+        self._i.append(ia)
+        self.count += n
 
-        Its side_ttl is the most common TTL of the side's packets (no RST to
-        fall back on), the same one _host_hops counts.
-        """
-        ct, st = c.c.ttls, c.s.ttls
-        ch = _HOPS[max(ct, key=ct.__getitem__)] if ct else None
-        sh = _HOPS[max(st, key=st.__getitem__)] if st else None
-        h = c.resp_headers
-        name = t = None
-        if h:
-            hk = (h.get("server"), h.get("keep-alive"), h.get("connection"))
-            known = self._headers.get(hk)
-            if known is None:
-                known = (backend_from_headers(h), advertised_timeout(h))
-                if known[1] == known[1]:  # a NaN is its own value each time (as in a Counter)
-                    self._headers[hk] = known
-            name, t = known
-        return (ch, sh, c.client >> 16, c.server >> 16, name, t)
+    def _sig_id(self, sig: tuple) -> int:
+        sid = self._sig_ids.get(sig)
+        if sid is None:
+            sid = self._sig_ids[sig] = len(self.sig_list)
+            self.sig_list.append(sig)
+        return sid
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row: (floats (n, 4), integers (n, 3)), the blocks joined."""
+        if len(self._f) != 1:
+            self._f = [np.concatenate(self._f) if self._f else np.empty((0, 4), np.float64)]
+            self._i = [np.concatenate(self._i) if self._i else np.empty((0, 3), np.int64)]
+        return self._f[0], self._i[0]
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Start time of every evicted connection (with :attr:`clients` and
+        :attr:`servers`: the keys the report's ids of the kept ones count in)."""
+        return self._rows()[0][:, _START]
+
+    @property
+    def clients(self) -> np.ndarray:
+        return self._rows()[1][:, _CLIENT]
+
+    @property
+    def servers(self) -> np.ndarray:
+        return self._rows()[1][:, _SERVER]
+
+    def _tables(self) -> dict:
+        if self._derived is not None and self._derived[0] == self.count:
+            return self._derived[1]
+        f, i = self._rows()
+        srv = i[:, _SERVER]
+        gap = ~np.isnan(f[:, _GAP])
+        # rows in report order (start, client, server): the first voter's key
+        order = np.lexsort((srv, i[:, _CLIENT], f[:, _START]))
+        sigs: dict[tuple, list] = {}
+        if len(order):
+            counts = np.bincount(i[:, _SIG], minlength=len(self.sig_list)).tolist()
+            firsts = _first_rows(i[order, _SIG], order)
+            for sid, sig in enumerate(self.sig_list):
+                if counts[sid]:
+                    sigs[sig] = [counts[sid], _key(f, i, firsts[sid])]
+        gap_rows = order[gap[order]]
+        idle_first = {s: _key(f, i, r) for s, r in _first_rows(srv[gap_rows], gap_rows).items()}
+        idle_gaps = _by_server(srv[gap], f[gap, _GAP])
+        out = {
+            "sigs": sigs,
+            "rtts": _by_server(srv, f[:, _RTT]),
+            "syn_times": _by_server(srv, f[:, _SYN]),
+            "idle_gaps": idle_gaps,
+            "idle_first": {s: idle_first[s] for s in idle_gaps},
+            "server_set": set(srv.tolist()),
+        }
+        self._derived = (self.count, out)
+        return out
+
+    @property
+    def sigs(self) -> dict[tuple, list]:
+        """What connections vote for -> [connections, the first one's (start,
+        client, server)]: the votes below are sums of these."""
+        return self._tables()["sigs"]
+
+    @property
+    def rtts(self) -> dict[int, array]:
+        """server endpoint -> handshake round-trip times (s), in folding order"""
+        return self._tables()["rtts"]
+
+    @property
+    def syn_times(self) -> dict[int, array]:
+        """server endpoint -> SYN times"""
+        return self._tables()["syn_times"]
+
+    @property
+    def idle_gaps(self) -> dict[int, array]:
+        """server endpoint -> idle close gaps (s)"""
+        return self._tables()["idle_gaps"]
+
+    @property
+    def idle_first(self) -> dict[int, tuple[float, int, int]]:
+        """server endpoint -> the order key of its first connection with an idle close gap"""
+        return self._tables()["idle_first"]
+
+    @property
+    def server_set(self) -> set[int]:
+        """every server endpoint (api.analyze matches them with nginx.conf)"""
+        return self._tables()["server_set"]
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
         """(pairs, client only, server only, host hops, backends, timeouts): the
@@ -170,27 +239,14 @@ class Rollup:
 
     def merge(self, other: Rollup) -> None:
         """Add another Rollup (a shard worker's) to this one."""
-        self.count += other.count
-        self.starts.extend(other.starts)
-        self.clients.extend(other.clients)
-        self.servers.extend(other.servers)
-        self.server_set |= other.server_set
-        for sig, (n, key) in other.sigs.items():
-            e = self.sigs.get(sig)
-            if e is None:
-                self.sigs[sig] = [n, key]
-            else:
-                e[0] += n
-                if key < e[1]:
-                    e[1] = key
-        for src, dst in ((other.rtts, self.rtts), (other.syn_times, self.syn_times),
-                         (other.idle_gaps, self.idle_gaps)):  # fmt: skip
-            for srv, arr in src.items():
-                dst.setdefault(srv, array("d")).extend(arr)
-        for srv, key in other.idle_first.items():
-            first = self.idle_first.get(srv)
-            if first is None or key < first:
-                self.idle_first[srv] = key
+        if other.count:
+            f, i = other._rows()
+            remap = np.array([self._sig_id(sig) for sig in other.sig_list], np.int64)
+            i = i.copy()
+            i[:, _SIG] = remap[i[:, _SIG]]
+            self._f.append(f.copy())
+            self._i.append(i)
+            self.count += other.count
         self.reordered = self.reordered or other.reordered
 
     def ranks(self, kept: list[Conn]) -> list[int]:
@@ -200,15 +256,9 @@ class Rollup:
         n = len(kept)
         if not self.count:
             return list(range(n))
-        starts = np.concatenate(
-            [np.fromiter((c.start for c in kept), np.float64, n), np.frombuffer(self.starts)]
-        )
-        clients = np.concatenate(
-            [np.fromiter((c.client for c in kept), np.int64, n), np.frombuffer(self.clients, "q")]
-        )
-        servers = np.concatenate(
-            [np.fromiter((c.server for c in kept), np.int64, n), np.frombuffer(self.servers, "q")]
-        )
+        starts = np.concatenate([np.fromiter((c.start for c in kept), np.float64, n), self.starts])
+        clients = np.concatenate([np.fromiter((c.client for c in kept), np.int64, n), self.clients])
+        servers = np.concatenate([np.fromiter((c.server for c in kept), np.int64, n), self.servers])
         evicted = np.zeros(len(starts), dtype=np.int8)
         evicted[n:] = 1
         seq = np.arange(len(starts))
@@ -218,8 +268,160 @@ class Rollup:
         return rank[:n].tolist()
 
 
-def _append(d: dict[int, array], srv: int, x: float) -> None:
-    a = d.get(srv)
-    if a is None:
-        a = d[srv] = array("d")
-    a.append(x)
+def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
+    """Fill the rows ``fa`` / ``ia`` of :meth:`Rollup.add_many` (a function, so
+    that the compiled build types it)."""
+    f = fa
+    i = ia
+    # the last connection's signature: the next one most often has the same
+    have = False
+    last_ch = last_sh = last_chost = last_shost = last_sid = 0
+    last_h0 = last_h1 = last_h2 = None
+    for k in range(len(conns)):
+        c = conns[k]
+        syn = c.syn_ts
+        rtt = c.hs_ts - syn  # type: ignore[operator]  # evidence.conn_rtt (add_many checked)
+        f[k, _START] = c.start
+        f[k, _RTT] = rtt
+        f[k, _SYN] = syn
+        gap = _idle_gap(c, rtt)
+        f[k, _GAP] = _NAN if gap is None else gap
+        i[k, _CLIENT] = c.client
+        i[k, _SERVER] = c.server
+        ct, st = c.c.ttls, c.s.ttls
+        ch = _HOPS[_mode(ct)] if ct else -1
+        sh = _HOPS[_mode(st)] if st else -1
+        chost = c.client >> 16
+        shost = c.server >> 16
+        h = c.resp_headers
+        if h:
+            h0, h1, h2 = h.get("server"), h.get("keep-alive"), h.get("connection")
+        else:
+            h0 = h1 = h2 = None
+        if not (
+            have
+            and ch == last_ch
+            and sh == last_sh
+            and chost == last_chost
+            and shost == last_shost
+            and h0 == last_h0
+            and h1 == last_h1
+            and h2 == last_h2
+        ):
+            sig, have = _sig(r, ch, sh, chost, shost, h, (h0, h1, h2))
+            last_sid = r._sig_id(sig)
+            last_ch, last_sh, last_chost, last_shost = ch, sh, chost, shost
+            last_h0, last_h1, last_h2 = h0, h1, h2
+        i[k, _SIG] = last_sid
+
+
+def _sig(
+    r: Rollup, ch: int, sh: int, chost: int, shost: int, h: dict[str, str], hk: tuple
+) -> tuple[tuple, bool]:
+    """((client hops, server hops, client host, server host, backend name,
+    advertised timeout), reusable): every vote a connection without RST casts,
+    and whether the next connection with the same hops, hosts and header
+    values ``hk`` casts the same (not when the timeout is NaN: a NaN is its own
+    value each time, as in a Counter).
+
+    Its side_ttl is the most common TTL of the side's packets (no RST to
+    fall back on), the same one _host_hops counts (-1 here: no packet).
+    """
+    name = t = None
+    reusable = True
+    if h:
+        known = r._headers.get(hk)
+        if known is None:
+            known = (backend_from_headers(h), advertised_timeout(h))
+            if known[1] == known[1]:
+                r._headers[hk] = known
+            else:
+                reusable = False
+        name, t = known
+    sig = (None if ch < 0 else ch, None if sh < 0 else sh, chost, shost, name, t)
+    return sig, reusable
+
+
+def _idle_gap(c: Conn, rtt: float) -> float | None:
+    """evidence.idle_close_gap(c, rtt), worked out here when every exchange
+    is complete (no request can be waiting: the common case)."""
+    fin = c.s.fin_ts
+    if fin is None or not c.exchanges:
+        return None
+    cfin = c.c.fin_ts
+    if cfin is not None and cfin < fin:
+        return None
+    best = None
+    for ex in c.exchanges:
+        end = ex.resp_end_ts
+        if end is None:
+            return idle_close_gap(c, rtt)  # a request may be waiting: the full test
+        if end < fin and (best is None or end > best):
+            best = end
+    if best is None:
+        return None
+    gap = fin - best
+    return gap if gap >= MIN_IDLE_CLOSE_S else None
+
+
+def _mode(counts: dict[int, int]) -> int:
+    """The key with the highest count, the first one on a tie (``max(counts,
+    key=counts.__getitem__)``); ``counts`` is not empty."""
+    best = -1
+    most = -1
+    for k, n in counts.items():
+        if n > most:
+            best, most = k, n
+    return best
+
+
+def split(watch: list[Conn], horizon: float) -> tuple[list[Conn], list[Conn], list[Conn]]:
+    """engine.Evictor's sweep: (the connections of ``watch`` not over by
+    ``horizon``, those over that a Rollup can fold, those over with an RST
+    event: kept for the report, slimmed). The others (over, with a finding or
+    without a round-trip time) are in none: the report needs them whole."""
+    keep: list[Conn] = []
+    out: list[Conn] = []
+    frozen: list[Conn] = []
+    for c in watch:
+        if c.expires_at > horizon or c.zk.delete_at > horizon:
+            # (expires_at <= zk.delete_at, and is on the Conn itself: most
+            # connections are decided without touching another object)
+            keep.append(c)
+            continue
+        if c.rst_events:
+            frozen.append(c)
+            continue
+        _finish_conn(c)  # no packet can change it any more
+        syn, hs = c.syn_ts, c.hs_ts
+        if syn is None or hs is None or hs <= syn:
+            continue  # no round-trip time of its own (evidence.conn_rtt)
+        if no_finding(c) or not conn_findings(c):
+            out.append(c)
+    return keep, out, frozen
+
+
+def _first_rows(keys: np.ndarray, rows: np.ndarray) -> dict[int, int]:
+    """key -> the row of its first occurrence in ``keys`` (``rows[j]``: the row of ``keys[j]``)."""
+    uniq, first = np.unique(keys, return_index=True)
+    return dict(zip(uniq.tolist(), rows[first].tolist(), strict=True))
+
+
+def _key(f: np.ndarray, i: np.ndarray, row: int) -> tuple[float, int, int]:
+    """(start, client, server) of a row: its connection's order key."""
+    return (float(f[row, _START]), int(i[row, _CLIENT]), int(i[row, _SERVER]))
+
+
+def _by_server(servers: np.ndarray, values: np.ndarray) -> dict[int, array]:
+    """server -> its values in row order, servers in order of first appearance."""
+    if not len(servers):
+        return {}
+    order = np.argsort(servers, kind="stable")
+    uniq, start, counts = np.unique(servers[order], return_index=True, return_counts=True)
+    vals = values[order]
+    out = {}
+    for j in np.argsort(order[start], kind="stable").tolist():  # first appearance
+        a = array("d")
+        a.frombytes(vals[start[j] : start[j] + counts[j]].tobytes())
+        out[int(uniq[j])] = a
+    return out

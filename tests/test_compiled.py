@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, MALFORMED, sample_captures
 
-from pcapreset import _build, connstate, decode_kernel, flows, sources
+from pcapreset import _build, connstate, decode_kernel, findings, flows, httphead, rollup, sources
 from pcapreset.decode import AddressBook, Decoder
 from pcapreset.engine import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
@@ -75,7 +75,7 @@ def conns_of(mod, path: str) -> list:
 )
 def test_ci_runs_the_compiled_tracker():
     """make test builds the extension: CI must test (and bench) the compiled code."""
-    for mod in (flows, connstate, sources, decode_kernel):
+    for mod in (flows, connstate, sources, decode_kernel, httphead, findings, rollup):
         assert mod.COMPILED, f"{mod.__name__} is not compiled ({mod.__file__})"
     assert not any(_build.stale(m) for m in _build.MODULES)
 
@@ -84,6 +84,8 @@ def test_plain_source_is_uncompiled():
     assert plain("flows").COMPILED is False
     assert plain_flows().zeek.__file__.endswith("connstate.py")
     assert plain("sources").COMPILED is False
+    assert plain("findings").COMPILED is False
+    assert plain("rollup").COMPILED is False
 
 
 def _compare(path: Path) -> None:
@@ -152,3 +154,72 @@ def test_compiled_reader_equals_plain(path):
     fast = frames_of(sources, str(path))
     slow = frames_of(plain("sources"), str(path))
     assert fast == slow
+
+
+# ----------------------------------------------------------- eviction's work
+def _rollup_fields(r) -> dict:
+    return {
+        "count": r.count,
+        "keys": list(zip(r.starts, r.clients, r.servers, strict=True)),
+        "votes": [v.v for v in (r.pairs, r.conly, r.sonly, r.backends, r.timeouts)],
+        "host_hops": {h: v.v for h, v in r.host_hops.items()},
+        "rtts": {k: list(v) for k, v in r.rtts.items()},
+        "syn": {k: list(v) for k, v in r.syn_times.items()},
+        "idle": {k: list(v) for k, v in r.idle_gaps.items()},
+        "idle_first": r.idle_first,
+        "servers": r.server_set,
+    }
+
+
+def _compare_eviction(path: Path) -> None:
+    """findings.no_finding / conn_findings, rollup.split and Rollup.add give
+    the same answers compiled and from source, on every connection."""
+    if not (findings.COMPILED and rollup.COMPILED):
+        pytest.skip("findings / rollup are not compiled here: nothing to compare")
+    try:
+        conns = conns_of_tracker(str(path))
+    except PcapResetError as e:
+        pytest.skip(f"unreadable: {e}")
+    pf, pr = plain("findings"), plain("rollup")
+    for c in conns:
+        assert findings.no_finding(c) == pf.no_finding(c)
+        assert findings.conn_findings(c) == pf.conn_findings(c)
+    inf = float("inf")
+    keep, out, frozen = rollup.split(list(conns), inf)
+    assert (keep, out, frozen) == pr.split(list(conns), inf)
+    assert rollup.split(list(conns), -inf) == pr.split(list(conns), -inf)
+    fast, slow = rollup.Rollup(), pr.Rollup()
+    for c in out:
+        fast.add(c)
+        slow.add(c)
+    assert _rollup_fields(fast) == _rollup_fields(slow)
+
+
+def conns_of_tracker(path: str) -> list:
+    readers = open_readers([path])
+    ft = flows.FlowTracker()
+    for b in decoded_timeline(readers, Decoder(AddressBook())):
+        ft.feed(b)
+    for r in readers:
+        r.close()
+    return ft.finish()
+
+
+@pytest.mark.parametrize(
+    "path", [*sample_captures(), *CORPUS_FILES], ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_compiled_eviction_equals_plain(path):
+    _compare_eviction(path)
+
+
+def test_compiled_eviction_equals_plain_on_generated(tmp_path):
+    """A generated capture: hundreds of foldable connections (not vacuous)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import benchgen
+
+    path = tmp_path / "gen.pcap"
+    benchgen.write(str(path), "pcap", n_conns=400, seed=11)
+    _compare_eviction(path)
+    assert len(rollup.split(conns_of_tracker(str(path)), float("inf"))[1]) > 200

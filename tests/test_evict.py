@@ -157,13 +157,13 @@ def test_stream_context_is_the_full_context(generated, monkeypatch):
     """Mid-capture, build_context(tracker.conns, rollup) is the context over
     every connection so far (the live verdict stream relies on it)."""
     folded = []
-    add = Rollup.add
+    add_many = Rollup.add_many
 
-    def recording_add(self, c):
-        folded.append(c)
-        add(self, c)
+    def recording_add_many(self, conns):
+        folded.extend(conns)
+        add_many(self, conns)
 
-    monkeypatch.setattr(Rollup, "add", recording_add)
+    monkeypatch.setattr(Rollup, "add_many", recording_add_many)
     checked = 0
 
     def on_batch(ft, _dec, rollup):
