@@ -154,6 +154,15 @@ _COLS = "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx fram
 _INT_COLS = _COLS[1:]
 
 
+def _inside(fb: FrameBatch) -> bool:
+    """Every frame lies inside the batch's buffer (the kernel reads unchecked)."""
+    return (
+        int(fb.off.min()) >= 0
+        and int(fb.caplen.min()) >= 0
+        and int((fb.off + fb.caplen).max()) <= len(fb.buf)
+    )
+
+
 def _i64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
@@ -276,7 +285,7 @@ class Decoder:
         self.kernel = decode_kernel.COMPILED if kernel is None else kernel
 
     def decode(self, fb: FrameBatch) -> TcpBatch:
-        if self.kernel and len(fb.off):
+        if self.kernel and len(fb.off) and _inside(fb):
             return self._decode_kernel(fb)
         return self._decode_numpy(fb)
 

@@ -1,3 +1,4 @@
+# cython: boundscheck=False, wraparound=False
 """decode_kernel: decode's per-frame loop for the common case (compiled).
 
 :func:`ipv4_tcp` walks a batch's frames once and settles every frame that is
@@ -10,7 +11,9 @@ agree on every frame the kernel settles (tests/test_decode_kernel.py).
 Compiled (setup.py; decode_kernel.pxd types the loop) it costs a few tens of
 nanoseconds per frame instead of ~40 numpy passes per chunk; decode.py uses
 it only then (as plain Python the numpy code is faster), but the source runs
-uncompiled too, with the same results.
+uncompiled too, with the same results. Compiled without index checks (first
+line): every read is inside a frame whose length the loop checked first, and
+the caller checks that every frame lies inside ``buf``.
 """
 
 from __future__ import annotations
@@ -29,20 +32,12 @@ ROWS = ("src", "dst", "seq", "ack", "flags", "win", "plen", "ttl", "ipid", "optl
 C_ROWS, C_SLOW, C_NON_IP, C_NON_TCP, C_FRAGMENTS, C_SNAP = range(6)
 
 
-def _be16(v, p: int) -> int:
-    return v[p] << 8 | v[p + 1]
-
-
-def _be32(v, p: int) -> int:
-    a = v[p]  # (typed wide in the .pxd: no C int overflow in the shift)
-    return a << 24 | v[p + 1] << 16 | v[p + 2] << 8 | v[p + 3]
-
-
 def ipv4_tcp(buf, off, cap, wirelen, lts, sel, out, slow, counts) -> int:  # noqa: PLR0915
     """Settle the frames of one batch that are plain IPv4.
 
     ``buf``: the chunk's bytes; ``off``, ``cap``, ``wirelen`` (int64) and
-    ``lts`` (int32): the frames' columns. Writes the TCP rows in frame order:
+    ``lts`` (int32): the frames' columns; every frame must lie inside ``buf``
+    (``0 <= off``, ``0 <= cap``, ``off + cap <= len(buf)``). Writes the TCP rows in frame order:
     ``sel[j]`` is the frame of row ``j`` and ``out[k, j]`` its field
     :data:`ROWS` ``[k]``; appends the frames left to the numpy code to
     ``slow``; adds to ``counts`` (see ``C_*``). Returns the number of rows.
@@ -65,21 +60,21 @@ def ipv4_tcp(buf, off, cap, wirelen, lts, sel, out, slow, counts) -> int:  # noq
                 slow[ns] = i
                 ns += 1
                 continue
-            et = _be16(v, o + 12)
+            et = v[o + 12] << 8 | v[o + 13]
             l3 = o + 14
         elif lt == 276:
             if c < 20:
                 slow[ns] = i
                 ns += 1
                 continue
-            et = _be16(v, o)
+            et = v[o] << 8 | v[o + 1]
             l3 = o + 20
         elif lt == 113:
             if c < 16:
                 slow[ns] = i
                 ns += 1
                 continue
-            et = _be16(v, o + 14)
+            et = v[o + 14] << 8 | v[o + 15]
             l3 = o + 16
         elif lt == 12 or lt == 14 or lt == 101 or lt == 228:
             if c < 1 or (lt != 228 and v[o] >> 4 != 4):
@@ -113,7 +108,7 @@ def ipv4_tcp(buf, off, cap, wirelen, lts, sel, out, slow, counts) -> int:  # noq
             slow[ns] = i
             ns += 1
             continue
-        tot = _be16(v, l3 + 2)
+        tot = v[l3 + 2] << 8 | v[l3 + 3]
         if tot == 0:  # TSO/GSO captures write 0
             tot = wirelen[i] - (l3 - o)
         if tot < ihl:
@@ -123,7 +118,7 @@ def ipv4_tcp(buf, off, cap, wirelen, lts, sel, out, slow, counts) -> int:  # noq
         if v[l3 + 9] != 6:
             non_tcp += 1
             continue
-        if _be16(v, l3 + 6) & 0x1FFF:
+        if (v[l3 + 6] & 0x1F) or v[l3 + 7]:  # fragment offset
             frags += 1
             continue
         # ---- TCP
@@ -147,15 +142,22 @@ def ipv4_tcp(buf, off, cap, wirelen, lts, sel, out, slow, counts) -> int:  # noq
             pc = plen
         if pc < plen:
             snap += 1
-        out[0, m] = _be32(v, l3 + 12) << 16 | _be16(v, l4)
-        out[1, m] = _be32(v, l3 + 16) << 16 | _be16(v, l4 + 2)
-        out[2, m] = _be32(v, l4 + 4)
-        out[3, m] = _be32(v, l4 + 8)
+        # (w is 64 bits wide when compiled: every shift is on w, none on a C int)
+        w = v[l3 + 12]
+        w = ((w << 8 | v[l3 + 13]) << 8 | v[l3 + 14]) << 8 | v[l3 + 15]
+        out[0, m] = w << 16 | v[l4] << 8 | v[l4 + 1]
+        w = v[l3 + 16]
+        w = ((w << 8 | v[l3 + 17]) << 8 | v[l3 + 18]) << 8 | v[l3 + 19]
+        out[1, m] = w << 16 | v[l4 + 2] << 8 | v[l4 + 3]
+        w = v[l4 + 4]
+        out[2, m] = ((w << 8 | v[l4 + 5]) << 8 | v[l4 + 6]) << 8 | v[l4 + 7]
+        w = v[l4 + 8]
+        out[3, m] = ((w << 8 | v[l4 + 9]) << 8 | v[l4 + 10]) << 8 | v[l4 + 11]
         out[4, m] = (b12 & 1) << 8 | v[l4 + 13]
-        out[5, m] = _be16(v, l4 + 14)
+        out[5, m] = v[l4 + 14] << 8 | v[l4 + 15]
         out[6, m] = plen
         out[7, m] = v[l3 + 8]
-        out[8, m] = _be16(v, l3 + 4)
+        out[8, m] = v[l3 + 4] << 8 | v[l3 + 5]
         out[9, m] = poff - l4 - 20
         out[10, m] = poff
         out[11, m] = pc

@@ -25,10 +25,10 @@ Same input, same output as :func:`pcapreset.engine.run` in one process.
 from __future__ import annotations
 
 import gc
+import marshal
 import mmap
 import multiprocessing as mp
 import os
-import pickle
 from typing import Any
 
 import numpy as np
@@ -119,7 +119,9 @@ def _ship(
 ) -> None:
     """Send one batch (the parent's share of it) through a free slot, or inline."""
     n = len(b)
-    heads = pickle.dumps(preparse_http(b), protocol=pickle.HIGHEST_PROTOCOL) if n else b""
+    # (marshal, not pickle: heads are tuples, strings, bytes, ints and dicts,
+    # and marshal writes them ~2.5x faster)
+    heads = marshal.dumps(preparse_http(b)) if n else b""
     done = (dec.stats.frames, sum(r.bytes_read() for r in readers))
     raw = sum(len(x) for x in b.bufs)
     if n and raw + (len(_INT_COLS) + 1) * 8 * n + len(heads) <= SLOT_SIZE:
@@ -149,13 +151,13 @@ def _ship(
 
 def _unpack(spec: tuple, view: memoryview) -> tuple[list, TcpBatch | None]:
     """(buffers to release, the batch) of a child's message; heads are
-    unpickled, columns and packet bytes stay in the slot until it is released."""
+    decoded, columns and packet bytes stay in the slot until it is released."""
     if spec[0] == "inline":
         _kind, bufs, ts, cols, heads = spec
         if cols is None:
             return [], None
         b = TcpBatch(ts=ts, **dict(zip(_INT_COLS, cols, strict=True)), bufs=bufs)
-        b.heads = pickle.loads(heads)
+        b.heads = marshal.loads(heads)
         return [], b
     _kind, _slot, parts, n, meta, hlen = spec
     k = len(_INT_COLS)
@@ -164,7 +166,7 @@ def _unpack(spec: tuple, view: memoryview) -> tuple[list, TcpBatch | None]:
     cols = np.frombuffer(view, np.int64, k * n, meta).reshape(k, n)
     ts = np.frombuffer(view, np.float64, n, meta + k * n * 8)
     hpos = meta + (k + 1) * n * 8
-    heads = pickle.loads(view[hpos : hpos + hlen])
+    heads = marshal.loads(view[hpos : hpos + hlen])
     bufs = [view[p : p + m] for p, m in parts]
     b = TcpBatch(ts=ts, **dict(zip(_INT_COLS, cols, strict=True)), bufs=bufs, heads=heads)
     return bufs, b

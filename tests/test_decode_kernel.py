@@ -150,3 +150,31 @@ def test_kernel_equals_numpy_on_arbitrary_frames(kernel_mod, fr):
     )
     with pytest.MonkeyPatch.context() as mp:
         agree([fb], kernel_mod, mp)
+
+
+def test_frames_outside_the_buffer_never_reach_the_kernel(monkeypatch):
+    """The compiled kernel reads without index checks: decode hands it only
+    batches whose frames all lie inside the buffer."""
+    from pcapreset.decode import _inside
+
+    def fb(off: list[int], cap: list[int], size: int) -> FrameBatch:
+        n = len(off)
+        return FrameBatch(
+            buf=b"\x00" * size,
+            off=np.array(off, dtype=np.int64),
+            caplen=np.array(cap, dtype=np.int64),
+            wirelen=np.array(cap, dtype=np.int64),
+            ts=np.zeros(n),
+            linktype=np.ones(n, dtype=np.int32),
+            frame_no=np.arange(1, n + 1, dtype=np.int64),
+            file_index=0,
+        )
+
+    assert _inside(fb([16, 100], [60, 60], 160))
+    assert not _inside(fb([16, 100], [60, 61], 160))
+    assert not _inside(fb([-1], [10], 160))
+    assert not _inside(fb([16], [-5], 160))
+    called = []
+    monkeypatch.setattr(Decoder, "_decode_kernel", lambda self, b: called.append(b))
+    Decoder(AddressBook(), kernel=True).decode(fb([16, 100], [60, 61], 160))
+    assert called == []
