@@ -6,21 +6,22 @@ import cython
 
 @cython.locals(a="unsigned long long", b="unsigned long long", c="unsigned long long",
                d="unsigned long long")
-cdef inline unsigned long long _u32(const unsigned char[:] v, Py_ssize_t p, bint big)
+cdef inline unsigned long long _u32(const unsigned char *v, Py_ssize_t p, bint big)
 
 
 @cython.locals(
-    v="const unsigned char[:]", limit=Py_ssize_t, end=Py_ssize_t, cl="unsigned long long",
+    v="const unsigned char[:]", q="const unsigned char *", limit=Py_ssize_t, end=Py_ssize_t,
+    cl="unsigned long long",
 )
 cpdef Py_ssize_t _walk(object buf, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t rec,
                        Py_ssize_t maxcap, bint big, list offs, object cap8_at) except? -1
 
 
-@cython.locals(v="const unsigned char[:]", blen="unsigned long long")
+@cython.locals(v="const unsigned char[:]", q="const unsigned char *", blen="unsigned long long")
 cpdef Py_ssize_t _ng_walk(object buf, Py_ssize_t pos, Py_ssize_t n, bint big, list pk_pos,
                           list pk_if, list pk_kind) except? -1
 
 
 @cython.locals(n=Py_ssize_t, j=Py_ssize_t, p=Py_ssize_t, big=bint, v="const unsigned char[:]",
-               ov="long long[:]", hv="long long[:, :]")
+               q="const unsigned char *", ov="long long[:]", hv="long long[:, :]")
 cpdef tuple _pcap_headers(object buf, list offs, object u32)

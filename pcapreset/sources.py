@@ -133,7 +133,8 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
 
 def _u32(v, p: int, big: bool) -> int:
     """The unsigned 32-bit integer at ``v[p:p + 4]`` (compiled build only:
-    the record and block walks below)."""
+    the record and block walks below, where ``v`` is a C pointer to the
+    buffer's first byte)."""
     a, b, c, d = v[p], v[p + 1], v[p + 2], v[p + 3]
     if big:
         return a << 24 | b << 16 | c << 8 | d
@@ -156,9 +157,12 @@ def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[in
     """
     limit = n - rec
     if cython.compiled:
+        if n <= 0:
+            return pos
         v = buf
+        q = cython.address(v[0])
         while pos <= limit:
-            cl = _u32(v, pos + 8, big)
+            cl = _u32(q, pos + 8, big)
             if cl > maxcap:
                 break
             end = pos + rec + cl
@@ -199,16 +203,19 @@ def _pcap_headers(buf, offs: list[int], u32: np.dtype) -> tuple[np.ndarray, np.n
     big = u32 == np.dtype(">u4")
     o = np.empty(n, dtype=np.int64)
     hdr = np.empty((n, 4), dtype=np.int64)
+    if not n:
+        return o, hdr
     v = buf
+    q = cython.address(v[0])
     ov = o
     hv = hdr
     for j in range(n):
         p = offs[j]
         ov[j] = p
-        hv[j, 0] = _u32(v, p, big)
-        hv[j, 1] = _u32(v, p + 4, big)
-        hv[j, 2] = _u32(v, p + 8, big)
-        hv[j, 3] = _u32(v, p + 12, big)
+        hv[j, 0] = _u32(q, p, big)
+        hv[j, 1] = _u32(q, p + 4, big)
+        hv[j, 2] = _u32(q, p + 8, big)
+        hv[j, 3] = _u32(q, p + 12, big)
     return o, hdr
 
 
@@ -227,20 +234,23 @@ def _ng_walk(buf, pos: int, n: int, big: bool, pk_pos: list[int], pk_if: list[in
     """
     if not cython.compiled:
         return pos
+    if n <= 0:
+        return pos
     v = buf
+    q = cython.address(v[0])
     while pos + 12 <= n:
-        blen = _u32(v, pos + 4, big)
+        blen = _u32(q, pos + 4, big)
         if (
-            _u32(v, pos, big) != 6
+            _u32(q, pos, big) != 6
             or blen < 32
             or blen % 4
             or blen > NG_MAX_BLOCK
             or pos + blen > n
-            or _u32(v, pos + blen - 4, big) != blen
+            or _u32(q, pos + blen - 4, big) != blen
         ):
             break
         pk_pos.append(pos)
-        pk_if.append(_u32(v, pos + 8, big))
+        pk_if.append(_u32(q, pos + 8, big))
         pk_kind.append(0)
         pos += blen
     return pos
