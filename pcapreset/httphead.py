@@ -147,20 +147,20 @@ def _entry(buf: bytes, p0: int, n: int) -> tuple | None:
         return None
     # compiled: the same, reading the packet bytes in place (compiled without
     # index checks, see the first line: every read is inside v[p0:p0 + n])
-    v = buf
-    if p0 < 0 or n < 0 or p0 + n > len(v):
+    if p0 < 0 or n <= 0 or p0 + n > len(buf):
         return None
+    v = buf  # (a C pointer to the bytes: no buffer or reference per call below)
     if _is_request(v, p0, n):
-        return ("req", *_request_line_at(buf, v, p0, n), _scan(buf, v, p0, n, None))
+        return ("req", *_request_line_at(v, p0, n), _scan(v, p0, n, None))
     if n >= 12 and _starts(v, p0, n, b"HTTP/1."):
         extra = {}
-        parsed = _scan(buf, v, p0, n, extra)
+        parsed = _scan(v, p0, n, extra)
         if parsed[0] is not None:
             hl = parsed[0]
             if n > hl + 5 and v[p0 + 9] != 49:  # not "1xx"
-                return ("resp", buf[p0 : p0 + hl] + buf[p0 + n - 5 : p0 + n],
+                return ("resp", v[p0 : p0 + hl] + v[p0 + n - 5 : p0 + n],
                         parsed, extra)  # fmt: skip
-        return ("resp", buf[p0 : p0 + n], parsed, extra)
+        return ("resp", v[p0 : p0 + n], parsed, extra)
     return None
 
 
@@ -181,8 +181,8 @@ def _is_request(v, p0: int, n: int) -> bool:
     return False
 
 
-def _request_line_at(buf: bytes, v, p0: int, n: int) -> tuple[str, str]:
-    """:func:`request_line` of ``v[p0:p0 + n]`` (``v`` is ``buf`` typed)."""
+def _request_line_at(v, p0: int, n: int) -> tuple[str, str]:
+    """:func:`request_line` of ``v[p0:p0 + n]`` (``v``: a C pointer to the bytes)."""
     eol = n
     for j in range(n - 1):
         if v[p0 + j] == 13 and v[p0 + j + 1] == 10:
@@ -194,7 +194,7 @@ def _request_line_at(buf: bytes, v, p0: int, n: int) -> tuple[str, str]:
             s1 = j
             break
     if s1 < 0:
-        return buf[p0 : p0 + eol].decode("latin-1"), ""
+        return v[p0 : p0 + eol].decode("latin-1"), ""
     s2 = eol
     for j in range(s1 + 1, eol):
         if v[p0 + j] == 32:
@@ -202,8 +202,8 @@ def _request_line_at(buf: bytes, v, p0: int, n: int) -> tuple[str, str]:
             break
     if s2 - (s1 + 1) > 200:
         s2 = s1 + 1 + 200
-    method = buf[p0 : p0 + s1].decode("latin-1")
-    return method, buf[p0 + s1 + 1 : p0 + s2].decode("latin-1")
+    method = v[p0 : p0 + s1].decode("latin-1")
+    return method, v[p0 + s1 + 1 : p0 + s2].decode("latin-1")
 
 
 def _name_at(v, at: int, limit: int, name: bytes) -> bool:
@@ -221,10 +221,8 @@ def _name_at(v, at: int, limit: int, name: bytes) -> bool:
     return True
 
 
-def _scan(
-    buf: bytes, v, p0: int, n: int, extra: dict | None
-) -> tuple[int | None, bool, int | None]:
-    """:func:`parse_headers` of ``v[p0:p0 + n]`` (``v`` is ``buf`` typed): the
+def _scan(v, p0: int, n: int, extra: dict | None) -> tuple[int | None, bool, int | None]:
+    """:func:`parse_headers` of ``v[p0:p0 + n]`` (``v``: a C pointer): the
     same matches as _HDR_RE (a header line starts after CRLF; names without
     case; spaces or tabs around the colon; the value runs to CR, LF or the
     end of the search)."""
@@ -271,7 +269,7 @@ def _scan(
         s = r
         while r < limit and v[r] != 13 and v[r] != 10:
             r += 1
-        clen, chunked = _header(name, buf[s:r], clen, chunked, extra)
+        clen, chunked = _header(name, v[s:r], clen, chunked, extra)
         q = r
     if end < 0:
         return None, chunked, None
