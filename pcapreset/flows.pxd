@@ -42,6 +42,15 @@ cdef class FlowTracker:
     cdef public list conns
     cdef public long long packets
 
+    @cython.locals(table=dict, dst="long long")
+    cdef Conn _resolve(self, Conn conn, unsigned long long key, long long src, object b,
+                       Py_ssize_t i, long long seq, long long flags, double ts)
+    @cython.locals(cur=Exchange, prev=Exchange, ex=Exchange)
+    cdef _http_client(self, Conn conn, double ts, long long rel, long long plen, Py_ssize_t poff,
+                      long long pcap, object buf, object pre)
+    @cython.locals(ex=Exchange, target=Exchange, e=Exchange, status="long long")
+    cdef _http_server(self, Conn conn, double ts, long long plen, Py_ssize_t poff,
+                      long long pcap, object buf, object pre)
     cdef _control(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
                   long long ack, long long flags, long long win, long long plen, long long ttl,
                   long long ipid, long long optlen, object b, Py_ssize_t i, Py_ssize_t poff,

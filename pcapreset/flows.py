@@ -374,9 +374,6 @@ class FlowTracker:
             return
         active = self.active
         get = active.get
-        resolve = self._resolve
-        http_client = self._http_client
-        http_server = self._http_server
         data_after_rst = self._data_after_rst
         bufs = b.bufs
         # message heads parsed ahead (pipeline.py's child), else here: only
@@ -411,12 +408,12 @@ class FlowTracker:
             optlen = optlens[i]
             conn = active.get(key) if cython.compiled else get(key)  # (typed dict lookup)
             if conn is None:
-                conn = resolve(None, key, src, b, i, seq, flags, ts)
+                conn = self._resolve(None, key, src, b, i, seq, flags, ts)
                 from_client = src == conn.client
             else:
                 from_client = src == conn.client
                 if (not from_client and src != conn.server) or ts >= conn.expires_at or flags & SYN:
-                    conn = resolve(conn, key, src, b, i, seq, flags, ts)
+                    conn = self._resolve(conn, key, src, b, i, seq, flags, ts)
                     from_client = src == conn.client
             if from_client:
                 d = conn.c
@@ -516,7 +513,7 @@ class FlowTracker:
                     if conn.rst_events:
                         data_after_rst(conn, from_client)
                     if from_client:
-                        http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
+                        self._http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
                                     buf0 if bufidx is None else bufs[bufidx[i]],
                                     heads.get(i))  # fmt: skip
                     else:
@@ -530,7 +527,7 @@ class FlowTracker:
                             if ex.resp_bytes >= rl:
                                 ex.resp_end_ts = ts
                         else:
-                            http_server(conn, ts, plen, poffs[i], pcaps[i],
+                            self._http_server(conn, ts, plen, poffs[i], pcaps[i],
                                         buf0 if bufidx is None else bufs[bufidx[i]],
                                         heads.get(i))  # fmt: skip
             conn.end = ts
