@@ -3,8 +3,11 @@
 import cython
 
 
-@cython.locals(v="const unsigned char *", hl=Py_ssize_t)
-cdef object _entry(bytes buf, Py_ssize_t p0, Py_ssize_t n)
+@cython.locals(bb=bytes, mv="const unsigned char[::1]")
+cdef object _entry(object buf, Py_ssize_t p0, Py_ssize_t n)
+
+@cython.locals(hl=Py_ssize_t)
+cdef object _entry_at(const unsigned char *v, Py_ssize_t size, Py_ssize_t p0, Py_ssize_t n)
 
 cdef tuple _header(bytes k, bytes v, object clen, bint chunked, dict extra)
 

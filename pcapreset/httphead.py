@@ -118,17 +118,13 @@ def preparse(b: TcpBatch) -> dict:
         cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist(), b.bufidx[cand].tolist(),
         strict=True,
     ):  # fmt: skip
-        n = pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX
-        buf = bufs[bi]
-        if type(buf) is not bytes:  # (a memoryview, from a live source or a ring slot)
-            buf, poff = bytes(buf[poff : poff + n]), 0
-        e = _entry(buf, poff, n)
+        e = _entry(bufs[bi], poff, pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)
         if e is not None:
             out[i] = e
     return out
 
 
-def _entry(buf: bytes, p0: int, n: int) -> tuple | None:
+def _entry(buf, p0: int, n: int) -> tuple | None:
     """The :func:`preparse` entry of the head at ``buf[p0:p0 + n]``, or None."""
     if not cython.compiled:
         head = bytes(buf[p0 : p0 + n])
@@ -145,15 +141,27 @@ def _entry(buf: bytes, p0: int, n: int) -> tuple | None:
                 head = head[:hl] + head[-5:]
             return ("resp", head, parsed, extra)
         return None
-    # compiled: the same, reading the packet bytes in place (compiled without
-    # index checks, see the first line: every read is inside v[p0:p0 + n])
-    if p0 < 0 or n <= 0 or p0 + n > len(buf):
+    # compiled: the same, reading the packet bytes in place through a C
+    # pointer (bytes directly, any other buffer through a typed view)
+    if type(buf) is bytes:
+        bb = buf
+        return _entry_at(bb, len(bb), p0, n)
+    mv = buf
+    if mv.shape[0] == 0:
         return None
-    v = buf  # (a C pointer to the bytes: no buffer or reference per call below)
+    return _entry_at(cython.address(mv[0]), mv.shape[0], p0, n)
+
+
+def _entry_at(v, size: int, p0: int, n: int) -> tuple | None:
+    """:func:`_entry` of the head at ``v[p0:p0 + n]`` in a buffer of ``size``
+    bytes (compiled only; without index checks, see the first line: every
+    read is inside v[p0:p0 + n])."""
+    if p0 < 0 or n <= 0 or p0 + n > size:
+        return None
     if _is_request(v, p0, n):
         return ("req", *_request_line_at(v, p0, n), _scan(v, p0, n, None))
     if n >= 12 and _starts(v, p0, n, b"HTTP/1."):
-        extra = {}
+        extra: dict[str, str] = {}
         parsed = _scan(v, p0, n, extra)
         if parsed[0] is not None:
             hl = parsed[0]

@@ -59,7 +59,7 @@ _INT_COLS = tuple(c for c in _COLS if c != "ts")
 #: decoding and parsing HTTP heads cost the child about what tracking the
 #: rest costs this process, so the child takes the smaller share
 BUCKETS = 256
-CHILD_BUCKETS = 64
+CHILD_BUCKETS = 48
 #: inputs smaller than this are read in one process (the fork costs more)
 MIN_BYTES = 16 << 20
 
@@ -73,6 +73,46 @@ def usable(paths: list[str]) -> bool:
         return False
 
 
+class _Ring:
+    """The child's side of the ring: the free slots, and the slot the reader
+    is reading a chunk into (a single pcap file is read straight into the
+    ring, so its packet bytes are not copied a second time)."""
+
+    def __init__(self, shm: mmap.mmap, free_in: Any) -> None:
+        self.shm = shm
+        self.view = memoryview(shm)
+        self.base = np.frombuffer(shm, dtype=np.uint8, count=1).ctypes.data
+        self.free_in = free_in
+        self.free = list(range(SLOTS))
+        #: the slot the reader read its last chunk into, until a batch ships it
+        self.reading: int | None = None
+
+    def poll(self) -> None:
+        while self.free_in.poll():
+            self.free.append(self.free_in.recv())
+
+    def take(self) -> int:
+        if not self.free:
+            self.free.append(self.free_in.recv())  # wait for the parent
+        return self.free.pop()
+
+    def alloc(self, size: int) -> memoryview:
+        """CaptureReader.alloc: a whole slot for the reader's next chunk."""
+        if size > SLOT_SIZE:
+            raise ValueError(f"a chunk of {size} bytes does not fit a ring slot")
+        if self.reading is not None:
+            # its chunk's batches are done and none went through this slot
+            self.free.append(self.reading)
+        self.reading = self.take()
+        return self.view[self.reading * SLOT_SIZE : (self.reading + 1) * SLOT_SIZE]
+
+    def offset(self, x: object) -> int | None:
+        """Where ``x`` lies in the ring, if it is a view of it."""
+        if isinstance(x, memoryview) and x.obj is self.shm and len(x):
+            return int(np.frombuffer(x, dtype=np.uint8, count=1).ctypes.data) - self.base
+        return None
+
+
 def _child(
     paths: list[str], shm: mmap.mmap, out: Any, free_in: Any, port: int | None, share: int
 ) -> None:
@@ -80,13 +120,14 @@ def _child(
     try:
         readers = open_readers(paths)
         dec = Decoder(AddressBook())
-        free = list(range(SLOTS))
+        ring = _Ring(shm, free_in)
+        if len(readers) == 1:
+            readers[0].alloc = ring.alloc  # (used for a pcap file)
         # this process's own share of the connections (see CHILD_BUCKETS)
         ft = FlowTracker(port=port, server_ports=[port] if port else []) if share else None
         ev = Evictor(ft) if ft is not None else None
         for b in decoded_timeline(readers, dec):
-            while free_in.poll():
-                free.append(free_in.recv())
+            ring.poll()
             mine = None
             if ev is not None and len(b):
                 own = shard_of(b, BUCKETS) < share
@@ -94,7 +135,7 @@ def _child(
                     b, mine = b.take(np.zeros(0, dtype=np.int64)), b
                 elif own.any():
                     b, mine = b.take(np.flatnonzero(~own)), b.take(np.flatnonzero(own))
-            _ship(b, dec, readers, shm, out, free, free_in)
+            _ship(b, dec, readers, ring, out)
             if mine is not None and ft is not None and ev is not None:
                 ft.feed(mine)
                 ev.after(mine.ts)
@@ -114,28 +155,45 @@ def _child(
         out.close()
 
 
-def _ship(
-    b: TcpBatch, dec: Decoder, readers: list, shm: mmap.mmap, out: Any, free: list, free_in: Any
-) -> None:
-    """Send one batch (the parent's share of it) through a free slot, or inline."""
+def _ship(b: TcpBatch, dec: Decoder, readers: list, ring: _Ring, out: Any) -> None:
+    """Send one batch (the parent's share of it) through a slot, or inline.
+
+    A batch whose packet bytes were read into the ring goes out in that slot
+    (the parent then owns it until it hands it back); others are copied into
+    a free slot.
+    """
     n = len(b)
     # (marshal, not pickle: heads are tuples, strings, bytes, ints and dicts,
     # and marshal writes them ~2.5x faster)
     heads = marshal.dumps(preparse_http(b)) if n else b""
     done = (dec.stats.frames, sum(r.bytes_read() for r in readers))
-    raw = sum(len(x) for x in b.bufs)
-    if n and raw + (len(_INT_COLS) + 1) * 8 * n + len(heads) <= SLOT_SIZE:
+    shm = ring.shm
+    at = ring.offset(b.bufs[0]) if n and len(b.bufs) == 1 else None
+    in_slot = at is not None and ring.reading == at // SLOT_SIZE
+    raw = 0 if in_slot else sum(len(x) for x in b.bufs)
+    meta_room = (len(_INT_COLS) + 1) * 8 * n + len(heads)
+    if in_slot:
+        assert at is not None
+        slot = at // SLOT_SIZE
+        pos = at + len(b.bufs[0])
+        fits = pos + meta_room <= (slot + 1) * SLOT_SIZE
+    else:
+        fits = raw + meta_room <= SLOT_SIZE
+    if n and fits:
         # everything in the slot: the pipe carries a few numbers, so this
         # process goes on with the next batch while the parent tracks
-        if not free:
-            free.append(free_in.recv())
-        slot = free.pop()
-        pos = slot * SLOT_SIZE
         parts = []
-        for x in b.bufs:
-            shm[pos : pos + len(x)] = x
-            parts.append((pos, len(x)))
-            pos += len(x)
+        if in_slot:
+            assert at is not None
+            ring.reading = None  # the parent's now
+            parts.append((at, len(b.bufs[0])))
+        else:
+            slot = ring.take()
+            pos = slot * SLOT_SIZE
+            for x in b.bufs:
+                shm[pos : pos + len(x)] = x
+                parts.append((pos, len(x)))
+                pos += len(x)
         meta = pos
         for f in (*_INT_COLS, "ts"):
             a = np.ascontiguousarray(getattr(b, f))
@@ -143,8 +201,10 @@ def _ship(
             pos += a.nbytes
         shm[pos : pos + len(heads)] = heads
         out.send(("batch", ("shm", slot, parts, n, meta, len(heads)), done))
+    elif not n:
+        out.send(("batch", ("inline", [], b.ts, None, b""), done))  # progress only
     else:
-        cols = np.stack([getattr(b, f) for f in _INT_COLS]) if n else None
+        cols = np.stack([getattr(b, f) for f in _INT_COLS])
         spec = ("inline", [bytes(x) for x in b.bufs], b.ts, cols, heads)
         out.send(("batch", spec, done))
 

@@ -191,6 +191,18 @@ def _walk(buf, pos: int, n: int, rec: int, maxcap: int, big: bool, offs: list[in
     return pos
 
 
+def _read_into(fh: IO[bytes], mv: memoryview) -> int:
+    """Fill ``mv`` from ``fh`` until it is full or the file ends; bytes read."""
+    got = 0
+    n = len(mv)
+    while got < n:
+        k = fh.readinto(mv[got:])  # type: ignore[attr-defined]
+        if not k:
+            break
+        got += k
+    return got
+
+
 def _pcap_headers(buf, offs: list[int], u32: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """The records at ``offs``: their offsets and their four header words
     (seconds, fraction, caplen, wire length) as int64 arrays; ``u32`` is the
@@ -269,6 +281,9 @@ class CaptureReader:
         self.file_index = file_index
         self.chunk = chunk
         self.info = SourceInfo(path=path)
+        #: where to read each chunk of a pcap file (see :meth:`_fill`); None:
+        #: a new bytes object per chunk
+        self.alloc: Callable[[int], memoryview] | None = None
         self._fh, comp, head = _open_maybe_compressed(path)
         self.info.compression = comp
         self._seekable = not comp and self._fh.seekable()
@@ -340,6 +355,11 @@ class CaptureReader:
         finally:
             self._fh.close()
 
+    @property
+    def kind(self) -> str:
+        """ "pcap" or "pcapng"."""
+        return self._kind
+
     def _fill(self, carry: bytes, at: int) -> tuple[bytes, bool]:
         """``carry`` (the unread tail of the last buffer, at file offset ``at``)
         followed by the next chunk; and whether the file had nothing more.
@@ -347,13 +367,37 @@ class CaptureReader:
         An uncompressed file re-reads the carried bytes together with the next
         chunk instead of concatenating: ``carry + data`` copies every chunk a
         second time (measured: 0.33 s of CPU on an 800 MB capture).
+
+        With :attr:`alloc` set (a pcap file), the chunk is read into the
+        buffer it returns instead of a new bytes object.
         """
+        if self.alloc is not None and self._kind == "pcap":
+            return self._fill_into(self.alloc, carry, at)  # type: ignore[return-value]
         if carry and self._seekable:
             self._fh.seek(at)
             buf = self._fh.read(len(carry) + self.chunk)
             return buf, len(buf) <= len(carry)
         data = self._fh.read(self.chunk)
         return (carry + data if carry else data), not data
+
+    def _fill_into(
+        self, alloc: Callable[[int], memoryview], carry: bytes, at: int
+    ) -> tuple[memoryview, bool]:
+        """:meth:`_fill` into ``alloc(size)``, a writable buffer of at least
+        ``size`` bytes; returns a view of the bytes read into it."""
+        k = len(carry)
+        if k and not self._seekable:
+            carry = bytes(carry)  # (it may live in the buffer alloc hands out)
+        need = k + self.chunk
+        mv = alloc(need)[:need]
+        if k and self._seekable:
+            self._fh.seek(at)
+            got = _read_into(self._fh, mv)
+            return mv[:got], got <= k
+        if k:
+            mv[:k] = carry
+        got = _read_into(self._fh, mv[k:])
+        return mv[: k + got], got == 0
 
     def _pcap_batches(self) -> Iterator[FrameBatch]:
         e = self._endian

@@ -118,3 +118,18 @@ def test_compiled_equals_plain_on_long_heads():
     assert got[1][:2] == ("req", "GET") and len(got[1][2]) == 200
     # the body is dropped but for its last 5 bytes (the chunked-end test)
     assert got[2] == ("resp", body[:38] + b"efghi", (38, False, 9), {})
+
+
+@needs_compiled
+@settings(max_examples=min(1000, settings.default.max_examples))
+@given(st.lists(heads(), min_size=1, max_size=5))
+def test_compiled_reads_memoryviews_like_bytes(payloads):
+    """Ring slots and live buffers are memoryviews: the compiled scanner reads
+    them in place, with the same result as the plain definition."""
+    b = batch_of(payloads)
+    want = PLAIN.preparse(b)
+    b.bufs = [memoryview(bytearray(b.bufs[0]))]
+    assert httphead.preparse(b) == want
+    b.bufs = [memoryview(b"")]
+    b.pcap[:] = 0
+    assert httphead.preparse(b) == {}
