@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 # the per-packet loops are compiled in place (setup.py, Cython); rebuild them
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
 $(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/connstate.py \
+		pcapreset/connstate.pxd \
 		pcapreset/sources.py pcapreset/sources.pxd pcapreset/decode_kernel.py \
 		pcapreset/decode_kernel.pxd pcapreset/httphead.py pcapreset/httphead.pxd \
 		pcapreset/findings.py pcapreset/findings.pxd pcapreset/rollup.py \

@@ -16,12 +16,14 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-#: the modules setup.py compiles
-MODULES = ("flows", "connstate", "sources", "decode_kernel", "httphead", "findings", "rollup")
+#: the modules setup.py compiles, each after the ones it imports when it runs
+#: (the order :func:`prefer_fresh_source` loads sources in: flows imports
+#: connstate and httphead; findings and rollup import flows)
+MODULES = ("connstate", "sources", "decode_kernel", "httphead", "flows", "findings", "rollup")
 #: compiled modules that use another one's C types (``cimport``, see their
 #: .pxd): they load only next to that module compiled from the same
 #: declarations, so they run from source whenever it does
-CIMPORTS = {"findings": ("flows",), "rollup": ("flows",)}
+CIMPORTS = {"findings": ("flows",), "rollup": ("flows",), "connstate": ("flows",)}
 
 
 def compiled_path(module: str) -> str | None:
@@ -73,12 +75,32 @@ def load_source(name: str, module: str) -> object:
     return mod
 
 
+def run_from_source() -> list[str]:
+    """The compiled modules to run from source instead, in :data:`MODULES`
+    order: the stale ones, and the ones whose cimported module runs from
+    source (stale, or never built), to a fixed point."""
+    fresh: set[str] = set()
+    for _ in range(len(MODULES)):  # each round adds one at least, or stops
+        more = {
+            m
+            for m in MODULES
+            if m not in fresh
+            and f"pcapreset.{m}" not in sys.modules
+            and compiled_path(m) is not None
+            and (stale(m) or any(d in fresh or not _runs_compiled(d) for d in CIMPORTS.get(m, ())))
+        }
+        if not more:
+            break
+        fresh |= more
+    return [m for m in MODULES if m in fresh]
+
+
 def prefer_fresh_source() -> None:
     """Import the stale compiled modules from their source instead, and the
-    ones whose cimported module runs from source (stale, or not built)."""
-    for m in MODULES:
+    ones whose cimported module runs from source (stale, or not built); a
+    module is loaded after the ones it imports, so that a source module never
+    imports a compiled one that cimports it."""
+    for m in run_from_source():
         name = f"pcapreset.{m}"
-        if name in sys.modules or compiled_path(m) is None:
-            continue
-        if stale(m) or not all(_runs_compiled(d) for d in CIMPORTS.get(m, ())):
+        if name not in sys.modules:
             load_source(name, m)

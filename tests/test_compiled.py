@@ -12,6 +12,7 @@ malformed ones included.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,23 @@ def test_compiled_eviction_equals_plain_on_generated(tmp_path):
     benchgen.write(str(path), "pcap", n_conns=400, seed=11)
     _compare_eviction(path)
     assert len(rollup.split(conns_of_tracker(str(path)), float("inf"))[1]) > 200
+
+
+def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
+    """A stale (or unbuilt) flows takes every module that cimports its C types
+    to source too, and they load before flows' source imports them."""
+    monkeypatch.setattr(_build, "compiled_path", lambda m: f"/x/{m}.so")
+    monkeypatch.setattr(_build, "_runs_compiled", lambda m: True)
+    for m in _build.MODULES:
+        monkeypatch.delitem(sys.modules, f"pcapreset.{m}", raising=False)
+    monkeypatch.setattr(_build, "stale", lambda m: m == "flows")
+    order = _build.run_from_source()
+    assert set(order) == {"flows", *(m for m, deps in _build.CIMPORTS.items() if "flows" in deps)}
+    assert order.index("connstate") < order.index("flows")  # flows.py imports connstate
+    monkeypatch.setattr(_build, "stale", lambda m: m == "connstate")
+    assert _build.run_from_source() == ["connstate"]  # flows may call the plain one
+    monkeypatch.setattr(_build, "stale", lambda m: False)
+    assert _build.run_from_source() == []
+    # a module the CIMPORTS name is compiled from other declarations: not built
+    monkeypatch.setattr(_build, "_runs_compiled", lambda m: m != "flows")
+    assert "rollup" in _build.run_from_source()
