@@ -231,6 +231,41 @@ def _pcap_headers(buf, offs: list[int], u32: np.dtype) -> tuple[np.ndarray, np.n
     return o, hdr
 
 
+def _ng_headers(
+    buf, pk_pos: list[int], pk_kind: list[int], e: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The packet blocks at ``pk_pos``: their offsets and the seven 32-bit
+    words of an EPB header (type, length, interface, timestamp high and low,
+    captured and original length) as int64 arrays, in byte order ``e``. A
+    simple packet block (``pk_kind`` 1) is shorter: only its first three words
+    are meaningful (the rest are never used). Compiled (sources.pxd), one
+    loop; else numpy gathers."""
+    n = len(pk_pos)
+    if not cython.compiled:
+        u8 = np.frombuffer(buf, dtype=np.uint8)
+        o = np.asarray(pk_pos, dtype=np.int64)
+        # (an SPB may end less than 28 bytes before the end of the buffer: clip
+        # the gather; the clipped words are never used for an SPB)
+        gi = np.minimum(o[:, None] + _R28, len(u8) - 1)
+        return o, u8[gi].view(np.dtype(e + "u4")).reshape(-1, 7).astype(np.int64)
+    big = e == ">"
+    o = np.empty(n, dtype=np.int64)
+    hdr = np.zeros((n, 7), dtype=np.int64)
+    if not n:
+        return o, hdr
+    v = buf
+    q = cython.address(v[0])
+    ov = o
+    hv = hdr
+    for j in range(n):
+        p = pk_pos[j]
+        ov[j] = p
+        words = 7 if pk_kind[j] == 0 else 3
+        for k in range(words):
+            hv[j, k] = _u32(q, p + 4 * k, big)
+    return o, hdr
+
+
 #: the longest pcapng block accepted before calling it damage
 NG_MAX_BLOCK = MAX_RECORD + 64
 
@@ -710,17 +745,10 @@ class CaptureReader:
         return lt, unit, tsoff
 
     def _pcapng_emit(self, buf, pk_pos, pk_if, pk_kind, ifaces, e, frame_no):
-        u8 = np.frombuffer(buf, dtype=np.uint8)
-        o = np.asarray(pk_pos, dtype=np.int64)
+        o, hdr = _ng_headers(buf, pk_pos, pk_kind, e)
         iface = np.asarray(pk_if, dtype=np.int64)
         kind = np.asarray(pk_kind, dtype=np.int8)
         n = len(o)
-        # gather the 28-byte EPB header (type, len, if, tshi, tslo, caplen, origlen);
-        # SPB is shorter, so clamp its gather to the block start
-        # (an SPB may end less than 28 bytes before the end of the buffer: clip the
-        # gather; the clipped words are never used for an SPB)
-        gi = np.minimum(o[:, None] + _R28, len(u8) - 1)
-        hdr = u8[gi].view(np.dtype(e + "u4")).reshape(-1, 7).astype(np.int64)
         blen = hdr[:, 1]
         spb = kind == 1
         caplen = np.where(spb, np.minimum(hdr[:, 2], blen - 16), hdr[:, 5])
