@@ -9,9 +9,9 @@ pipe carries only slot numbers and offsets, so the child never waits for the
 parent to drain a large message (measured: with columns and heads pickled
 through the pipe, the two processes ran nearly in lockstep). The flow tracker
 keeps no reference into a slot after a batch (payload bytes it keeps are
-copied), so a slot is handed back to the child when its batch is fed. A single pcap file is read straight into
-the ring's slots (``CaptureReader.alloc``), so its bytes are copied once,
-by ``read``.
+copied), so a slot is handed back to the child when its batch is fed. A
+single pcap file is read straight into the ring's slots
+(``CaptureReader.alloc``), so its bytes are copied once, by ``read``.
 
 With eviction (``analyze``) the child also tracks a share of the connections
 itself: those whose 4-tuple hash falls in its buckets (:data:`CHILD_BUCKETS`
