@@ -22,12 +22,8 @@ cpdef Py_ssize_t _ng_walk(object buf, Py_ssize_t pos, Py_ssize_t n, bint big, li
                           list pk_if, list pk_kind) except? -1
 
 
-@cython.locals(n=Py_ssize_t, j=Py_ssize_t, p=Py_ssize_t, big=bint, v="const unsigned char[:]",
-               q="const unsigned char *", ov="long long[:]", hv="long long[:, :]")
-cpdef tuple _pcap_headers(object buf, list offs, object u32)
-
-
 @cython.locals(n=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, p=Py_ssize_t, words=Py_ssize_t,
-               big=bint, v="const unsigned char[:]", q="const unsigned char *",
-               ov="long long[:]", hv="long long[:, :]")
-cpdef tuple _ng_headers(object buf, list pk_pos, list pk_kind, str e)
+               v="const unsigned char[:]", q="const unsigned char *", ov="long long[:]",
+               hv="long long[:, :]")
+cpdef tuple _header_words(object buf, list offs, Py_ssize_t width, bint big, list kinds=*,
+                          Py_ssize_t short=*)

@@ -53,8 +53,6 @@ PCAP_MAGICS = {
     b"\xa1\xb2\xcd\x34": (">", 1e-6, 24),
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-_R16 = np.arange(16, dtype=np.int64)
-_R28 = np.arange(28, dtype=np.int64)
 
 
 @dataclass(slots=True)
@@ -203,18 +201,25 @@ def _read_into(fh: IO[bytes], mv: memoryview) -> int:
     return got
 
 
-def _pcap_headers(buf, offs: list[int], u32: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The records at ``offs``: their offsets and their four header words
-    (seconds, fraction, caplen, wire length) as int64 arrays; ``u32`` is the
-    file's byte order. Compiled (sources.pxd), one loop; else numpy gathers."""
+def _header_words(
+    buf, offs: list[int], width: int, big: bool, kinds: list[int] | None = None, short: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The headers at ``offs`` (pcap records, pcapng packet blocks): their
+    offsets and the ``width`` 32-bit words at each, as int64 arrays. Rows
+    whose ``kinds`` entry is not 0 hold only ``short`` words (a pcapng simple
+    packet block; the rest are never used, and may even lie past the buffer).
+    Compiled (sources.pxd), one loop; else numpy gathers."""
     n = len(offs)
     if not cython.compiled:
         u8 = np.frombuffer(buf, dtype=np.uint8)
         o = np.asarray(offs, dtype=np.int64)
-        return o, u8[o[:, None] + _R16].view(u32).reshape(-1, 4).astype(np.int64)
-    big = u32 == np.dtype(">u4")
+        # (a short header may end less than 4 * width bytes before the end of
+        # the buffer: clip the gather; the clipped words are never used)
+        gi = np.minimum(o[:, None] + np.arange(4 * width), len(u8) - 1)
+        u32 = np.dtype(">u4" if big else "<u4")
+        return o, u8[gi].view(u32).reshape(-1, width).astype(np.int64)
     o = np.empty(n, dtype=np.int64)
-    hdr = np.empty((n, 4), dtype=np.int64)
+    hdr = np.zeros((n, width), dtype=np.int64)
     if not n:
         return o, hdr
     v = buf
@@ -224,43 +229,7 @@ def _pcap_headers(buf, offs: list[int], u32: np.dtype) -> tuple[np.ndarray, np.n
     for j in range(n):
         p = offs[j]
         ov[j] = p
-        hv[j, 0] = _u32(q, p, big)
-        hv[j, 1] = _u32(q, p + 4, big)
-        hv[j, 2] = _u32(q, p + 8, big)
-        hv[j, 3] = _u32(q, p + 12, big)
-    return o, hdr
-
-
-def _ng_headers(
-    buf, pk_pos: list[int], pk_kind: list[int], e: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """The packet blocks at ``pk_pos``: their offsets and the seven 32-bit
-    words of an EPB header (type, length, interface, timestamp high and low,
-    captured and original length) as int64 arrays, in byte order ``e``. A
-    simple packet block (``pk_kind`` 1) is shorter: only its first three words
-    are meaningful (the rest are never used). Compiled (sources.pxd), one
-    loop; else numpy gathers."""
-    n = len(pk_pos)
-    if not cython.compiled:
-        u8 = np.frombuffer(buf, dtype=np.uint8)
-        o = np.asarray(pk_pos, dtype=np.int64)
-        # (an SPB may end less than 28 bytes before the end of the buffer: clip
-        # the gather; the clipped words are never used for an SPB)
-        gi = np.minimum(o[:, None] + _R28, len(u8) - 1)
-        return o, u8[gi].view(np.dtype(e + "u4")).reshape(-1, 7).astype(np.int64)
-    big = e == ">"
-    o = np.empty(n, dtype=np.int64)
-    hdr = np.zeros((n, 7), dtype=np.int64)
-    if not n:
-        return o, hdr
-    v = buf
-    q = cython.address(v[0])
-    ov = o
-    hv = hdr
-    for j in range(n):
-        p = pk_pos[j]
-        ov[j] = p
-        words = 7 if pk_kind[j] == 0 else 3
+        words = width if kinds is None or kinds[j] == 0 else short
         for k in range(words):
             hv[j, k] = _u32(q, p + 4 * k, big)
     return o, hdr
@@ -442,7 +411,6 @@ class CaptureReader:
         cap8_at = struct.Struct(e + "8xI").unpack_from  # caplen of the record at pos
         big = e == ">"
         hdr_at = struct.Struct(e + "IIII").unpack_from
-        u32 = np.dtype(e + "u4")
         carry = b""
         base = 24  # absolute file offset of buf[0]
         frame_no = 0
@@ -480,7 +448,7 @@ class CaptureReader:
                     continue
                 break
             if offs:
-                frame_no = yield from self._pcap_emit(buf, offs, u32, frame_no)
+                frame_no = yield from self._pcap_emit(buf, offs, frame_no)
                 last_sec = hdr_at(buf, offs[-1])[0]
             if eof:
                 if resync:
@@ -531,8 +499,8 @@ class CaptureReader:
             return "none", n
         return "more", p - 1
 
-    def _pcap_emit(self, buf: bytes, offs: list[int], u32: np.dtype, frame_no: int):
-        o, hdr = _pcap_headers(buf, offs, u32)
+    def _pcap_emit(self, buf: bytes, offs: list[int], frame_no: int):
+        o, hdr = _header_words(buf, offs, 4, self._endian == ">")
         caplen = hdr[:, 2]
         wirelen = hdr[:, 3]
         bad = wirelen < caplen
@@ -745,7 +713,7 @@ class CaptureReader:
         return lt, unit, tsoff
 
     def _pcapng_emit(self, buf, pk_pos, pk_if, pk_kind, ifaces, e, frame_no):
-        o, hdr = _ng_headers(buf, pk_pos, pk_kind, e)
+        o, hdr = _header_words(buf, pk_pos, 7, e == ">", pk_kind, 3)
         iface = np.asarray(pk_if, dtype=np.int64)
         kind = np.asarray(pk_kind, dtype=np.int8)
         n = len(o)

@@ -293,3 +293,20 @@ def http_conn(
         (t0 + 0.001 * i, ipv4(a, b, tcp(p, q, sq, ak, fl, payload=pl)))
         for i, (a, b, p, q, sq, ak, fl, pl) in enumerate(pk)
     ]
+
+
+def rollup_fields(r, order) -> dict:
+    """Everything a Rollup holds, per-connection lists put through ``order``
+    (``list``: as stored; ``sorted``: regardless of the order they came in)."""
+    return {
+        "count": r.count,
+        "keys": order(zip(r.starts, r.clients, r.servers, strict=True)),
+        "votes": [v.v for v in (r.pairs, r.conly, r.sonly, r.backends, r.timeouts)],
+        "host_hops": {h: v.v for h, v in r.host_hops.items()},
+        "rtts": {k: order(v) for k, v in r.rtts.items()},
+        "syn": {k: order(v) for k, v in r.syn_times.items()},
+        "idle": {k: order(v) for k, v in r.idle_gaps.items()},
+        "idle_first": r.idle_first,
+        "servers": r.server_set,
+        "reordered": r.reordered,
+    }

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, MALFORMED, sample_captures
+from conftest import CORPUS, MALFORMED, rollup_fields, sample_captures
 
 from pcapreset import _build, connstate, decode_kernel, findings, flows, httphead, rollup, sources
 from pcapreset.decode import AddressBook, Decoder
@@ -61,14 +61,19 @@ def snap(obj, seen: frozenset = frozenset()):
     return (type(obj).__name__, {s: snap(getattr(obj, s), inner) for s in slots})
 
 
-def conns_of(mod, path: str) -> list:
+def tracked(mod, path: str) -> list:
+    """The connections of a capture, from ``mod``'s FlowTracker."""
     readers = open_readers([path])
     ft = mod.FlowTracker()
     for b in decoded_timeline(readers, Decoder(AddressBook())):
         ft.feed(b)
     for r in readers:
         r.close()
-    return [snap(c) for c in ft.finish()]
+    return ft.finish()
+
+
+def conns_of(mod, path: str) -> list:
+    return [snap(c) for c in tracked(mod, path)]
 
 
 @pytest.mark.skipif(
@@ -158,27 +163,13 @@ def test_compiled_reader_equals_plain(path):
 
 
 # ----------------------------------------------------------- eviction's work
-def _rollup_fields(r) -> dict:
-    return {
-        "count": r.count,
-        "keys": list(zip(r.starts, r.clients, r.servers, strict=True)),
-        "votes": [v.v for v in (r.pairs, r.conly, r.sonly, r.backends, r.timeouts)],
-        "host_hops": {h: v.v for h, v in r.host_hops.items()},
-        "rtts": {k: list(v) for k, v in r.rtts.items()},
-        "syn": {k: list(v) for k, v in r.syn_times.items()},
-        "idle": {k: list(v) for k, v in r.idle_gaps.items()},
-        "idle_first": r.idle_first,
-        "servers": r.server_set,
-    }
-
-
 def _compare_eviction(path: Path) -> None:
     """findings.no_finding / conn_findings, rollup.split and Rollup.add give
     the same answers compiled and from source, on every connection."""
     if not (findings.COMPILED and rollup.COMPILED):
         pytest.skip("findings / rollup are not compiled here: nothing to compare")
     try:
-        conns = conns_of_tracker(str(path))
+        conns = tracked(flows, str(path))
     except PcapResetError as e:
         pytest.skip(f"unreadable: {e}")
     pf, pr = plain("findings"), plain("rollup")
@@ -193,17 +184,7 @@ def _compare_eviction(path: Path) -> None:
     for c in out:
         fast.add(c)
         slow.add(c)
-    assert _rollup_fields(fast) == _rollup_fields(slow)
-
-
-def conns_of_tracker(path: str) -> list:
-    readers = open_readers([path])
-    ft = flows.FlowTracker()
-    for b in decoded_timeline(readers, Decoder(AddressBook())):
-        ft.feed(b)
-    for r in readers:
-        r.close()
-    return ft.finish()
+    assert rollup_fields(fast, list) == rollup_fields(slow, list)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +204,7 @@ def test_compiled_eviction_equals_plain_on_generated(tmp_path):
     path = tmp_path / "gen.pcap"
     benchgen.write(str(path), "pcap", n_conns=400, seed=11)
     _compare_eviction(path)
-    assert len(rollup.split(conns_of_tracker(str(path)), float("inf"))[1]) > 200
+    assert len(rollup.split(tracked(flows, str(path)), float("inf"))[1]) > 200
 
 
 def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
