@@ -14,7 +14,7 @@ import click
 from . import __version__
 from .api import analyze as analyze_files
 from .errors import PcapResetError
-from .report import Report, render_conns_text, render_text
+from .report import Report, render_conns_text, render_text, write_json
 
 EXAMPLES_ANALYZE = """
 \b
@@ -79,6 +79,13 @@ def _echo_json(obj: object) -> None:
     """``click.echo(json.dumps(obj, indent=2))``, streamed: no copy of a large
     report as one string (it was the peak of a long capture's memory)."""
     json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _echo_report_json(rep: Report) -> None:
+    """``_echo_json(rep.to_json())``, the resets written one at a time (report.write_json)."""
+    write_json(rep, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -194,7 +201,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
             err=True,
         )
     if fmt == "json":
-        _echo_json(rep.to_json())
+        _echo_report_json(rep)
     elif fmt == "jsonl":
         click.echo(json.dumps(rep.to_json()))
     else:
@@ -264,7 +271,7 @@ def analyze(
             click.echo(json.dumps(r))
         click.echo(json.dumps(j))
     elif fmt == "json":
-        _echo_json(rep.to_json())
+        _echo_report_json(rep)
     else:
         click.echo(render_text(rep, verbose=verbose), nl=False)
     if plot_dir or export_dir:

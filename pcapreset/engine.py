@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import heapq
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .decode import linktype_name as linktype_name
 from .errors import CaptureError
 from .evidence import conn_order
 from .flows import Conn, FlowTracker, RstEvent, conn_keys, freeze_conn
+from .packed import packable
 from .rollup import Rollup
 from .rollup import split as rollup_split
 from .sources import CaptureReader, FrameBatch, SourceInfo
@@ -47,6 +49,20 @@ class EngineResult:
 
     def endpoint(self, key: int) -> str:
         return self.book.endpoint(key)
+
+    def each_conn(self) -> Iterator[tuple[Conn, bytes | None]]:
+        """Every connection kept for the report, in report order, with its
+        packed bytes: those kept whole (``conns``, None) and the packed ones
+        (:mod:`pcapreset.packed`), unpacked one at a time."""
+        packed = self.rollup.packed if self.rollup is not None else None
+        whole = ((c, None) for c in self.conns)
+        if not packed:
+            return whole
+        return heapq.merge(whole, packed.conns(), key=_pair_order)
+
+
+def _pair_order(pair: tuple[Conn, bytes | None]) -> tuple[float, int, int]:
+    return conn_order(pair[0])
 
 
 def open_readers(paths: Sequence[str]) -> list[CaptureReader]:
@@ -238,6 +254,10 @@ SWEEP_EVERY_S = 1.0
 SWEEP_WORK = 0.5
 #: drop evicted connections from tracker.conns once they are this share of it
 COMPACT_SHARE = 0.25
+#: pack the slimmed reset connections (pcapreset.packed) once more than this
+#: many are held whole: a short capture's report never unpacks any (~3.5 KB
+#: each whole, ~1.5 KB packed; packing and unpacking cost ~45 us each)
+PACK_AFTER = 1024
 
 
 class Evictor:
@@ -259,7 +279,10 @@ class Evictor:
 
     A connection with a RST event is kept for the report; once it is over
     (the same test) it leaves the tracker's tables and is slimmed
-    (:func:`pcapreset.flows.freeze_conn`).
+    (:func:`pcapreset.flows.freeze_conn`). Once more than :data:`PACK_AFTER`
+    slimmed ones that can be packed are held, they are packed
+    (``rollup.packed``, :mod:`pcapreset.packed`) and leave ``tracker.conns``
+    too.
     """
 
     def __init__(self, tracker: FlowTracker, rollup: Rollup | None = None) -> None:
@@ -275,6 +298,8 @@ class Evictor:
         self.dead: set[int] = set()  # id() of evicted ones still in tracker.conns
         self.evicted_until = float("-inf")  # the latest delete_at evicted or frozen
         self.shared: dict = {}  # containers frozen connections share (flows.freeze_conn)
+        self.frozen: list[Conn] = []  # slimmed ones that packing takes (packed.packable)
+        self.pack_after = PACK_AFTER
 
     def after(self, ts: np.ndarray) -> None:
         """Call after the tracker was fed a batch with packet times ``ts``."""
@@ -313,8 +338,21 @@ class Evictor:
             for c in frozen:
                 if id(c) not in reachable:  # (else its key collides: left whole)
                     freeze_conn(c, self.shared)
+                    if packable(c):
+                        self.frozen.append(c)
+            if len(self.frozen) > self.pack_after:
+                self._pack()
         if out:
             self._evict(out)
+
+    def _pack(self) -> None:
+        packing, self.frozen = self.frozen, []
+        self.rollup.packed.add(packing)
+        dead = self.dead
+        for c in packing:
+            dead.add(id(c))
+        if len(dead) >= COMPACT_SHARE * len(self.ft.conns):
+            self.compact()
 
     def _evict(self, out: list[Conn]) -> None:
         dead = self.dead
@@ -431,7 +469,7 @@ def order_conns(conns: list[Conn], rollup: Rollup | None = None) -> list[Conn]:
     ones included: what they would be without eviction.
     """
     conns.sort(key=conn_order)
-    if rollup is None or not rollup.count:
+    if rollup is None or not (rollup.count or rollup.packed):
         for i, c in enumerate(conns):
             c.id = i
     else:

@@ -375,46 +375,50 @@ def idle_close_gap(c: Conn, rtt_s: float) -> float | None:
     return gap if gap is not None and gap >= MIN_IDLE_CLOSE_S else None
 
 
-def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
-    """The per-capture context over ``conns`` plus, with ``rollup``, the
-    connections already summarised there (the same context as over all of them)."""
-    ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
-    # per-connection samples stay in arrays: a list of boxed floats per
-    # evicted connection was the largest part of a report's memory
-    rtts: dict[int, array] = {}
-    if rollup is not None:
-        rtts = {srv: array("d", arr) for srv, arr in rollup.rtts.items()}
-    for c in conns:
-        r = conn_rtt(c)
-        if r is not None:
-            _samples(rtts, c.server).append(r)
-    ctx.rtt = {k: median(v) for k, v in rtts.items()}
-    syn: dict[int, array] = {}
-    if rollup is not None:
-        syn = {srv: array("d", arr) for srv, arr in rollup.syn_times.items()}
-    # idle closes per server, servers in the order of their first sample in
-    # report order (the order of ctx.idle_timeout and of its ties)
-    idle_first: dict[int, tuple] = dict(rollup.idle_first) if rollup is not None else {}
-    idle: dict[int, array] = {}
-    if rollup is not None:
-        idle = {srv: array("d", v) for srv, v in rollup.idle_gaps.items()}
-    for c in conns:
+class ContextSamples:
+    """What :func:`build_context`'s second pass takes from connections, per
+    server endpoint: SYN times, the server's RST times and refused connects,
+    idle close gaps (with the order key of the first connection that had one)
+    and the idle gaps before raced requests.
+
+    :meth:`add` takes one connection; a connection with its own round-trip
+    time can be counted as soon as it is over (``packed.Packed``: nothing it
+    adds depends on the rest of the capture), the others need the capture's
+    median round-trip time, known at the end. Merging is order-free: the
+    report sorts the times and takes medians, and keeps the least order key.
+    """
+
+    __slots__ = ("syn", "server_rst", "refused", "idle", "idle_first", "race")
+
+    def __init__(self) -> None:
+        self.syn: dict[int, array] = {}
+        self.server_rst: dict[int, list[float]] = {}
+        self.refused: dict[int, list[float]] = {}
+        self.idle: dict[int, array] = {}
+        self.idle_first: dict[int, tuple[float, int, int]] = {}
+        self.race: dict[int, list[float]] = {}
+
+    @staticmethod
+    def rtt_free(c: Conn) -> bool:
+        """Whether :meth:`add` does not read ``rtt_s`` for ``c`` (no exchange:
+        no idle close gap; at most one RST event: no follow-up)."""
+        return not c.exchanges and len(c.rst_events) <= 1
+
+    def add(self, c: Conn, rtt_s: float) -> None:
+        """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
         if c.syn_ts is not None:
-            _samples(syn, c.server).append(c.syn_ts)
+            _samples(self.syn, c.server).append(c.syn_ts)
         for ev in c.rst_events:
-            if ev.from_client or is_followup(c, ev, rtt_of(c, ctx)):
+            if ev.from_client or is_followup(c, ev, rtt_s):
                 continue
             if is_refused(c, ev):
-                ctx.refused_times.setdefault(c.server, []).append(ev.ts)
+                self.refused.setdefault(c.server, []).append(ev.ts)
             else:
-                ctx.server_rst_times.setdefault(c.server, []).append(ev.ts)
-        gap = idle_close_gap(c, rtt_of(c, ctx))
+                self.server_rst.setdefault(c.server, []).append(ev.ts)
+        gap = idle_close_gap(c, rtt_s)
         if gap is not None:
-            _samples(idle, c.server).append(gap)
-            key = conn_order(c)
-            known = idle_first.get(c.server)
-            if known is None or key < known:
-                idle_first[c.server] = key
+            _samples(self.idle, c.server).append(gap)
+            self.first_idle(c.server, conn_order(c))
         first = c.rst_events[0] if c.rst_events else None
         if (
             first is not None
@@ -426,9 +430,60 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
             and (first.exchange is None or first.exchange.resp_ts is None)
             and (not c.s.ttls or first.packets[0].ttl in c.s.ttls)  # not a forged RST
         ):
-            ctx.race_gaps.setdefault(c.server, []).append(first.idle_before_s)
-    ctx.idle_closes = {srv: idle[srv] for srv in sorted(idle, key=idle_first.__getitem__)}
-    ctx.syn_times = {srv: _sorted(v) for srv, v in syn.items()}
+            self.race.setdefault(c.server, []).append(first.idle_before_s)
+
+    def first_idle(self, srv: int, key: tuple[float, int, int]) -> None:
+        known = self.idle_first.get(srv)
+        if known is None or key < known:
+            self.idle_first[srv] = key
+
+    def merge(self, other: ContextSamples) -> None:
+        for a, b in ((self.syn, other.syn), (self.idle, other.idle)):
+            for srv, arr in b.items():
+                _samples(a, srv).extend(arr)
+        for m, n in (
+            (self.server_rst, other.server_rst),
+            (self.refused, other.refused),
+            (self.race, other.race),
+        ):
+            for srv, xs in n.items():
+                m.setdefault(srv, []).extend(xs)
+        for srv, key in other.idle_first.items():
+            self.first_idle(srv, key)
+
+
+def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
+    """The per-capture context over ``conns`` plus, with ``rollup``, the
+    connections already summarised there (the same context as over all of them)."""
+    ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
+    packed = rollup.packed if rollup is not None else None
+    # per-connection samples stay in arrays: a list of boxed floats per
+    # evicted connection was the largest part of a report's memory
+    rtts: dict[int, array] = {}
+    if rollup is not None:
+        rtts = {srv: array("d", arr) for srv, arr in rollup.rtts.items()}
+    if packed:
+        for srv, arr in packed.rtts.items():
+            _samples(rtts, srv).extend(arr)
+    for c in conns:
+        r = conn_rtt(c)
+        if r is not None:
+            _samples(rtts, c.server).append(r)
+    ctx.rtt = {k: median(v) for k, v in rtts.items()}
+    s = ContextSamples()
+    if rollup is not None:
+        s.syn = {srv: array("d", arr) for srv, arr in rollup.syn_times.items()}
+        s.idle = {srv: array("d", v) for srv, v in rollup.idle_gaps.items()}
+        s.idle_first = dict(rollup.idle_first)
+    if packed:
+        s.merge(packed.samples)
+    for c in conns:
+        s.add(c, rtt_of(c, ctx))
+    # idle closes per server, servers in the order of their first sample in
+    # report order (the order of ctx.idle_timeout and of its ties)
+    ctx.idle_closes = {srv: s.idle[srv] for srv in sorted(s.idle, key=s.idle_first.__getitem__)}
+    ctx.syn_times = {srv: _sorted(v) for srv, v in s.syn.items()}
+    ctx.server_rst_times, ctx.refused_times, ctx.race_gaps = s.server_rst, s.refused, s.race
     for v in (*ctx.server_rst_times.values(), *ctx.refused_times.values()):
         v.sort()
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):

@@ -187,6 +187,14 @@ class RstPacket:
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
 
+    # pickled as a tuple of the slots' values (pcapreset.packed keeps many)
+    def __getstate__(self) -> tuple:
+        return tuple([getattr(self, k) for k in RstPacket.__slots__])
+
+    def __setstate__(self, state: tuple) -> None:
+        for k, v in zip(RstPacket.__slots__, state, strict=True):
+            setattr(self, k, v)
+
 
 class RstEvent:
     """One reset of a connection: its RST packets plus the state when it came."""
@@ -227,6 +235,14 @@ class RstEvent:
     @property
     def both_directions(self) -> bool:
         return len({p.from_client for p in self.packets}) == 2
+
+    # pickled as a tuple of the slots' values (pcapreset.packed keeps many)
+    def __getstate__(self) -> tuple:
+        return tuple([getattr(self, k) for k in RstEvent.__slots__])
+
+    def __setstate__(self, state: tuple) -> None:
+        for k, v in zip(RstEvent.__slots__, state, strict=True):
+            setattr(self, k, v)
 
 
 class Conn:

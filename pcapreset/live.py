@@ -476,7 +476,9 @@ class VerdictStream:
         self._ctx_cost_s = 0.0
 
     def on_rst(self, ev) -> None:
-        self.pending.append(ev)
+        # the connection too: once it is over and packed (pcapreset.packed)
+        # its events no longer point back at it
+        self.pending.append((ev, ev.conn))
 
     def flush(self) -> None:
         """Emit every reset still waiting (at the end of the capture)."""
@@ -490,13 +492,15 @@ class VerdictStream:
         if not self.pending:
             return
         now = time.time() if now is None else now
-        due = [e for e in self.pending if force or e.ts + self.delay_s <= now]
+        due = [(e, c) for e, c in self.pending if force or e.ts + self.delay_s <= now]
         if not due:
             return
         gap = max(self.min_rebuild_s, self.cpu_share_inv * self._ctx_cost_s)
         if not force and time.monotonic() - self._ctx_at < gap:
             return
-        self.pending = [e for e in self.pending if not (force or e.ts + self.delay_s <= now)]
+        self.pending = [
+            (e, c) for e, c in self.pending if not (force or e.ts + self.delay_s <= now)
+        ]
         from .engine import EngineResult
         from .evidence import build_context, rst_facts
         from .report import Report, ResetRecord
@@ -510,9 +514,9 @@ class VerdictStream:
             sources=[], decode=dec.stats, conns=ft.conns, book=dec.book, port=ft.port
         )
         rep = Report(res, ctx, [], [])
-        for ev in sorted(due, key=lambda e: e.ts):
-            facts = rst_facts(ev.conn, ev, ctx)
-            self.emit(rep.reset_json(ResetRecord(ev.conn, ev, classify(facts), facts)))
+        for ev, conn in sorted(due, key=lambda d: d[0].ts):
+            facts = rst_facts(conn, ev, ctx)
+            self.emit(rep.reset_json(ResetRecord(conn, ev, classify(facts), facts)))
             self.emitted += 1
 
 

@@ -45,6 +45,7 @@ from .errors import PcapResetError
 from .findings import conn_findings
 from .flows import Conn
 from .nginxconf import normalize_addr
+from .packed import full_conn
 
 WIDTH = 80
 #: how far (s) a wire event may lie outside the logged second and still match
@@ -359,7 +360,7 @@ def wire_events(rep) -> list[WireEvent]:
     """Resets and per-connection findings of a Report, with the time nginx saw them."""
     out = []
     for r in rep.resets:
-        c, ev, v = r.conn, r.event, r.verdict
+        c, ev, v = full_conn(r.conn), r.event, r.verdict
         match_ts = _gave_up_ts(c, ev.ts) if v.sender == "client" else ev.ts
         tgt = ev.exchange.target if ev.exchange is not None else _target(c, ev.ts)
         out.append(
@@ -367,7 +368,7 @@ def wire_events(rep) -> list[WireEvent]:
                 "reset", v.cause, v.sender, rep.ep(c.client), rep.ep(c.server), ev.ts, match_ts, tgt
             )
         )
-    for c in rep.result.conns:
+    for c, _blob in rep.result.each_conn():
         for cause, _msg in conn_findings(c):
             get = _FINDING_TS.get(cause)
             ts = get(c) if get else None

@@ -7,11 +7,14 @@ SPEC.md; :func:`render_text` is the 80-column text report.
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from . import __version__
 from .advice import (
@@ -36,6 +39,7 @@ from .evidence import (
 )
 from .findings import conn_findings
 from .flows import Conn, RstEvent
+from .packed import ConnStub
 from .rules import CAUSES, SENDERS, Verdict, classify
 
 WIDTH = 80
@@ -43,7 +47,8 @@ WIDTH = 80
 
 @dataclass(slots=True)
 class ResetRecord:
-    conn: Conn
+    #: the connection; a stub if it was packed (:func:`pcapreset.packed.full_conn`)
+    conn: Conn | ConnStub
     event: RstEvent
     verdict: Verdict
     facts: dict[str, Fact]
@@ -71,7 +76,9 @@ class Report:
     def flows(self) -> int:
         """Connections in the capture, evicted ones (EngineResult.rollup) included."""
         rollup = self.result.rollup
-        return len(self.result.conns) + (rollup.count if rollup is not None else 0)
+        if rollup is None:
+            return len(self.result.conns)
+        return len(self.result.conns) + rollup.count + len(rollup.packed)
 
     def backend_name(self) -> str | None:
         """The backend the most connections' response headers name, if any."""
@@ -220,12 +227,14 @@ class Report:
             out["live"] = res.live
         return out
 
-    def to_json(self) -> dict:
+    def to_json(self, resets: bool = True) -> dict:
+        """The report as JSON-ready values; ``resets=False`` leaves the
+        resets' list empty (:func:`write_json` writes them one at a time)."""
         out = {
             "tool": {"name": "pcapreset", "version": __version__},
             "capture": self.capture_json(),
             "flows": self.flows(),
-            "resets": [self.reset_json(r) for r in self.resets],
+            "resets": [self.reset_json(r) for r in self.resets] if resets else [],
             "findings": self.findings,
             "summary": self.summary(),
         }
@@ -264,9 +273,10 @@ class Report:
 
 def require_all_conns(result: EngineResult) -> None:
     """Connection tables need every connection: refuse a result with evicted ones."""
-    if result.rollup is not None and result.rollup.count:
+    rollup = result.rollup
+    if rollup is not None and (rollup.count or rollup.packed):
         raise PcapResetError(
-            f"{result.rollup.count} connections were summarised, not kept: "
+            f"{rollup.count + len(rollup.packed)} connections were summarised, not kept: "
             "analyse with evict=False for per-connection tables"
         )
 
@@ -313,20 +323,19 @@ def build(
 ) -> Report:
     ctx = build_context(result.conns, result.rollup)
     resets: list[ResetRecord] = []
-    for c in result.conns:
+    agg: dict[str, dict] = {}
+    book = result.book
+    for c, blob in result.each_conn():
+        first = len(resets)
         for ev in c.rst_events:
-            if resets and resets[-1].conn is c and is_followup(c, ev, rtt_of(c, ctx)):
+            if len(resets) > first and is_followup(c, ev, rtt_of(c, ctx)):
                 resets[-1].followup_packets += len(ev.packets)  # same reset, in-flight data
                 continue
             facts = rst_facts(c, ev, ctx)
-            if resets and resets[-1].conn is c and _aftermath(resets[-1], ev, facts):
+            if len(resets) > first and _aftermath(resets[-1], ev, facts):
                 _fold_aftermath(resets[-1], ev)  # a consequence of the forged RST
                 continue
             resets.append(ResetRecord(c, ev, classify(facts), facts))
-    resets.sort(key=lambda r: r.event.ts)
-    agg: dict[str, dict] = {}
-    book = result.book
-    for c in result.conns:
         for cause, msg in conn_findings(c):
             a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})
             a["count"] += 1
@@ -334,8 +343,44 @@ def build(
                 a["evidence"].append(msg)
             if len(a["flows"]) < 50:
                 a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
+        if blob is not None:  # a packed connection: its records keep a stub
+            stub = ConnStub(c, blob)
+            for r in resets[first:]:
+                r.conn = stub  # type: ignore[assignment]
+            for ev in c.rst_events:
+                ev.conn = stub  # type: ignore[assignment]
+    resets.sort(key=lambda r: r.event.ts)
     findings = sorted(agg.values(), key=lambda a: -a["count"])
     return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)
+
+
+class _ResetsJSON(list):
+    """The resets' JSON for :func:`write_json`: each dict made as the encoder
+    reaches it. (json's encoder, the pure-Python one that runs with an
+    indent, walks a list with ``not lst`` and ``for value in lst``.)"""
+
+    def __init__(self, rep: Report) -> None:
+        super().__init__()
+        self.rep = rep
+
+    def __len__(self) -> int:
+        return len(self.rep.resets)
+
+    def __iter__(self) -> Iterator[dict]:  # type: ignore[override]
+        reset_json = self.rep.reset_json
+        return (reset_json(r) for r in self.rep.resets)
+
+
+def write_json(rep: Report, out: TextIO) -> None:
+    """``json.dump(rep.to_json(), out, indent=2)`` with each reset's dict made
+    as it is written: a long capture's reset dicts, all built at once, were
+    its largest allocation at the end (~1 KB per reset). One encoder for the
+    whole report: each ``json.dumps`` with an indent makes a new set of
+    closures that refer to each other, which only the cyclic GC frees (the
+    CLI runs without it)."""
+    top = rep.to_json(resets=False)
+    top["resets"] = _ResetsJSON(rep)
+    json.dump(top, out, indent=2)
 
 
 # ------------------------------------------------------------------ text

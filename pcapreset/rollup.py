@@ -31,6 +31,7 @@ from .advice import advertised_timeout, backend_from_headers
 from .evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
 from .findings import conn_findings, no_finding
 from .flows import Conn, FlowTracker
+from .packed import Packed
 
 _finish_conn = FlowTracker.finish_conn
 
@@ -68,6 +69,8 @@ class Rollup:
         self._headers: dict[tuple, tuple] = {}
         self._votes: tuple | None = None
         self._derived: tuple[int, dict] | None = None
+        #: reset connections the report keeps, packed (see :mod:`pcapreset.packed`)
+        self.packed = Packed()
         #: a packet older than an evicted connection's close came after it was
         #: evicted (the capture's clock went backwards): the summary may not be
         #: what the report would have computed; engine.run analyses again
@@ -182,14 +185,16 @@ class Rollup:
 
     @property
     def server_set(self) -> set[int]:
-        """every server endpoint (api.analyze matches them with nginx.conf)"""
-        return self._tables()["server_set"]
+        """every server endpoint, packed connections' included (api.analyze
+        matches them with nginx.conf)"""
+        return self._tables()["server_set"] | set(self.packed.servers)
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
         """(pairs, client only, server only, host hops, backends, timeouts): the
         votes of infer_vantage, _host_hops, Report.backend_name and
-        Report.advertised_timeout over the evicted connections."""
-        if self._votes is not None and self._votes[0] == self.count:
+        Report.advertised_timeout over the evicted and the packed connections."""
+        state = (self.count, len(self.packed))
+        if self._votes is not None and self._votes[0] == state:
             return self._votes[1]
         pairs, conly, sonly, backends, timeouts = Votes(), Votes(), Votes(), Votes(), Votes()
         hosts: dict[int, Votes] = {}
@@ -209,8 +214,19 @@ class Rollup:
                 backends.add(name, k0, n)
             if t is not None:
                 timeouts.add(t, k0, n)
+        p = self.packed
+        for mine, theirs in (
+            (pairs, p.pairs),
+            (conly, p.conly),
+            (sonly, p.sonly),
+            (backends, p.backends),
+            (timeouts, p.timeouts),
+        ):
+            mine.merge(theirs)
+        for host, v in p.hosts.items():
+            hosts.setdefault(host, Votes()).merge(v)
         out = (pairs, conly, sonly, hosts, backends, timeouts)
-        self._votes = (self.count, out)
+        self._votes = (state, out)
         return out
 
     @property
@@ -247,24 +263,35 @@ class Rollup:
             self._f.append(f.copy())
             self._i.append(i)
             self.count += other.count
+        self.packed.merge(other.packed)
         self.reordered = self.reordered or other.reordered
 
     def ranks(self, kept: list[Conn]) -> list[int]:
         """The ids of ``kept`` (sorted as engine.order_conns sorts) among all
-        connections: their ranks by (start, client, server), evicted ones
-        included; a kept connection goes first among equal keys."""
-        n = len(kept)
-        if not self.count:
+        connections: their ranks by (start, client, server), evicted and
+        packed ones included; a kept connection goes first among equal keys,
+        then a packed one. Sets the packed connections' ids (``packed.ids``)."""
+        n, p = len(kept), self.packed
+        m = len(p)
+        if not self.count and not m:
             return list(range(n))
-        starts = np.concatenate([np.fromiter((c.start for c in kept), np.float64, n), self.starts])
-        clients = np.concatenate([np.fromiter((c.client for c in kept), np.int64, n), self.clients])
-        servers = np.concatenate([np.fromiter((c.server for c in kept), np.int64, n), self.servers])
+        starts = np.concatenate(
+            [np.fromiter((c.start for c in kept), np.float64, n), p.starts, self.starts]
+        )
+        clients = np.concatenate(
+            [np.fromiter((c.client for c in kept), np.int64, n), p.clients, self.clients]
+        )
+        servers = np.concatenate(
+            [np.fromiter((c.server for c in kept), np.int64, n), p.servers, self.servers]
+        )
         evicted = np.zeros(len(starts), dtype=np.int8)
         evicted[n:] = 1
+        evicted[n + m :] = 2
         seq = np.arange(len(starts))
         order = np.lexsort((seq, evicted, servers, clients, starts))
         rank = np.empty(len(starts), dtype=np.int64)
         rank[order] = np.arange(len(starts))
+        p.ids = rank[n : n + m].tolist()
         return rank[:n].tolist()
 
 

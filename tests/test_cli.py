@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, ether, ng_idb, ng_shb, pcap_bytes, sample_captures, tcp, write
 
-from pcapreset import __version__
+from pcapreset import __version__, analyze
 from pcapreset.cli import main
+from pcapreset.report import write_json
 
 CAPS = sample_captures()
 needs_samples = pytest.mark.skipif(not CAPS, reason="no captures in sample_pcaps/ yet")
@@ -63,6 +64,22 @@ def test_json_validates_and_matches_text(path, schema):
     assert f"{rep['capture']['packets']:,} packets" in text
     for r in rep["resets"]:
         assert r["cause"] in text
+
+
+@needs_samples
+@pytest.mark.parametrize("path", CAPS, **ids)
+def test_json_is_json_dump_of_the_report(path):
+    """The CLI writes the resets one at a time (report.write_json): the bytes
+    are those of json.dumps(report, indent=2), whatever the report holds."""
+    rep = analyze(path, evict=False, nginx_log=path.parent / "error.log", nginx_tz="UTC")
+    for r in (rep, analyze(path)):
+        out = io.StringIO()
+        write_json(r, out)
+        assert out.getvalue() == json.dumps(r.to_json(), indent=2)
+    assert (
+        run("analyze", "--format", "json", str(path)).stdout
+        == json.dumps(analyze(path).to_json(), indent=2) + "\n"
+    )
 
 
 @needs_samples

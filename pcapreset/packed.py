@@ -1,0 +1,164 @@
+"""packed: reset connections kept for the report in one bytes object each.
+
+A connection with a reset is kept to the end of the capture: each of its
+resets is classified against the capture-wide context (median round-trip
+times, idle timeouts, resets of other connections around it), which is known
+only then. Kept whole, even slimmed (:func:`pcapreset.flows.freeze_conn`), one
+costs ~3.5 KB in ~60 small Python objects, and the allocator keeps free
+blocks between them: a long capture's resets were most of its memory.
+
+Once ``engine.Evictor`` holds more than ``engine.PACK_AFTER`` slimmed ones, it
+packs them here. A packed connection is one pickled ``bytes`` (~1.5 KB), its
+order key, and what :func:`pcapreset.evidence.build_context` takes from it,
+counted at once: only connections with their own round-trip time (or none
+that the context would read, :meth:`ContextSamples.rtt_free`) are packed, so
+nothing they add to the context depends on the rest of the capture. The
+report unpacks each one once, in report order, to classify its resets
+(:func:`pcapreset.report.build`), and its records keep a :class:`ConnStub`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from array import array
+from collections.abc import Iterator
+
+import numpy as np
+
+from .advice import advertised_timeout, backend_from_headers
+from .evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
+from .flows import Conn
+
+
+class Packed:
+    """Packed connections and their part of the report's context."""
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+        self.starts = array("d")
+        self.clients = array("q")
+        self.servers = array("q")
+        #: report ids (engine.order_conns), in the order of ``blobs``
+        self.ids: list[int] = []
+        #: the votes of infer_vantage, _host_hops and the backend's name and
+        #: advertised timeout (Rollup.votes adds them to its own)
+        self.pairs, self.conly, self.sonly = Votes(), Votes(), Votes()
+        self.hosts: dict[int, Votes] = {}
+        self.backends, self.timeouts = Votes(), Votes()
+        #: server endpoint -> handshake round-trip times (s)
+        self.rtts: dict[int, array] = {}
+        self.samples = ContextSamples()
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def add(self, conns: list[Conn]) -> None:
+        """Pack connections that are over (closed, past Zeek's close delay,
+        out of the tracker's tables) and :func:`packable`. They are used up:
+        their RST events no longer point back at them."""
+        for c in conns:
+            rtt = conn_rtt(c)
+            if rtt is None and not ContextSamples.rtt_free(c):
+                raise ValueError("a connection whose context needs the capture's round-trip time")
+            self.blobs.append(pickle.dumps(c, pickle.HIGHEST_PROTOCOL))
+            self.starts.append(c.start)
+            self.clients.append(c.client)
+            self.servers.append(c.server)
+            vantage_votes(c, self.pairs, self.conly, self.sonly)
+            host_hop_votes(c, self.hosts)
+            key = (c.start, c.client, c.server, 0)
+            name = backend_from_headers(c.resp_headers)
+            if name:
+                self.backends.add(name, key)
+            t = advertised_timeout(c.resp_headers)
+            if t is not None:
+                self.timeouts.add(t, key)
+            if rtt is not None:
+                r = self.rtts.get(c.server)
+                if r is None:
+                    r = self.rtts[c.server] = array("d")
+                r.append(rtt)
+            self.samples.add(c, 0.0 if rtt is None else rtt)  # (0.0: not read)
+            # its events let go of it: the connection is freed as soon as the
+            # evictor does, even with the cyclic GC paused (engine.paused_gc)
+            for ev in c.rst_events:
+                ev.conn = None  # type: ignore[assignment]
+
+    def merge(self, other: Packed) -> None:
+        """Add another process's packed connections (shards, the reader child)."""
+        self.blobs += other.blobs
+        self.starts += other.starts
+        self.clients += other.clients
+        self.servers += other.servers
+        for mine, theirs in (
+            (self.pairs, other.pairs),
+            (self.conly, other.conly),
+            (self.sonly, other.sonly),
+            (self.backends, other.backends),
+            (self.timeouts, other.timeouts),
+        ):
+            mine.merge(theirs)
+        for host, v in other.hosts.items():
+            self.hosts.setdefault(host, Votes()).merge(v)
+        for srv, arr in other.rtts.items():
+            self.rtts.setdefault(srv, array("d")).extend(arr)
+        self.samples.merge(other.samples)
+
+    def order(self) -> np.ndarray:
+        """Indexes of ``blobs`` in report order (start, client, server)."""
+        return np.lexsort(
+            (
+                np.frombuffer(self.servers, np.int64),
+                np.frombuffer(self.clients, np.int64),
+                np.frombuffer(self.starts, np.float64),
+            )
+        )
+
+    def conns(self) -> Iterator[tuple[Conn, bytes]]:
+        """The packed connections, unpacked one at a time, in report order,
+        each with its report id, and its bytes."""
+        ids = self.ids
+        for j in self.order().tolist():
+            blob = self.blobs[j]
+            c = unpack(blob)
+            c.id = ids[j]
+            yield c, blob
+
+
+def packable(c: Conn) -> bool:
+    """What the connection adds to the report's context is known now: it has
+    its own round-trip time, or the context does not read one for it."""
+    return conn_rtt(c) is not None or ContextSamples.rtt_free(c)
+
+
+def unpack(blob: bytes) -> Conn:
+    c = pickle.loads(blob)
+    assert isinstance(c, Conn)
+    return c
+
+
+class ConnStub:
+    """What a reset record keeps of a packed connection: the fields the report
+    prints, and the packed bytes (:meth:`full`) for anything else."""
+
+    __slots__ = ("id", "client", "server", "role_rule", "start", "end", "blob")
+
+    def __init__(self, c: Conn, blob: bytes) -> None:
+        self.id = c.id
+        self.client = c.client
+        self.server = c.server
+        self.role_rule = c.role_rule
+        self.start = c.start
+        self.end = c.end
+        self.blob = blob
+
+    def full(self) -> Conn:
+        """The whole connection, unpacked again (not kept)."""
+        c = unpack(self.blob)
+        c.id = self.id
+        return c
+
+
+def full_conn(c: Conn | ConnStub) -> Conn:
+    """A reset record's connection, whole (a packed one unpacked again)."""
+    return c.full() if isinstance(c, ConnStub) else c

@@ -1,0 +1,298 @@
+"""Packed reset connections (issue #8, flat memory): once engine.Evictor holds
+more than PACK_AFTER slimmed reset connections it packs them (pcapreset.packed)
+and the report unpacks each one once; the report must not change.
+
+With PACK_AFTER = 0 (every slimmed reset connection with its own round-trip
+time is packed), every sample and public capture gives the same JSON and text
+as without eviction; a generated capture really packs, in one process,
+pipelined, sharded and through the live path, and its nginx log matching is
+the same; a packed connection unpacks to what was packed; Packed.merge equals
+one Packed. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, sample_captures
+
+from pcapreset import analyze, engine
+from pcapreset.connstate import conn_state
+from pcapreset.errors import PcapResetError
+from pcapreset.evidence import build_context, conn_rtt, rst_facts
+from pcapreset.flows import freeze_conn
+from pcapreset.live import VerdictStream
+from pcapreset.packed import ConnStub, Packed, full_conn, packable, unpack
+from pcapreset.report import build, render_text
+from pcapreset.rollup import Rollup
+from pcapreset.sources import CaptureReader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import benchgen  # noqa: E402
+
+CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
+
+
+@pytest.fixture
+def pack_all(monkeypatch):
+    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+
+
+def _same(a, b) -> None:
+    ja, jb = a.to_json(), b.to_json()
+    assert ja == jb
+    assert json.dumps(ja) == json.dumps(jb)  # key order too
+    assert render_text(a, verbose=True) == render_text(b, verbose=True)
+    assert render_text(a) == render_text(b)
+
+
+def _packed(rep) -> int:
+    r = rep.result.rollup
+    return 0 if r is None else len(r.packed)
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_capture_report_identical_with_packing(path, pack_all):
+    try:
+        keep = analyze(path, evict=False)
+    except PcapResetError:
+        return  # refused input (test_evict checks both refuse it alike)
+    _same(analyze(path, evict=True), keep)
+
+
+def _all_packed(path):
+    """(the report of ``path`` with every reset connection that has its own
+    round-trip time packed, as if the capture had gone on, the report with
+    nothing packed), or None for a refused capture."""
+    try:
+        res = engine.run([str(path)])
+    except PcapResetError:
+        return None
+    want = build(res)
+    res = engine.run([str(path)])
+    rollup = Rollup()
+    shared: dict = {}
+    packing = [c for c in res.conns if c.rst_events and packable(c)]
+    for c in packing:
+        freeze_conn(c, shared)
+    rollup.packed.add(packing)
+    gone = {id(c) for c in packing}
+    res.conns = engine.order_conns([c for c in res.conns if id(c) not in gone], rollup)
+    res.rollup = rollup
+    return build(res), want, len(packing)
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_capture_report_identical_when_every_reset_is_packed(path):
+    got = _all_packed(path)
+    if got is not None:
+        rep, want, _n = got
+        _same(rep, want)
+
+
+def test_captures_with_resets_pack():
+    """The test above is not vacuous."""
+    n = [got[2] for p in sample_captures() if (got := _all_packed(p)) is not None]
+    assert sum(1 for k in n if k) >= 25
+
+
+def test_sample_captures_pack(pack_all):
+    """The test above is not vacuous: the lab's captures do pack."""
+    packed = [p for p in sample_captures() if _packed(analyze(p, evict=True))]
+    assert len(packed) >= 8
+
+
+# ------------------------------------------------------------ generated capture
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("packed") / "gen.pcap"
+    benchgen.write(str(path), "pcap", n_conns=600, seed=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full(generated):
+    return analyze(generated, evict=False)
+
+
+def test_generated_capture_packs_and_reports_the_same(generated, full, pack_all):
+    ev = analyze(generated, evict=True)
+    n = _packed(ev)
+    resets = sum(1 for c in full.result.conns if c.rst_events)
+    assert 0 < n <= resets
+    assert ev.to_json()["flows"] == len(full.result.conns)
+    _same(ev, full)
+    stubs = [r for r in ev.resets if isinstance(r.conn, ConnStub)]
+    assert len({r.conn.id for r in stubs}) == n  # every packed one: stubs, not Conns
+    assert all(r.event.conn is r.conn for r in stubs)
+    ids = {(c.start, c.client, c.server): c.id for c in full.result.conns}
+    assert all(ids[(r.conn.start, r.conn.client, r.conn.server)] == r.conn.id for r in stubs)
+    with pytest.raises(PcapResetError, match="evict=False"):
+        ev.conn_rows()
+
+
+def test_packing_threshold(generated, full, monkeypatch):
+    """Below PACK_AFTER nothing is packed; above it, all but the last few are."""
+    monkeypatch.setattr(engine, "PACK_AFTER", 10_000)
+    assert _packed(analyze(generated, evict=True)) == 0
+    monkeypatch.setattr(engine, "PACK_AFTER", 5)
+    ev = analyze(generated, evict=True)
+    assert _packed(ev) > 0
+    assert sum(1 for c in ev.result.conns if c.rst_events and packable(c)) <= 5 + 5
+    _same(ev, full)
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_generated_capture_sharded(generated, full, jobs, pack_all):
+    ev = analyze(generated, evict=True, jobs=jobs)
+    assert _packed(ev) > 0
+    _same(ev, full)
+
+
+def test_generated_capture_pipelined(generated, full, pack_all):
+    res = engine.run([str(generated)], pipelined=True, evict=True)
+    assert res.rollup is not None and len(res.rollup.packed) > 0
+    _same(build(res), full)
+
+
+def test_live_batches_pack_and_stream_the_same(generated, pack_all):
+    out = {}
+    for evict in (False, True):
+        streamed: list[dict] = []
+        stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
+        reader = CaptureReader(str(generated))
+        try:
+            res = engine.run_batches(
+                reader.batches(), [reader.info], on_rst=stream.on_rst, on_batch=stream.tick,
+                evict=evict,
+            )  # fmt: skip
+        finally:
+            reader.close()
+        stream.flush()
+        out[evict] = (res, streamed)
+    (res0, s0), (res1, s1) = out[False], out[True]
+    assert res1.rollup is not None and len(res1.rollup.packed) > 0
+    assert s1 and s1 == s0
+    _same(build(res1), build(res0))
+
+
+def test_nginx_log_matching_the_same(pack_all):
+    """Matching nginx's error.log reads the packed connections again (full_conn)."""
+    d = ROOT / "sample_pcaps" / "keepalive_race_node"
+    logs = sorted(d.glob("*error.log"))
+    assert logs
+    kw = {"nginx_log": [str(p) for p in logs], "nginx_tz": "UTC"}
+    ev = analyze(d / "nginx.pcap", evict=True, **kw)
+    assert _packed(ev) > 0
+    _same(ev, analyze(d / "nginx.pcap", evict=False, **kw))
+    assert (
+        ev.to_json()["nginx_log"]
+        == analyze(d / "nginx.pcap", evict=False, **kw).to_json()["nginx_log"]
+    )
+
+
+# ------------------------------------------------------------------ Packed
+def _packable(path):
+    res = engine.run([str(path)])
+    ok = [c for c in res.conns if c.rst_events and packable(c)]
+    shared: dict = {}
+    for c in ok:
+        freeze_conn(c, shared)
+    return res, ok
+
+
+def _dump(c) -> tuple:
+    """Every value the report reads of a connection."""
+    evs = [
+        (
+            {k: getattr(ev, k) for k in ev.__slots__ if k not in ("conn", "exchange", "packets")},
+            [p.as_dict() for p in ev.packets],
+            None if ev.exchange is None else c.exchanges.index(ev.exchange),
+        )
+        for ev in c.rst_events
+    ]
+    return (conn_state(c), c.history, c.start, c.end, c.role_rule, c.resp_headers, evs)
+
+
+def test_unpack_is_what_was_packed(generated):
+    res, ok = _packable(generated)
+    assert len(ok) > 10
+    ctx = build_context(res.conns)
+    for c in ok:
+        back = unpack(pickle.dumps(c, pickle.HIGHEST_PROTOCOL))
+        assert back is not c
+        assert _dump(back) == _dump(c)
+        assert all(ev.conn is back for ev in back.rst_events)
+        assert [rst_facts(back, ev, ctx) for ev in back.rst_events] == [
+            rst_facts(c, ev, ctx) for ev in c.rst_events
+        ]
+        stub = ConnStub(c, pickle.dumps(c))
+        assert _dump(full_conn(stub)) == _dump(c)
+        assert full_conn(c) is c
+
+
+def test_packed_merge_equals_one_packed(generated):
+    res, ok = _packable(generated)
+    whole, a, b = Packed(), Packed(), Packed()
+    rng = random.Random(3)
+    whole.add(ok)
+    for c in ok:
+        (a if rng.random() < 0.5 else b).add([c])
+    a.merge(b)
+    assert len(a) == len(whole) == len(ok)
+
+    def fields(p: Packed) -> dict:
+        order = p.order().tolist()
+        return {
+            "keys": [(p.starts[j], p.clients[j], p.servers[j]) for j in order],
+            "conns": [_dump(unpack(p.blobs[j])) for j in order],
+            "votes": [v.v for v in (p.pairs, p.conly, p.sonly, p.backends, p.timeouts)],
+            "hosts": {h: v.v for h, v in p.hosts.items()},
+            "rtts": {k: sorted(v) for k, v in p.rtts.items()},
+            "samples": {
+                name: {k: sorted(v) for k, v in getattr(p.samples, name).items()}
+                for name in ("syn", "server_rst", "refused", "idle", "race")
+            },
+            "idle_first": p.samples.idle_first,
+        }
+
+    assert fields(a) == fields(whole)
+
+
+def test_packed_context_is_the_whole_context(generated):
+    """build_context over the others plus a Rollup holding the packed ones
+    is the context over all of them."""
+    res, ok = _packable(generated)
+    want = build_context(res.conns)
+    rollup = Rollup()
+    rollup.packed.add(ok)
+    gone = {id(c) for c in ok}
+    kept = [c for c in res.conns if id(c) not in gone]
+    got = build_context(kept, rollup)
+    for name in ("vantage", "rtt", "host_hops", "idle_timeout", "idle_timeout_basis"):
+        assert getattr(got, name) == getattr(want, name), name
+    for name in ("syn_times", "server_rst_times", "refused_times", "idle_closes", "race_gaps"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert {k: sorted(v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}, name
+
+
+def test_packable(generated):
+    """Refused connects (no round trip of their own) are packed too; a
+    connection caught mid-stream (no handshake, with data) is not."""
+    res = engine.run([str(generated)])
+    assert any(conn_rtt(c) is None for c in res.conns if c.rst_events and packable(c))
+    assert all(packable(c) for c in res.conns)
+    midstream = CORPUS / "zeek__tcp__missing-syn.pcap"
+    if not midstream.exists():
+        pytest.skip("public corpus not present")
+    res = engine.run([str(midstream)])
+    c = next(c for c in res.conns if not packable(c))
+    assert conn_rtt(c) is None and c.exchanges
+    with pytest.raises(ValueError):
+        Packed().add([c])
