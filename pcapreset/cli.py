@@ -94,10 +94,33 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+#: glibc's mallopt parameter M_MMAP_THRESHOLD
+_M_MMAP_THRESHOLD = -3
+
+
+def _fixed_mmap_threshold(size: int = 128 * 1024) -> None:
+    """Keep glibc's malloc giving blocks of ``size`` or more their own mapping.
+
+    By default glibc raises that threshold to the size of each large block
+    freed (up to 32 MB), so later arrays of a few MB come from the heap, and
+    the heap cannot shrink below the long-lived objects allocated after them:
+    a long capture's end (rank and per-server arrays over every connection)
+    left ~10 MB behind. A fixed threshold turns the adjustment off
+    (mallopt(3)); elsewhere than glibc this does nothing.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):
+        pass
+
+
 def _run(files, port, quiet, **options) -> Report:
     # a one-shot process: the cyclic GC would only rescan the connection graph
     # (hundreds of thousands of objects) before exit; refcounting frees the rest
     gc.disable()
+    _fixed_mmap_threshold()
     prog = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
         # a one-shot process: reading/decoding may run in a forked child

@@ -27,7 +27,7 @@ import numpy as np
 
 from .advice import advertised_timeout, backend_from_headers
 from .evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
-from .flows import Conn
+from .flows import Conn, RstEvent
 
 
 class Packed:
@@ -157,6 +157,34 @@ class ConnStub:
         c = unpack(self.blob)
         c.id = self.id
         return c
+
+
+class ExchangeRef:
+    """What a reset record's event keeps of its exchange: the request target."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+
+
+class EventStub:
+    """What a reset record keeps of a packed connection's RST event: what the
+    report prints and nginx log matching reads (no packets: the record
+    counts them, ``ResetRecord.rst_packets``)."""
+
+    __slots__ = ("conn", "ts", "from_client", "phase", "idle_before_s", "requests_before",
+                 "exchange")  # fmt: skip
+
+    def __init__(self, ev: RstEvent, conn: ConnStub) -> None:
+        self.conn = conn
+        self.ts: float = ev.ts
+        self.from_client: bool = ev.from_client
+        self.phase: str = ev.phase
+        self.idle_before_s: float | None = ev.idle_before_s
+        self.requests_before: int = ev.requests_before
+        x = ev.exchange
+        self.exchange: ExchangeRef | None = None if x is None else ExchangeRef(x.target)
 
 
 def full_conn(c: Conn | ConnStub) -> Conn:

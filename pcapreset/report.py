@@ -39,7 +39,7 @@ from .evidence import (
 )
 from .findings import conn_findings
 from .flows import Conn, RstEvent
-from .packed import ConnStub
+from .packed import ConnStub, EventStub
 from .rules import CAUSES, SENDERS, Verdict, classify
 
 WIDTH = 80
@@ -47,13 +47,19 @@ WIDTH = 80
 
 @dataclass(slots=True)
 class ResetRecord:
-    #: the connection; a stub if it was packed (:func:`pcapreset.packed.full_conn`)
+    #: the connection and the reset's event; stubs if the connection was
+    #: packed (:mod:`pcapreset.packed`; :func:`~pcapreset.packed.full_conn`)
     conn: Conn | ConnStub
-    event: RstEvent
+    event: RstEvent | EventStub
     verdict: Verdict
     facts: dict[str, Fact]
-    #: RSTs of later events that only answered segments in flight (same reset)
-    followup_packets: int = 0
+    #: its RST packets, with those of later events that only answered
+    #: segments in flight (the same reset); 0: the event's own
+    rst_packets: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.rst_packets:
+            self.rst_packets = len(self.event.packets)  # type: ignore[union-attr]
 
 
 @dataclass
@@ -121,7 +127,7 @@ class Report:
             "rule": v.rule,
             "explanation": v.says,
             "facts": sorted(r.facts),
-            "rst_packets": len(ev.packets) + r.followup_packets,
+            "rst_packets": r.rst_packets,
             "direction": "client" if ev.from_client else "server",
             "conn_id": c.id,
             "role_rule": c.role_rule,
@@ -305,7 +311,7 @@ def _aftermath(prev: ResetRecord, ev: RstEvent, facts: dict[str, Fact]) -> bool:
 
 
 def _fold_aftermath(prev: ResetRecord, ev: RstEvent) -> None:
-    prev.followup_packets += len(ev.packets)
+    prev.rst_packets += len(ev.packets)
     who = "client (nginx)" if ev.from_client else "server (backend)"
     fact = Fact(
         "aftermath_rst",
@@ -329,7 +335,7 @@ def build(
         first = len(resets)
         for ev in c.rst_events:
             if len(resets) > first and is_followup(c, ev, rtt_of(c, ctx)):
-                resets[-1].followup_packets += len(ev.packets)  # same reset, in-flight data
+                resets[-1].rst_packets += len(ev.packets)  # same reset, in-flight data
                 continue
             facts = rst_facts(c, ev, ctx)
             if len(resets) > first and _aftermath(resets[-1], ev, facts):
@@ -343,12 +349,13 @@ def build(
                 a["evidence"].append(msg)
             if len(a["flows"]) < 50:
                 a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
-        if blob is not None:  # a packed connection: its records keep a stub
+        if blob is not None:  # a packed connection: its records keep stubs
             stub = ConnStub(c, blob)
             for r in resets[first:]:
-                r.conn = stub  # type: ignore[assignment]
+                r.conn = stub
+                r.event = EventStub(r.event, stub)  # type: ignore[arg-type]
             for ev in c.rst_events:
-                ev.conn = stub  # type: ignore[assignment]
+                ev.conn = None  # type: ignore[assignment]  # (frees it, GC paused or not)
     resets.sort(key=lambda r: r.event.ts)
     findings = sorted(agg.values(), key=lambda a: -a["count"])
     return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)

@@ -50,17 +50,21 @@ _HOPS = tuple(hops(t) for t in range(256))
 class Rollup:
     """An incremental summary of evicted connections (see the module docstring).
 
-    Per connection it keeps one row of numbers, in blocks of numpy arrays
-    (one block per :meth:`add_many`): the floats (start, RTT, SYN time, idle
-    close gap or NaN) and the integers (client, server, vote signature). The
-    per-server tables and the votes the report reads are worked out from the
-    rows when asked for (and kept until more connections come).
+    Per connection it keeps one row of numbers in two numpy arrays that grow
+    by doubling (so a long capture's rows are two large blocks, not one small
+    block per :meth:`add_many` joined at the end): the floats (start, RTT,
+    SYN time, idle close gap or NaN) and the integers (client, server, vote
+    signature). The per-server tables and the votes the report reads are
+    worked out from the rows when asked for (and kept until more connections
+    come).
     """
 
     def __init__(self) -> None:
         self.count = 0
-        self._f: list[np.ndarray] = []  # (n, 4) float64 blocks: _START, _RTT, _SYN, _GAP
-        self._i: list[np.ndarray] = []  # (n, 3) int64 blocks: _CLIENT, _SERVER, _SIG
+        # rows [:count] of (capacity, 4) float64: _START, _RTT, _SYN, _GAP
+        self._f = np.empty((0, 4), np.float64)
+        # rows [:count] of (capacity, 3) int64: _CLIENT, _SERVER, _SIG
+        self._i = np.empty((0, 3), np.int64)
         #: what connections vote for (see :func:`_sig`), in order of first
         #: appearance; a row's _SIG is its index here
         self.sig_list: list[tuple] = []
@@ -93,11 +97,8 @@ class Rollup:
         n = len(conns)
         if not n:
             return
-        fa = np.empty((n, 4), np.float64)
-        ia = np.empty((n, 3), np.int64)
-        _fold(self, conns, fa, ia)
-        self._f.append(fa)
-        self._i.append(ia)
+        at = self._room(n)
+        _fold(self, conns, self._f[at : at + n], self._i[at : at + n])
         self.count += n
 
     def _sig_id(self, sig: tuple) -> int:
@@ -107,12 +108,27 @@ class Rollup:
             self.sig_list.append(sig)
         return sid
 
+    def _room(self, n: int) -> int:
+        """Make room for ``n`` more rows; returns the first one's index."""
+        have = self.count
+        if have + n > len(self._f):
+            cap = max(1024, 2 * len(self._f), have + n)
+            f = np.empty((cap, 4), np.float64)
+            i = np.empty((cap, 3), np.int64)
+            f[:have] = self._f[:have]
+            i[:have] = self._i[:have]
+            self._f, self._i = f, i
+        return have
+
     def _rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every row: (floats (n, 4), integers (n, 3)), the blocks joined."""
-        if len(self._f) != 1:
-            self._f = [np.concatenate(self._f) if self._f else np.empty((0, 4), np.float64)]
-            self._i = [np.concatenate(self._i) if self._i else np.empty((0, 3), np.int64)]
-        return self._f[0], self._i[0]
+        """Every row: (floats (n, 4), integers (n, 3)), views."""
+        return self._f[: self.count], self._i[: self.count]
+
+    def __getstate__(self) -> dict:
+        # (pickled by a shard or the reader child: the rows, not the capacity)
+        state = self.__dict__.copy()
+        state["_f"], state["_i"] = self._rows()
+        return state
 
     @property
     def starts(self) -> np.ndarray:
@@ -258,10 +274,11 @@ class Rollup:
         if other.count:
             f, i = other._rows()
             remap = np.array([self._sig_id(sig) for sig in other.sig_list], np.int64)
-            i = i.copy()
-            i[:, _SIG] = remap[i[:, _SIG]]
-            self._f.append(f.copy())
-            self._i.append(i)
+            at = self._room(other.count)
+            end = at + other.count
+            self._f[at:end] = f
+            self._i[at:end] = i
+            self._i[at:end, _SIG] = remap[i[:, _SIG]]
             self.count += other.count
         self.packed.merge(other.packed)
         self.reordered = self.reordered or other.reordered
