@@ -98,7 +98,7 @@ def _fail(e: Exception) -> click.ClickException:
 _M_MMAP_THRESHOLD = -3
 
 
-def _fixed_mmap_threshold(size: int = 128 * 1024) -> None:
+def _fixed_mmap_threshold(size: int = 1024 * 1024) -> None:
     """Keep glibc's malloc giving blocks of ``size`` or more their own mapping.
 
     By default glibc raises that threshold to the size of each large block
@@ -106,7 +106,9 @@ def _fixed_mmap_threshold(size: int = 128 * 1024) -> None:
     the heap cannot shrink below the long-lived objects allocated after them:
     a long capture's end (rank and per-server arrays over every connection)
     left ~10 MB behind. A fixed threshold turns the adjustment off
-    (mallopt(3)); elsewhere than glibc this does nothing.
+    (mallopt(3)); elsewhere than glibc this does nothing. 1 MiB: a batch's
+    arrays (tens to hundreds of KB) still come from the heap and are reused;
+    at 128 KiB the extra mappings cost system time.
     """
     try:
         import ctypes

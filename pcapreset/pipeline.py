@@ -251,7 +251,7 @@ def run_pipelined(
     free_r.close()
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
     ev = Evictor(ft) if evict else None
-    result: EngineResult | None = None
+    end: tuple | None = None
     try:
         while True:
             try:
@@ -277,16 +277,7 @@ def run_pipelined(
                 if progress is not None:
                     progress(done[1], total, done[0])
             elif kind == "end":
-                _kind, stats, infos, book, child_conns, child_rollup = msg
-                if ev is not None:
-                    ev.compact()
-                rollup = None if ev is None else ev.rollup
-                conns = ft.finish()
-                if child_conns is not None:
-                    conns += child_conns
-                if rollup is not None and child_rollup is not None:
-                    rollup.merge(child_rollup)
-                result = assemble(conns, stats, book, infos, port, rollup)
+                end = msg
                 break
             else:
                 raise msg[1]
@@ -302,4 +293,16 @@ def run_pipelined(
             shm.close()
         except BufferError:
             pass  # an error left a packet buffer referenced; the mapping goes at exit
-    return result
+    # the ring is unmapped by now: ranking every connection (assemble) does
+    # not add to the peak it held
+    assert end is not None  # (the loop leaves only with it, or raises)
+    _kind, stats, infos, book, child_conns, child_rollup = end
+    if ev is not None:
+        ev.compact()
+    rollup = None if ev is None else ev.rollup
+    conns = ft.finish()
+    if child_conns is not None:
+        conns += child_conns
+    if rollup is not None and child_rollup is not None:
+        rollup.merge(child_rollup)
+    return assemble(conns, stats, book, infos, port, rollup)
