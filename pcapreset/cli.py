@@ -7,7 +7,6 @@ import gc
 import io
 import json
 import sys
-from importlib import resources
 
 import click
 
@@ -302,6 +301,8 @@ def conns(files, fmt, port, quiet, jobs) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of `pcapreset analyze --format json`."""
+    from importlib import resources
+
     click.echo(resources.files("pcapreset").joinpath("report.schema.json").read_text())
 
 
