@@ -209,3 +209,16 @@ def test_console_script_error_status(tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert usage.returncode == 2 and "Invalid value" in usage.stderr
+
+
+def test_package_import_leaves_numpy_to_the_console_script():
+    """__main__.main must run before numpy is imported (it keeps OpenBLAS to
+    one thread); importing the package alone does not import numpy."""
+    code = (
+        "import sys, pcapreset; assert 'numpy' not in sys.modules; "
+        "from pcapreset import analyze; assert 'numpy' in sys.modules"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
