@@ -381,13 +381,15 @@ class FlowTracker:
         heads = b.heads if b.heads is not None else preparse_http(b)
         buf0 = bufs[0]
         bufidx = b.bufidx.tolist() if len(bufs) > 1 else None
-        poffs = b.poff.tolist()
-        pcaps = b.pcap.tolist()
         if cython.compiled:
+            # typed views, as the other columns: no Python int per packet
+            poffs = np.asarray(b.poff, dtype=np.int64)
+            pcaps = np.asarray(b.pcap, dtype=np.int64)
             keys = conn_keys(b.src, b.dst)
             tss, srcs, seqs, acks, flagss = b.ts, b.src, b.seq, b.ack, b.flags
             wins, plens, ttls, ipids, optlens = b.win, b.plen, b.ttl, b.ipid, b.optlen
         else:
+            poffs, pcaps = b.poff.tolist(), b.pcap.tolist()
             keys = conn_keys(b.src, b.dst).tolist()
             tss, srcs, seqs, acks = b.ts.tolist(), b.src.tolist(), b.seq.tolist(), b.ack.tolist()
             flagss, wins, plens = b.flags.tolist(), b.win.tolist(), b.plen.tolist()
