@@ -72,7 +72,7 @@ cdef class FlowTracker:
         base="long long", end="long long", diff="long long", una="long long",
         la="long long", mss="long long", rl="long long",
         cached=bint, cached_key="unsigned long long", cached_conn=Conn,
-        poffs="const long long[:]", pcaps="const long long[:]",
+        poffs="const long long[:]", pcaps="const long long[:]", heads=dict,
     )
     cpdef feed(self, b)
 
