@@ -15,16 +15,21 @@ from ._build import prefer_fresh_source  # noqa: E402
 
 prefer_fresh_source()  # before anything imports pcapreset.flows
 
-from .api import analyze  # noqa: E402
 from .errors import CaptureError, PcapResetError  # noqa: E402
 
 if TYPE_CHECKING:
+    from .api import analyze
     from .frames import Analysis, load
 
 
 def __getattr__(name: str) -> object:
     # pcapreset.load / pcapreset.Analysis import pandas: only when first used,
-    # so the CLI does not pay for it
+    # so the CLI does not pay for it; pcapreset.analyze imports numpy, which
+    # the console script (__main__.py) sets up before it is first imported
+    if name == "analyze":
+        from .api import analyze
+
+        return analyze
     if name in ("load", "Analysis"):
         from . import frames
 

@@ -49,10 +49,16 @@ def analyze(
     Raises :class:`pcapreset.errors.PcapResetError` (never anything else on
     bad input).
     """
-    from . import nginxconf, nginxlog
+    # the nginx modules (zoneinfo, ~5 ms) are imported only when asked for
+    logs, conf = None, None
+    if nginx_log:
+        from . import nginxlog
 
-    logs = nginxlog.load(_paths(nginx_log), nginx_tz) if nginx_log else None
-    conf = nginxconf.load_conf(nginx_conf) if nginx_conf is not None else None
+        logs = nginxlog.load(_paths(nginx_log), nginx_tz)
+    if nginx_conf is not None:
+        from . import nginxconf
+
+        conf = nginxconf.load_conf(nginx_conf)
     ps = _paths(paths)
     with paused_gc():
         return _analyze(
@@ -65,8 +71,6 @@ def _analyze(
     ps, port, progress, jobs, logs, conf, nginx_keepalive_s, nginx_from_conf, pipelined=False,
     evict=False,
 ) -> Report:  # fmt: skip
-    from . import nginxconf, nginxlog
-
     res = run(
         ps,
         port=port,
@@ -84,9 +88,13 @@ def _analyze(
         nginx_keepalive_s, nginx_from_conf = ka[0], True
     rep = build(res, nginx_keepalive_s=nginx_keepalive_s, nginx_from_conf=nginx_from_conf)
     if conf is not None:
+        from . import nginxconf
+
         rep.extra["nginx_conf"] = conf.as_dict(servers)
         rep.extra.setdefault("_text_lines", []).extend(nginxconf.text_lines(conf, servers))
     if logs is not None:
+        from . import nginxlog
+
         nginxlog.attach(rep, logs)
     return rep
 

@@ -71,6 +71,8 @@ cdef class FlowTracker:
         ttl="long long", ipid="long long", optlen="long long", from_client=bint,
         base="long long", end="long long", diff="long long", una="long long",
         la="long long", mss="long long", rl="long long",
+        cached=bint, cached_key="unsigned long long", cached_conn=Conn,
+        poffs="const long long[:]", pcaps="const long long[:]", heads=dict,
     )
     cpdef feed(self, b)
 

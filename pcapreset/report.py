@@ -7,7 +7,6 @@ SPEC.md; :func:`render_text` is the 80-column text report.
 
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 import time
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from . import __version__
+from . import __version__, jsonout
 from .advice import (
     NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
     advertised_timeout,
@@ -363,8 +362,8 @@ def build(
 
 class _ResetsJSON(list):
     """The resets' JSON for :func:`write_json`: each dict made as the encoder
-    reaches it. (json's encoder, the pure-Python one that runs with an
-    indent, walks a list with ``not lst`` and ``for value in lst``.)"""
+    reaches it (:mod:`pcapreset.jsonout`, like json's encoder that runs with
+    an indent, walks a list with ``not lst`` and ``for value in lst``)."""
 
     def __init__(self, rep: Report) -> None:
         super().__init__()
@@ -379,15 +378,13 @@ class _ResetsJSON(list):
 
 
 def write_json(rep: Report, out: TextIO) -> None:
-    """``json.dump(rep.to_json(), out, indent=2)`` with each reset's dict made
-    as it is written: a long capture's reset dicts, all built at once, were
-    its largest allocation at the end (~1 KB per reset). One encoder for the
-    whole report: each ``json.dumps`` with an indent makes a new set of
-    closures that refer to each other, which only the cyclic GC frees (the
-    CLI runs without it)."""
+    """``json.dump(rep.to_json(), out, indent=2)``'s bytes (through
+    :func:`pcapreset.jsonout.dump`), each reset's dict made as it is written:
+    a long capture's reset dicts, all built at once, were its largest
+    allocation at the end (~1 KB per reset)."""
     top = rep.to_json(resets=False)
     top["resets"] = _ResetsJSON(rep)
-    json.dump(top, out, indent=2)
+    jsonout.dump(top, out)
 
 
 # ------------------------------------------------------------------ text

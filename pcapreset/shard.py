@@ -41,6 +41,8 @@ def shard_of(b: TcpBatch, n: int) -> np.ndarray:
     hi = np.maximum(b.src, b.dst).astype(np.uint64)
     h = (lo * _K1) ^ (hi * _K2)
     h ^= h >> np.uint64(29)
+    if n > 0 and n & (n - 1) == 0:  # a power of two (pipeline.BUCKETS): a mask, no division
+        return (h & np.uint64(n - 1)).astype(np.int64)
     return (h % np.uint64(n)).astype(np.int64)
 
 

@@ -197,3 +197,45 @@ def test_python_dash_m_version():
     )  # fmt: skip
     assert out.returncode == 0
     assert __version__ in out.stdout and "pcapreset" in out.stdout
+
+
+@needs_samples
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_console_script_exit(fmt):
+    """cli.run (the console script, which leaves with os._exit): the same
+    output and status as main() in-process, everything flushed."""
+    p = CAPS[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapreset", "analyze", "--format", fmt, str(p)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    res = run("analyze", "--format", fmt, str(p))
+    assert (out.returncode, out.stdout) == (res.exit_code, res.stdout) == (0, out.stdout)
+    assert out.stdout.endswith("\n")
+
+
+def test_console_script_error_status(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapreset", "analyze", str(tmp_path / "missing.pcap")],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("Error: ") and out.stdout == ""
+    usage = subprocess.run(
+        [sys.executable, "-m", "pcapreset", "analyze", "--format", "xml", "x.pcap"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert usage.returncode == 2 and "Invalid value" in usage.stderr
+
+
+def test_package_import_leaves_numpy_to_the_console_script():
+    """__main__.main must run before numpy is imported (it keeps OpenBLAS to
+    one thread); importing the package alone does not import numpy."""
+    code = (
+        "import sys, pcapreset; assert 'numpy' not in sys.modules; "
+        "from pcapreset import analyze; assert 'numpy' in sys.modules"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert out.returncode == 0, out.stderr

@@ -73,3 +73,16 @@ def test_bad_input_fails_fast_with_jobs(tmp_path):
     bad.write_bytes(b"hello world, not a capture")
     with pytest.raises(engine.CaptureError):
         engine.run([str(bad)], jobs=2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 64, 256, 1000])
+def test_shard_of_is_the_hash_modulo_n(generated, n):
+    """Powers of two take a mask instead of the division: the same shards."""
+    path, _truth = generated
+    dec = Decoder(AddressBook())
+    b = dec.decode(next(iter(CaptureReader(str(path)).batches())))
+    lo = np.minimum(b.src, b.dst).astype(np.uint64)
+    hi = np.maximum(b.src, b.dst).astype(np.uint64)
+    h = (lo * np.uint64(0x9E3779B97F4A7C15)) ^ (hi * np.uint64(0xC2B2AE3D27D4EB4F))
+    h ^= h >> np.uint64(29)
+    assert (shard_of(b, n) == (h % np.uint64(n)).astype(np.int64)).all()
