@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from . import _malloc
 from .engine import Progress, auto_jobs, paused_gc, run
 from .report import Report, build
 
@@ -86,6 +87,7 @@ def _analyze(
     ka = conf.keepalive_timeout_s(servers) if conf is not None else None
     if ka is not None and nginx_keepalive_s is None:
         nginx_keepalive_s, nginx_from_conf = ka[0], True
+    _malloc.trim()  # what the run freed, before the report allocates its records
     rep = build(res, nginx_keepalive_s=nginx_keepalive_s, nginx_from_conf=nginx_from_conf)
     if conf is not None:
         from . import nginxconf

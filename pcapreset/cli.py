@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import __version__, jsonout
+from . import __version__, _malloc, jsonout
 from .api import analyze as analyze_files
 from .errors import PcapResetError
 from .report import Report, render_conns_text, render_text, write_json
@@ -96,40 +96,11 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-#: glibc's mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _fixed_malloc_thresholds(mmap_size: int = 1 << 20, trim_size: int = 8 << 20) -> None:
-    """Keep glibc's malloc giving blocks of ``mmap_size`` or more their own
-    mapping, and returning the heap's free top only beyond ``trim_size``.
-
-    By default glibc raises the mmap threshold to the size of each large
-    block freed (up to 32 MB), so later arrays of a few MB come from the
-    heap, and the heap cannot shrink below the long-lived objects allocated
-    after them: a long capture's end (rank and per-server arrays over every
-    connection) left ~10 MB behind. Fixing it (mallopt(3)) also stops the
-    trim threshold from following it: at its 128 KiB default the heap's top
-    was returned and faulted in again over and over (twice the page faults
-    of a 1M-packet run). 1 MiB: a batch's arrays (tens to hundreds of KB)
-    still come from the heap and are reused. Elsewhere than glibc this does
-    nothing.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, mmap_size)
-        libc.mallopt(_M_TRIM_THRESHOLD, trim_size)
-    except (OSError, AttributeError):
-        pass
-
-
 def _run(files, port, quiet, **options) -> Report:
     # a one-shot process: the cyclic GC would only rescan the connection graph
     # (hundreds of thousands of objects) before exit; refcounting frees the rest
     gc.disable()
-    _fixed_malloc_thresholds()
+    _malloc.fix_thresholds()
     prog = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
         # a one-shot process: reading/decoding may run in a forked child
