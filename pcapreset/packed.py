@@ -90,19 +90,28 @@ class Packed:
         self.starts += other.starts
         self.clients += other.clients
         self.servers += other.servers
-        for mine, theirs in (
-            (self.pairs, other.pairs),
-            (self.conly, other.conly),
-            (self.sonly, other.sonly),
-            (self.backends, other.backends),
-            (self.timeouts, other.timeouts),
-        ):
-            mine.merge(theirs)
-        for host, v in other.hosts.items():
-            self.hosts.setdefault(host, Votes()).merge(v)
+        other.votes_into(
+            self.pairs, self.conly, self.sonly, self.hosts, self.backends, self.timeouts
+        )
         for srv, arr in other.rtts.items():
             self.rtts.setdefault(srv, array("d")).extend(arr)
         self.samples.merge(other.samples)
+
+    def votes_into(
+        self, pairs: Votes, conly: Votes, sonly: Votes, hosts: dict[int, Votes], backends: Votes,
+        timeouts: Votes,
+    ) -> None:  # fmt: skip
+        """Add these connections' votes to others (Rollup.votes' order)."""
+        for mine, theirs in (
+            (pairs, self.pairs),
+            (conly, self.conly),
+            (sonly, self.sonly),
+            (backends, self.backends),
+            (timeouts, self.timeouts),
+        ):
+            mine.merge(theirs)
+        for host, v in self.hosts.items():
+            hosts.setdefault(host, Votes()).merge(v)
 
     def order(self) -> np.ndarray:
         """Indexes of ``blobs`` in report order (start, client, server)."""

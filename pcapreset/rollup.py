@@ -230,17 +230,7 @@ class Rollup:
                 backends.add(name, k0, n)
             if t is not None:
                 timeouts.add(t, k0, n)
-        p = self.packed
-        for mine, theirs in (
-            (pairs, p.pairs),
-            (conly, p.conly),
-            (sonly, p.sonly),
-            (backends, p.backends),
-            (timeouts, p.timeouts),
-        ):
-            mine.merge(theirs)
-        for host, v in p.hosts.items():
-            hosts.setdefault(host, Votes()).merge(v)
+        self.packed.votes_into(pairs, conly, sonly, hosts, backends, timeouts)
         out = (pairs, conly, sonly, hosts, backends, timeouts)
         self._votes = (state, out)
         return out

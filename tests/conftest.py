@@ -295,6 +295,40 @@ def http_conn(
     ]
 
 
+def same_report(a, b) -> None:
+    """Two Reports say the same: JSON (key order too) and text, plain and -v."""
+    import json
+
+    from pcapreset.report import render_text
+
+    ja, jb = a.to_json(), b.to_json()
+    assert ja == jb
+    assert json.dumps(ja) == json.dumps(jb)
+    assert render_text(a, verbose=True) == render_text(b, verbose=True)
+    assert render_text(a) == render_text(b)
+
+
+def stream_live_batches(path, evict: bool):
+    """(EngineResult, streamed verdicts) of ``path`` fed as live batches
+    (engine.run_batches, the live path) through a VerdictStream."""
+    from pcapreset import engine
+    from pcapreset.live import VerdictStream
+    from pcapreset.sources import CaptureReader
+
+    streamed: list[dict] = []
+    stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
+    reader = CaptureReader(str(path))
+    try:
+        res = engine.run_batches(
+            reader.batches(), [reader.info], on_rst=stream.on_rst, on_batch=stream.tick,
+            evict=evict,
+        )  # fmt: skip
+    finally:
+        reader.close()
+    stream.flush()
+    return res, streamed
+
+
 def rollup_fields(r, order) -> dict:
     """Everything a Rollup holds, per-connection lists put through ``order``
     (``list``: as stored; ``sorted``: regardless of the order they came in)."""

@@ -11,7 +11,6 @@ connection is analysed again without eviction. No timing is asserted.
 
 from __future__ import annotations
 
-import json
 import random
 import struct
 import sys
@@ -19,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, rollup_fields, sample_captures
+from conftest import CORPUS, rollup_fields, same_report, sample_captures, stream_live_batches
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,9 +28,8 @@ from pcapreset.errors import PcapResetError
 from pcapreset.evidence import Votes, build_context, conn_order, conn_rtt
 from pcapreset.findings import conn_findings
 from pcapreset.flows import FlowTracker
-from pcapreset.live import VerdictStream
 from pcapreset.pipeline import run_pipelined
-from pcapreset.report import build, render_text
+from pcapreset.report import build
 from pcapreset.rollup import Rollup
 from pcapreset.sources import CaptureReader
 
@@ -55,18 +53,11 @@ def _both(path, **kw):
     return analyze(path, evict=True, **kw), keep
 
 
-def _same(a, b) -> None:
-    ja, jb = a.to_json(), b.to_json()
-    assert ja == jb
-    assert json.dumps(ja) == json.dumps(jb)  # key order too
-    assert render_text(a, verbose=True) == render_text(b, verbose=True)
-
-
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_capture_report_identical_with_eviction(path):
     both = _both(path)
     if both is not None:
-        _same(*both)
+        same_report(*both)
 
 
 # ------------------------------------------------------------ generated capture
@@ -84,7 +75,7 @@ def _kept_rows_match(evicted, full) -> None:
         assert evicted.conn_row(c) == rows[c.id]
 
 
-def test_generated_capture_evicts_and_reports_the_same(generated):
+def test_generated_capture_evicts_and_reports_thesame_report(generated):
     ev, full = _both(generated)
     rollup = ev.result.rollup
     assert rollup is not None and rollup.count > 0
@@ -92,7 +83,7 @@ def test_generated_capture_evicts_and_reports_the_same(generated):
     assert flows == len(full.result.conns) == 600
     assert len(ev.result.conns) + rollup.count == flows
     assert len(ev.result.conns) < flows // 2
-    _same(ev, full)
+    same_report(ev, full)
     _kept_rows_match(ev, full)
     with pytest.raises(PcapResetError, match="evict=False"):
         ev.conn_rows()
@@ -102,7 +93,7 @@ def test_generated_capture_evicts_and_reports_the_same(generated):
 def test_generated_capture_sharded(generated, jobs):
     ev, full = _both(generated, jobs=jobs)
     assert ev.result.rollup is not None and ev.result.rollup.count > 0
-    _same(ev, full)
+    same_report(ev, full)
     _kept_rows_match(ev, full)
 
 
@@ -110,32 +101,19 @@ def test_generated_capture_pipelined(generated):
     one = engine.run([str(generated)])
     res = run_pipelined([str(generated)], None, evict=True)
     assert res.rollup is not None and res.rollup.count > 0
-    _same(build(res), build(one))
+    same_report(build(res), build(one))
     via_run = engine.run([str(generated)], pipelined=True, evict=True)
-    _same(build(via_run), build(one))
+    same_report(build(via_run), build(one))
 
 
-def test_live_batches_evict_and_stream_the_same(generated):
+def test_live_batches_evict_and_stream_thesame_report(generated):
     """run_batches (the live path) evicts too; the verdict stream's context
     (over the kept connections plus the rollup) gives the same verdicts."""
-    out = {}
-    for evict in (False, True):
-        streamed: list[dict] = []
-        stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
-        reader = CaptureReader(str(generated))
-        try:
-            res = engine.run_batches(
-                reader.batches(), [reader.info], on_rst=stream.on_rst, on_batch=stream.tick,
-                evict=evict,
-            )  # fmt: skip
-        finally:
-            reader.close()
-        stream.flush()
-        out[evict] = (res, streamed)
+    out = {evict: stream_live_batches(generated, evict) for evict in (False, True)}
     (res0, s0), (res1, s1) = out[False], out[True]
     assert res1.rollup is not None and res1.rollup.count > 0
     assert s1 and s1 == s0
-    _same(build(res1), build(res0))
+    same_report(build(res1), build(res0))
 
 
 def _norm(ctx) -> tuple:
@@ -289,7 +267,7 @@ def test_straggler_behind_an_evicted_connection(generated, tmp_path):
     ev, full = _both(p)
     assert build(unsafe).to_json()["flows"] == full.to_json()["flows"] + 1  # what it prevents
     assert ev.result.rollup is None  # analysed again, keeping everything
-    _same(ev, full)
+    same_report(ev, full)
 
 
 def test_conn_order_is_order_conns_key(generated):

@@ -12,25 +12,22 @@ one Packed. No timing is asserted.
 
 from __future__ import annotations
 
-import json
 import pickle
 import random
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, sample_captures
+from conftest import CORPUS, same_report, sample_captures, stream_live_batches
 
 from pcapreset import analyze, engine
 from pcapreset.connstate import conn_state
 from pcapreset.errors import PcapResetError
 from pcapreset.evidence import build_context, conn_rtt, rst_facts
 from pcapreset.flows import freeze_conn
-from pcapreset.live import VerdictStream
 from pcapreset.packed import ConnStub, Packed, full_conn, packable, unpack
-from pcapreset.report import build, render_text
+from pcapreset.report import build
 from pcapreset.rollup import Rollup
-from pcapreset.sources import CaptureReader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -44,14 +41,6 @@ def pack_all(monkeypatch):
     monkeypatch.setattr(engine, "PACK_AFTER", 0)
 
 
-def _same(a, b) -> None:
-    ja, jb = a.to_json(), b.to_json()
-    assert ja == jb
-    assert json.dumps(ja) == json.dumps(jb)  # key order too
-    assert render_text(a, verbose=True) == render_text(b, verbose=True)
-    assert render_text(a) == render_text(b)
-
-
 def _packed(rep) -> int:
     r = rep.result.rollup
     return 0 if r is None else len(r.packed)
@@ -63,7 +52,7 @@ def test_capture_report_identical_with_packing(path, pack_all):
         keep = analyze(path, evict=False)
     except PcapResetError:
         return  # refused input (test_evict checks both refuse it alike)
-    _same(analyze(path, evict=True), keep)
+    same_report(analyze(path, evict=True), keep)
 
 
 def _all_packed(path):
@@ -93,7 +82,7 @@ def test_capture_report_identical_when_every_reset_is_packed(path):
     got = _all_packed(path)
     if got is not None:
         rep, want, _n = got
-        _same(rep, want)
+        same_report(rep, want)
 
 
 def test_captures_with_resets_pack():
@@ -121,13 +110,13 @@ def full(generated):
     return analyze(generated, evict=False)
 
 
-def test_generated_capture_packs_and_reports_the_same(generated, full, pack_all):
+def test_generated_capture_packs_and_reports_thesame_report(generated, full, pack_all):
     ev = analyze(generated, evict=True)
     n = _packed(ev)
     resets = sum(1 for c in full.result.conns if c.rst_events)
     assert 0 < n <= resets
     assert ev.to_json()["flows"] == len(full.result.conns)
-    _same(ev, full)
+    same_report(ev, full)
     stubs = [r for r in ev.resets if isinstance(r.conn, ConnStub)]
     assert len({r.conn.id for r in stubs}) == n  # every packed one: stubs, not Conns
     assert all(r.event.conn is r.conn for r in stubs)
@@ -145,44 +134,31 @@ def test_packing_threshold(generated, full, monkeypatch):
     ev = analyze(generated, evict=True)
     assert _packed(ev) > 0
     assert sum(1 for c in ev.result.conns if c.rst_events and packable(c)) <= 5 + 5
-    _same(ev, full)
+    same_report(ev, full)
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_generated_capture_sharded(generated, full, jobs, pack_all):
     ev = analyze(generated, evict=True, jobs=jobs)
     assert _packed(ev) > 0
-    _same(ev, full)
+    same_report(ev, full)
 
 
 def test_generated_capture_pipelined(generated, full, pack_all):
     res = engine.run([str(generated)], pipelined=True, evict=True)
     assert res.rollup is not None and len(res.rollup.packed) > 0
-    _same(build(res), full)
+    same_report(build(res), full)
 
 
-def test_live_batches_pack_and_stream_the_same(generated, pack_all):
-    out = {}
-    for evict in (False, True):
-        streamed: list[dict] = []
-        stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
-        reader = CaptureReader(str(generated))
-        try:
-            res = engine.run_batches(
-                reader.batches(), [reader.info], on_rst=stream.on_rst, on_batch=stream.tick,
-                evict=evict,
-            )  # fmt: skip
-        finally:
-            reader.close()
-        stream.flush()
-        out[evict] = (res, streamed)
+def test_live_batches_pack_and_stream_thesame_report(generated, pack_all):
+    out = {evict: stream_live_batches(generated, evict) for evict in (False, True)}
     (res0, s0), (res1, s1) = out[False], out[True]
     assert res1.rollup is not None and len(res1.rollup.packed) > 0
     assert s1 and s1 == s0
-    _same(build(res1), build(res0))
+    same_report(build(res1), build(res0))
 
 
-def test_nginx_log_matching_the_same(pack_all):
+def test_nginx_log_matching_thesame_report(pack_all):
     """Matching nginx's error.log reads the packed connections again (full_conn)."""
     d = ROOT / "sample_pcaps" / "keepalive_race_node"
     logs = sorted(d.glob("*error.log"))
@@ -190,7 +166,7 @@ def test_nginx_log_matching_the_same(pack_all):
     kw = {"nginx_log": [str(p) for p in logs], "nginx_tz": "UTC"}
     ev = analyze(d / "nginx.pcap", evict=True, **kw)
     assert _packed(ev) > 0
-    _same(ev, analyze(d / "nginx.pcap", evict=False, **kw))
+    same_report(ev, analyze(d / "nginx.pcap", evict=False, **kw))
     assert (
         ev.to_json()["nginx_log"]
         == analyze(d / "nginx.pcap", evict=False, **kw).to_json()["nginx_log"]
