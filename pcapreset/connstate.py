@@ -13,8 +13,12 @@ source (zeek/zeek a13de64fbbdb):
   (5 s) after a close is complete (a RST, both sides closed, or one side closed
   while the other never sent anything), ``PartialCloseTimer`` removes a
   connection ``tcp_partial_close_delay`` (3 s) after a side whose first packet
-  was a FIN, ``IsReuse`` starts a new connection on a SYN whose sequence number
-  differs from the originator's, or on any SYN once a side has closed;
+  was a FIN, ``ResetTimer`` removes one ``tcp_reset_delay`` (5 s) after a RST
+  that follows its sender's own FIN (``UpdateClosedState``; a Zeek btest
+  documents that a connection with history ShADadtFRfr expires then, not
+  after the 5-minute inactivity timeout), ``IsReuse`` starts a new
+  connection on a SYN whose sequence number differs from the originator's,
+  or on any SYN once a side has closed;
 * roles of connections without a SYN: ``TCPAnalyzer::WantConnection`` flips when
   the source port is in ``likely_server_ports`` (and, if both are, flips only
   when the source port is the lower one);
@@ -51,6 +55,7 @@ STATE_NAMES = ("INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED",
 
 #: init-bare.zeek defaults
 TCP_CLOSE_DELAY_S = 5.0
+TCP_RESET_DELAY_S = 5.0
 TCP_PARTIAL_CLOSE_DELAY_S = 3.0
 
 #: TCP ports Zeek's default scripts register for analyzers, i.e. its
@@ -174,6 +179,12 @@ def update(conn: Conn, d: Dir, o: Dir, from_client: bool, flags: int, seq: int, 
         if flags & _RST and o.zst != CLOSED:
             _set(d, zk, i, RESET)
             do_close = not zk.closed[i]
+            if not do_close:
+                # a RST after the sender's own FIN: ResetTimer removes the
+                # connection tcp_reset_delay later (the first one set wins; a
+                # close completed before then cancels it, see _closed)
+                zk.delete_at = min(zk.delete_at, ts + TCP_RESET_DELAY_S)
+                conn.expires_at = next_expiry(conn)
     if do_close:
         _closed(zk, d, o, i, ts)
         conn.expires_at = next_expiry(conn)

@@ -276,6 +276,27 @@ def test_close_delay_splits_late_packets(tmp_path) -> None:
     assert [(c.conn_state, c.history) for c in got] == [("OTH", "R"), ("OTH", "R")]
 
 
+_RSTR = [
+    (0.0, True, "S", 1000, 0, 0), (0.001, False, "SA", 5000, 1001, 0),
+    (0.002, True, "A", 1001, 5001, 0), (0.003, True, "PA", 1001, 5001, 10),
+    (0.004, False, "PA", 5001, 1011, 20), (0.005, True, "A", 1011, 5021, 0),
+    (5.0, False, "FA", 5021, 1011, 0), (5.0, True, "PA", 1011, 5021, 10),
+    (5.001, False, "R", 5022, 0, 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("late", "conns"), [(4.0, 1), (6.0, 2)])
+def test_reset_after_own_fin_is_removed_after_reset_delay(tmp_path, late, conns) -> None:
+    # UpdateClosedState: a RST after its sender's own FIN, the peer not closed,
+    # sets a ResetTimer tcp_reset_delay (5 s) later that removes the connection
+    # (a Zeek btest: history ShADadtFRfr expires then, not after the 5-minute
+    # inactivity timeout). A packet 4 s after the RST still belongs to it, one
+    # 6 s after starts a new connection.
+    got = _conns(tmp_path, [*_RSTR, (5.001 + late, True, "A", 1021, 5022, 0)])
+    assert len(got) == conns
+    assert (got[0].conn_state, got[0].history) == ("RSTR", "ShADdfr")
+
+
 def test_keepalive_race_is_sf_as_in_zeek(tmp_path) -> None:
     # server FIN, a request crossing it, server RST, client FIN: Zeek turns the
     # server's RESET back into CLOSED (UpdateEstablishedState: "FIN followed by a
