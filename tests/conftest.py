@@ -11,9 +11,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,6 +295,25 @@ def http_conn(
         (t0 + 0.001 * i, ipv4(a, b, tcp(p, q, sq, ak, fl, payload=pl)))
         for i, (a, b, p, q, sq, ak, fl, pl) in enumerate(pk)
     ]
+
+
+def bench_capture(tmp_path_factory, n_conns: int, seed: int) -> Path:
+    """A pcap written by scripts/benchgen.py (nginx -> backend:3000 traffic
+    with resets) in a fresh temporary directory."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    import benchgen
+
+    path = tmp_path_factory.mktemp("bench") / "gen.pcap"
+    benchgen.write(str(path), "pcap", n_conns=n_conns, seed=seed)
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Path:
+    """A 600-connection benchgen capture (seed 5), written once per session:
+    enough closed connections for eviction, slimming and packing to act."""
+    return bench_capture(tmp_path_factory, 600, 5)
 
 
 def same_report(a, b) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, MALFORMED, rollup_fields, sample_captures
+from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_captures
 
 from pcapreset import _build, connstate, decode_kernel, findings, flows, httphead, rollup, sources
 from pcapreset.decode import AddressBook, Decoder
@@ -194,15 +194,9 @@ def test_compiled_eviction_equals_plain(path):
     _compare_eviction(path)
 
 
-def test_compiled_eviction_equals_plain_on_generated(tmp_path):
+def test_compiled_eviction_equals_plain_on_generated(tmp_path_factory):
     """A generated capture: hundreds of foldable connections (not vacuous)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import benchgen
-
-    path = tmp_path / "gen.pcap"
-    benchgen.write(str(path), "pcap", n_conns=400, seed=11)
+    path = bench_capture(tmp_path_factory, 400, 11)
     _compare_eviction(path)
     assert len(rollup.split(tracked(flows, str(path)), float("inf"))[1]) > 200
 

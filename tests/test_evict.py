@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import random
 import struct
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from conftest import CORPUS, rollup_fields, same_report, sample_captures, stream_live_batches
@@ -32,10 +30,6 @@ from pcapreset.pipeline import run_pipelined
 from pcapreset.report import build
 from pcapreset.rollup import Rollup
 from pcapreset.sources import CaptureReader
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchgen  # noqa: E402
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 
@@ -61,13 +55,6 @@ def test_capture_report_identical_with_eviction(path):
 
 
 # ------------------------------------------------------------ generated capture
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("evict") / "gen.pcap"
-    benchgen.write(str(path), "pcap", n_conns=600, seed=5)
-    return path
-
-
 def _kept_rows_match(evicted, full) -> None:
     """Each kept connection has the id (and row) it has when nothing is evicted."""
     rows = {r["id"]: r for r in full.conn_rows()}

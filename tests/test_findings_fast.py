@@ -10,21 +10,16 @@ every connection of every sample and public capture and of a generated one.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, sample_captures
+from conftest import CORPUS, bench_capture, sample_captures
 
 from pcapreset import engine
 from pcapreset.errors import PcapResetError
 from pcapreset.evidence import conn_rtt
 from pcapreset.findings import conn_findings, no_finding
 from pcapreset.rollup import _mode, split
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchgen  # noqa: E402
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 _SEEN = {"fast": 0, "found": 0}
@@ -62,9 +57,8 @@ def test_no_finding_agrees_with_the_rules(path):
     _check(_conns(path))
 
 
-def test_no_finding_on_a_generated_capture(tmp_path):
-    path = tmp_path / "gen.pcap"
-    benchgen.write(str(path), "pcap", n_conns=600, seed=7)
+def test_no_finding_on_a_generated_capture(tmp_path_factory):
+    path = bench_capture(tmp_path_factory, 600, 7)
     conns = _conns(path)
     _check(conns)
     # not vacuous: most connections take the fast path

@@ -14,7 +14,6 @@ import json
 import statistics
 import sys
 from array import array
-from pathlib import Path
 
 import pytest
 from conftest import CORPUS, sample_captures
@@ -27,10 +26,6 @@ from pcapreset.errors import PcapResetError
 from pcapreset.evidence import median, rst_facts
 from pcapreset.flows import SHARED_MAX, freeze_conn
 from pcapreset.report import build, render_text
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchgen  # noqa: E402
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 
@@ -57,13 +52,6 @@ def test_slimmed_connections_report_the_same(path):
         freeze_conn(c, shared)
     assert all(_frozen(c) for c in whole.conns)
     assert _report(whole) == before
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("freeze") / "gen.pcap"
-    benchgen.write(str(path), "pcap", n_conns=600, seed=5)
-    return path
 
 
 def test_frozen_form_drops_the_heavy_parts(generated):

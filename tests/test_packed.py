@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,6 @@ from pcapreset.report import build
 from pcapreset.rollup import Rollup
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchgen  # noqa: E402
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 
@@ -98,13 +95,6 @@ def test_sample_captures_pack(pack_all):
 
 
 # ------------------------------------------------------------ generated capture
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("packed") / "gen.pcap"
-    benchgen.write(str(path), "pcap", n_conns=600, seed=5)
-    return path
-
-
 @pytest.fixture(scope="module")
 def full(generated):
     return analyze(generated, evict=False)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import bench_capture
 
 from pcapreset import engine
 from pcapreset.errors import CaptureError
@@ -14,8 +14,6 @@ from pcapreset.pipeline import run_pipelined
 from pcapreset.report import build
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchgen  # noqa: E402
 
 
 def _json(res: engine.EngineResult) -> str:
@@ -26,9 +24,7 @@ def _json(res: engine.EngineResult) -> str:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("pipe") / "gen.pcap"
-    benchgen.write(str(path), "pcap", n_conns=300, seed=11)
-    return path
+    return bench_capture(tmp_path_factory, 300, 11)
 
 
 def test_pipelined_equals_single_process(generated):
