@@ -50,10 +50,10 @@ class EngineResult:
     def endpoint(self, key: int) -> str:
         return self.book.endpoint(key)
 
-    def each_conn(self) -> Iterator[tuple[Conn, bytes | None]]:
-        """Every connection kept for the report, in report order, with its
-        packed bytes: those kept whole (``conns``, None) and the packed ones
-        (:mod:`pcapreset.packed`), unpacked one at a time."""
+    def each_conn(self) -> Iterator[tuple[Conn, int | None]]:
+        """Every connection kept for the report, in report order, with where
+        it is packed: those kept whole (``conns``, None) and the packed ones
+        (:mod:`pcapreset.packed`, their index), unpacked one at a time."""
         packed = self.rollup.packed if self.rollup is not None else None
         whole = ((c, None) for c in self.conns)
         if not packed:
@@ -61,7 +61,7 @@ class EngineResult:
         return heapq.merge(whole, packed.conns(), key=_pair_order)
 
 
-def _pair_order(pair: tuple[Conn, bytes | None]) -> tuple[float, int, int]:
+def _pair_order(pair: tuple[Conn, int | None]) -> tuple[float, int, int]:
     return conn_order(pair[0])
 
 

@@ -503,7 +503,7 @@ class VerdictStream:
         ]
         from .engine import EngineResult
         from .evidence import build_context, rst_facts
-        from .report import Report, ResetRecord
+        from .report import Records, Report, ResetRecord
         from .rules import classify
 
         t0 = time.monotonic()
@@ -513,7 +513,7 @@ class VerdictStream:
         res = EngineResult(
             sources=[], decode=dec.stats, conns=ft.conns, book=dec.book, port=ft.port
         )
-        rep = Report(res, ctx, [], [])
+        rep = Report(res, ctx, Records(), [])
         for ev, conn in sorted(due, key=lambda d: d[0].ts):
             facts = rst_facts(conn, ev, ctx)
             self.emit(rep.reset_json(ResetRecord(conn, ev, classify(facts), facts)))

@@ -368,7 +368,7 @@ def wire_events(rep) -> list[WireEvent]:
                 "reset", v.cause, v.sender, rep.ep(c.client), rep.ep(c.server), ev.ts, match_ts, tgt
             )
         )
-    for c, _blob in rep.result.each_conn():
+    for c, _j in rep.result.each_conn():
         for cause, _msg in conn_findings(c):
             get = _FINDING_TS.get(cause)
             ts = get(c) if get else None

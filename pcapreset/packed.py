@@ -8,13 +8,15 @@ costs ~3.5 KB in ~60 small Python objects, and the allocator keeps free
 blocks between them: a long capture's resets were most of its memory.
 
 Once ``engine.Evictor`` holds more than ``engine.PACK_AFTER`` slimmed ones, it
-packs them here. A packed connection is one pickled ``bytes`` (~1.5 KB), its
+packs them here. A packed connection is one pickled ``bytes`` (~1.1 KB) in a
+:class:`~pcapreset.spill.Spill` (on disk past 1 MiB: 16 bytes in memory), its
 order key, and what :func:`pcapreset.evidence.build_context` takes from it,
 counted at once: only connections with their own round-trip time (or none
 that the context would read, :meth:`ContextSamples.rtt_free`) are packed, so
 nothing they add to the context depends on the rest of the capture. The
 report unpacks each one once, in report order, to classify its resets
-(:func:`pcapreset.report.build`), and its records keep a :class:`ConnStub`.
+(:func:`pcapreset.report.build`), and its records keep a :class:`ConnStub`
+(its index here, to unpack it again).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import numpy as np
 from .advice import advertised_timeout, backend_from_headers
 from .evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
 from .flows import Conn, RstEvent
+from .spill import Spill
 
 
 class Packed:
     """Packed connections and their part of the report's context."""
 
     def __init__(self) -> None:
-        self.blobs: list[bytes] = []
+        #: the pickled connections, in the order they were packed
+        self.blobs = Spill()
         self.starts = array("d")
         self.clients = array("q")
         self.servers = array("q")
@@ -86,7 +90,7 @@ class Packed:
 
     def merge(self, other: Packed) -> None:
         """Add another process's packed connections (shards, the reader child)."""
-        self.blobs += other.blobs
+        self.blobs.extend(other.blobs)
         self.starts += other.starts
         self.clients += other.clients
         self.servers += other.servers
@@ -123,15 +127,20 @@ class Packed:
             )
         )
 
-    def conns(self) -> Iterator[tuple[Conn, bytes]]:
+    def conns(self) -> Iterator[tuple[Conn, int]]:
         """The packed connections, unpacked one at a time, in report order,
-        each with its report id, and its bytes."""
-        ids = self.ids
+        each with its report id, and its index here."""
+        ids, blobs = self.ids, self.blobs
         for j in self.order().tolist():
-            blob = self.blobs[j]
-            c = unpack(blob)
+            c = unpack(blobs[j])
             c.id = ids[j]
-            yield c, blob
+            yield c, j
+
+    def full(self, j: int, conn_id: int) -> Conn:
+        """Packed connection ``j``, unpacked again, with its report id."""
+        c = unpack(self.blobs[j])
+        c.id = conn_id
+        return c
 
 
 def packable(c: Conn) -> bool:
@@ -148,24 +157,34 @@ def unpack(blob: bytes) -> Conn:
 
 class ConnStub:
     """What a reset record keeps of a packed connection: the fields the report
-    prints, and the packed bytes (:meth:`full`) for anything else."""
+    prints, and where it is packed (:meth:`full`) for anything else."""
 
-    __slots__ = ("id", "client", "server", "role_rule", "start", "end", "blob")
+    __slots__ = ("id", "client", "server", "role_rule", "start", "end", "packed", "j")
 
-    def __init__(self, c: Conn, blob: bytes) -> None:
+    def __init__(self, c: Conn, packed: Packed, j: int) -> None:
         self.id = c.id
         self.client = c.client
         self.server = c.server
         self.role_rule = c.role_rule
         self.start = c.start
         self.end = c.end
-        self.blob = blob
+        self.packed = packed
+        self.j = j
+
+    def fields(self) -> tuple:
+        return (self.id, self.client, self.server, self.role_rule, self.start, self.end, self.j)
+
+    @classmethod
+    def of(cls, fields: tuple, packed: Packed) -> ConnStub:
+        """A stub from :meth:`fields`."""
+        s = cls.__new__(cls)
+        s.id, s.client, s.server, s.role_rule, s.start, s.end, s.j = fields
+        s.packed = packed
+        return s
 
     def full(self) -> Conn:
         """The whole connection, unpacked again (not kept)."""
-        c = unpack(self.blob)
-        c.id = self.id
-        return c
+        return self.packed.full(self.j, self.id)
 
 
 class ExchangeRef:
@@ -194,6 +213,27 @@ class EventStub:
         self.requests_before: int = ev.requests_before
         x = ev.exchange
         self.exchange: ExchangeRef | None = None if x is None else ExchangeRef(x.target)
+
+    def fields(self) -> tuple:
+        x = self.exchange
+        return (
+            self.ts,
+            self.from_client,
+            self.phase,
+            self.idle_before_s,
+            self.requests_before,
+            x is not None,
+            None if x is None else x.target,
+        )
+
+    @classmethod
+    def of(cls, fields: tuple, conn: ConnStub) -> EventStub:
+        """A stub from :meth:`fields`."""
+        s = cls.__new__(cls)
+        s.conn = conn
+        s.ts, s.from_client, s.phase, s.idle_before_s, s.requests_before, has_x, target = fields
+        s.exchange = ExchangeRef(target) if has_x else None
+        return s
 
 
 def full_conn(c: Conn | ConnStub) -> Conn:

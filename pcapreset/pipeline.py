@@ -144,11 +144,13 @@ def _child(
                 ev.after(mine.ts)
         for r in readers:
             r.close()
+        out.send(("end", dec.stats, [r.info for r in readers], dec.book))
         conns, rollup = None, None
         if ft is not None and ev is not None:
             ev.compact()
             conns, rollup = ft.finish(), ev.rollup
-        out.send(("end", dec.stats, [r.info for r in readers], dec.book, conns, rollup))
+        # (a message of its own: the parent reads it once its ring is unmapped)
+        out.send(("state", conns, rollup))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
         try:
             out.send(("error", e))
@@ -235,6 +237,21 @@ def _unpack(spec: tuple, view: memoryview) -> tuple[list, TcpBatch | None]:
     return bufs, b
 
 
+def _recv(conn: Any) -> tuple:
+    try:
+        return conn.recv()  # type: ignore[no-any-return]
+    except EOFError:
+        raise PcapResetError("the reader process ended unexpectedly") from None
+
+
+def _unmap(view: memoryview, shm: mmap.mmap) -> None:
+    try:
+        view.release()
+        shm.close()
+    except BufferError:
+        pass  # an error left a packet buffer referenced; the mapping goes at exit
+
+
 def run_pipelined(
     paths: list[str], port: int | None, progress: Progress | None = None, evict: bool = False
 ) -> EngineResult:
@@ -254,10 +271,7 @@ def run_pipelined(
     end: tuple | None = None
     try:
         while True:
-            try:
-                msg = out_r.recv()
-            except EOFError:
-                raise PcapResetError("the reader process ended unexpectedly") from None
+            msg = _recv(out_r)
             kind = msg[0]
             if kind == "batch":
                 _kind, spec, done = msg
@@ -281,6 +295,13 @@ def run_pipelined(
                 break
             else:
                 raise msg[1]
+        # the ring is unmapped before the child's connections and Rollup come
+        # in, and before ranking every connection (assemble): neither adds to
+        # the peak it held
+        _unmap(view, shm)
+        state = _recv(out_r)
+        if state[0] != "state":
+            raise state[1]
     finally:
         out_r.close()
         free_w.close()
@@ -288,15 +309,10 @@ def run_pipelined(
         if child.is_alive():
             child.terminate()
             child.join(timeout=5)
-        try:
-            view.release()
-            shm.close()
-        except BufferError:
-            pass  # an error left a packet buffer referenced; the mapping goes at exit
-    # the ring is unmapped by now: ranking every connection (assemble) does
-    # not add to the peak it held
+        _unmap(view, shm)
     assert end is not None  # (the loop leaves only with it, or raises)
-    _kind, stats, infos, book, child_conns, child_rollup = end
+    _kind, stats, infos, book = end
+    _kind, child_conns, child_rollup = state
     if ev is not None:
         ev.compact()
     rollup = None if ev is None else ev.rollup

@@ -7,13 +7,17 @@ SPEC.md; :func:`render_text` is the 80-column text report.
 
 from __future__ import annotations
 
+import marshal
 import os
 import textwrap
 import time
+from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TextIO, overload
+
+import numpy as np
 
 from . import __version__, jsonout
 from .advice import (
@@ -38,8 +42,9 @@ from .evidence import (
 )
 from .findings import conn_findings
 from .flows import Conn, RstEvent
-from .packed import ConnStub, EventStub
+from .packed import ConnStub, EventStub, Packed
 from .rules import CAUSES, SENDERS, Verdict, classify
+from .spill import Spill
 
 WIDTH = 80
 
@@ -61,11 +66,144 @@ class ResetRecord:
             self.rst_packets = len(self.event.packets)  # type: ignore[union-attr]
 
 
+class Records(Sequence[ResetRecord]):
+    """A report's reset records, in time order once :meth:`done`.
+
+    The records of packed connections (``ConnStub``) are encoded in a
+    :class:`~pcapreset.spill.Spill` (on disk past 1 MiB) and made again each
+    time they are read; the others are kept as they are (few: the packing
+    threshold bounds them). Per record: its time, client, server, (cause,
+    sender) and where it is, 33 bytes, so that counting verdicts and sizing
+    the text table need not read the records.
+    """
+
+    def __init__(self, packed: Packed | None = None) -> None:
+        self.packed = packed
+        self._whole: list[ResetRecord] = []
+        self._spill = Spill()
+        self._ts = array("d")
+        self._client = array("q")
+        self._server = array("q")
+        #: >= 0: index in the spill; < 0: -1 - index in ``_whole``
+        self._where = array("q")
+        self._pair = array("H")
+        self._pairs: list[tuple[str, str]] = []
+        self._pair_ids: dict[tuple[str, str], int] = {}
+        #: positions in time order (None: in the order added)
+        self._order: list[int] | None = None
+
+    def add(self, r: ResetRecord) -> None:
+        """Add a record whose connection is done (no more facts or packets)."""
+        if isinstance(r.conn, ConnStub):
+            self._where.append(self._spill.append(_encode(r)))
+        else:
+            self._where.append(-1 - len(self._whole))
+            self._whole.append(r)
+        self._ts.append(r.event.ts)
+        self._client.append(r.conn.client)
+        self._server.append(r.conn.server)
+        pair = (r.verdict.cause, r.verdict.sender)
+        pid = self._pair_ids.get(pair)
+        if pid is None:
+            pid = self._pair_ids[pair] = len(self._pairs)
+            self._pairs.append(pair)
+        self._pair.append(pid)
+        self._order = None
+
+    def done(self) -> None:
+        """Sort by time (stably: equal times keep the order they came in)."""
+        ts = np.frombuffer(self._ts, np.float64) if self._ts else np.zeros(0)
+        self._order = np.argsort(ts, kind="stable").tolist()
+
+    def _positions(self) -> Sequence[int]:
+        return range(len(self._ts)) if self._order is None else self._order
+
+    def __len__(self) -> int:
+        return len(self._ts)
+
+    def _get(self, k: int) -> ResetRecord:
+        w = self._where[k]
+        if w < 0:
+            return self._whole[-1 - w]
+        assert self.packed is not None
+        return _decode(self._spill[w], self.packed)
+
+    @overload
+    def __getitem__(self, i: int) -> ResetRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ResetRecord]: ...
+    def __getitem__(self, i: int | slice) -> ResetRecord | list[ResetRecord]:
+        pos = self._positions()
+        if isinstance(i, slice):
+            return [self._get(k) for k in pos[i]]
+        return self._get(pos[i])
+
+    def __iter__(self) -> Iterator[ResetRecord]:
+        get = self._get
+        return (get(k) for k in self._positions())
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        """(cause, sender) of each record, in order."""
+        pairs, pair = self._pairs, self._pair
+        return (pairs[pair[k]] for k in self._positions())
+
+    def clients(self) -> list[int]:
+        return [self._client[k] for k in self._positions()]
+
+    def servers(self) -> list[int]:
+        return [self._server[k] for k in self._positions()]
+
+
+def _encode(r: ResetRecord) -> bytes:
+    """A packed connection's record as marshal bytes (:func:`_decode`); its
+    facts once each, the verdict's lists as indexes (a fact can be both
+    matched and evidence: the JSON tells them apart by identity)."""
+    v = r.verdict
+    table: list[Fact] = []
+    at: dict[int, int] = {}
+
+    def ix(f: Fact) -> int:
+        k = at.get(id(f))
+        if k is None:
+            k = at[id(f)] = len(table)
+            table.append(f)
+        return k
+
+    facts = [(name, ix(f)) for name, f in r.facts.items()]
+    matched = [ix(f) for f in v.matched]
+    evidence = [ix(f) for f in v.evidence]
+    return marshal.dumps(
+        (
+            r.conn.fields(),  # type: ignore[union-attr]
+            r.event.fields(),  # type: ignore[union-attr]
+            (v.cause, v.sender, v.confidence, v.rule, v.says),
+            [(f.name, f.text) for f in table],
+            facts,
+            matched,
+            evidence,
+            r.rst_packets,
+        )
+    )
+
+
+def _decode(b: bytes, packed: Packed) -> ResetRecord:
+    cf, ef, vf, table, facts, matched, evidence, rst_packets = marshal.loads(b)
+    conn = ConnStub.of(cf, packed)
+    fs = [Fact(name, text) for name, text in table]
+    cause, sender, confidence, rule, says = vf
+    verdict = Verdict(
+        cause, sender, confidence, rule, says, [fs[k] for k in matched], [fs[k] for k in evidence]
+    )
+    return ResetRecord(
+        conn, EventStub.of(ef, conn), verdict, {name: fs[k] for name, k in facts}, rst_packets
+    )
+
+
 @dataclass
 class Report:
     result: EngineResult
     ctx: Context
-    resets: list[ResetRecord]
+    resets: Records
     findings: list[dict]
     nginx_keepalive_s: float | None = None
     nginx_from_conf: bool = False
@@ -133,8 +271,11 @@ class Report:
         }
 
     def summary(self) -> dict:
-        by_cause = Counter(r.verdict.cause for r in self.resets)
-        by_sender = Counter(r.verdict.sender for r in self.resets)
+        by_cause: Counter[str] = Counter()
+        by_sender: Counter[str] = Counter()
+        for cause, sender in self.resets.pairs():
+            by_cause[cause] += 1
+            by_sender[sender] += 1
         idle = idle_summary(self.ctx)
         timeout = None if idle is None else idle.timeout_s
         backend = self.backend_name()
@@ -327,20 +468,20 @@ def build(
     nginx_from_conf: bool = False,
 ) -> Report:
     ctx = build_context(result.conns, result.rollup)
-    resets: list[ResetRecord] = []
+    resets = Records(result.rollup.packed if result.rollup is not None else None)
     agg: dict[str, dict] = {}
     book = result.book
-    for c, blob in result.each_conn():
-        first = len(resets)
+    for c, j in result.each_conn():
+        mine: list[ResetRecord] = []  # this connection's
         for ev in c.rst_events:
-            if len(resets) > first and is_followup(c, ev, rtt_of(c, ctx)):
-                resets[-1].rst_packets += len(ev.packets)  # same reset, in-flight data
+            if mine and is_followup(c, ev, rtt_of(c, ctx)):
+                mine[-1].rst_packets += len(ev.packets)  # same reset, in-flight data
                 continue
             facts = rst_facts(c, ev, ctx)
-            if len(resets) > first and _aftermath(resets[-1], ev, facts):
-                _fold_aftermath(resets[-1], ev)  # a consequence of the forged RST
+            if mine and _aftermath(mine[-1], ev, facts):
+                _fold_aftermath(mine[-1], ev)  # a consequence of the forged RST
                 continue
-            resets.append(ResetRecord(c, ev, classify(facts), facts))
+            mine.append(ResetRecord(c, ev, classify(facts), facts))
         for cause, msg in conn_findings(c):
             a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})
             a["count"] += 1
@@ -348,14 +489,17 @@ def build(
                 a["evidence"].append(msg)
             if len(a["flows"]) < 50:
                 a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
-        if blob is not None:  # a packed connection: its records keep stubs
-            stub = ConnStub(c, blob)
-            for r in resets[first:]:
+        if j is not None:  # a packed connection: its records keep stubs
+            assert resets.packed is not None
+            stub = ConnStub(c, resets.packed, j)
+            for r in mine:
                 r.conn = stub
                 r.event = EventStub(r.event, stub)  # type: ignore[arg-type]
             for ev in c.rst_events:
                 ev.conn = None  # type: ignore[assignment]  # (frees it, GC paused or not)
-    resets.sort(key=lambda r: r.event.ts)
+        for r in mine:
+            resets.add(r)
+    resets.done()
     findings = sorted(agg.values(), key=lambda a: -a["count"])
     return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)
 
@@ -448,9 +592,11 @@ def render_text(rep: Report, verbose: bool = False) -> str:
     if rep.resets:
         lines.append("resets by cause")
         senders: Counter[tuple[str, str]] = Counter()
-        for r in rep.resets:
-            senders[(r.verdict.cause, r.verdict.sender)] += 1
-        for cause, n in Counter(r.verdict.cause for r in rep.resets).most_common():
+        causes: Counter[str] = Counter()
+        for cause, sender in rep.resets.pairs():
+            senders[(cause, sender)] += 1
+            causes[cause] += 1
+        for cause, n in causes.most_common():
             who = ", ".join(f"{sd} {k}" for (c, sd), k in senders.items() if c == cause)
             lines.append(f"  {cause:20} {n:6,}  ({who})")
         lines.append("")
@@ -477,27 +623,29 @@ def render_text(rep: Report, verbose: bool = False) -> str:
 
 
 def _reset_table(rep: Report, verbose: bool) -> list[str]:
-    rows = []
-    servers = sorted({r.conn.server for r in rep.resets})
-    client_ips = {r.conn.client >> 16 for r in rep.resets}
-    short_client = len(client_ips) == 1
-    for r in rep.resets:
-        cl = rep.ep(r.conn.client)
-        rows.append((r, cl))
-    cw = max(len(c) for _, c in rows)
+    clients = rep.resets.clients()
+    servers = sorted(set(rep.resets.servers()))
+    short_client = len({c >> 16 for c in clients}) == 1
+    cw = max(len(rep.ep(c)) for c in clients)
+
+    def port(c: int) -> str:
+        return ":" + str(c & 0xFFFF)
+
+    name: Callable[[int], str] = rep.ep
     if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 7 + 1 + 14 > WIDTH or short_client:
-        rows = [(r, ":" + str(r.conn.client & 0xFFFF)) for r, _ in rows]
-        cw = max(6, max(len(c) for _, c in rows))
+        name = port
+        cw = max(6, max(len(port(c)) for c in clients))
     out = []
     multi_server = len(servers) > 1
     if short_client:
-        ip = rep.ep(rep.resets[0].conn.client).rsplit(":", 1)[0]
+        ip = rep.ep(clients[0]).rsplit(":", 1)[0]
         out.append(f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}"))
     elif not multi_server:
         out.append(f"server {rep.ep(servers[0])}")
     out.append(f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase")
     last_server = None
-    for r, cl in rows:
+    for r in rep.resets:
+        cl = name(r.conn.client)
         if multi_server and r.conn.server != last_server:
             last_server = r.conn.server
             out.append(f"-- server {rep.ep(r.conn.server)}")

@@ -3,7 +3,8 @@ more than PACK_AFTER slimmed reset connections it packs them (pcapreset.packed)
 and the report unpacks each one once; the report must not change.
 
 With PACK_AFTER = 0 (every slimmed reset connection with its own round-trip
-time is packed), every sample and public capture gives the same JSON and text
+time is packed) and SPILL_AFTER = 0 (the packed connections and their
+records all in spill files), every sample and public capture gives the same JSON and text
 as without eviction; a generated capture really packs, in one process,
 pipelined, sharded and through the live path, and its nginx log matching is
 the same; a packed connection unpacks to what was packed; Packed.merge equals
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, same_report, sample_captures, stream_live_batches
 
-from pcapreset import analyze, engine
+from pcapreset import analyze, engine, spill
 from pcapreset.connstate import conn_state
 from pcapreset.errors import PcapResetError
 from pcapreset.evidence import build_context, conn_rtt, rst_facts
@@ -36,6 +37,7 @@ CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir(
 @pytest.fixture
 def pack_all(monkeypatch):
     monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    monkeypatch.setattr(spill, "SPILL_AFTER", 0)
 
 
 def _packed(rep) -> int:
@@ -109,6 +111,9 @@ def test_generated_capture_packs_and_reports_thesame_report(generated, full, pac
     same_report(ev, full)
     stubs = [r for r in ev.resets if isinstance(r.conn, ConnStub)]
     assert len({r.conn.id for r in stubs}) == n  # every packed one: stubs, not Conns
+    # the packed connections and their records were read back from files
+    assert ev.result.rollup.packed.blobs.spilled == n
+    assert ev.resets._spill.spilled == len(stubs)
     assert all(r.event.conn is r.conn for r in stubs)
     ids = {(c.start, c.client, c.server): c.id for c in full.result.conns}
     assert all(ids[(r.conn.start, r.conn.client, r.conn.server)] == r.conn.id for r in stubs)
@@ -198,7 +203,9 @@ def test_unpack_is_what_was_packed(generated):
         assert [rst_facts(back, ev, ctx) for ev in back.rst_events] == [
             rst_facts(c, ev, ctx) for ev in c.rst_events
         ]
-        stub = ConnStub(c, pickle.dumps(c))
+        p = Packed()
+        p.blobs.append(pickle.dumps(c))
+        stub = ConnStub(c, p, 0)
         assert _dump(full_conn(stub)) == _dump(c)
         assert full_conn(c) is c
 
