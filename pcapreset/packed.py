@@ -129,17 +129,24 @@ class Packed:
 
     def conns(self) -> Iterator[tuple[Conn, int]]:
         """The packed connections, unpacked one at a time, in report order,
-        each with its report id, and its index here."""
+        each with its report id, and its index here. Each one's events let
+        go of it when the next is asked for: it is freed as soon as the
+        caller lets go too, even with the cyclic GC paused."""
         ids, blobs = self.ids, self.blobs
         for j in self.order().tolist():
             c = unpack(blobs[j])
             c.id = ids[j]
             yield c, j
+            for ev in c.rst_events:
+                ev.conn = None  # type: ignore[assignment]
 
     def full(self, j: int, conn_id: int) -> Conn:
-        """Packed connection ``j``, unpacked again, with its report id."""
+        """Packed connection ``j``, unpacked again, with its report id (its
+        events do not point back at it: freed when the caller lets go)."""
         c = unpack(self.blobs[j])
         c.id = conn_id
+        for ev in c.rst_events:
+            ev.conn = None  # type: ignore[assignment]
         return c
 
 

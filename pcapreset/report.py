@@ -495,8 +495,6 @@ def build(
             for r in mine:
                 r.conn = stub
                 r.event = EventStub(r.event, stub)  # type: ignore[arg-type]
-            for ev in c.rst_events:
-                ev.conn = None  # type: ignore[assignment]  # (frees it, GC paused or not)
         for r in mine:
             resets.add(r)
     resets.done()
