@@ -155,12 +155,16 @@ class Records(Sequence[ResetRecord]):
 
 
 def _encode(r: ResetRecord) -> bytes:
-    """A packed connection's record as marshal bytes (:func:`_decode`); its
-    facts once each, the verdict's lists as indexes (a fact can be both
-    matched and evidence: the JSON tells them apart by identity)."""
+    """A packed connection's record as marshal bytes (:func:`_decode`).
+
+    Its facts once each: those of ``r.facts`` in order, then any other the
+    verdict lists; the verdict's lists as indexes into them (a fact can be
+    both matched and evidence: the JSON tells them apart by identity), the
+    evidence as None when it is the facts in order (the usual case).
+    """
     v = r.verdict
-    table: list[Fact] = []
-    at: dict[int, int] = {}
+    table = list(r.facts.values())
+    at = {id(f): k for k, f in enumerate(table)}
 
     def ix(f: Fact) -> int:
         k = at.get(id(f))
@@ -169,16 +173,18 @@ def _encode(r: ResetRecord) -> bytes:
             table.append(f)
         return k
 
-    facts = [(name, ix(f)) for name, f in r.facts.items()]
+    n = len(table)
+    ev = v.evidence
+    same = len(ev) == n and all(a is b for a, b in zip(ev, table, strict=True))
+    evidence = None if same else [ix(f) for f in ev]
     matched = [ix(f) for f in v.matched]
-    evidence = [ix(f) for f in v.evidence]
     return marshal.dumps(
         (
             r.conn.fields(),  # type: ignore[union-attr]
             r.event.fields(),  # type: ignore[union-attr]
             (v.cause, v.sender, v.confidence, v.rule, v.says),
             [(f.name, f.text) for f in table],
-            facts,
+            n,
             matched,
             evidence,
             r.rst_packets,
@@ -187,15 +193,22 @@ def _encode(r: ResetRecord) -> bytes:
 
 
 def _decode(b: bytes, packed: Packed) -> ResetRecord:
-    cf, ef, vf, table, facts, matched, evidence, rst_packets = marshal.loads(b)
+    cf, ef, vf, table, n, matched, evidence, rst_packets = marshal.loads(b)
     conn = ConnStub.of(cf, packed)
     fs = [Fact(name, text) for name, text in table]
+    facts = fs[:n]
     cause, sender, confidence, rule, says = vf
     verdict = Verdict(
-        cause, sender, confidence, rule, says, [fs[k] for k in matched], [fs[k] for k in evidence]
+        cause,
+        sender,
+        confidence,
+        rule,
+        says,
+        [fs[k] for k in matched],
+        facts if evidence is None else [fs[k] for k in evidence],
     )
     return ResetRecord(
-        conn, EventStub.of(ef, conn), verdict, {name: fs[k] for name, k in facts}, rst_packets
+        conn, EventStub.of(ef, conn), verdict, {f.name: f for f in facts}, rst_packets
     )
 
 

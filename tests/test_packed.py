@@ -283,3 +283,36 @@ def test_each_conn_lets_go_of_packed_connections(generated, pack_all):
     assert len(packed) > 10
     assert all(ev.conn is None for c in packed for ev in c.rst_events)
     assert all(ev.conn is c for c, j in seen if j is None for ev in c.rst_events)
+
+
+def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
+    """A packed connection's record is kept encoded (report._encode) and made
+    again on each read; also when its verdict's evidence is not its facts
+    in order (a fact replaced under the same name, as a second aftermath
+    fold does)."""
+    from pcapreset.evidence import Fact
+    from pcapreset.report import _decode, _encode
+
+    rep = analyze(generated, evict=True)
+    recs = [r for r in rep.resets if isinstance(r.conn, ConnStub)]
+    assert len(recs) > 10
+    packed = rep.result.rollup.packed
+    for r in recs:
+        back = _decode(_encode(r), packed)
+        assert rep.reset_json(back) == rep.reset_json(r)
+        assert list(back.facts) == list(r.facts)
+        assert back.conn.fields() == r.conn.fields()
+        assert back.event.fields() == r.event.fields()
+        ids = {id(f) for f in back.verdict.evidence}
+        assert all(id(f) in ids for f in back.verdict.matched)
+    r = recs[0]
+    name = next(iter(r.facts))
+    old = r.facts[name]
+    new = Fact(name, old.text + " (again)")
+    r.facts[name] = new
+    r.verdict.evidence.append(new)
+    back = _decode(_encode(r), packed)
+    assert [f.text for f in back.verdict.evidence] == [f.text for f in r.verdict.evidence]
+    assert back.facts[name].text == new.text
+    assert back.facts[name] is back.verdict.evidence[-1]
+    assert rep.reset_json(back) == rep.reset_json(r)
