@@ -14,7 +14,7 @@ import click
 from . import __version__, _malloc, jsonout
 from .api import analyze as analyze_files
 from .errors import PcapResetError
-from .report import Report, render_conns_text, render_text, write_json
+from .report import Report, render_conns_text, write_json, write_text
 
 EXAMPLES_ANALYZE = """
 \b
@@ -89,6 +89,12 @@ def _echo_report_json(rep: Report) -> None:
     """``_echo_json(rep.to_json())``, the resets written one at a time (report.write_json)."""
     write_json(rep, sys.stdout)
     sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _echo_report_text(rep: Report, verbose: bool) -> None:
+    """The text report, a line at a time (report.write_text)."""
+    write_text(rep, sys.stdout, verbose=verbose)
     sys.stdout.flush()
 
 
@@ -209,7 +215,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
         click.echo(json.dumps(rep.to_json()))
     else:
         click.echo("")
-        click.echo(render_text(rep, verbose=verbose), nl=False)
+        _echo_report_text(rep, verbose)
 
 
 @main.command(epilog=EXAMPLES_ANALYZE)
@@ -276,7 +282,7 @@ def analyze(
     elif fmt == "json":
         _echo_report_json(rep)
     else:
-        click.echo(render_text(rep, verbose=verbose), nl=False)
+        _echo_report_text(rep, verbose)
     if plot_dir or export_dir:
         _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet)
 

@@ -554,9 +554,21 @@ def _wrap(text: str, indent: str, first: str | None = None) -> list[str]:
 
 
 def render_text(rep: Report, verbose: bool = False) -> str:
-    j = rep.to_json()
+    """The text report (:func:`text_lines`) as one string."""
+    return "".join(line + "\n" for line in text_lines(rep, verbose))
+
+
+def write_text(rep: Report, out: TextIO, verbose: bool = False) -> None:
+    """:func:`render_text` written a line at a time (a long capture's table
+    of resets, with ``-v`` their evidence, is most of the text)."""
+    for line in text_lines(rep, verbose):
+        out.write(line + "\n")
+
+
+def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
+    """The 80-column text report, line by line."""
+    j = rep.to_json(resets=False)
     cap = j["capture"]
-    lines: list[str] = []
     names = ", ".join(os.path.basename(f["path"]) for f in cap["files"])
     span = cap["span_s"]
     when = ""
@@ -567,14 +579,14 @@ def render_text(rep: Report, verbose: bool = False) -> str:
         head += f" ({cap['tcp_packets']:,} TCP)"
     if span is not None:
         head += f", {span:.1f} s{when}"
-    lines += _wrap(
+    yield from _wrap(
         f"{head}; {', '.join(cap['linktypes']) or 'no link type'}",
         "  ",
         "capture  ",
     )
     live = cap.get("live")
     if live:
-        lines += _wrap(
+        yield from _wrap(
             f"{live.get('iface')} '{live.get('filter')}' for {live.get('duration_s')} s "
             f"(stopped by {live.get('stopped_by')}): kernel queued "
             f"{live.get('kernel_packets')}, dropped {live.get('kernel_drops')}"
@@ -583,13 +595,13 @@ def render_text(rep: Report, verbose: bool = False) -> str:
             "live     ",
         )
     v = cap["vantage"]
-    lines += _wrap(f"{v['where']} ({v['basis']})", "  ", "vantage  ")
+    yield from _wrap(f"{v['where']} ({v['basis']})", "  ", "vantage  ")
     for w in cap["warnings"]:
-        lines += _wrap(w["message"], "  ", "warning  ")
+        yield from _wrap(w["message"], "  ", "warning  ")
     s = j["summary"]
-    lines.append(f"flows    {j['flows']:,} TCP connections, {s['resets']:,} reset events")
+    yield f"flows    {j['flows']:,} TCP connections, {s['resets']:,} reset events"
     if s["server_idle_timeout_s"] is not None:
-        lines += _wrap(
+        yield from _wrap(
             f"backend closes idle connections after ~{s['server_idle_timeout_s']:.2f} s "
             f"({s['server_idle_timeout_min_s']:.2f}-{s['server_idle_timeout_max_s']:.2f} s, "
             f"{s['server_idle_timeout_samples']} {s['server_idle_timeout_basis']}); nginx "
@@ -599,9 +611,9 @@ def render_text(rep: Report, verbose: bool = False) -> str:
             "  ",
             "idle     ",
         )
-    lines.append("")
+    yield ""
     if rep.resets:
-        lines.append("resets by cause")
+        yield "resets by cause"
         senders: Counter[tuple[str, str]] = Counter()
         causes: Counter[str] = Counter()
         for cause, sender in rep.resets.pairs():
@@ -609,31 +621,30 @@ def render_text(rep: Report, verbose: bool = False) -> str:
             causes[cause] += 1
         for cause, n in causes.most_common():
             who = ", ".join(f"{sd} {k}" for (c, sd), k in senders.items() if c == cause)
-            lines.append(f"  {cause:20} {n:6,}  ({who})")
-        lines.append("")
-        lines += _reset_table(rep, verbose)
+            yield f"  {cause:20} {n:6,}  ({who})"
+        yield ""
+        yield from _reset_table(rep, verbose)
     else:
-        lines.append("no TCP resets in this capture")
+        yield "no TCP resets in this capture"
     if rep.findings:
-        lines.append("")
-        lines.append("findings")
+        yield ""
+        yield "findings"
         for f in rep.findings:
-            lines.append(f"  {f['cause']:20} {f['count']:6,}")
+            yield f"  {f['cause']:20} {f['count']:6,}"
             for e in f["evidence"][:2]:
-                lines += _wrap(e, "      ", "    - ")
+                yield from _wrap(e, "      ", "    - ")
     extra_lines = rep.extra.get("_text_lines")
     if extra_lines:
-        lines.append("")
-        lines += extra_lines
+        yield ""
+        yield from extra_lines
     if s["recommendations"]:
-        lines.append("")
-        lines.append("what to change")
+        yield ""
+        yield "what to change"
         for rec in s["recommendations"]:
-            lines += _wrap(rec, "    ", "  - ")
-    return "\n".join(lines) + "\n"
+            yield from _wrap(rec, "    ", "  - ")
 
 
-def _reset_table(rep: Report, verbose: bool) -> list[str]:
+def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
     clients = rep.resets.clients()
     servers = sorted(set(rep.resets.servers()))
     short_client = len({c >> 16 for c in clients}) == 1
@@ -646,39 +657,37 @@ def _reset_table(rep: Report, verbose: bool) -> list[str]:
     if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 7 + 1 + 14 > WIDTH or short_client:
         name = port
         cw = max(6, max(len(port(c)) for c in clients))
-    out = []
     multi_server = len(servers) > 1
     if short_client:
         ip = rep.ep(clients[0]).rsplit(":", 1)[0]
-        out.append(f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}"))
+        yield f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
     elif not multi_server:
-        out.append(f"server {rep.ep(servers[0])}")
-    out.append(f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase")
+        yield f"server {rep.ep(servers[0])}"
+    yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase"
     last_server = None
     for r in rep.resets:
         cl = name(r.conn.client)
         if multi_server and r.conn.server != last_server:
             last_server = r.conn.server
-            out.append(f"-- server {rep.ep(r.conn.server)}")
+            yield f"-- server {rep.ep(r.conn.server)}"
         ev = r.event
         idle = "" if ev.idle_before_s is None else f"{ev.idle_before_s:7.2f}"
-        out.append(
+        yield (
             f"{_fmt_time(ev.ts):12} {cl:{cw}} {r.verdict.sender:9} {r.verdict.cause:18} "
             f"{idle:>7} {ev.phase}"
         )
         if verbose:
-            out += _wrap(
+            yield from _wrap(
                 f"{r.verdict.says} [rule {r.verdict.rule}, confidence {r.verdict.confidence:.2f}]",
                 "      ",
                 "    = ",
             )
             matched = set(id(f) for f in r.verdict.matched)
             for f in r.verdict.matched:
-                out += _wrap(f.text, "      ", "    + ")
+                yield from _wrap(f.text, "      ", "    + ")
             for f in r.verdict.evidence:
                 if id(f) not in matched:
-                    out += _wrap(f.text, "      ", "    . ")
-    return out
+                    yield from _wrap(f.text, "      ", "    . ")
 
 
 def render_conns_text(rows: list[dict]) -> str:
