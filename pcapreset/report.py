@@ -90,7 +90,7 @@ class Records(Sequence[ResetRecord]):
         self._pairs: list[tuple[str, str]] = []
         self._pair_ids: dict[tuple[str, str], int] = {}
         #: positions in time order (None: in the order added)
-        self._order: list[int] | None = None
+        self._order: array[int] | None = None
 
     def add(self, r: ResetRecord) -> None:
         """Add a record whose connection is done (no more facts or packets)."""
@@ -113,7 +113,7 @@ class Records(Sequence[ResetRecord]):
     def done(self) -> None:
         """Sort by time (stably: equal times keep the order they came in)."""
         ts = np.frombuffer(self._ts, np.float64) if self._ts else np.zeros(0)
-        self._order = np.argsort(ts, kind="stable").tolist()
+        self._order = array("q", np.argsort(ts, kind="stable").astype(np.int64).tobytes())
 
     def _positions(self) -> Sequence[int]:
         return range(len(self._ts)) if self._order is None else self._order
