@@ -458,10 +458,11 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
     ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
     packed = rollup.packed if rollup is not None else None
     # per-connection samples stay in arrays: a list of boxed floats per
-    # evicted connection was the largest part of a report's memory
+    # evicted connection was the largest part of a report's memory. The
+    # rollup's are read back from its blocks at each call: ours to extend
     rtts: dict[int, array] = {}
     if rollup is not None:
-        rtts = {srv: array("d", arr) for srv, arr in rollup.rtts.items()}
+        rtts = rollup.rtts
     if packed:
         for srv, arr in packed.rtts.items():
             _samples(rtts, srv).extend(arr)
@@ -470,11 +471,10 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
         if r is not None:
             _samples(rtts, c.server).append(r)
     ctx.rtt = {k: median(v) for k, v in rtts.items()}
+    del rtts  # (before the SYN times and idle gaps are read)
     s = ContextSamples()
     if rollup is not None:
-        s.syn = {srv: array("d", arr) for srv, arr in rollup.syn_times.items()}
-        s.idle = {srv: array("d", v) for srv, v in rollup.idle_gaps.items()}
-        s.idle_first = dict(rollup.idle_first)
+        s.syn, s.idle, s.idle_first = rollup.syn_times, rollup.idle_gaps, rollup.idle_first
     if packed:
         s.merge(packed.samples)
     for c in conns:
