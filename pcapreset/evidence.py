@@ -482,7 +482,7 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
     # idle closes per server, servers in the order of their first sample in
     # report order (the order of ctx.idle_timeout and of its ties)
     ctx.idle_closes = {srv: s.idle[srv] for srv in sorted(s.idle, key=s.idle_first.__getitem__)}
-    ctx.syn_times = {srv: _sorted(v) for srv, v in s.syn.items()}
+    ctx.syn_times = {srv: _sort(v) for srv, v in s.syn.items()}  # (s.syn is ours)
     ctx.server_rst_times, ctx.refused_times, ctx.race_gaps = s.server_rst, s.refused, s.race
     for v in (*ctx.server_rst_times.values(), *ctx.refused_times.values()):
         v.sort()
@@ -504,11 +504,11 @@ def _samples(d: dict[int, array], srv: int) -> array:
     return a
 
 
-def _sorted(a: array) -> array:
-    """``a`` sorted, as an array("d")."""
-    out = array("d")
-    out.frombytes(np.sort(np.frombuffer(a, dtype=np.float64)).tobytes())
-    return out
+def _sort(a: array) -> array:
+    """``a`` (an array("d")) sorted in place."""
+    if a:
+        np.frombuffer(a, dtype=np.float64).sort()
+    return a
 
 
 def median(xs: Sequence[float]) -> float:
