@@ -65,8 +65,8 @@ class Rollup:
     Per connection it keeps one row of numbers: the floats (start, RTT, SYN
     time, idle close gap or NaN) and the integers (client, server, vote
     signature). Rows are filled in blocks of ``block`` rows (two numpy arrays,
-    reused); a full block is added to a :class:`~pcapreset.spill.Spill` (past
-    1 MiB, an unnamed temporary file) and counted into a :class:`_Summary`,
+    reused); a full block is written to a :class:`~pcapreset.spill.Spill` (an
+    unnamed temporary file) and counted into a :class:`_Summary`,
     so memory does not grow with the rows. What the report reads is worked
     out a block at a time: the votes and the first connection of each server
     with an idle close from the summaries, the per-server samples by reading
@@ -84,8 +84,10 @@ class Rollup:
         self._f = np.empty((self.block, 4), np.float64)
         self._i = np.empty((self.block, 3), np.int64)
         self._n = 0
-        #: the full blocks, in order, each one's float rows then its integer rows
-        self._blocks = Spill()
+        #: the full blocks, in order, each one's float rows then its integer
+        #: rows; each written out to the file when it comes (a block is
+        #: already a large write: none kept in memory besides the one filled)
+        self._blocks = Spill(0)
         #: the full blocks' rows counted (:class:`_Summary`)
         self._done = _Summary()
         #: what connections vote for (see :func:`_sig`), in order of first
