@@ -458,10 +458,11 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
     ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
     packed = rollup.packed if rollup is not None else None
     # per-connection samples stay in arrays: a list of boxed floats per
-    # evicted connection was the largest part of a report's memory
+    # evicted connection was the largest part of a report's memory. The
+    # rollup's are read back from its blocks at each call: ours to extend
     rtts: dict[int, array] = {}
     if rollup is not None:
-        rtts = {srv: array("d", arr) for srv, arr in rollup.rtts.items()}
+        rtts = rollup.rtts
     if packed:
         for srv, arr in packed.rtts.items():
             _samples(rtts, srv).extend(arr)
@@ -470,11 +471,10 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
         if r is not None:
             _samples(rtts, c.server).append(r)
     ctx.rtt = {k: median(v) for k, v in rtts.items()}
+    del rtts  # (before the SYN times and idle gaps are read)
     s = ContextSamples()
     if rollup is not None:
-        s.syn = {srv: array("d", arr) for srv, arr in rollup.syn_times.items()}
-        s.idle = {srv: array("d", v) for srv, v in rollup.idle_gaps.items()}
-        s.idle_first = dict(rollup.idle_first)
+        s.syn, s.idle, s.idle_first = rollup.syn_times, rollup.idle_gaps, rollup.idle_first
     if packed:
         s.merge(packed.samples)
     for c in conns:
@@ -482,7 +482,7 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
     # idle closes per server, servers in the order of their first sample in
     # report order (the order of ctx.idle_timeout and of its ties)
     ctx.idle_closes = {srv: s.idle[srv] for srv in sorted(s.idle, key=s.idle_first.__getitem__)}
-    ctx.syn_times = {srv: _sorted(v) for srv, v in s.syn.items()}
+    ctx.syn_times = {srv: _sort(v) for srv, v in s.syn.items()}  # (s.syn is ours)
     ctx.server_rst_times, ctx.refused_times, ctx.race_gaps = s.server_rst, s.refused, s.race
     for v in (*ctx.server_rst_times.values(), *ctx.refused_times.values()):
         v.sort()
@@ -504,11 +504,11 @@ def _samples(d: dict[int, array], srv: int) -> array:
     return a
 
 
-def _sorted(a: array) -> array:
-    """``a`` sorted, as an array("d")."""
-    out = array("d")
-    out.frombytes(np.sort(np.frombuffer(a, dtype=np.float64)).tobytes())
-    return out
+def _sort(a: array) -> array:
+    """``a`` (an array("d")) sorted in place."""
+    if a:
+        np.frombuffer(a, dtype=np.float64).sort()
+    return a
 
 
 def median(xs: Sequence[float]) -> float:

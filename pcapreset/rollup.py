@@ -19,6 +19,7 @@ all of them.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from .evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
 from .findings import conn_findings, no_finding
 from .flows import Conn, FlowTracker
 from .packed import Packed
+from .spill import Spill
 
 _finish_conn = FlowTracker.finish_conn
 
@@ -47,24 +49,47 @@ _NAN = float("nan")
 _HOPS = tuple(hops(t) for t in range(256))
 
 
+#: rows per block of a Rollup: the block being filled is two numpy arrays
+#: (``_f``, ``_i``); a full one goes to the Rollup's :class:`~pcapreset.spill.Spill`
+#: as bytes (56 bytes a row: 448 KiB per block)
+ROLLUP_BLOCK = 8192
+_ROW_BYTES = 8 * (4 + 3)
+
+#: a connection's order key: (start, client, server)
+Key = tuple[float, int, int]
+
+
 class Rollup:
     """An incremental summary of evicted connections (see the module docstring).
 
-    Per connection it keeps one row of numbers in two numpy arrays that grow
-    by doubling (so a long capture's rows are two large blocks, not one small
-    block per :meth:`add_many` joined at the end): the floats (start, RTT,
-    SYN time, idle close gap or NaN) and the integers (client, server, vote
-    signature). The per-server tables and the votes the report reads are
-    worked out from the rows when asked for (and kept until more connections
-    come).
+    Per connection it keeps one row of numbers: the floats (start, RTT, SYN
+    time, idle close gap or NaN) and the integers (client, server, vote
+    signature). Rows are filled in blocks of ``block`` rows (two numpy arrays,
+    reused); a full block is written to a :class:`~pcapreset.spill.Spill` (an
+    unnamed temporary file) and counted into a :class:`_Summary`,
+    so memory does not grow with the rows. What the report reads is worked
+    out a block at a time: the votes and the first connection of each server
+    with an idle close from the summaries, the per-server samples by reading
+    the blocks back (each time they are asked for: the caller owns them).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block: int | None = None) -> None:
         self.count = 0
-        # rows [:count] of (capacity, 4) float64: _START, _RTT, _SYN, _GAP
-        self._f = np.empty((0, 4), np.float64)
-        # rows [:count] of (capacity, 3) int64: _CLIENT, _SERVER, _SIG
-        self._i = np.empty((0, 3), np.int64)
+        #: rows per block (:data:`ROLLUP_BLOCK` when None)
+        self.block = ROLLUP_BLOCK if block is None else block
+        if self.block < 1:
+            raise ValueError("a block holds one row at least")
+        # the block being filled: its rows [:_n] of (block, 4) float64:
+        # _START, _RTT, _SYN, _GAP, and (block, 3) int64: _CLIENT, _SERVER, _SIG
+        self._f = np.empty((self.block, 4), np.float64)
+        self._i = np.empty((self.block, 3), np.int64)
+        self._n = 0
+        #: the full blocks, in order, each one's float rows then its integer
+        #: rows; each written out to the file when it comes (a block is
+        #: already a large write: none kept in memory besides the one filled)
+        self._blocks = Spill(0)
+        #: the full blocks' rows counted (:class:`_Summary`)
+        self._done = _Summary()
         #: what connections vote for (see :func:`_sig`), in order of first
         #: appearance; a row's _SIG is its index here
         self.sig_list: list[tuple] = []
@@ -72,7 +97,7 @@ class Rollup:
         #: header values (Server, Keep-Alive, Connection) -> (backend name, timeout)
         self._headers: dict[tuple, tuple] = {}
         self._votes: tuple | None = None
-        self._derived: tuple[int, dict] | None = None
+        self._tally_of: tuple[int, _Summary] | None = None
         #: reset connections the report keeps, packed (see :mod:`pcapreset.packed`)
         self.packed = Packed()
         #: a packet older than an evicted connection's close came after it was
@@ -95,11 +120,14 @@ class Rollup:
             if syn is None or hs is None or hs <= syn or c.rst_events:
                 raise ValueError("only connections with a round-trip time and no reset are folded")
         n = len(conns)
-        if not n:
-            return
-        at = self._room(n)
-        _fold(self, conns, self._f[at : at + n], self._i[at : at + n])
-        self.count += n
+        done = 0
+        while done < n:
+            at = self._n
+            k = min(n - done, self.block - at)
+            part = conns if k == n else conns[done : done + k]
+            _fold(self, part, self._f[at : at + k], self._i[at : at + k])
+            self._filled(k)
+            done += k
 
     def _sig_id(self, sig: tuple) -> int:
         sid = self._sig_ids.get(sig)
@@ -108,102 +136,128 @@ class Rollup:
             self.sig_list.append(sig)
         return sid
 
-    def _room(self, n: int) -> int:
-        """Make room for ``n`` more rows; returns the first one's index."""
-        have = self.count
-        if have + n > len(self._f):
-            cap = max(1024, 2 * len(self._f), have + n)
-            f = np.empty((cap, 4), np.float64)
-            i = np.empty((cap, 3), np.int64)
-            f[:have] = self._f[:have]
-            i[:have] = self._i[:have]
-            self._f, self._i = f, i
-        return have
+    def _filled(self, k: int) -> None:
+        """``k`` more rows of the block are filled; a full block goes out."""
+        self._n += k
+        self.count += k
+        if self._n == self.block:
+            f, i = self._f, self._i
+            self._done.add(f, i)
+            self._blocks.append(f.tobytes() + i.tobytes())
+            self._n = 0
 
-    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every row: (floats (n, 4), integers (n, 3)), views."""
-        return self._f[: self.count], self._i[: self.count]
+    def _append(self, f: np.ndarray, i: np.ndarray, remap: np.ndarray | None = None) -> None:
+        """Add rows (floats (n, 4), integers (n, 3)); ``remap``: their _SIG
+        is an index into it (another Rollup's signatures), not ours."""
+        done, n = 0, len(f)
+        while done < n:
+            at = self._n
+            k = min(n - done, self.block - at)
+            self._f[at : at + k] = f[done : done + k]
+            self._i[at : at + k] = i[done : done + k]
+            if remap is not None:
+                self._i[at : at + k, _SIG] = remap[i[done : done + k, _SIG]]
+            self._filled(k)
+            done += k
+
+    def _each_block(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every row, a block at a time, in order: (floats (n, 4), integers
+        (n, 3)); read-only, or views of the block being filled."""
+        for b in self._blocks:
+            n = len(b) // _ROW_BYTES
+            f = np.frombuffer(b, np.float64, 4 * n).reshape(n, 4)
+            i = np.frombuffer(b, np.int64, 3 * n, 32 * n).reshape(n, 3)
+            yield f, i
+        if self._n:
+            yield self._f[: self._n], self._i[: self._n]
 
     def __getstate__(self) -> dict:
-        # (pickled by a shard or the reader child: the rows, not the capacity)
+        # (pickled by a shard or the reader child: the filled rows of the block)
         state = self.__dict__.copy()
-        state["_f"], state["_i"] = self._rows()
+        state["_f"], state["_i"] = self._f[: self._n], self._i[: self._n]
+        state["_votes"] = state["_tally_of"] = None
         return state
 
-    @property
-    def starts(self) -> np.ndarray:
-        """Start time of every evicted connection (with :attr:`clients` and
-        :attr:`servers`: the keys the report's ids of the kept ones count in)."""
-        return self._rows()[0][:, _START]
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        f, i = state["_f"], state["_i"]
+        self._f = np.empty((self.block, 4), np.float64)
+        self._i = np.empty((self.block, 3), np.int64)
+        self._f[: len(f)] = f
+        self._i[: len(i)] = i
 
-    @property
-    def clients(self) -> np.ndarray:
-        return self._rows()[1][:, _CLIENT]
+    def keys(self) -> Iterator[Key]:
+        """The (start, client, server) of every evicted connection, in folding
+        order: the keys the report's ids of the kept ones count in."""
+        for f, i in self._each_block():
+            yield from zip(
+                f[:, _START].tolist(), i[:, _CLIENT].tolist(), i[:, _SERVER].tolist(), strict=True
+            )
 
-    @property
-    def servers(self) -> np.ndarray:
-        return self._rows()[1][:, _SERVER]
-
-    def _tables(self) -> dict:
-        if self._derived is not None and self._derived[0] == self.count:
-            return self._derived[1]
-        f, i = self._rows()
-        srv = i[:, _SERVER]
-        gap = ~np.isnan(f[:, _GAP])
-        # rows in report order (start, client, server): the first voter's key
-        order = np.lexsort((srv, i[:, _CLIENT], f[:, _START]))
-        sigs: dict[tuple, list] = {}
-        if len(order):
-            counts = np.bincount(i[:, _SIG], minlength=len(self.sig_list)).tolist()
-            firsts = _first_rows(i[order, _SIG], order)
-            for sid, sig in enumerate(self.sig_list):
-                if counts[sid]:
-                    sigs[sig] = [counts[sid], _key(f, i, firsts[sid])]
-        gap_rows = order[gap[order]]
-        idle_first = {s: _key(f, i, r) for s, r in _first_rows(srv[gap_rows], gap_rows).items()}
-        idle_gaps = _by_server(srv[gap], f[gap, _GAP])
-        out = {
-            "sigs": sigs,
-            "rtts": _by_server(srv, f[:, _RTT]),
-            "syn_times": _by_server(srv, f[:, _SYN]),
-            "idle_gaps": idle_gaps,
-            "idle_first": {s: idle_first[s] for s in idle_gaps},
-            "server_set": set(srv.tolist()),
-        }
-        self._derived = (self.count, out)
-        return out
+    def _tally(self) -> _Summary:
+        """The summary of every row (the full blocks' and the block being filled)."""
+        if not self._n:
+            return self._done
+        known = self._tally_of
+        if known is not None and known[0] == self.count:
+            return known[1]
+        s = self._done.copy()
+        s.add(self._f[: self._n], self._i[: self._n])
+        self._tally_of = (self.count, s)
+        return s
 
     @property
     def sigs(self) -> dict[tuple, list]:
         """What connections vote for -> [connections, the first one's (start,
         client, server)]: the votes below are sums of these."""
-        return self._tables()["sigs"]
+        t = self._tally()
+        return {
+            sig: [t.sig_rows[sid], t.sig_first[sid]]
+            for sid, sig in enumerate(self.sig_list)
+            if t.sig_rows.get(sid)
+        }
 
     @property
     def rtts(self) -> dict[int, array]:
-        """server endpoint -> handshake round-trip times (s), in folding order"""
-        return self._tables()["rtts"]
+        """server endpoint -> handshake round-trip times (s), in folding order
+        (read from the blocks at each call: new arrays)"""
+        return self._by_server(_RTT)
 
     @property
     def syn_times(self) -> dict[int, array]:
-        """server endpoint -> SYN times"""
-        return self._tables()["syn_times"]
+        """server endpoint -> SYN times (new arrays, as :attr:`rtts`)"""
+        return self._by_server(_SYN)
 
     @property
     def idle_gaps(self) -> dict[int, array]:
-        """server endpoint -> idle close gaps (s)"""
-        return self._tables()["idle_gaps"]
+        """server endpoint -> idle close gaps (s) (new arrays, as :attr:`rtts`)"""
+        return self._by_server(_GAP)
 
     @property
-    def idle_first(self) -> dict[int, tuple[float, int, int]]:
-        """server endpoint -> the order key of its first connection with an idle close gap"""
-        return self._tables()["idle_first"]
+    def idle_first(self) -> dict[int, Key]:
+        """server endpoint -> the order key of its first connection with an
+        idle close gap (servers in the order of :attr:`idle_gaps`)"""
+        return dict(self._tally().idle_first)
 
     @property
     def server_set(self) -> set[int]:
         """every server endpoint, packed connections' included (api.analyze
         matches them with nginx.conf)"""
-        return self._tables()["server_set"] | set(self.packed.servers)
+        return set(self._tally().servers) | set(self.packed.servers)
+
+    def _by_server(self, col: int) -> dict[int, array]:
+        """server -> the values of column ``col`` of its rows in row order
+        (_GAP: of its rows with an idle close gap), servers in order of first
+        appearance; a block at a time."""
+        t = self._tally()
+        out = {s: array("d") for s in (t.idle_first if col == _GAP else t.servers)}
+        for f, i in self._each_block():
+            srv, vals = i[:, _SERVER], f[:, col]
+            if col == _GAP:
+                has = ~np.isnan(vals)
+                srv, vals = srv[has], vals[has]
+            _extend_by_server(out, srv, vals)
+        return out
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
         """(pairs, client only, server only, host hops, backends, timeouts): the
@@ -260,16 +314,11 @@ class Rollup:
         return self.votes()[5]
 
     def merge(self, other: Rollup) -> None:
-        """Add another Rollup (a shard worker's) to this one."""
+        """Add another Rollup (a shard worker's) to this one, a block at a time."""
         if other.count:
-            f, i = other._rows()
             remap = np.array([self._sig_id(sig) for sig in other.sig_list], np.int64)
-            at = self._room(other.count)
-            end = at + other.count
-            self._f[at:end] = f
-            self._i[at:end] = i
-            self._i[at:end, _SIG] = remap[i[:, _SIG]]
-            self.count += other.count
+            for f, i in other._each_block():
+                self._append(f, i, remap)
         self.packed.merge(other.packed)
         self.reordered = self.reordered or other.reordered
 
@@ -277,28 +326,29 @@ class Rollup:
         """The ids of ``kept`` (sorted as engine.order_conns sorts) among all
         connections: their ranks by (start, client, server), evicted and
         packed ones included; a kept connection goes first among equal keys,
-        then a packed one. Sets the packed connections' ids (``packed.ids``)."""
+        then a packed one, then an evicted one. Sets the packed connections'
+        ids (``packed.ids``).
+
+        The kept and packed connections are ranked among themselves, then
+        each one's rank goes up by the evicted rows whose key is less than
+        its own, counted a block at a time."""
         n, p = len(kept), self.packed
         m = len(p)
         if not self.count and not m:
             return list(range(n))
-        starts = np.concatenate(
-            [np.fromiter((c.start for c in kept), np.float64, n), p.starts, self.starts]
-        )
-        clients = np.concatenate(
-            [np.fromiter((c.client for c in kept), np.int64, n), p.clients, self.clients]
-        )
-        servers = np.concatenate(
-            [np.fromiter((c.server for c in kept), np.int64, n), p.servers, self.servers]
-        )
-        evicted = np.zeros(len(starts), dtype=np.int8)
-        evicted[n:] = 1
-        evicted[n + m :] = 2
-        seq = np.arange(len(starts))
-        order = np.lexsort((seq, evicted, servers, clients, starts))
-        rank = np.empty(len(starts), dtype=np.int64)
-        rank[order] = np.arange(len(starts))
-        p.ids = rank[n : n + m].tolist()
+        starts = np.concatenate([np.fromiter((c.start for c in kept), np.float64, n), p.starts])
+        clients = np.concatenate([np.fromiter((c.client for c in kept), np.int64, n), p.clients])
+        servers = np.concatenate([np.fromiter((c.server for c in kept), np.int64, n), p.servers])
+        packed = np.zeros(n + m, dtype=np.int8)
+        packed[n:] = 1
+        order = np.lexsort((np.arange(n + m), packed, servers, clients, starts))
+        rank = np.empty(n + m, dtype=np.int64)
+        rank[order] = np.arange(n + m)
+        for f, i in self._each_block():
+            rank += _count_below(
+                (f[:, _START], i[:, _CLIENT], i[:, _SERVER]), (starts, clients, servers)
+            )
+        p.ids = rank[n:].tolist()
         return rank[:n].tolist()
 
 
@@ -435,6 +485,85 @@ def split(watch: list[Conn], horizon: float) -> tuple[list[Conn], list[Conn], li
     return keep, out, frozen
 
 
+class _Summary:
+    """What the order-free tables of a Rollup add up to over some rows: per
+    vote signature (its index in ``sig_list``) its rows and the least
+    (start, client, server) key among them (the first voter in report order);
+    the servers, in order of first appearance; per server with an idle close
+    gap, the least key of its rows with one, in order of the first such row."""
+
+    __slots__ = ("sig_rows", "sig_first", "servers", "idle_first")
+
+    def __init__(self) -> None:
+        self.sig_rows: dict[int, int] = {}
+        self.sig_first: dict[int, Key] = {}
+        self.servers: dict[int, None] = {}
+        self.idle_first: dict[int, Key] = {}
+
+    def copy(self) -> _Summary:
+        s = _Summary()
+        s.sig_rows = dict(self.sig_rows)
+        s.sig_first = dict(self.sig_first)
+        s.servers = dict(self.servers)
+        s.idle_first = dict(self.idle_first)
+        return s
+
+    def add(self, f: np.ndarray, i: np.ndarray) -> None:
+        """Count rows (floats, integers) that come after those counted."""
+        if not len(f):
+            return
+        srv, sig = i[:, _SERVER], i[:, _SIG]
+        order = np.lexsort((srv, i[:, _CLIENT], f[:, _START]))  # report order
+        sids, counts = np.unique(sig, return_counts=True)
+        rows = self.sig_rows
+        for sid, k in zip(sids.tolist(), counts.tolist(), strict=True):
+            rows[sid] = rows.get(sid, 0) + k
+        for sid, row in _first_rows(sig[order], order).items():
+            _least(self.sig_first, sid, _key(f, i, row))
+        servers = self.servers
+        for s in _appearance(srv):
+            if s not in servers:
+                servers[s] = None
+        has = ~np.isnan(f[:, _GAP])
+        if has.any():
+            idle_rows = order[has[order]]
+            firsts = _first_rows(srv[idle_rows], idle_rows)
+            for s in _appearance(srv[has]):
+                _least(self.idle_first, s, _key(f, i, firsts[s]))
+
+
+def _least(d: dict[int, Key], k: int, key: Key) -> None:
+    """d[k] = the lesser of ``key`` and d[k] (new keys go last)."""
+    known = d.get(k)
+    if known is None or key < known:
+        d[k] = key
+
+
+def _appearance(a: np.ndarray) -> list[int]:
+    """The values of ``a``, each once, in order of first appearance."""
+    uniq, first = np.unique(a, return_index=True)
+    return uniq[np.argsort(first)].tolist()
+
+
+def _count_below(
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray], keys: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """For each key of ``keys`` (starts, clients, servers), how many of
+    ``rows`` (the same columns) have a lesser (start, client, server)."""
+    nq, nr = len(keys[0]), len(rows[0])
+    row = np.zeros(nq + nr, dtype=np.int8)
+    row[nq:] = 1
+    cols = [np.concatenate([q, r]) for q, r in zip(keys, rows, strict=True)]
+    # a row equal to a key sorts after it: only lesser rows come before a key
+    order = np.lexsort((row, cols[2], cols[1], cols[0]))
+    is_row = row[order]
+    before = np.cumsum(is_row, dtype=np.int64)
+    at = np.flatnonzero(is_row == 0)
+    out = np.empty(nq, dtype=np.int64)
+    out[order[at]] = before[at]
+    return out
+
+
 def _first_rows(keys: np.ndarray, rows: np.ndarray) -> dict[int, int]:
     """key -> the row of its first occurrence in ``keys`` (``rows[j]``: the row of ``keys[j]``)."""
     uniq, first = np.unique(keys, return_index=True)
@@ -446,16 +575,12 @@ def _key(f: np.ndarray, i: np.ndarray, row: int) -> tuple[float, int, int]:
     return (float(f[row, _START]), int(i[row, _CLIENT]), int(i[row, _SERVER]))
 
 
-def _by_server(servers: np.ndarray, values: np.ndarray) -> dict[int, array]:
-    """server -> its values in row order, servers in order of first appearance."""
+def _extend_by_server(out: dict[int, array], servers: np.ndarray, values: np.ndarray) -> None:
+    """out[server] += its ``values``, in order (``out`` has every server)."""
     if not len(servers):
-        return {}
+        return
     order = np.argsort(servers, kind="stable")
     uniq, start, counts = np.unique(servers[order], return_index=True, return_counts=True)
     vals = values[order]
-    out = {}
-    for j in np.argsort(order[start], kind="stable").tolist():  # first appearance
-        a = array("d")
-        a.frombytes(vals[start[j] : start[j] + counts[j]].tobytes())
-        out[int(uniq[j])] = a
-    return out
+    for s, a, k in zip(uniq.tolist(), start.tolist(), counts.tolist(), strict=True):
+        out[s].frombytes(vals[a : a + k].tobytes())

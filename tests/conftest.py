@@ -355,7 +355,7 @@ def rollup_fields(r, order) -> dict:
     (``list``: as stored; ``sorted``: regardless of the order they came in)."""
     return {
         "count": r.count,
-        "keys": order(zip(r.starts, r.clients, r.servers, strict=True)),
+        "keys": order(r.keys()),
         "votes": [v.v for v in (r.pairs, r.conly, r.sonly, r.backends, r.timeouts)],
         "host_hops": {h: v.v for h, v in r.host_hops.items()},
         "rtts": {k: order(v) for k, v in r.rtts.items()},
