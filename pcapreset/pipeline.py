@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import spill
 from .decode import _COLS, AddressBook, Decoder, TcpBatch
 from .engine import (
     EngineResult,
@@ -117,9 +118,17 @@ class _Ring:
 
 
 def _child(
-    paths: list[str], shm: mmap.mmap, out: Any, free_in: Any, port: int | None, share: int
+    paths: list[str],
+    shm: mmap.mmap,
+    out: Any,
+    free_in: Any,
+    port: int | None,
+    share: int,
+    spill_to: int,
 ) -> None:
     gc.disable()
+    if spill_to:
+        spill.write_to(spill_to)  # (the parent's file: run_pipelined)
     try:
         readers = open_readers(paths)
         dec = Decoder(AddressBook())
@@ -262,8 +271,17 @@ def run_pipelined(
     out_r, out_w = ctx.Pipe(duplex=False)
     free_r, free_w = ctx.Pipe(duplex=False)
     share = CHILD_BUCKETS if evict else 0
-    child = ctx.Process(target=_child, args=(paths, shm, out_w, free_r, port, share), daemon=True)
-    child.start()
+    # the child spills to a file opened here: its Rollup and packed
+    # connections come back as where they are in it (spill.py)
+    spill_to = spill.shared_file() if share else 0
+    child = ctx.Process(
+        target=_child, args=(paths, shm, out_w, free_r, port, share, spill_to), daemon=True
+    )
+    try:
+        child.start()
+    except BaseException:
+        spill.release(spill_to)
+        raise
     out_w.close()
     free_r.close()
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
@@ -299,10 +317,11 @@ def run_pipelined(
         # in, and before ranking every connection (assemble): neither adds to
         # the peak it held
         _unmap(view, shm)
-        state = _recv(out_r)
+        state = _recv(out_r)  # (its Spills copied into this process's as it unpickles)
         if state[0] != "state":
             raise state[1]
     finally:
+        spill.release(spill_to)
         out_r.close()
         free_w.close()
         child.join(timeout=5)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import spill
 from .decode import AddressBook, Decoder, TcpBatch
 from .engine import (
     EngineResult,
@@ -51,7 +52,11 @@ def _init(counter: Any) -> None:
     _progress_counter = counter
 
 
-def _worker(paths: list[str], port: int | None, shard: int, n: int, evict: bool = False) -> tuple:
+def _worker(
+    paths: list[str], port: int | None, shard: int, n: int, evict: bool = False, out: int = 0
+) -> tuple:
+    if out:
+        spill.write_to(out)  # this shard's spill file (its parent's: run_sharded)
     readers = open_readers(paths)
     dec = Decoder(AddressBook())
     ft = FlowTracker(port=port, server_ports=[port] if port else [])
@@ -92,12 +97,22 @@ def run_sharded(
     total = probe_inputs(paths)
     ctx = mp.get_context("fork")
     counter = ctx.Array("q", 2, lock=False)
-    with ctx.Pool(jobs, initializer=_init, initargs=(counter,)) as pool:
-        pending = [pool.apply_async(_worker, (paths, port, i, jobs, evict)) for i in range(jobs)]
-        while progress is not None and not pending[0].ready():
-            pending[0].wait(0.2)
-            progress(int(counter[1]), total, int(counter[0]))
-        parts = [p.get() for p in pending]
+    # each shard spills to a file opened here, before the fork, and its
+    # results carry where (spill.py): copied a chunk at a time as they come in
+    outs = [spill.shared_file() if evict else 0 for _ in range(jobs)]
+    try:
+        with ctx.Pool(jobs, initializer=_init, initargs=(counter,)) as pool:
+            pending = [
+                pool.apply_async(_worker, (paths, port, i, jobs, evict, outs[i]))
+                for i in range(jobs)
+            ]
+            while progress is not None and not pending[0].ready():
+                pending[0].wait(0.2)
+                progress(int(counter[1]), total, int(counter[0]))
+            parts = [p.get() for p in pending]
+    finally:
+        for key in outs:
+            spill.release(key)
     gc_was = gc.isenabled()
     gc.disable()
     try:

@@ -55,3 +55,57 @@ def test_iteration_reads_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Spill(0)
     s.extend(iter(items))
     assert s.spilled == 200 and list(s) == items
+
+
+def test_a_forked_worker_spills_to_its_parents_file() -> None:
+    """A worker writing to a shared file (spill.write_to) pickles its Spills
+    as where their items are; the parent copies them into its own Spills."""
+    import multiprocessing as mp
+
+    items = [bytes([i]) * (i * 13 % 200) for i in range(120)]
+    key = spill.shared_file()
+    try:
+        ctx = mp.get_context("fork")
+        r, w = ctx.Pipe(duplex=False)
+
+        def work() -> None:
+            spill.write_to(key)
+            a, b = Spill(0), Spill(50)  # two Spills interleaved in one file
+            for i, x in enumerate(items):
+                (a if i % 3 else b).append(x)
+            w.send((a, b, a.__getstate__()[0]))
+
+        p = ctx.Process(target=work)
+        p.start()
+        a, b, kind = r.recv()
+        p.join(10)
+        assert kind == "shared"
+        assert list(a) == [x for i, x in enumerate(items) if i % 3]
+        assert list(b) == [x for i, x in enumerate(items) if not i % 3]
+        assert a._file is not None and a._file.key is None  # copied: its own file
+    finally:
+        spill.release(key)
+    assert key not in spill._shared
+
+
+def test_pipelined_and_sharded_runs_send_spills_by_place(generated, monkeypatch) -> None:
+    """The reader child and the --jobs shards use the shared files."""
+    from pcapreset import analyze, engine
+
+    monkeypatch.setattr(spill, "SPILL_AFTER", 0)
+    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    kinds: list[str] = []  # of the states that carried items
+    setstate = Spill.__setstate__
+
+    def counting(self: Spill, state: tuple) -> None:
+        setstate(self, state)
+        if len(self):
+            kinds.append(state[0])
+
+    monkeypatch.setattr(Spill, "__setstate__", counting)
+    engine.run([str(generated)], pipelined=True, evict=True)
+    assert "shared" in kinds and "inline" not in kinds
+    kinds.clear()
+    analyze(generated, evict=True, jobs=2)
+    assert "shared" in kinds and "inline" not in kinds
+    assert not spill._shared
