@@ -258,10 +258,10 @@ class Context:
     #: server endpoint -> sorted SYN times of its connections (array("d"): one
     #: per connection, evicted ones included)
     syn_times: dict[int, Sequence[float]] = field(default_factory=dict)
-    #: server endpoint -> sorted times of RST events sent by the server
-    server_rst_times: dict[int, list[float]] = field(default_factory=dict)
-    #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN)
-    refused_times: dict[int, list[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted times of RST events sent by the server (array("d"))
+    server_rst_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN; array("d"))
+    refused_times: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> idle gaps (s) after which the server closed a keep-alive
     #: connection: its last response -> its FIN (array("d"))
     idle_closes: dict[int, Sequence[float]] = field(default_factory=dict)
@@ -392,8 +392,8 @@ class ContextSamples:
 
     def __init__(self) -> None:
         self.syn: dict[int, array] = {}
-        self.server_rst: dict[int, list[float]] = {}
-        self.refused: dict[int, list[float]] = {}
+        self.server_rst: dict[int, array] = {}
+        self.refused: dict[int, array] = {}
         self.idle: dict[int, array] = {}
         self.idle_first: dict[int, tuple[float, int, int]] = {}
         self.race: dict[int, list[float]] = {}
@@ -412,9 +412,9 @@ class ContextSamples:
             if ev.from_client or is_followup(c, ev, rtt_s):
                 continue
             if is_refused(c, ev):
-                self.refused.setdefault(c.server, []).append(ev.ts)
+                _samples(self.refused, c.server).append(ev.ts)
             else:
-                self.server_rst.setdefault(c.server, []).append(ev.ts)
+                _samples(self.server_rst, c.server).append(ev.ts)
         gap = idle_close_gap(c, rtt_s)
         if gap is not None:
             _samples(self.idle, c.server).append(gap)
@@ -438,16 +438,16 @@ class ContextSamples:
             self.idle_first[srv] = key
 
     def merge(self, other: ContextSamples) -> None:
-        for a, b in ((self.syn, other.syn), (self.idle, other.idle)):
-            for srv, arr in b.items():
-                _samples(a, srv).extend(arr)
-        for m, n in (
+        for a, b in (
+            (self.syn, other.syn),
+            (self.idle, other.idle),
             (self.server_rst, other.server_rst),
             (self.refused, other.refused),
-            (self.race, other.race),
         ):
-            for srv, xs in n.items():
-                m.setdefault(srv, []).extend(xs)
+            for srv, arr in b.items():
+                _samples(a, srv).extend(arr)
+        for srv, xs in other.race.items():
+            self.race.setdefault(srv, []).extend(xs)
         for srv, key in other.idle_first.items():
             self.first_idle(srv, key)
 
@@ -483,9 +483,9 @@ def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
     # report order (the order of ctx.idle_timeout and of its ties)
     ctx.idle_closes = {srv: s.idle[srv] for srv in sorted(s.idle, key=s.idle_first.__getitem__)}
     ctx.syn_times = {srv: _sort(v) for srv, v in s.syn.items()}  # (s.syn is ours)
-    ctx.server_rst_times, ctx.refused_times, ctx.race_gaps = s.server_rst, s.refused, s.race
-    for v in (*ctx.server_rst_times.values(), *ctx.refused_times.values()):
-        v.sort()
+    ctx.server_rst_times = {srv: _sort(v) for srv, v in s.server_rst.items()}
+    ctx.refused_times = {srv: _sort(v) for srv, v in s.refused.items()}
+    ctx.race_gaps = s.race
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
         if ctx.idle_closes.get(srv):
             ctx.idle_timeout[srv] = median(ctx.idle_closes[srv])
