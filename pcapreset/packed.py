@@ -43,7 +43,7 @@ class Packed:
         self.clients = array("q")
         self.servers = array("q")
         #: report ids (engine.order_conns), in the order of ``blobs``
-        self.ids: list[int] = []
+        self.ids = array("q")
         #: the votes of infer_vantage, _host_hops and the backend's name and
         #: advertised timeout (Rollup.votes adds them to its own)
         self.pairs, self.conly, self.sonly = Votes(), Votes(), Votes()

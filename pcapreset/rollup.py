@@ -348,7 +348,7 @@ class Rollup:
             rank += _count_below(
                 (f[:, _START], i[:, _CLIENT], i[:, _SERVER]), (starts, clients, servers)
             )
-        p.ids = rank[n:].tolist()
+        p.ids = array("q", rank[n:].tobytes())
         return rank[:n].tolist()
 
 
