@@ -14,7 +14,7 @@ import click
 from . import __version__, _malloc, jsonout
 from .api import analyze as analyze_files
 from .errors import PcapResetError
-from .report import Report, render_conns_text, write_json, write_text
+from .report import Report, render_conns_text, write_json, write_jsonl, write_text
 
 EXAMPLES_ANALYZE = """
 \b
@@ -275,10 +275,8 @@ def analyze(
             if w["kind"] not in ("snaplen_truncated",):
                 click.echo(f"pcapreset: warning: {w['message']}", err=True)
     if fmt == "jsonl":  # as live: one line per reset, then the whole report
-        j = rep.to_json()
-        for r in j["resets"]:
-            click.echo(json.dumps(r))
-        click.echo(json.dumps(j))
+        write_jsonl(rep, sys.stdout)
+        sys.stdout.flush()
     elif fmt == "json":
         _echo_report_json(rep)
     else:

@@ -7,6 +7,7 @@ SPEC.md; :func:`render_text` is the 80-column text report.
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import textwrap
@@ -540,6 +541,28 @@ def write_json(rep: Report, out: TextIO) -> None:
     top = rep.to_json(resets=False)
     top["resets"] = _ResetsJSON(rep)
     jsonout.dump(top, out)
+
+
+def write_jsonl(rep: Report, out: TextIO) -> None:
+    """``--format jsonl`` offline: one line per reset (``json.dumps`` of its
+    dict), then the whole report on one line: the bytes of
+    ``json.dumps(rep.to_json())``, the resets' dicts made as they are written
+    (not all at once, and not one string for the whole report)."""
+    dumps = json.dumps  # (no indent: the C encoder, no closures left behind)
+    reset_json = rep.reset_json
+    for r in rep.resets:
+        out.write(dumps(reset_json(r)) + "\n")
+    out.write("{")
+    for n, (k, v) in enumerate(rep.to_json(resets=False).items()):
+        out.write((", " if n else "") + dumps(k) + ": ")
+        if k != "resets":
+            out.write(dumps(v))
+            continue
+        out.write("[")
+        for i, r in enumerate(rep.resets):
+            out.write((", " if i else "") + dumps(reset_json(r)))
+        out.write("]")
+    out.write("}\n")
 
 
 # ------------------------------------------------------------------ text

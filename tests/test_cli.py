@@ -15,7 +15,7 @@ from conftest import REPO, ether, ng_idb, ng_shb, pcap_bytes, sample_captures, t
 
 from pcapreset import __version__, analyze
 from pcapreset.cli import main
-from pcapreset.report import write_json
+from pcapreset.report import write_json, write_jsonl
 
 CAPS = sample_captures()
 needs_samples = pytest.mark.skipif(not CAPS, reason="no captures in sample_pcaps/ yet")
@@ -80,6 +80,25 @@ def test_json_is_json_dump_of_the_report(path):
         run("analyze", "--format", "json", str(path)).stdout
         == json.dumps(analyze(path).to_json(), indent=2) + "\n"
     )
+
+
+@needs_samples
+@pytest.mark.parametrize("path", CAPS, **ids)
+def test_jsonl_is_each_reset_then_the_report(path):
+    """``--format jsonl`` offline writes each reset's line and then the whole
+    report on one line (report.write_jsonl): the bytes of json.dumps of each
+    reset's dict and of the report."""
+    rep = analyze(path, evict=False, nginx_log=path.parent / "error.log", nginx_tz="UTC")
+    for r in (rep, analyze(path)):
+        j = r.to_json()
+        want = "".join(json.dumps(x) + "\n" for x in j["resets"]) + json.dumps(j) + "\n"
+        out = io.StringIO()
+        write_jsonl(r, out)
+        assert out.getvalue() == want
+        assert want.count("\n") == len(j["resets"]) + 1
+    j = analyze(path).to_json()
+    lines = run("analyze", "--format", "jsonl", str(path)).stdout.splitlines()
+    assert [json.loads(x) for x in lines] == [*j["resets"], j]
 
 
 @needs_samples
