@@ -316,3 +316,24 @@ def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
     assert back.facts[name].text == new.text
     assert back.facts[name] is back.verdict.evidence[-1]
     assert rep.reset_json(back) == rep.reset_json(r)
+
+
+def test_records_sequence_in_time_order(generated, pack_all):
+    """Report.resets (report.Records) reads like a list of the records in time
+    order: by index, negative index and slice, with their verdict pairs,
+    clients and servers alongside."""
+    rep = analyze(generated, evict=True)
+    recs = rep.resets
+    js = [rep.reset_json(r) for r in recs]
+    n = len(recs)
+    assert n > 10 and recs._spill.spilled > 0  # some of them read back from a file
+    assert [x["ts"] for x in js] == sorted(x["ts"] for x in js)
+    assert [rep.reset_json(recs[i]) for i in range(n)] == js
+    assert rep.reset_json(recs[-1]) == js[-1] and rep.reset_json(recs[-n]) == js[0]
+    assert [rep.reset_json(r) for r in recs[2:7]] == js[2:7]
+    assert [rep.reset_json(r) for r in recs[::-3]] == js[::-3]
+    with pytest.raises(IndexError):
+        recs[n]
+    assert list(recs.pairs()) == [(x["cause"], x["sender"]) for x in js]
+    assert [rep.ep(c) for c in recs.clients()] == [x["client"] for x in js]
+    assert [rep.ep(s) for s in recs.servers()] == [x["server"] for x in js]
