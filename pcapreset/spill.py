@@ -27,6 +27,8 @@ from array import array
 from collections.abc import Iterator
 from typing import IO
 
+from .errors import PcapResetError
+
 #: bytes a Spill keeps in memory before it writes them out
 SPILL_AFTER = 1 << 20
 
@@ -37,7 +39,10 @@ class _File:
     __slots__ = ("f", "end", "key")
 
     def __init__(self, key: int | None = None) -> None:
-        self.f: IO[bytes] = tempfile.TemporaryFile(prefix="pcapreset-")
+        try:
+            self.f: IO[bytes] = tempfile.TemporaryFile(prefix="pcapreset-")
+        except OSError as e:
+            raise _no_room(e) from None
         self.end = 0
         self.key = key
 
@@ -46,13 +51,27 @@ class _File:
         at = self.end
         fd = self.f.fileno()
         done = 0
-        while done < len(data):
-            done += os.pwrite(fd, memoryview(data)[done:], at + done)
+        try:
+            while done < len(data):
+                done += os.pwrite(fd, memoryview(data)[done:], at + done)
+        except OSError as e:
+            raise _no_room(e) from None
         self.end = at + len(data)
         return at
 
     def read(self, n: int, at: int) -> bytes:
         return _pread(self.f.fileno(), n, at)
+
+
+def _no_room(e: OSError) -> SpillError:
+    return SpillError(
+        f"cannot write a temporary file in {tempfile.gettempdir()} ({e.strerror or e}): "
+        "a long capture keeps its resets' data there; set TMPDIR to a directory with room"
+    )
+
+
+class SpillError(PcapResetError):
+    """A spill file could not be made or written (the temporary directory)."""
 
 
 #: files opened for forked workers, by key (:func:`shared_file`)

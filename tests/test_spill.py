@@ -109,3 +109,24 @@ def test_pipelined_and_sharded_runs_send_spills_by_place(generated, monkeypatch)
     analyze(generated, evict=True, jobs=2)
     assert "shared" in kinds and "inline" not in kinds
     assert not spill._shared
+
+
+def test_a_full_temporary_directory_is_a_library_error(monkeypatch) -> None:
+    """No room for a spill file: PcapResetError (the CLI's one-line error)."""
+    import errno
+
+    from pcapreset.errors import PcapResetError
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    s = Spill(0)
+    monkeypatch.setattr(spill.tempfile, "TemporaryFile", full)
+    with pytest.raises(PcapResetError, match="No space left on device.*TMPDIR"):
+        s.append(b"x")
+    monkeypatch.undo()
+    t = Spill(0)
+    t.append(b"x")
+    monkeypatch.setattr(spill.os, "pwrite", full)
+    with pytest.raises(PcapResetError, match="No space left on device"):
+        t.append(b"y")
