@@ -83,10 +83,8 @@ class Packed:
                     r = self.rtts[c.server] = array("d")
                 r.append(rtt)
             self.samples.add(c, 0.0 if rtt is None else rtt)  # (0.0: not read)
-            # its events let go of it: the connection is freed as soon as the
-            # evictor does, even with the cyclic GC paused (engine.paused_gc)
-            for ev in c.rst_events:
-                ev.conn = None  # type: ignore[assignment]
+            # the evictor's letting go frees it, GC paused or not
+            _let_go(c)
 
     def merge(self, other: Packed) -> None:
         """Add another process's packed connections (shards, the reader child)."""
@@ -129,25 +127,26 @@ class Packed:
 
     def conns(self) -> Iterator[tuple[Conn, int]]:
         """The packed connections, unpacked one at a time, in report order,
-        each with its report id, and its index here. Each one's events let
-        go of it when the next is asked for: it is freed as soon as the
-        caller lets go too, even with the cyclic GC paused."""
-        ids, blobs = self.ids, self.blobs
+        each with its report id, and its index here (as :meth:`full`: freed
+        once the caller lets go of it, even with the cyclic GC paused)."""
+        ids = self.ids
         for j in self.order().tolist():
-            c = unpack(blobs[j])
-            c.id = ids[j]
-            yield c, j
-            for ev in c.rst_events:
-                ev.conn = None  # type: ignore[assignment]
+            yield self.full(j, ids[j]), j
 
     def full(self, j: int, conn_id: int) -> Conn:
         """Packed connection ``j``, unpacked again, with its report id (its
         events do not point back at it: freed when the caller lets go)."""
         c = unpack(self.blobs[j])
         c.id = conn_id
-        for ev in c.rst_events:
-            ev.conn = None  # type: ignore[assignment]
+        _let_go(c)
         return c
+
+
+def _let_go(c: Conn) -> None:
+    """Its RST events no longer point back at ``c``: with no other cycle, it
+    is freed by reference counting alone (the CLI pauses the cyclic GC)."""
+    for ev in c.rst_events:
+        ev.conn = None  # type: ignore[assignment]
 
 
 def packable(c: Conn) -> bool:
