@@ -256,8 +256,13 @@ SWEEP_WORK = 0.5
 COMPACT_SHARE = 0.25
 #: pack the slimmed reset connections (pcapreset.packed) once more than this
 #: many are held whole: a short capture's report never unpacks any (~3.5 KB
-#: each whole, ~1.5 KB packed; packing and unpacking cost ~45 us each)
-PACK_AFTER = 1024
+#: each whole, ~1.5 KB packed; packing, unpacking and the packed record's
+#: encoding cost ~45 us each). 2048, not 1024: with the reader child tracking
+#: no share (pipeline.CHILD_BUCKETS), the 1M bench file's 1,129 resets are
+#: all in the parent's evictor, and packing them cost 0.05-0.06 s of 0.6 s;
+#: peak RSS 65 -> 64 MB on the 1M file, 67 -> 72 MB on the 10M one (sixth
+#: session; with the child's share, 1,024 and 57 MB at 1M)
+PACK_AFTER = 2048
 
 
 class Evictor:

@@ -6,6 +6,10 @@ import cython
 @cython.locals(bb=bytes, mv="const unsigned char[::1]")
 cdef object _entry(object buf, Py_ssize_t p0, Py_ssize_t n)
 
+@cython.locals(bb=bytes, mv="const unsigned char[::1]", v="const unsigned char *",
+               size=Py_ssize_t, j=Py_ssize_t, n=Py_ssize_t)
+cdef void _entries(object buf, dict out, list idx, list poffs, list pcaps) except *
+
 @cython.locals(hl=Py_ssize_t)
 cdef object _entry_at(const unsigned char *v, Py_ssize_t size, Py_ssize_t p0, Py_ssize_t n)
 

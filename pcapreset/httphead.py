@@ -114,6 +114,10 @@ def preparse(b: TcpBatch) -> dict:
         return out
     bufs = b.bufs
     cand = np.flatnonzero(_START_BYTE[first_payload_bytes(b)])
+    if cython.compiled and len(bufs) == 1:
+        # one buffer (every pcap batch): its bytes are read through one view
+        _entries(bufs[0], out, cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist())
+        return out
     for i, poff, pcap, bi in zip(
         cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist(), b.bufidx[cand].tolist(),
         strict=True,
@@ -122,6 +126,27 @@ def preparse(b: TcpBatch) -> dict:
         if e is not None:
             out[i] = e
     return out
+
+
+def _entries(buf, out: dict, idx: list, poffs: list, pcaps: list) -> None:
+    """Compiled only: :func:`_entry` of each candidate packet ``idx[j]`` of a
+    one-buffer batch into ``out``, with the buffer's typed view acquired once
+    (a view per packet costs ~0.5 us: 118k message starts per 1M packets)."""
+    if type(buf) is bytes:
+        bb = buf
+        v = bb
+        size = len(bb)
+    else:
+        mv = buf
+        size = mv.shape[0]
+        if size == 0:
+            return
+        v = cython.address(mv[0])
+    for j in range(len(idx)):
+        n = pcaps[j]
+        e = _entry_at(v, size, poffs[j], n if n < HTTP_HEAD_MAX else HTTP_HEAD_MAX)
+        if e is not None:
+            out[idx[j]] = e
 
 
 def _entry(buf, p0: int, n: int) -> tuple | None:

@@ -13,10 +13,11 @@ copied), so a slot is handed back to the child when its batch is fed. A
 single pcap file is read straight into the ring's slots
 (``CaptureReader.alloc``), so its bytes are copied once, by ``read``.
 
-With eviction (``analyze``) the child also tracks a share of the connections
-itself: those whose 4-tuple hash falls in its buckets (:data:`CHILD_BUCKETS`
-of :data:`BUCKETS`), exactly as a ``--jobs`` shard does (pcapreset/shard.py),
-and sends its connections and its Rollup at the end. A connection never
+With eviction (``analyze``) the child can also track a share of the
+connections itself: those whose 4-tuple hash falls in its buckets
+(:data:`CHILD_BUCKETS` of :data:`BUCKETS`; none by default, see there),
+exactly as a ``--jobs`` shard does (pcapreset/shard.py), and sends its
+connections and its Rollup at the end. A connection never
 straddles the two trackers, so merging is a concatenation. Without eviction
 (``load``) the child would have to send every connection back, so it only
 reads.
@@ -57,13 +58,18 @@ SLOTS = 4
 #: one chunk of packet bytes, its decoded columns and its parsed HTTP heads
 SLOT_SIZE = CHUNK + 2 * MAX_RECORD + (8 << 20)
 _INT_COLS = tuple(c for c in _COLS if c != "ts")
-#: with eviction (analyze), the child also tracks the connections whose hash
-#: bucket (of BUCKETS) is below CHILD_BUCKETS, as a --jobs shard does: reading,
-#: decoding and parsing HTTP heads cost the child about what tracking the
-#: rest costs this process, so the child takes the smaller share (on the 1M
-#: bench pcap, 2 CPUs: 40-48 buckets 0.63-0.64 s, 64: 0.67-0.70 s)
+#: with eviction (analyze), the child may also track the connections whose
+#: hash bucket (of BUCKETS) is below CHILD_BUCKETS, as a --jobs shard does.
+#: On the sixth session's machine no share is fastest: reading (the read()
+#: copy), decoding and HTTP heads already keep the child busier than the
+#: parent's tracking, and splitting each batch in two costs the child ~0.05 s
+#: per 1M packets on top of its share. 1M bench pcap, perf stat -r 7 (two
+#: runs each): 0 -> 0.58-0.59 s, 8 -> 0.66-0.67 s, 48 -> 0.72-0.73 s; 10M
+#: (PACK_AFTER 1024): 5.2-5.7 s at 0, 7.1-7.3 s at 48. 40-48 measured best
+#: on the third and fourth sessions' machines. Any share gives the same
+#: report (tests/test_pipeline.py runs 0 to 256).
 BUCKETS = 256
-CHILD_BUCKETS = 48
+CHILD_BUCKETS = 0
 #: inputs smaller than this are read in one process (the fork costs more)
 MIN_BYTES = 16 << 20
 

@@ -365,3 +365,15 @@ def rollup_fields(r, order) -> dict:
         "servers": r.server_set,
         "reordered": r.reordered,
     }
+
+
+@pytest.fixture(params=[0, 48], ids=["child-share-0", "child-share-48"])
+def child_share(request, monkeypatch):
+    """The pipelined reader child's share of connection tracking
+    (pipeline.CHILD_BUCKETS of 256): none, the default since the sixth
+    session, and 48, the default before it, so the pipelined tests also cover
+    the child's connections, Rollup and spill files coming back."""
+    import pcapreset.pipeline as pl
+
+    monkeypatch.setattr(pl, "CHILD_BUCKETS", request.param)
+    return request.param

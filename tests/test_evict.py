@@ -84,7 +84,7 @@ def test_generated_capture_sharded(generated, jobs):
     _kept_rows_match(ev, full)
 
 
-def test_generated_capture_pipelined(generated):
+def test_generated_capture_pipelined(generated, child_share):
     one = engine.run([str(generated)])
     res = run_pipelined([str(generated)], None, evict=True)
     assert res.rollup is not None and res.rollup.count > 0

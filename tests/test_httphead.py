@@ -133,3 +133,22 @@ def test_compiled_reads_memoryviews_like_bytes(payloads):
     b.bufs = [memoryview(b"")]
     b.pcap[:] = 0
     assert httphead.preparse(b) == {}
+
+
+@needs_compiled
+@settings(max_examples=min(500, settings.default.max_examples))
+@given(st.lists(heads(), min_size=2, max_size=6), st.integers(1, 5))
+def test_compiled_reads_batches_of_two_buffers(payloads, split):
+    """A batch over two buffers (pcapng's and the live source's can be) takes
+    the per-packet path; one buffer, the path that acquires it once: both
+    give the plain definition's result."""
+    split = min(split, len(payloads) - 1)
+    one, two = batch_of(payloads[:split]), batch_of(payloads[split:])
+    b = batch_of(payloads)
+    want = PLAIN.preparse(b)
+    assert httphead.preparse(b) == want
+    b.bufs = [one.bufs[0], memoryview(two.bufs[0])]
+    b.poff = np.concatenate((one.poff, two.poff))
+    b.bufidx = np.concatenate((np.zeros(split, np.int64), np.ones(len(payloads) - split, np.int64)))
+    assert PLAIN.preparse(b) == want
+    assert httphead.preparse(b) == want

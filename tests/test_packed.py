@@ -139,7 +139,7 @@ def test_generated_capture_sharded(generated, full, jobs, pack_all):
     same_report(ev, full)
 
 
-def test_generated_capture_pipelined(generated, full, pack_all):
+def test_generated_capture_pipelined(generated, full, pack_all, child_share):
     res = engine.run([str(generated)], pipelined=True, evict=True)
     assert res.rollup is not None and len(res.rollup.packed) > 0
     same_report(build(res), full)

@@ -113,7 +113,7 @@ def test_generated_capture_sharded(generated, normal, tiny_blocks, jobs):
     same_report(rep, normal)
 
 
-def test_generated_capture_pipelined(generated, normal, tiny_blocks, monkeypatch):
+def test_generated_capture_pipelined(generated, normal, tiny_blocks, monkeypatch, child_share):
     res = run_pipelined([str(generated)], None, evict=True)
     assert res.rollup is not None and res.rollup._blocks.spilled > 0
     same_report(build(res), normal)

@@ -90,8 +90,10 @@ def test_a_forked_worker_spills_to_its_parents_file() -> None:
 
 def test_pipelined_and_sharded_runs_send_spills_by_place(generated, monkeypatch) -> None:
     """The reader child and the --jobs shards use the shared files."""
+    import pcapreset.pipeline as pl
     from pcapreset import analyze, engine
 
+    monkeypatch.setattr(pl, "CHILD_BUCKETS", 48)  # (the child sends its state)
     monkeypatch.setattr(spill, "SPILL_AFTER", 0)
     monkeypatch.setattr(engine, "PACK_AFTER", 0)
     kinds: list[str] = []  # of the states that carried items
