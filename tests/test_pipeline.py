@@ -52,6 +52,43 @@ def test_pipelined_lab_captures_with_port():
         assert _json(run_pipelined([str(cap)], 3000)) == _json(one), cap
 
 
+@pytest.mark.parametrize("who", ["child", "parent", "alternating"])
+def test_heads_parsed_by_either_process_give_the_same_report(generated, monkeypatch, who):
+    """The child sends a batch without its HTTP heads when the parent has
+    time (pipeline._parent_is_idle); the parent then parses them. Forced
+    each way, and alternating batch by batch, the report is the same."""
+    import pcapreset.pipeline as pl
+
+    turn = iter(range(10**6))
+    idle = {
+        "child": lambda ring: False,
+        "parent": lambda ring: True,
+        "alternating": lambda ring: next(turn) % 2 == 1,
+    }[who]
+    monkeypatch.setattr(pl, "_parent_is_idle", idle)  # (the forked child's too)
+    seen: list[bool] = []  # per batch: did it come with its heads?
+    unpack = pl._unpack
+
+    def counting(spec, view):
+        bufs, b = unpack(spec, view)
+        if b is not None:
+            seen.append(b.heads is not None)
+        return bufs, b
+
+    monkeypatch.setattr(pl, "_unpack", counting)
+    caps = [generated, *sorted(ROOT.glob("sample_pcaps/*/nginx.pcap"))[:3]]
+    for cap in caps:
+        seen.clear()
+        assert _json(run_pipelined([str(cap)], None)) == _json(engine.run([str(cap)])), cap
+        assert seen
+        if who == "child":
+            assert all(seen)
+        elif who == "parent":
+            assert not any(seen)
+        elif len(seen) > 1:
+            assert any(seen) and not all(seen)
+
+
 def test_pipelined_bad_input_is_a_capture_error(tmp_path):
     bad = tmp_path / "bad.pcap"
     bad.write_text("not a capture at all\n")
