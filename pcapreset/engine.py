@@ -254,15 +254,15 @@ SWEEP_EVERY_S = 1.0
 SWEEP_WORK = 0.5
 #: drop evicted connections from tracker.conns once they are this share of it
 COMPACT_SHARE = 0.25
-#: pack the slimmed reset connections (pcapreset.packed) once more than this
-#: many are held whole: a short capture's report never unpacks any (~3.5 KB
-#: each whole, ~1.5 KB packed; packing, unpacking and the packed record's
-#: encoding cost ~45 us each). 2048, not 1024: with the reader child tracking
-#: no share (pipeline.CHILD_BUCKETS), the 1M bench file's 1,129 resets are
-#: all in the parent's evictor, and packing them cost 0.05-0.06 s of 0.6 s;
-#: peak RSS 65 -> 64 MB on the 1M file, 67 -> 72 MB on the 10M one (sixth
-#: session; with the child's share, 1,024 and 57 MB at 1M)
-PACK_AFTER = 2048
+#: pack the slimmed reset connections (pcapreset.packed) beyond this many
+#: held whole, the oldest first: a short capture's report never unpacks any
+#: (~3.5 KB each whole, ~1.5 KB packed; packing, unpacking and the packed
+#: record's encoding cost ~45-60 us each). Until the sixth session every
+#: held one was packed once the count passed the threshold: with the reader
+#: child tracking no share (pipeline.CHILD_BUCKETS), all 1,129 resets of
+#: the 1M bench file were then in the parent's evictor and 1,033 were packed,
+#: 0.05-0.06 s of a 0.6 s run; now 105 are.
+PACK_AFTER = 1024
 
 
 class Evictor:
@@ -284,10 +284,9 @@ class Evictor:
 
     A connection with a RST event is kept for the report; once it is over
     (the same test) it leaves the tracker's tables and is slimmed
-    (:func:`pcapreset.flows.freeze_conn`). Once more than :data:`PACK_AFTER`
-    slimmed ones that can be packed are held, they are packed
-    (``rollup.packed``, :mod:`pcapreset.packed`) and leave ``tracker.conns``
-    too.
+    (:func:`pcapreset.flows.freeze_conn`). Those that can be packed beyond
+    :data:`PACK_AFTER` held are packed, the oldest first (``rollup.packed``,
+    :mod:`pcapreset.packed`), and leave ``tracker.conns`` too.
     """
 
     def __init__(self, tracker: FlowTracker, rollup: Rollup | None = None) -> None:
@@ -351,7 +350,10 @@ class Evictor:
             self._evict(out)
 
     def _pack(self) -> None:
-        packing, self.frozen = self.frozen, []
+        # the oldest beyond the first PACK_AFTER: as many stay whole as the
+        # threshold says, so a capture just past it packs only its excess
+        k = len(self.frozen) - self.pack_after
+        packing, self.frozen = self.frozen[:k], self.frozen[k:]
         self.rollup.packed.add(packing)
         dead = self.dead
         for c in packing:

@@ -7,8 +7,8 @@ only then. Kept whole, even slimmed (:func:`pcapreset.flows.freeze_conn`), one
 costs ~3.5 KB in ~60 small Python objects, and the allocator keeps free
 blocks between them: a long capture's resets were most of its memory.
 
-Once ``engine.Evictor`` holds more than ``engine.PACK_AFTER`` slimmed ones, it
-packs them here. A packed connection is one pickled ``bytes`` (~1.1 KB) in a
+``engine.Evictor`` packs here the slimmed ones it holds beyond
+``engine.PACK_AFTER``, the oldest first. A packed connection is one pickled ``bytes`` (~1.1 KB) in a
 :class:`~pcapreset.spill.Spill` (on disk past 1 MiB: 16 bytes in memory), its
 order key, and what :func:`pcapreset.evidence.build_context` takes from it,
 counted at once: only connections with their own round-trip time (or none

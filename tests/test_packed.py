@@ -122,14 +122,19 @@ def test_generated_capture_packs_and_reports_thesame_report(generated, full, pac
 
 
 def test_packing_threshold(generated, full, monkeypatch):
-    """Below PACK_AFTER nothing is packed; above it, all but the last few are."""
+    """Below PACK_AFTER nothing is packed; above it, the oldest beyond the
+    first PACK_AFTER are: the same ones, in the same order, as the first
+    of those packed with a threshold of 0, and the report is the same."""
     monkeypatch.setattr(engine, "PACK_AFTER", 10_000)
     assert _packed(analyze(generated, evict=True)) == 0
-    monkeypatch.setattr(engine, "PACK_AFTER", 5)
-    ev = analyze(generated, evict=True)
-    assert _packed(ev) > 0
-    assert sum(1 for c in ev.result.conns if c.rst_events and packable(c)) <= 5 + 5
-    same_report(ev, full)
+    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    every = list(analyze(generated, evict=True).result.rollup.packed.ids)
+    for after in (5, 17):
+        monkeypatch.setattr(engine, "PACK_AFTER", after)
+        ev = analyze(generated, evict=True)
+        assert len(every) > after and _packed(ev) == len(every) - after
+        assert list(ev.result.rollup.packed.ids) == every[: len(every) - after]
+        same_report(ev, full)
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
