@@ -10,7 +10,7 @@ parent to drain a large message (measured: with columns and heads pickled
 through the pipe, the two processes ran nearly in lockstep). The flow tracker
 keeps no reference into a slot after a batch (payload bytes it keeps are
 copied), so a slot is handed back to the child when its batch is fed. A
-single pcap file is read straight into the ring's slots
+single capture file is read straight into the ring's slots
 (``CaptureReader.alloc``), so its bytes are copied once, by ``read``. A
 batch's HTTP heads are parsed by the child, or by the parent when it has
 time (:func:`_parent_is_idle`): the work goes to the less busy side.
@@ -87,7 +87,7 @@ def usable(paths: list[str]) -> bool:
 
 class _Ring:
     """The child's side of the ring: the free slots, and the slot the reader
-    is reading a chunk into (a single pcap file is read straight into the
+    is reading a chunk into (a single capture file is read straight into the
     ring, so its packet bytes are not copied a second time)."""
 
     def __init__(self, shm: mmap.mmap, free_in: Any) -> None:
@@ -142,7 +142,7 @@ def _child(
         dec = Decoder(AddressBook())
         ring = _Ring(shm, free_in)
         if len(readers) == 1:
-            readers[0].alloc = ring.alloc  # (used for a pcap file)
+            readers[0].alloc = ring.alloc
         # this process's own share of the connections (see CHILD_BUCKETS)
         ft = FlowTracker(port=port, server_ports=[port] if port else []) if share else None
         ev = Evictor(ft) if ft is not None else None

@@ -34,6 +34,24 @@ def test_pipelined_equals_single_process(generated):
     assert _json(two) == _json(one)
 
 
+@pytest.mark.parametrize("fmt", ["sll2", "pcapng", "pcap.gz"])
+def test_pipelined_equals_single_process_in_each_format(tmp_path, fmt):
+    """Each format is read into the ring's slots (a single file: pcapng as
+    well as pcap, since the sixth session) or copied there (gzip)."""
+    import sys
+
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    import benchgen
+
+    path = tmp_path / f"gen.{fmt}"
+    benchgen.write(str(path), fmt, n_conns=300, seed=11)
+    one = engine.run([str(path)])
+    two = run_pipelined([str(path)], None, evict=True)
+    assert len(one.conns) == 300
+    assert _json(two) == _json(one)
+
+
 def test_pipelined_small_slots_and_several_files(generated, monkeypatch, tmp_path):
     # tiny slots force the "inline" path for every batch; two files merge by time
     import pcapreset.pipeline as pl

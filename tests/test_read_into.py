@@ -1,7 +1,7 @@
-"""CaptureReader.alloc: a pcap file read into buffers the caller hands out
+"""CaptureReader.alloc: a capture read into buffers the caller hands out
 (the CLI's reader child reads straight into its shared-memory ring) yields
-exactly the frames and warnings of an ordinary read, for plain and gzip
-files, any chunk size, damaged and truncated files included."""
+exactly the frames and warnings of an ordinary read, for pcap and pcapng,
+plain and gzip files, any chunk size, damaged and truncated files included."""
 
 from __future__ import annotations
 
@@ -10,16 +10,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import MALFORMED, sample_captures
+from conftest import CORPUS, MALFORMED, sample_captures
 
 from pcapreset.errors import PcapResetError
 from pcapreset.sources import CaptureReader
 
 MALFORMED_PCAPS = (
-    sorted(p for p in MALFORMED.iterdir() if p.is_file() and p.suffix in (".pcap", ".cap"))
+    sorted(
+        p
+        for p in MALFORMED.iterdir()
+        if p.is_file() and p.suffix in (".pcap", ".cap", ".pcapng", ".ntar")
+    )
     if MALFORMED.is_dir()
     else []
 )
+PUBLIC_PCAPNGS = sorted(CORPUS.glob("*.pcapng")) if CORPUS.is_dir() else []
 
 
 class Pool:
@@ -75,10 +80,10 @@ def _kind(p: Path) -> str | None:
 
 
 def _cases(tmp_path: Path) -> list[Path]:
-    caps = sample_captures()[:6]
+    caps = sample_captures()[:6] + PUBLIC_PCAPNGS[:4]
     out = []
     for p in caps:
-        gz = tmp_path / (p.parent.name + ".pcap.gz")
+        gz = tmp_path / (p.parent.name + "-" + p.name + ".gz")
         with open(p, "rb") as src, gzip.open(gz, "wb") as dst:
             shutil.copyfileobj(src, dst)
         out += [p, gz]
@@ -92,16 +97,7 @@ def test_read_into_equals_read(tmp_path, chunk):
     for p in cases:
         pool = Pool(chunk + (2 << 20))
         assert frames(p, chunk, pool) == frames(p, chunk, None), p
-        if _kind(p) == "pcap" and p.stat().st_size > 24:
+        if _kind(p) is not None and p.stat().st_size > 24:
             assert pool.calls > 0, p  # (not vacuous: the buffers were used)
-
-
-def test_pcapng_ignores_alloc():
-    """pcapng is read as before (its block loop slices bytes)."""
-    ng = [p for p in MALFORMED.iterdir() if _kind(p) == "pcapng"][:5] if MALFORMED.is_dir() else []
-    if not ng:
-        pytest.skip("no pcapng files in the malformed corpus")
-    for p in ng:
-        pool = Pool(4096 + (2 << 20))
-        assert frames(p, 4096, pool) == frames(p, 4096, None)
-        assert pool.calls == 0
+    kinds = {_kind(p) for p in cases}
+    assert {"pcap", "pcapng"} <= kinds, kinds
