@@ -115,7 +115,7 @@ def preparse(b: TcpBatch) -> dict:
     bufs = b.bufs
     cand = np.flatnonzero(_START_BYTE[first_payload_bytes(b)])
     if cython.compiled and len(bufs) == 1:
-        # one buffer (every pcap batch): its bytes are read through one view
+        # one buffer (every batch of a single file): read through one view
         _entries(bufs[0], out, cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist())
         return out
     for i, poff, pcap, bi in zip(

@@ -8,12 +8,13 @@ costs ~3.5 KB in ~60 small Python objects, and the allocator keeps free
 blocks between them: a long capture's resets were most of its memory.
 
 ``engine.Evictor`` packs here the slimmed ones it holds beyond
-``engine.PACK_AFTER``, the oldest first. A packed connection is one pickled ``bytes`` (~1.1 KB) in a
-:class:`~pcapreset.spill.Spill` (on disk past 1 MiB: 16 bytes in memory), its
-order key, and what :func:`pcapreset.evidence.build_context` takes from it,
-counted at once: only connections with their own round-trip time (or none
-that the context would read, :meth:`ContextSamples.rtt_free`) are packed, so
-nothing they add to the context depends on the rest of the capture. The
+``engine.PACK_AFTER``, the oldest first. A packed connection is one pickled
+``bytes`` (~1.1 KB) in a :class:`~pcapreset.spill.Spill` (on disk past 1 MiB:
+16 bytes in memory), its order key, and what
+:func:`pcapreset.evidence.build_context` takes from it, counted at once: only
+connections with their own round-trip time (or none that the context would
+read, :meth:`ContextSamples.rtt_free`) are packed, so nothing they add to the
+context depends on the rest of the capture. The
 report unpacks each one once, in report order, to classify its resets
 (:func:`pcapreset.report.build`), and its records keep a :class:`ConnStub`
 (its index here, to unpack it again).

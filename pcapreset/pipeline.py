@@ -19,10 +19,9 @@ With eviction (``analyze``) the child can also track a share of the
 connections itself: those whose 4-tuple hash falls in its buckets
 (:data:`CHILD_BUCKETS` of :data:`BUCKETS`; none by default, see there),
 exactly as a ``--jobs`` shard does (pcapreset/shard.py), and sends its
-connections and its Rollup at the end. A connection never
-straddles the two trackers, so merging is a concatenation. Without eviction
-(``load``) the child would have to send every connection back, so it only
-reads.
+connections and its Rollup at the end. A connection never straddles the
+two trackers, so merging is a concatenation. Without eviction (``load``)
+the child would have to send every connection back, so it only reads.
 
 Same input, same output as :func:`pcapreset.engine.run` in one process.
 """
@@ -184,9 +183,10 @@ def _parent_is_idle(ring: _Ring) -> bool:
     (FlowTracker.feed parses a batch that comes without heads); else it
     parses them. The same heads either way: the work moves to the less busy
     process, batch by batch, and the heads the parent parses are not
-    marshalled on the way. (1M bench pcap: the parent parsed 79 of 193
-    batches' heads, 0.59-0.60 -> 0.55-0.56 s; with pcapng, SLL2 and gzip,
-    whose reading costs the child more, all of them.)"""
+    marshalled on the way. (1M bench pcap: the parent parsed 74-90 of 193
+    batches' heads, 0.59-0.60 -> 0.55-0.56 s; the share moves with the
+    machine's load and the format: gzip, whose reading costs the child
+    most, 187-193 of 193.)"""
     ring.poll()
     return len(ring.free) + (ring.reading is not None) >= SLOTS - 1
 
