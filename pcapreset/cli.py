@@ -48,9 +48,12 @@ class _Progress:
     """Progress on stderr when it is a terminal (and not --quiet)."""
 
     def __init__(self, enabled: bool) -> None:
+        import time
+
         self.enabled = enabled
         self.shown = False
-        self._last = 0.0
+        self._t0 = time.monotonic()  # (made as the run starts)
+        self._last = float("-inf")
 
     def __call__(self, done: int, total: int, packets: int) -> None:
         if not self.enabled:
@@ -60,12 +63,13 @@ class _Progress:
         now = time.monotonic()
         if now - self._last < 0.2:
             return
-        if not self._last:
-            self._t0 = now
         self._last = now
-        rate = packets / max(now - self._t0, 1e-6)
+        took = now - self._t0
+        # (no rate from the first instants: the first batch alone would read
+        # as billions of packets a second)
+        rate = f" ({packets / took:,.0f}/s)" if took >= 0.1 else ""
         pct = f"{100 * done / total:5.1f}%" if total else ""
-        sys.stderr.write(f"\r  reading {pct} {packets:,} packets ({rate:,.0f}/s)   ")
+        sys.stderr.write(f"\r  reading {pct} {packets:,} packets{rate}   ")
         sys.stderr.flush()
         self.shown = True
 

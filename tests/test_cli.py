@@ -258,3 +258,73 @@ def test_package_import_leaves_numpy_to_the_console_script():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert out.returncode == 0, out.stderr
+
+
+# ------------------------------------------------------------------ progress
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_progress_on_a_terminal(monkeypatch, capsys):
+    """Bytes read of the total and packets/s on stderr, at most every 0.2 s,
+    no rate from the first instants (the first batch alone is not a rate),
+    and the line cleared at the end."""
+    import time
+
+    from pcapreset.cli import _Progress
+
+    clock = _Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    p = _Progress(enabled=True)
+    clock.t += 0.01
+    p(4 << 20, 100 << 20, 5_000)
+    first = capsys.readouterr().err
+    assert first.startswith("\r  reading") and "4.0%" in first and "5,000 packets" in first
+    assert "/s" not in first
+    clock.t += 0.1
+    p(8 << 20, 100 << 20, 10_000)  # (within 0.2 s of the last line: skipped)
+    assert capsys.readouterr().err == ""
+    clock.t += 0.89  # 1.0 s since the start
+    p(50 << 20, 100 << 20, 1_000_000)
+    line = capsys.readouterr().err
+    assert "50.0%" in line and "1,000,000 packets (1,000,000/s)" in line
+    p.close()
+    assert capsys.readouterr().err.strip() == ""
+
+
+def test_progress_silent_when_disabled(capsys):
+    from pcapreset.cli import _Progress
+
+    p = _Progress(enabled=False)
+    p(1, 2, 3)
+    p.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_no_progress_without_a_terminal_or_with_quiet(monkeypatch, tmp_path):
+    """CliRunner's stderr is not a terminal; --quiet wins even on one."""
+    import pcapreset.cli as cli
+
+    made: list[bool] = []
+    real = cli._Progress
+
+    def spy(enabled: bool):
+        made.append(enabled)
+        return real(enabled)
+
+    monkeypatch.setattr(cli, "_Progress", spy)
+    cap = sample_captures()[0]
+    r = CliRunner().invoke(main, ["analyze", str(cap)])
+    assert r.exit_code == 0 and made == [False]
+    # the runner's stderr made to look like a terminal: progress, unless --quiet
+    import click.testing
+
+    monkeypatch.setattr(click.testing._NamedTextIOWrapper, "isatty", lambda self: True)
+    for args, want in ((["analyze", str(cap)], True), (["analyze", "--quiet", str(cap)], False)):
+        made.clear()
+        assert CliRunner().invoke(main, args).exit_code == 0
+        assert made == [want], args
