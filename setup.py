@@ -16,7 +16,8 @@ from pathlib import Path
 from setuptools import setup
 
 #: the modules to compile: the list pcapreset/_build.py checks at import time
-MODULES = runpy.run_path(str(Path(__file__).parent / "pcapreset" / "_build.py"))["MODULES"]
+_BUILD = runpy.run_path(str(Path(__file__).parent / "pcapreset" / "_build.py"))
+MODULES = _BUILD["MODULES"]
 
 try:
     from Cython.Build import cythonize
@@ -31,5 +32,11 @@ else:
         compiler_directives={"annotation_typing": False, "binding": False},
         quiet=True,
     )
+    # the text each module is compiled from, so that a source merely touched
+    # (same text, newer mtime) is not taken for a stale build (_build.stale)
+    try:
+        _BUILD["record_build"]()
+    except OSError:  # a read-only source tree: staleness by mtime alone
+        pass
 
 setup(ext_modules=ext_modules)

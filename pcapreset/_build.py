@@ -1,11 +1,13 @@
-"""Which per-packet code runs: compiled, unless older than its source.
+"""Which per-packet code runs: compiled, unless built from other sources.
 
 ``pip install -e .`` compiles the modules in :data:`MODULES` with Cython
 (see setup.py) into extension modules next to them, which Python then
 prefers to the source. In a git checkout, editing a source or its .pxd after
 that build would leave the old compiled code running;
 :func:`prefer_fresh_source` loads the source instead (slower, never stale).
-``make`` rebuilds them when their sources change.
+``make`` rebuilds them when their sources change. A source newer than its
+build is compared with the hash setup.py recorded (:data:`BUILT`): the same
+text (``git stash`` and back, a branch switched and back) keeps the build.
 """
 
 from __future__ import annotations
@@ -26,6 +28,47 @@ MODULES = ("connstate", "sources", "decode_kernel", "httphead", "flows", "findin
 CIMPORTS = {"findings": ("flows",), "rollup": ("flows",), "connstate": ("flows",)}
 
 
+#: where setup.py records the hash of each module's sources as it builds it
+BUILT = "_built_sources.json"
+
+
+def _sources(module: str) -> list[str]:
+    """The files a compiled ``module`` is built from (those that exist)."""
+    names = [module + ".py", module + ".pxd", *(m + ".pxd" for m in CIMPORTS.get(module, ()))]
+    return [p for p in (os.path.join(HERE, n) for n in names) if os.path.exists(p)]
+
+
+def source_hash(module: str) -> str:
+    """A hash of the text ``module`` is compiled from (its .py, its .pxd and
+    the .pxd files it cimports)."""
+    import hashlib  # (only when a source is newer than its build: not at every start)
+
+    h = hashlib.sha256()
+    for p in _sources(module):
+        with open(p, "rb") as f:
+            h.update(os.path.basename(p).encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+def record_build() -> None:
+    """setup.py: record the hash of every module's sources as it compiles them."""
+    import json
+
+    with open(os.path.join(HERE, BUILT), "w") as f:
+        json.dump({m: source_hash(m) for m in MODULES}, f, indent=1, sort_keys=True)
+
+
+def _built_from(module: str) -> str | None:
+    import json
+
+    try:
+        with open(os.path.join(HERE, BUILT)) as f:
+            got = json.load(f).get(module)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return got if isinstance(got, str) else None
+
+
 def compiled_path(module: str) -> str | None:
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         p = os.path.join(HERE, module + suffix)
@@ -35,8 +78,9 @@ def compiled_path(module: str) -> str | None:
 
 
 def stale(module: str) -> bool:
-    """A compiled ``module`` exists in a git checkout (or worktree) and is older
-    than its source or the declarations it cimports."""
+    """A compiled ``module`` exists in a git checkout (or worktree), is older
+    than its source or the declarations it cimports, and was built from
+    another text of them (or the build recorded none)."""
     so = compiled_path(module)
     if so is None or not os.path.exists(os.path.join(HERE, os.pardir, ".git")):
         return False
@@ -44,12 +88,9 @@ def stale(module: str) -> bool:
         built = os.path.getmtime(so)
     except OSError:
         return False
-    sources = [module + ".py", module + ".pxd", *(m + ".pxd" for m in CIMPORTS.get(module, ()))]
-    for name in sources:
-        src = os.path.join(HERE, name)
-        if os.path.exists(src) and os.path.getmtime(src) > built:
-            return True
-    return False
+    if not any(os.path.getmtime(p) > built for p in _sources(module)):
+        return False
+    return _built_from(module) != source_hash(module)
 
 
 def _runs_compiled(module: str) -> bool:

@@ -86,6 +86,45 @@ def test_ci_runs_the_compiled_tracker():
     assert not any(_build.stale(m) for m in _build.MODULES)
 
 
+def test_a_build_is_stale_only_for_another_text_of_its_sources(tmp_path, monkeypatch):
+    """A source newer than its build (touched, stashed and back, a branch
+    switched and back) keeps the build when its text is the one setup.py
+    recorded; another text, or no record, makes it stale."""
+    import importlib.machinery
+
+    pkg = tmp_path / "pcapreset"
+    pkg.mkdir()
+    (tmp_path / ".git").mkdir()
+    monkeypatch.setattr(_build, "HERE", str(pkg))
+    so = pkg / ("flows" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    (pkg / "flows.py").write_text("x = 1\n")
+    (pkg / "flows.pxd").write_text("cdef int x\n")
+    so.write_bytes(b"")
+    _build.record_build()
+    built = so.stat().st_mtime
+
+    def at(t: float) -> None:  # the sources' modification time
+        for p in (pkg / "flows.py", pkg / "flows.pxd"):
+            os.utime(p, (t, t))
+
+    at(built - 100)
+    assert not _build.stale("flows")  # older sources: the build stands
+    at(built + 100)  # touched: newer, the same text
+    assert not _build.stale("flows")
+    (pkg / "flows.pxd").write_text("cdef long x\n")
+    at(built + 100)
+    assert _build.stale("flows")
+    (pkg / "flows.pxd").write_text("cdef int x\n")  # back to the built text
+    at(built + 100)
+    assert not _build.stale("flows")
+    (pkg / _build.BUILT).unlink()
+    assert _build.stale("flows")  # (built before builds were recorded)
+    (pkg / _build.BUILT).write_text("not json")
+    assert _build.stale("flows")
+    (tmp_path / ".git").rmdir()
+    assert not _build.stale("flows")  # not a checkout: what was installed runs
+
+
 def test_plain_source_is_uncompiled():
     assert plain("flows").COMPILED is False
     assert plain_flows().zeek.__file__.endswith("connstate.py")
