@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -48,8 +49,6 @@ class _Progress:
     """Progress on stderr when it is a terminal (and not --quiet)."""
 
     def __init__(self, enabled: bool) -> None:
-        import time
-
         self.enabled = enabled
         self.shown = False
         self._t0 = time.monotonic()  # (made as the run starts)
@@ -58,8 +57,6 @@ class _Progress:
     def __call__(self, done: int, total: int, packets: int) -> None:
         if not self.enabled:
             return
-        import time
-
         now = time.monotonic()
         if now - self._last < 0.2:
             return

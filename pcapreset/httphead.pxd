@@ -3,7 +3,6 @@
 import cython
 
 
-@cython.locals(bb=bytes, mv="const unsigned char[::1]")
 cdef object _entry(object buf, Py_ssize_t p0, Py_ssize_t n)
 
 @cython.locals(bb=bytes, mv="const unsigned char[::1]", v="const unsigned char *",

@@ -114,9 +114,12 @@ def preparse(b: TcpBatch) -> dict:
         return out
     bufs = b.bufs
     cand = np.flatnonzero(_START_BYTE[first_payload_bytes(b)])
-    if cython.compiled and len(bufs) == 1:
-        # one buffer (every batch of a single file): read through one view
-        _entries(bufs[0], out, cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist())
+    if cython.compiled:
+        # each buffer's candidates through one typed view of it (a single
+        # file's batches have one buffer)
+        for k in range(len(bufs)):
+            sel = cand if len(bufs) == 1 else cand[b.bufidx[cand] == k]
+            _entries(bufs[k], out, sel.tolist(), b.poff[sel].tolist(), b.pcap[sel].tolist())
         return out
     for i, poff, pcap, bi in zip(
         cand.tolist(), b.poff[cand].tolist(), b.pcap[cand].tolist(), b.bufidx[cand].tolist(),
@@ -129,9 +132,11 @@ def preparse(b: TcpBatch) -> dict:
 
 
 def _entries(buf, out: dict, idx: list, poffs: list, pcaps: list) -> None:
-    """Compiled only: :func:`_entry` of each candidate packet ``idx[j]`` of a
-    one-buffer batch into ``out``, with the buffer's typed view acquired once
-    (a view per packet costs ~0.5 us: 118k message starts per 1M packets)."""
+    """Compiled only: the :func:`_entry` of each candidate packet ``idx[j]``
+    in ``buf`` into ``out``, reading the packet bytes in place through a C
+    pointer (bytes directly, any other buffer through a typed view, acquired
+    once: a view per packet cost ~0.5 us, for 118k message starts per 1M
+    packets)."""
     if type(buf) is bytes:
         bb = buf
         v = bb
@@ -150,31 +155,23 @@ def _entries(buf, out: dict, idx: list, poffs: list, pcaps: list) -> None:
 
 
 def _entry(buf, p0: int, n: int) -> tuple | None:
-    """The :func:`preparse` entry of the head at ``buf[p0:p0 + n]``, or None."""
-    if not cython.compiled:
-        head = bytes(buf[p0 : p0 + n])
-        if head.startswith(HTTP_METHODS):
-            method, target = request_line(head)
-            return ("req", method, target, parse_headers(head))
-        if head.startswith(b"HTTP/1.") and len(head) >= 12:
-            extra: dict[str, str] = {}
-            parsed = parse_headers(head, extra)
-            hl = parsed[0]
-            if hl is not None and len(head) > hl + 5 and head[9:10] != b"1":
-                # the tracker reads the status, the header block and the last 5
-                # bytes (chunked end); only interim 1xx heads need what follows
-                head = head[:hl] + head[-5:]
-            return ("resp", head, parsed, extra)
-        return None
-    # compiled: the same, reading the packet bytes in place through a C
-    # pointer (bytes directly, any other buffer through a typed view)
-    if type(buf) is bytes:
-        bb = buf
-        return _entry_at(bb, len(bb), p0, n)
-    mv = buf
-    if mv.shape[0] == 0:
-        return None
-    return _entry_at(cython.address(mv[0]), mv.shape[0], p0, n)
+    """The :func:`preparse` entry of the head at ``buf[p0:p0 + n]``, or None
+    (the definition, run by the plain source; compiled, :func:`_entries`
+    gives the same through :func:`_entry_at`)."""
+    head = bytes(buf[p0 : p0 + n])
+    if head.startswith(HTTP_METHODS):
+        method, target = request_line(head)
+        return ("req", method, target, parse_headers(head))
+    if head.startswith(b"HTTP/1.") and len(head) >= 12:
+        extra: dict[str, str] = {}
+        parsed = parse_headers(head, extra)
+        hl = parsed[0]
+        if hl is not None and len(head) > hl + 5 and head[9:10] != b"1":
+            # the tracker reads the status, the header block and the last 5
+            # bytes (chunked end); only interim 1xx heads need what follows
+            head = head[:hl] + head[-5:]
+        return ("resp", head, parsed, extra)
+    return None
 
 
 def _entry_at(v, size: int, p0: int, n: int) -> tuple | None:

@@ -146,7 +146,6 @@ def _child(
         ft = FlowTracker(port=port, server_ports=[port] if port else []) if share else None
         ev = Evictor(ft) if ft is not None else None
         for b in decoded_timeline(readers, dec):
-            ring.poll()
             mine = None
             if ev is not None and len(b):
                 own = shard_of(b, BUCKETS) < share
