@@ -1,0 +1,1 @@
+"""nginx: nginx's error/access logs tied to the resets, and its configuration."""

@@ -1,0 +1,1 @@
+"""notebook: pandas tables of a capture and plots of them."""

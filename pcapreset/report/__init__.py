@@ -1,0 +1,1 @@
+"""report: the report of a capture (model, JSON, text)."""
