@@ -20,12 +20,13 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 # the per-packet loops are compiled in place (setup.py, Cython); rebuild them
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
-$(VENV)/.compiled: pcapreset/flows.py pcapreset/flows.pxd pcapreset/connstate.py \
-		pcapreset/connstate.pxd \
-		pcapreset/sources.py pcapreset/sources.pxd pcapreset/decode_kernel.py \
-		pcapreset/decode_kernel.pxd pcapreset/httphead.py pcapreset/httphead.pxd \
-		pcapreset/findings.py pcapreset/findings.pxd pcapreset/rollup.py \
-		pcapreset/rollup.pxd | $(VENV)/.installed
+$(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
+		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
+		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
+		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \
+		pcapreset/capture/decode_kernel.py pcapreset/capture/decode_kernel.pxd \
+		pcapreset/interpret/findings.py pcapreset/interpret/findings.pxd \
+		pcapreset/engine/rollup.py pcapreset/engine/rollup.pxd | $(VENV)/.installed
 	$(PIP_E) --no-deps -e . || $(PY) -m pip install -q --no-deps -e .
 	touch $@
 
@@ -36,7 +37,7 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 # bytecode for the pure-Python modules, written once: with
 # PYTHONDONTWRITEBYTECODE set (as on this project's machines) Python would
 # otherwise compile them at every start (~15 ms of a ~0.63 s bench run)
-$(VENV)/.bytecode: $(wildcard pcapreset/*.py) | $(VENV)/.installed
+$(VENV)/.bytecode: $(wildcard pcapreset/*.py pcapreset/*/*.py) | $(VENV)/.installed
 	$(PY) -m compileall -q pcapreset
 	touch $@
 
@@ -58,4 +59,6 @@ lint: venv-test
 	$(VENV)/bin/mypy pcapreset
 
 clean:
-	rm -rf $(VENV) build *.egg-info pcapreset/*.so pcapreset/*.c pcapreset/__pycache__
+	rm -rf $(VENV) build *.egg-info pcapreset/_built_sources.json
+	rm -rf pcapreset/*.so pcapreset/*/*.so pcapreset/*.c pcapreset/*/*.c
+	rm -rf pcapreset/__pycache__ pcapreset/*/__pycache__

@@ -1,8 +1,8 @@
 """Build hook: compile the per-packet code with Cython.
 
-pcapreset/flows.py (the flow tracker), pcapreset/connstate.py (Zeek's state
-machine, called by it) and pcapreset/sources.py (the pcap record walk) are
-plain Python; compiled, with the declarations in the .pxd files, the tracker
+pcapreset/track/flows.py (the flow tracker), pcapreset/track/connstate.py
+(Zeek's state machine, called by it) and pcapreset/capture/sources.py (the pcap
+record walk), among others, are plain Python; compiled, with the declarations in the .pxd files, the tracker
 runs about twice as fast and the walk costs no Python call per record (see
 docs/performance.md for measurements). If Cython or a C
 compiler is missing the build goes on without them (``optional=True``) and
@@ -27,7 +27,10 @@ else:
     from setuptools import Extension
 
     ext_modules = cythonize(
-        [Extension(f"pcapreset.{m}", [f"pcapreset/{m}.py"], optional=True) for m in MODULES],
+        [
+            Extension(f"pcapreset.{m}", [f"pcapreset/{m.replace('.', '/')}.py"], optional=True)
+            for m in MODULES
+        ],
         language_level=3,
         compiler_directives={"annotation_typing": False, "binding": False},
         quiet=True,

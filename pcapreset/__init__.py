@@ -19,7 +19,7 @@ from .errors import CaptureError, PcapResetError  # noqa: E402
 
 if TYPE_CHECKING:
     from .api import analyze
-    from .frames import Analysis, load
+    from .notebook.frames import Analysis, load
 
 
 def __getattr__(name: str) -> object:
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> object:
 
         return analyze
     if name in ("load", "Analysis"):
-        from . import frames
+        from .notebook import frames
 
         return getattr(frames, name)
     raise AttributeError(f"module 'pcapreset' has no attribute {name!r}")

@@ -20,12 +20,25 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles, each after the ones it imports when it runs
 #: (the order :func:`prefer_fresh_source` loads sources in: flows imports
-#: connstate and httphead; findings and rollup import flows)
-MODULES = ("connstate", "sources", "decode_kernel", "httphead", "flows", "findings", "rollup")
+#: connstate and httphead; findings and rollup import flows); dotted names
+#: under pcapreset/
+MODULES = (
+    "track.connstate",
+    "capture.sources",
+    "capture.decode_kernel",
+    "track.httphead",
+    "track.flows",
+    "interpret.findings",
+    "engine.rollup",
+)
 #: compiled modules that use another one's C types (``cimport``, see their
 #: .pxd): they load only next to that module compiled from the same
 #: declarations, so they run from source whenever it does
-CIMPORTS = {"findings": ("flows",), "rollup": ("flows",), "connstate": ("flows",)}
+CIMPORTS = {
+    "interpret.findings": ("track.flows",),
+    "engine.rollup": ("track.flows",),
+    "track.connstate": ("track.flows",),
+}
 
 
 #: where setup.py records the hash of each module's sources as it builds it
@@ -35,7 +48,14 @@ BUILT = "_built_sources.json"
 def _sources(module: str) -> list[str]:
     """The files a compiled ``module`` is built from (those that exist)."""
     names = [module + ".py", module + ".pxd", *(m + ".pxd" for m in CIMPORTS.get(module, ()))]
-    return [p for p in (os.path.join(HERE, n) for n in names) if os.path.exists(p)]
+    return [p for p in (_path(n) for n in names) if os.path.exists(p)]
+
+
+def _path(name: str) -> str:
+    """pcapreset/``name``'s file: dots of the module name become directories
+    (``track.flows.py`` -> pcapreset/track/flows.py)."""
+    stem, ext = os.path.splitext(name)
+    return os.path.join(HERE, *stem.split(".")) + ext
 
 
 def source_hash(module: str) -> str:
@@ -71,7 +91,7 @@ def _built_from(module: str) -> str | None:
 
 def compiled_path(module: str) -> str | None:
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = os.path.join(HERE, module + suffix)
+        p = os.path.join(HERE, *module.split(".")) + suffix
         if os.path.exists(p):
             return p
     return None
@@ -102,8 +122,8 @@ def _runs_compiled(module: str) -> bool:
 
 
 def load_source(name: str, module: str) -> object:
-    """pcapreset/``module``.py executed from source as module ``name``."""
-    loader = importlib.machinery.SourceFileLoader(name, os.path.join(HERE, module + ".py"))
+    """pcapreset/``module``.py (dots: directories) executed from source as module ``name``."""
+    loader = importlib.machinery.SourceFileLoader(name, _path(module + ".py"))
     spec = importlib.util.spec_from_loader(name, loader)
     assert spec is not None
     mod = importlib.util.module_from_spec(spec)

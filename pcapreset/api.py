@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from . import _malloc
-from .engine import Progress, auto_jobs, paused_gc, run
-from .report import Report, build
+from .engine import _malloc
+from .engine.run import Progress, auto_jobs, paused_gc, run
+from .report.model import Report, build
 
 
 def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -53,11 +53,11 @@ def analyze(
     # the nginx modules (zoneinfo, ~5 ms) are imported only when asked for
     logs, conf = None, None
     if nginx_log:
-        from . import nginxlog
+        from .nginx import log as nginxlog
 
         logs = nginxlog.load(_paths(nginx_log), nginx_tz)
     if nginx_conf is not None:
-        from . import nginxconf
+        from .nginx import conf as nginxconf
 
         conf = nginxconf.load_conf(nginx_conf)
     ps = _paths(paths)
@@ -90,12 +90,12 @@ def _analyze(
     _malloc.trim()  # what the run freed, before the report allocates its records
     rep = build(res, nginx_keepalive_s=nginx_keepalive_s, nginx_from_conf=nginx_from_conf)
     if conf is not None:
-        from . import nginxconf
+        from .nginx import conf as nginxconf
 
         rep.extra["nginx_conf"] = conf.as_dict(servers)
         rep.extra.setdefault("_text_lines", []).extend(nginxconf.text_lines(conf, servers))
     if logs is not None:
-        from . import nginxlog
+        from .nginx import log as nginxlog
 
         nginxlog.attach(rep, logs)
     return rep
@@ -118,8 +118,9 @@ def analyze_live(
     after it was seen; ``write`` also saves the packets as a pcap. Raises
     :class:`pcapreset.errors.CaptureSourceError` when capturing is not possible.
     """
-    from .engine import run_batches
-    from .live import LiveCapture, StopFlag, VerdictStream
+    from .capture.live import LiveCapture, StopFlag
+    from .engine.run import run_batches
+    from .report.stream import VerdictStream
 
     cap = LiveCapture(iface, port, bpf_filter, os.fspath(write) if write else None)
     flag = StopFlag()

@@ -12,10 +12,12 @@ import time
 
 import click
 
-from . import __version__, _malloc, jsonout
+from . import __version__
 from .api import analyze as analyze_files
+from .engine import _malloc
 from .errors import PcapResetError
-from .report import Report, render_conns_text, write_json, write_jsonl, write_text
+from .report import jsonout
+from .report.model import Report, render_conns_text, write_json, write_jsonl, write_text
 
 EXAMPLES_ANALYZE = """
 \b
@@ -133,8 +135,8 @@ def main() -> None:
 
 def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
     """--plot / --export: pandas and matplotlib are imported only when asked for."""
-    from .frames import from_report
-    from .plots import write_plots
+    from .notebook.frames import from_report
+    from .notebook.plots import write_plots
 
     a = from_report(rep, list(files), port)
     try:
@@ -185,7 +187,7 @@ _LIVE_OPTIONS = [
 
 def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     from .api import analyze_live
-    from .live import reset_line
+    from .report.stream import reset_line
 
     def on_reset(r: dict) -> None:
         if fmt == "jsonl":
@@ -319,13 +321,13 @@ def schema() -> None:
     """Print the JSON Schema of `pcapreset analyze --format json`."""
     from importlib import resources
 
-    click.echo(resources.files("pcapreset").joinpath("report.schema.json").read_text())
+    click.echo(resources.files("pcapreset.report").joinpath("report.schema.json").read_text())
 
 
 @main.command()
 def rules() -> None:
     """Print the rules table (first match wins)."""
-    from .rules import table_text
+    from .interpret.rules import table_text
 
     click.echo(table_text())
 

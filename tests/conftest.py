@@ -320,7 +320,7 @@ def same_report(a, b) -> None:
     """Two Reports say the same: JSON (key order too) and text, plain and -v."""
     import json
 
-    from pcapreset.report import render_text
+    from pcapreset.report.model import render_text
 
     ja, jb = a.to_json(), b.to_json()
     assert ja == jb
@@ -332,9 +332,9 @@ def same_report(a, b) -> None:
 def stream_live_batches(path, evict: bool):
     """(EngineResult, streamed verdicts) of ``path`` fed as live batches
     (engine.run_batches, the live path) through a VerdictStream."""
-    from pcapreset import engine
-    from pcapreset.live import VerdictStream
-    from pcapreset.sources import CaptureReader
+    from pcapreset.capture.sources import CaptureReader
+    from pcapreset.engine import run as engine
+    from pcapreset.report.stream import VerdictStream
 
     streamed: list[dict] = []
     stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
@@ -373,7 +373,7 @@ def child_share(request, monkeypatch):
     (pipeline.CHILD_BUCKETS of 256): none, the default since the sixth
     session, and 48, the default before it, so the pipelined tests also cover
     the child's connections, Rollup and spill files coming back."""
-    import pcapreset.pipeline as pl
+    import pcapreset.engine.pipeline as pl
 
     monkeypatch.setattr(pl, "CHILD_BUCKETS", request.param)
     return request.param

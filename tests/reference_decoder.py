@@ -1,7 +1,7 @@
 """A deliberately simple, slow reference decoder built on dpkt.
 
 One Python object per layer per packet, no numpy, no cleverness: it exists to
-cross-check the fast path (``pcapreset.sources`` + ``pcapreset.decode``) packet
+cross-check the fast path (``pcapreset.capture.sources`` + ``pcapreset.capture.decode``) packet
 by packet in ``test_reference.py``.
 
 What dpkt does, and what this file adds around it:

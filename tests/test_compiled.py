@@ -1,6 +1,7 @@
 """The compiled modules equal their plain-Python source, field by field.
 
-setup.py compiles pcapreset/flows.py and pcapreset/sources.py with Cython
+setup.py compiles pcapreset/track/flows.py, pcapreset/capture/sources.py and
+the other modules of ``_build.MODULES`` with Cython
 (declarations in their .pxd files); the same sources also run as plain
 Python. Both flow trackers are fed the same decoded batches of every sample
 and public corpus capture, and every connection must come out identical:
@@ -19,10 +20,14 @@ import numpy as np
 import pytest
 from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_captures
 
-from pcapreset import _build, connstate, decode_kernel, findings, flows, httphead, rollup, sources
-from pcapreset.decode import AddressBook, Decoder
-from pcapreset.engine import decoded_timeline, open_readers
+from pcapreset import _build
+from pcapreset.capture import decode_kernel, sources
+from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.engine import rollup
+from pcapreset.engine.run import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
+from pcapreset.interpret import findings
+from pcapreset.track import connstate, flows, httphead
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 MALFORMED_FILES = (
@@ -33,16 +38,18 @@ _PLAIN: dict = {}
 
 
 def plain(module: str):
-    """pcapreset/<module>.py loaded from source under another name (uncompiled)."""
+    """pcapreset/<package>/<module>.py loaded from source under another name
+    in its package (uncompiled); ``module`` as in :data:`_build.MODULES`."""
     if module not in _PLAIN:
-        _PLAIN[module] = _build.load_source(f"pcapreset._{module}_source", module)
+        pkg, _, name = module.rpartition(".")
+        _PLAIN[module] = _build.load_source(f"pcapreset.{pkg}._{name}_source", module)
     return _PLAIN[module]
 
 
 def plain_flows():
     """The plain flow tracker, with the plain Zeek state machine under it."""
-    mod = plain("flows")
-    mod.zeek = plain("connstate")
+    mod = plain("track.flows")
+    mod.zeek = plain("track.connstate")
     return mod
 
 
@@ -93,49 +100,49 @@ def test_a_build_is_stale_only_for_another_text_of_its_sources(tmp_path, monkeyp
     import importlib.machinery
 
     pkg = tmp_path / "pcapreset"
-    pkg.mkdir()
+    (pkg / "track").mkdir(parents=True)
     (tmp_path / ".git").mkdir()
     monkeypatch.setattr(_build, "HERE", str(pkg))
-    so = pkg / ("flows" + importlib.machinery.EXTENSION_SUFFIXES[0])
-    (pkg / "flows.py").write_text("x = 1\n")
-    (pkg / "flows.pxd").write_text("cdef int x\n")
+    so = pkg / "track" / ("flows" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    (pkg / "track" / "flows.py").write_text("x = 1\n")
+    (pkg / "track" / "flows.pxd").write_text("cdef int x\n")
     so.write_bytes(b"")
     _build.record_build()
     built = so.stat().st_mtime
 
     def at(t: float) -> None:  # the sources' modification time
-        for p in (pkg / "flows.py", pkg / "flows.pxd"):
+        for p in (pkg / "track" / "flows.py", pkg / "track" / "flows.pxd"):
             os.utime(p, (t, t))
 
     at(built - 100)
-    assert not _build.stale("flows")  # older sources: the build stands
+    assert not _build.stale("track.flows")  # older sources: the build stands
     at(built + 100)  # touched: newer, the same text
-    assert not _build.stale("flows")
-    (pkg / "flows.pxd").write_text("cdef long x\n")
+    assert not _build.stale("track.flows")
+    (pkg / "track" / "flows.pxd").write_text("cdef long x\n")
     at(built + 100)
-    assert _build.stale("flows")
-    (pkg / "flows.pxd").write_text("cdef int x\n")  # back to the built text
+    assert _build.stale("track.flows")
+    (pkg / "track" / "flows.pxd").write_text("cdef int x\n")  # back to the built text
     at(built + 100)
-    assert not _build.stale("flows")
+    assert not _build.stale("track.flows")
     (pkg / _build.BUILT).unlink()
-    assert _build.stale("flows")  # (built before builds were recorded)
+    assert _build.stale("track.flows")  # (built before builds were recorded)
     (pkg / _build.BUILT).write_text("not json")
-    assert _build.stale("flows")
+    assert _build.stale("track.flows")
     (tmp_path / ".git").rmdir()
-    assert not _build.stale("flows")  # not a checkout: what was installed runs
+    assert not _build.stale("track.flows")  # not a checkout: what was installed runs
 
 
 def test_plain_source_is_uncompiled():
-    assert plain("flows").COMPILED is False
+    assert plain("track.flows").COMPILED is False
     assert plain_flows().zeek.__file__.endswith("connstate.py")
-    assert plain("sources").COMPILED is False
-    assert plain("findings").COMPILED is False
-    assert plain("rollup").COMPILED is False
+    assert plain("capture.sources").COMPILED is False
+    assert plain("interpret.findings").COMPILED is False
+    assert plain("engine.rollup").COMPILED is False
 
 
 def _compare(path: Path) -> None:
     if not flows.COMPILED:
-        pytest.skip("pcapreset.flows is not compiled here: nothing to compare")
+        pytest.skip("pcapreset.track.flows is not compiled here: nothing to compare")
     try:
         fast = conns_of(flows, str(path))
     except PcapResetError as e:
@@ -195,9 +202,9 @@ def frames_of(mod, path: str) -> tuple[list, dict, list]:
 )
 def test_compiled_reader_equals_plain(path):
     if not sources.COMPILED:
-        pytest.skip("pcapreset.sources is not compiled here: nothing to compare")
+        pytest.skip("pcapreset.capture.sources is not compiled here: nothing to compare")
     fast = frames_of(sources, str(path))
-    slow = frames_of(plain("sources"), str(path))
+    slow = frames_of(plain("capture.sources"), str(path))
     assert fast == slow
 
 
@@ -211,7 +218,7 @@ def _compare_eviction(path: Path) -> None:
         conns = tracked(flows, str(path))
     except PcapResetError as e:
         pytest.skip(f"unreadable: {e}")
-    pf, pr = plain("findings"), plain("rollup")
+    pf, pr = plain("interpret.findings"), plain("engine.rollup")
     for c in conns:
         assert findings.no_finding(c) == pf.no_finding(c)
         assert findings.conn_findings(c) == pf.conn_findings(c)
@@ -247,14 +254,17 @@ def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
     monkeypatch.setattr(_build, "_runs_compiled", lambda m: True)
     for m in _build.MODULES:
         monkeypatch.delitem(sys.modules, f"pcapreset.{m}", raising=False)
-    monkeypatch.setattr(_build, "stale", lambda m: m == "flows")
+    monkeypatch.setattr(_build, "stale", lambda m: m == "track.flows")
     order = _build.run_from_source()
-    assert set(order) == {"flows", *(m for m, deps in _build.CIMPORTS.items() if "flows" in deps)}
-    assert order.index("connstate") < order.index("flows")  # flows.py imports connstate
-    monkeypatch.setattr(_build, "stale", lambda m: m == "connstate")
-    assert _build.run_from_source() == ["connstate"]  # flows may call the plain one
+    assert set(order) == {
+        "track.flows",
+        *(m for m, deps in _build.CIMPORTS.items() if "track.flows" in deps),
+    }
+    assert order.index("track.connstate") < order.index("track.flows")  # flows.py imports connstate
+    monkeypatch.setattr(_build, "stale", lambda m: m == "track.connstate")
+    assert _build.run_from_source() == ["track.connstate"]  # flows may call the plain one
     monkeypatch.setattr(_build, "stale", lambda m: False)
     assert _build.run_from_source() == []
     # a module the CIMPORTS name is compiled from other declarations: not built
-    monkeypatch.setattr(_build, "_runs_compiled", lambda m: m != "flows")
-    assert "rollup" in _build.run_from_source()
+    monkeypatch.setattr(_build, "_runs_compiled", lambda m: m != "track.flows")
+    assert "engine.rollup" in _build.run_from_source()

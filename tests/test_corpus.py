@@ -36,7 +36,7 @@ READER_DROPS = ("undefined_interface", "damaged_blocks")
 
 PUBLIC = sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 BROKEN = sorted(p for p in MALFORMED.glob("*") if p.suffix != ".tsv") if MALFORMED.is_dir() else []
-SCHEMA = json.loads(resources.files("pcapreset").joinpath("report.schema.json").read_text())
+SCHEMA = json.loads(resources.files("pcapreset.report").joinpath("report.schema.json").read_text())
 needs_corpus = pytest.mark.skipif(not PUBLIC, reason=f"public corpus not found at {CORPUS}")
 
 

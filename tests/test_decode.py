@@ -1,4 +1,4 @@
-"""Decoder (pcapreset.decode) on synthetic packets: one link-type / header fact per test."""
+"""Decoder (pcapreset.capture.decode) on synthetic packets: one link-type / header fact per test."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from conftest import (
     write,
 )
 
-from pcapreset.decode import ACK, PSH, RST, SYN, Decoder, DecodeStats, TcpBatch, concat
-from pcapreset.decode import parse_tcp_options as parse_opts
-from pcapreset.sources import CaptureReader
+from pcapreset.capture.decode import ACK, PSH, RST, SYN, Decoder, DecodeStats, TcpBatch, concat
+from pcapreset.capture.decode import parse_tcp_options as parse_opts
+from pcapreset.capture.sources import CaptureReader
 
 T0 = 1_700_000_000.0
 PAY = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"

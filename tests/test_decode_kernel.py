@@ -17,16 +17,19 @@ from conftest import CORPUS, MALFORMED, ether, ipv4, null, sample_captures, sll,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapreset import _build, decode, decode_kernel
-from pcapreset.decode import _COLS, AddressBook, Decoder
+from pcapreset import _build
+from pcapreset.capture import decode, decode_kernel
+from pcapreset.capture.decode import _COLS, AddressBook, Decoder
+from pcapreset.capture.sources import CaptureReader, FrameBatch
 from pcapreset.errors import PcapResetError
-from pcapreset.sources import CaptureReader, FrameBatch
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 MALFORMED_FILES = (
     sorted(p for p in MALFORMED.iterdir() if p.is_file()) if MALFORMED.is_dir() else []
 )
-_PLAIN_KERNEL = _build.load_source("pcapreset._decode_kernel_source", "decode_kernel")
+_PLAIN_KERNEL = _build.load_source(
+    "pcapreset.capture._decode_kernel_source", "capture.decode_kernel"
+)
 KERNELS = [pytest.param(_PLAIN_KERNEL, id="plain")]
 if decode_kernel.COMPILED:
     KERNELS.append(pytest.param(decode_kernel, id="compiled"))
@@ -155,7 +158,7 @@ def test_kernel_equals_numpy_on_arbitrary_frames(kernel_mod, fr):
 def test_frames_outside_the_buffer_never_reach_the_kernel(monkeypatch):
     """The compiled kernel reads without index checks: decode hands it only
     batches whose frames all lie inside the buffer."""
-    from pcapreset.decode import _inside
+    from pcapreset.capture.decode import _inside
 
     def fb(off: list[int], cap: list[int], size: int) -> FrameBatch:
         n = len(off)

@@ -20,16 +20,17 @@ from conftest import CORPUS, rollup_fields, same_report, sample_captures, stream
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcapreset import analyze, engine
-from pcapreset.decode import AddressBook, Decoder
+from pcapreset import analyze
+from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.sources import CaptureReader
+from pcapreset.engine import run as engine
+from pcapreset.engine.pipeline import run_pipelined
+from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.evidence import Votes, build_context, conn_order, conn_rtt
-from pcapreset.findings import conn_findings
-from pcapreset.flows import FlowTracker
-from pcapreset.pipeline import run_pipelined
-from pcapreset.report import build
-from pcapreset.rollup import Rollup
-from pcapreset.sources import CaptureReader
+from pcapreset.interpret.evidence import Votes, build_context, conn_order, conn_rtt
+from pcapreset.interpret.findings import conn_findings
+from pcapreset.report.model import build
+from pcapreset.track.flows import FlowTracker
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, bench_capture, sample_captures
 
-from pcapreset import engine
+from pcapreset.engine import run as engine
+from pcapreset.engine.rollup import _mode, split
 from pcapreset.errors import PcapResetError
-from pcapreset.evidence import conn_rtt
-from pcapreset.findings import conn_findings, no_finding
-from pcapreset.rollup import _mode, split
+from pcapreset.interpret.evidence import conn_rtt
+from pcapreset.interpret.findings import conn_findings, no_finding
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 _SEEN = {"fast": 0, "found": 0}

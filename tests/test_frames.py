@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 import pcapreset
 from pcapreset.cli import main
-from pcapreset.connstate import CONN_STATES
 from pcapreset.errors import PcapResetError
-from pcapreset.rules import CAUSES, PHASES, SENDERS
+from pcapreset.interpret.rules import CAUSES, PHASES, SENDERS
+from pcapreset.track.connstate import CONN_STATES
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 RACE = SAMPLES / "keepalive_race_node"

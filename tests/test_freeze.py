@@ -20,12 +20,12 @@ from conftest import CORPUS, sample_captures
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcapreset import engine
-from pcapreset.connstate import conn_state
+from pcapreset.engine import run as engine
 from pcapreset.errors import PcapResetError
-from pcapreset.evidence import median, rst_facts
-from pcapreset.flows import SHARED_MAX, freeze_conn
-from pcapreset.report import build, render_text
+from pcapreset.interpret.evidence import median, rst_facts
+from pcapreset.report.model import build, render_text
+from pcapreset.track.connstate import conn_state
+from pcapreset.track.flows import SHARED_MAX, freeze_conn
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 
@@ -80,7 +80,7 @@ def test_frozen_form_drops_the_heavy_parts(generated):
 
 
 def test_sharing_is_bounded():
-    from pcapreset.flows import _shared
+    from pcapreset.track.flows import _shared
 
     shared: dict = {}
     for i in range(SHARED_MAX + 10):

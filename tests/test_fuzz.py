@@ -16,12 +16,12 @@ from conftest import http_conn, ng_idb, ng_shb, pcap_bytes, sample_captures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapreset import engine
 from pcapreset.api import analyze
-from pcapreset.decode import Decoder
+from pcapreset.capture.decode import Decoder
+from pcapreset.capture.sources import CHUNK
+from pcapreset.engine import run as engine
 from pcapreset.errors import PcapResetError
-from pcapreset.flows import FlowTracker
-from pcapreset.sources import CHUNK
+from pcapreset.track.flows import FlowTracker
 
 _DIR = Path(tempfile.mkdtemp(prefix="pcapreset-fuzz-"))
 _LINKTYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 147]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import ipv4, pcap_bytes, sample_captures, tcp, write
 
-from pcapreset.decode import AddressBook, Decoder
-from pcapreset.flows import FlowTracker, preparse_http
-from pcapreset.sources import CaptureReader
+from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.sources import CaptureReader
+from pcapreset.track.flows import FlowTracker, preparse_http
 
 
 def _exchanges(path: Path, preparse: bool) -> list:

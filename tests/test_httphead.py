@@ -14,15 +14,17 @@ from conftest import CORPUS, sample_captures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapreset import _build, httphead
-from pcapreset.decode import _COLS, AddressBook, Decoder, TcpBatch
-from pcapreset.engine import decoded_timeline, open_readers
+from pcapreset import _build
+from pcapreset.capture.decode import _COLS, AddressBook, Decoder, TcpBatch
+from pcapreset.engine.run import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
+from pcapreset.track import httphead
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
-PLAIN = _build.load_source("pcapreset._httphead_source", "httphead")
+PLAIN = _build.load_source("pcapreset.track._httphead_source", "track.httphead")
 needs_compiled = pytest.mark.skipif(
-    not httphead.COMPILED, reason="pcapreset.httphead is not compiled here: nothing to compare"
+    not httphead.COMPILED,
+    reason="pcapreset.track.httphead is not compiled here: nothing to compare",
 )
 
 

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pcapreset
-from pcapreset import jsonout
+from pcapreset.report import jsonout
 
 
 def _both(obj: object) -> tuple[str, str]:

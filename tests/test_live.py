@@ -29,8 +29,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from pcapreset.capture.live import LiveCapture
 from pcapreset.errors import CaptureSourceError
-from pcapreset.live import LiveCapture
 
 N_REFUSED = 5
 N_ABORT = 4
@@ -202,7 +202,9 @@ def test_live_any_duration_json_equals_offline(tmp_path: Path) -> None:
     assert p.returncode == 0, err
     assert "Traceback" not in err
     rep = json.loads(out)
-    schema = json.loads(resources.files("pcapreset").joinpath("report.schema.json").read_text())
+    schema = json.loads(
+        resources.files("pcapreset.report").joinpath("report.schema.json").read_text()
+    )
     jsonschema.validate(rep, schema)
     live = rep["capture"]["live"]
     assert live["stopped_by"] == "duration"

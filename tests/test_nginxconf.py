@@ -8,7 +8,7 @@ import pytest
 from conftest import SAMPLES
 
 from pcapreset import api
-from pcapreset.nginxconf import (
+from pcapreset.nginx.conf import (
     NginxConfError,
     load_conf,
     normalize_addr,

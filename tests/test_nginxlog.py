@@ -18,7 +18,7 @@ from conftest import SAMPLES
 
 from pcapreset import api
 from pcapreset.cli import main
-from pcapreset.nginxlog import (
+from pcapreset.nginx.log import (
     COMPAT,
     ErrorLine,
     NginxLogError,
@@ -297,7 +297,9 @@ def test_cli_json_validates_and_text_says_how_many() -> None:
     r = CliRunner().invoke(main, args + ["--format", "json"])
     assert r.exit_code == 0, r.output
     j = json.loads(r.output)
-    schema = json.loads((SAMPLES.parent / "pcapreset" / "report.schema.json").read_text())
+    schema = json.loads(
+        (SAMPLES.parent / "pcapreset" / "report" / "report.schema.json").read_text()
+    )
     jsonschema.validate(j, schema)
     assert "_text_lines" not in j
     n = j["nginx_log"]

@@ -15,7 +15,7 @@ import pytest
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
-from pcapreset.rules import CAUSES
+from pcapreset.interpret.rules import CAUSES
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb"
 KERNEL = "pcapreset-test-venv"

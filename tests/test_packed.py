@@ -1,5 +1,5 @@
 """Packed reset connections (issue #8, flat memory): once engine.Evictor holds
-more than PACK_AFTER slimmed reset connections it packs them (pcapreset.packed)
+more than PACK_AFTER slimmed reset connections it packs them (pcapreset.engine.packed)
 and the report unpacks each one once; the report must not change.
 
 With PACK_AFTER = 0 (every slimmed reset connection with its own round-trip
@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, same_report, sample_captures, stream_live_batches
 
-from pcapreset import analyze, engine, spill
-from pcapreset.connstate import conn_state
+from pcapreset import analyze
+from pcapreset.engine import run as engine
+from pcapreset.engine import spill
+from pcapreset.engine.packed import ConnStub, Packed, full_conn, packable, unpack
+from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.evidence import build_context, conn_rtt, rst_facts
-from pcapreset.flows import freeze_conn
-from pcapreset.packed import ConnStub, Packed, full_conn, packable, unpack
-from pcapreset.report import build
-from pcapreset.rollup import Rollup
+from pcapreset.interpret.evidence import build_context, conn_rtt, rst_facts
+from pcapreset.report.model import build
+from pcapreset.track.connstate import conn_state
+from pcapreset.track.flows import freeze_conn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,8 +297,8 @@ def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
     again on each read; also when its verdict's evidence is not its facts
     in order (a fact replaced under the same name, as a second aftermath
     fold does)."""
-    from pcapreset.evidence import Fact
-    from pcapreset.report import _decode, _encode
+    from pcapreset.interpret.evidence import Fact
+    from pcapreset.report.model import _decode, _encode
 
     rep = analyze(generated, evict=True)
     recs = [r for r in rep.resets if isinstance(r.conn, ConnStub)]

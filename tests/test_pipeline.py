@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import bench_capture
 
-from pcapreset import engine
+from pcapreset.engine import run as engine
+from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.errors import CaptureError
-from pcapreset.pipeline import run_pipelined
-from pcapreset.report import build
+from pcapreset.report.model import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_pipelined_equals_single_process_in_each_format(tmp_path, fmt):
 
 def test_pipelined_small_slots_and_several_files(generated, monkeypatch, tmp_path):
     # tiny slots force the "inline" path for every batch; two files merge by time
-    import pcapreset.pipeline as pl
+    import pcapreset.engine.pipeline as pl
 
     monkeypatch.setattr(pl, "SLOT_SIZE", 1024)
     caps = sorted(ROOT.glob("sample_pcaps/keepalive_race_*/backend.pcap"))[:2]
@@ -75,7 +75,7 @@ def test_heads_parsed_by_either_process_give_the_same_report(generated, monkeypa
     """The child sends a batch without its HTTP heads when the parent has
     time (pipeline._parent_is_idle); the parent then parses them. Forced
     each way, and alternating batch by batch, the report is the same."""
-    import pcapreset.pipeline as pl
+    import pcapreset.engine.pipeline as pl
 
     turn = iter(range(10**6))
     idle = {
@@ -130,7 +130,7 @@ def test_child_share_of_tracking_changes_nothing(generated, monkeypatch, share):
     """With eviction the reader child tracks the connections of its hash
     buckets; any share gives the single-process report (256: the child tracks
     everything, so an empty result from it would show)."""
-    import pcapreset.pipeline as pl
+    import pcapreset.engine.pipeline as pl
 
     monkeypatch.setattr(pl, "CHILD_BUCKETS", share)
     one = engine.run([str(generated)], evict=True)

@@ -15,7 +15,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import pcapreset
-from pcapreset.plots import CAUSE_COLORS, idle_histogram, resets_over_time, time_sequence
+from pcapreset.notebook.plots import CAUSE_COLORS, idle_histogram, resets_over_time, time_sequence
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 RACE = SAMPLES / "keepalive_race_node" / "backend.pcap"
@@ -133,7 +133,7 @@ def test_plots_work_headless_without_pyplot(tmp_path: Path) -> None:
         pytest.skip("keepalive_race_node sample capture not present")
     code = (
         "import sys, pcapreset\n"
-        "from pcapreset.plots import write_plots\n"
+        "from pcapreset.notebook.plots import write_plots\n"
         f"paths = write_plots(pcapreset.load({str(RACE)!r}), {str(tmp_path)!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
         "print(len(paths))\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, MALFORMED, sample_captures
 
+from pcapreset.capture.sources import CaptureReader
 from pcapreset.errors import PcapResetError
-from pcapreset.sources import CaptureReader
 
 MALFORMED_PCAPS = (
     sorted(

@@ -12,9 +12,9 @@ import pytest
 from conftest import CORPUS, sample_captures
 from reference_decoder import RefPacket, RefResult, Unsupported, read
 
-from pcapreset.decode import AddressBook, Decoder, TcpBatch, concat
-from pcapreset.flows import FlowTracker
-from pcapreset.sources import CaptureReader
+from pcapreset.capture.decode import AddressBook, Decoder, TcpBatch, concat
+from pcapreset.capture.sources import CaptureReader
+from pcapreset.track.flows import FlowTracker
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 

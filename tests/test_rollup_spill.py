@@ -22,12 +22,14 @@ import numpy as np
 import pytest
 from conftest import CORPUS, rollup_fields, same_report, sample_captures
 
-from pcapreset import _build, analyze, engine, rollup, spill
+from pcapreset import _build, analyze
+from pcapreset.engine import rollup, spill
+from pcapreset.engine import run as engine
+from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.errors import PcapResetError
-from pcapreset.evidence import conn_rtt
-from pcapreset.findings import conn_findings
-from pcapreset.pipeline import run_pipelined
-from pcapreset.report import build
+from pcapreset.interpret.evidence import conn_rtt
+from pcapreset.interpret.findings import conn_findings
+from pcapreset.report.model import build
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 _PLAIN: list = []
@@ -36,7 +38,7 @@ _PLAIN: list = []
 def plain_rollup():
     """pcapreset/rollup.py run from source (uncompiled), loaded once."""
     if not _PLAIN:
-        _PLAIN.append(_build.load_source("pcapreset._rollup_spill_source", "rollup"))
+        _PLAIN.append(_build.load_source("pcapreset.engine._rollup_spill_source", "engine.rollup"))
     return _PLAIN[0]
 
 

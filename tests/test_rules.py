@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pcapreset.evidence import FACT_NAMES, Fact
-from pcapreset.rules import CAUSES, RULES, SENDERS, classify, table_text
+from pcapreset.interpret.evidence import FACT_NAMES, Fact
+from pcapreset.interpret.rules import CAUSES, RULES, SENDERS, classify, table_text
 
 
 def facts(*names: str) -> dict[str, Fact]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcapreset import analyze, engine
-from pcapreset.decode import AddressBook, Decoder
-from pcapreset.shard import shard_of
-from pcapreset.sources import CaptureReader
+from pcapreset import analyze
+from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.sources import CaptureReader
+from pcapreset.engine import run as engine
+from pcapreset.engine.shard import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -1,4 +1,4 @@
-"""Readers (pcapreset.sources) on small synthetic files: one file-format fact per test."""
+"""Readers (pcapreset.capture.sources) on small synthetic files: one file-format fact per test."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from conftest import (
     write,
 )
 
-from pcapreset import engine
-from pcapreset.decode import Decoder
+from pcapreset.capture.decode import Decoder
+from pcapreset.capture.sources import CHUNK, CaptureReader
+from pcapreset.engine import run as engine
 from pcapreset.errors import CaptureError, PcapResetError
-from pcapreset.flows import FlowTracker
-from pcapreset.sources import CHUNK, CaptureReader
+from pcapreset.track.flows import FlowTracker
 
 T0 = 1_700_000_000
 
@@ -402,7 +402,7 @@ def test_connection_spanning_two_rotated_files(tmp_path):
 
 def test_merge_streams_is_time_ordered_within_overlap():
     """merge_by_time on decoded batches whose time ranges overlap batch by batch."""
-    from pcapreset.decode import TcpBatch
+    from pcapreset.capture.decode import TcpBatch
 
     def batch(ts: list[float]) -> TcpBatch:
         z = np.arange(len(ts), dtype=np.int64)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapreset import spill
-from pcapreset.spill import Spill
+from pcapreset.engine import spill
+from pcapreset.engine.spill import Spill
 
 items_st = st.lists(st.binary(max_size=300), max_size=60)
 
@@ -90,8 +90,9 @@ def test_a_forked_worker_spills_to_its_parents_file() -> None:
 
 def test_pipelined_and_sharded_runs_send_spills_by_place(generated, monkeypatch) -> None:
     """The reader child and the --jobs shards use the shared files."""
-    import pcapreset.pipeline as pl
-    from pcapreset import analyze, engine
+    import pcapreset.engine.pipeline as pl
+    from pcapreset import analyze
+    from pcapreset.engine import run as engine
 
     monkeypatch.setattr(pl, "CHILD_BUCKETS", 48)  # (the child sends its state)
     monkeypatch.setattr(spill, "SPILL_AFTER", 0)

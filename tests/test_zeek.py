@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import CORPUS
 
-from pcapreset.connstate import conn_state
-from pcapreset.engine import run
+from pcapreset.engine.run import run
 from pcapreset.errors import PcapResetError
+from pcapreset.track.connstate import conn_state
 
 TRUTH = CORPUS / "zeek_conn_truth.tsv"
 MIN_AGREEMENT = 0.95

@@ -21,7 +21,7 @@ from __future__ import annotations
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled

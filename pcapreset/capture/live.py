@@ -21,8 +21,7 @@ once incoming); like libpcap we keep only the incoming copy, here with a few
 instructions in front of the libpcap filter (``SKF_AD_PKTTYPE`` /
 ``SKF_AD_HATYPE``, see the kernel's Documentation/networking/filter.rst).
 
-:class:`VerdictStream` turns the FlowTracker's new RstEvents into verdicts a
-short time after each reset (so that the packets right after it are in).
+The verdicts streamed while capturing come from :mod:`pcapreset.report.stream`.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from typing import IO
 
 import numpy as np
 
-from .errors import CaptureSourceError
+from ..errors import CaptureSourceError
 from .sources import FrameBatch, SourceInfo
 
 LINKTYPE_LINUX_SLL2 = 276
@@ -437,94 +436,3 @@ class StopFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)  # type: ignore[arg-type]
         self._old.clear()
-
-
-# ------------------------------------------------------------ verdict stream
-class VerdictStream:
-    """Classifies each new reset ``delay_s`` after it (capture clock) and emits it.
-
-    ``emit`` receives the reset as the JSON report writes it
-    (:meth:`pcapreset.report.Report.reset_json`). Classification uses the
-    connections seen so far; the final report classifies again over the
-    whole capture and is the one to trust when they differ.
-
-    The per-capture context (:func:`pcapreset.evidence.build_context`) is
-    rebuilt over the connections the tracker still holds plus the summary of
-    those already evicted (``rollup``, see :class:`pcapreset.engine.Evictor`):
-    the connections themselves are not scanned again, but the summary's SYN
-    times and round-trip times still grow with the capture, so it is rebuilt
-    at most every ``max(min_rebuild_s, cpu_share_inv * cost)`` seconds (at
-    most ~1/``cpu_share_inv`` of the time); resets due in between wait for
-    the next rebuild instead of using a stale context.
-    """
-
-    def __init__(
-        self,
-        emit: Callable[[dict], None],
-        delay_s: float = 0.5,
-        min_rebuild_s: float = 0.25,
-        cpu_share_inv: float = 5.0,
-    ) -> None:
-        self.emit = emit
-        self.delay_s = delay_s
-        self.min_rebuild_s = min_rebuild_s
-        self.cpu_share_inv = cpu_share_inv
-        self.pending: list = []
-        self.emitted = 0
-        self._last: tuple | None = None
-        self._ctx_at = -1e18  # monotonic time of the last context build
-        self._ctx_cost_s = 0.0
-
-    def on_rst(self, ev) -> None:
-        # the connection too: once it is over and packed (pcapreset.packed)
-        # its events no longer point back at it
-        self.pending.append((ev, ev.conn))
-
-    def flush(self) -> None:
-        """Emit every reset still waiting (at the end of the capture)."""
-        if self._last is not None:
-            ft, dec, rollup = self._last
-            self.tick(ft, dec, rollup, force=True)
-
-    def tick(self, ft, dec, rollup=None, now: float | None = None, force: bool = False) -> None:
-        """``engine.run_batches``'s on_batch: emit the resets that are due."""
-        self._last = (ft, dec, rollup)
-        if not self.pending:
-            return
-        now = time.time() if now is None else now
-        due = [(e, c) for e, c in self.pending if force or e.ts + self.delay_s <= now]
-        if not due:
-            return
-        gap = max(self.min_rebuild_s, self.cpu_share_inv * self._ctx_cost_s)
-        if not force and time.monotonic() - self._ctx_at < gap:
-            return
-        self.pending = [
-            (e, c) for e, c in self.pending if not (force or e.ts + self.delay_s <= now)
-        ]
-        from .engine import EngineResult
-        from .evidence import build_context, rst_facts
-        from .report import Records, Report, ResetRecord
-        from .rules import classify
-
-        t0 = time.monotonic()
-        ctx = build_context(ft.conns, rollup)
-        self._ctx_at = time.monotonic()
-        self._ctx_cost_s = self._ctx_at - t0
-        res = EngineResult(
-            sources=[], decode=dec.stats, conns=ft.conns, book=dec.book, port=ft.port
-        )
-        rep = Report(res, ctx, Records(), [])
-        for ev, conn in sorted(due, key=lambda d: d[0].ts):
-            facts = rst_facts(conn, ev, ctx)
-            self.emit(rep.reset_json(ResetRecord(conn, ev, classify(facts), facts)))
-            self.emitted += 1
-
-
-def reset_line(r: dict) -> str:
-    """One text line per streamed verdict."""
-    t = time.strftime("%H:%M:%S", time.gmtime(r["ts"])) + f".{int(r['ts'] % 1 * 1000):03d}"
-    idle = "" if r["idle_before_s"] is None else f" {r['idle_before_s']:.2f}s"
-    line = f"{t} {r['client']} > {r['server']} {r['sender']} {r['cause']} {r['phase']}{idle}"
-    if len(line) > 80:  # long (IPv6) endpoints: drop the server, the report names it
-        line = f"{t} {r['client']} {r['sender']} {r['cause']} {r['phase']}{idle}"
-    return line[:80]

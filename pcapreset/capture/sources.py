@@ -32,9 +32,9 @@ import numpy as np
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
-from .errors import CaptureError
+from ..errors import CaptureError
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled

@@ -28,9 +28,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .advice import advertised_timeout, backend_from_headers
-from .evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
-from .flows import Conn, RstEvent
+from ..interpret.advice import advertised_timeout, backend_from_headers
+from ..interpret.evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
+from ..track.flows import Conn, RstEvent
 from .spill import Spill
 
 

@@ -37,9 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from ..capture.decode import _COLS, AddressBook, Decoder, TcpBatch
+from ..capture.sources import CHUNK, MAX_RECORD
+from ..errors import PcapResetError
+from ..track.flows import FlowTracker, preparse_http
 from . import spill
-from .decode import _COLS, AddressBook, Decoder, TcpBatch
-from .engine import (
+from .run import (
     EngineResult,
     Evictor,
     Progress,
@@ -48,10 +51,7 @@ from .engine import (
     open_readers,
     probe_inputs,
 )
-from .errors import PcapResetError
-from .flows import FlowTracker, preparse_http
 from .shard import shard_of
-from .sources import CHUNK, MAX_RECORD
 
 #: batches in flight; on the 1M bench file 2, 3, 4 and 6 slots ran equally fast
 #: (best of 5: 1.05-1.07 s) at 60, 68, 69-73 and 82 MB peak RSS

@@ -26,12 +26,12 @@ import numpy as np
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
-from .advice import advertised_timeout, backend_from_headers
-from .evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
-from .findings import conn_findings, no_finding
-from .flows import Conn, FlowTracker
+from ..interpret.advice import advertised_timeout, backend_from_headers
+from ..interpret.evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
+from ..interpret.findings import conn_findings, no_finding
+from ..track.flows import Conn, FlowTracker
 from .packed import Packed
 from .spill import Spill
 

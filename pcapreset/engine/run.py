@@ -17,15 +17,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import SUPPORTED_LINKTYPES, AddressBook, Decoder, DecodeStats, TcpBatch, concat
-from .decode import linktype_name as linktype_name
-from .errors import CaptureError
-from .evidence import conn_order
-from .flows import Conn, FlowTracker, RstEvent, conn_keys, freeze_conn
+from ..capture.decode import (
+    SUPPORTED_LINKTYPES,
+    AddressBook,
+    Decoder,
+    DecodeStats,
+    TcpBatch,
+    concat,
+)
+from ..capture.decode import linktype_name as linktype_name
+from ..capture.sources import CaptureReader, FrameBatch, SourceInfo
+from ..errors import CaptureError
+from ..interpret.evidence import conn_order
+from ..track.flows import Conn, FlowTracker, RstEvent, conn_keys, freeze_conn
 from .packed import packable
 from .rollup import Rollup
 from .rollup import split as rollup_split
-from .sources import CaptureReader, FrameBatch, SourceInfo
 
 #: Called as progress(bytes_done, bytes_total, packets_done)
 Progress = Callable[[int, int, int], None]

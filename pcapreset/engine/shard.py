@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..capture.decode import AddressBook, Decoder, TcpBatch
+from ..track.flows import FlowTracker
 from . import spill
-from .decode import AddressBook, Decoder, TcpBatch
-from .engine import (
+from .run import (
     EngineResult,
     Evictor,
     Progress,
@@ -29,7 +30,6 @@ from .engine import (
     open_readers,
     probe_inputs,
 )
-from .flows import FlowTracker
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)

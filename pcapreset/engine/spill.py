@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Iterator
 from typing import IO
 
-from .errors import PcapResetError
+from ..errors import PcapResetError
 
 #: bytes a Spill keeps in memory before it writes them out
 SPILL_AFTER = 1 << 20

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .decode import ACK
-from .flows import Conn, Dir, RstEvent
+from ..capture.decode import ACK
+from ..track.flows import Conn, Dir, RstEvent
 
 if TYPE_CHECKING:
-    from .rollup import Rollup
+    from ..engine.rollup import Rollup
 
 #: initial TTL / hop-limit families of common stacks (Linux/macOS 64, Windows 128,
 #: network gear 255; 32 for a few embedded stacks)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
+from ..track.flows import Conn, Dir
 from .evidence import RACE_SLACK_S, conn_rtt, fin_crossed
-from .flows import Conn, Dir
 
 #: True when this module runs compiled (setup.py; only no_finding is typed)
 COMPILED: bool = cython.compiled

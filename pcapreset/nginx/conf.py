@@ -30,7 +30,7 @@ import textwrap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .errors import PcapResetError
+from ..errors import PcapResetError
 
 UPSTREAM_KEEPALIVE_TIMEOUT_DEFAULT_S = 60.0
 UPSTREAM_KEEPALIVE_TIME_DEFAULT_S = 3600.0

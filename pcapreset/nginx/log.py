@@ -41,11 +41,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import PcapResetError
-from .findings import conn_findings
-from .flows import Conn
-from .nginxconf import normalize_addr
-from .packed import full_conn
+from ..engine.packed import full_conn
+from ..errors import PcapResetError
+from ..interpret.findings import conn_findings
+from ..track.flows import Conn
+from .conf import normalize_addr
 
 WIDTH = 80
 #: how far (s) a wire event may lie outside the logged second and still match

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .api import _paths, analyze
-from .connstate import CONN_STATES, conn_state
-from .decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
-from .engine import decoded_timeline, open_readers
-from .errors import PcapResetError
-from .findings import FINDING_CODES
-from .report import Report, require_all_conns
-from .rules import CAUSES, PHASES, SENDERS
+from ..api import _paths, analyze
+from ..capture.decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
+from ..engine.run import decoded_timeline, open_readers
+from ..errors import PcapResetError
+from ..interpret.findings import FINDING_CODES
+from ..interpret.rules import CAUSES, PHASES, SENDERS
+from ..report.model import Report, require_all_conns
+from ..track.connstate import CONN_STATES, conn_state
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -19,8 +19,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .errors import PcapResetError
-from .rules import CAUSES
+from ..errors import PcapResetError
+from ..interpret.rules import CAUSES
 
 if TYPE_CHECKING:
     from .frames import Analysis

@@ -20,18 +20,19 @@ from typing import TextIO, overload
 
 import numpy as np
 
-from . import __version__, jsonout
-from .advice import (
+from .. import __version__
+from ..capture.decode import linktype_name
+from ..engine.packed import ConnStub, EventStub, Packed
+from ..engine.run import EngineResult
+from ..engine.spill import Spill
+from ..errors import PcapResetError
+from ..interpret.advice import (
     NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
     advertised_timeout,
     backend_from_headers,
     recommend,
 )
-from .connstate import conn_state
-from .decode import linktype_name
-from .engine import EngineResult
-from .errors import PcapResetError
-from .evidence import (
+from ..interpret.evidence import (
     Context,
     Fact,
     Votes,
@@ -41,11 +42,11 @@ from .evidence import (
     rst_facts,
     rtt_of,
 )
-from .findings import conn_findings
-from .flows import Conn, RstEvent
-from .packed import ConnStub, EventStub, Packed
-from .rules import CAUSES, SENDERS, Verdict, classify
-from .spill import Spill
+from ..interpret.findings import conn_findings
+from ..interpret.rules import CAUSES, SENDERS, Verdict, classify
+from ..track.connstate import conn_state
+from ..track.flows import Conn, RstEvent
+from . import jsonout
 
 WIDTH = 80
 

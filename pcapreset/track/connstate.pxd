@@ -4,7 +4,7 @@
 # source whenever flows runs from source).
 import cython
 
-from pcapreset.flows cimport Conn, Dir
+from pcapreset.track.flows cimport Conn, Dir
 
 # module constants as C values
 cdef long long INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from .flows import Conn, Dir

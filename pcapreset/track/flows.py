@@ -33,10 +33,10 @@ import numpy as np
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
+from ..capture.decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 from . import connstate as zeek
-from .decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 from .httphead import HTTP_HEAD_MAX
 from .httphead import parse_headers as _parse_headers
 from .httphead import preparse as preparse_http

@@ -23,10 +23,10 @@ import numpy as np
 try:
     import cython
 except ImportError:  # no Cython installed: plain Python
-    from . import _nocython as cython  # type: ignore[no-redef]
+    from .. import _nocython as cython  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
-    from .decode import TcpBatch
+    from ..capture.decode import TcpBatch
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
