@@ -135,8 +135,7 @@ def main() -> None:
 
 def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
     """--plot / --export: pandas and matplotlib are imported only when asked for."""
-    from .notebook.frames import from_report
-    from .notebook.plots import write_plots
+    from .notebook.frames import from_report, write_plots
 
     a = from_report(rep, list(files), port)
     try:

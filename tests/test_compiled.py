@@ -23,8 +23,8 @@ from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_cap
 from pcapreset import _build
 from pcapreset.capture import decode_kernel, sources
 from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.timeline import decoded_timeline, open_readers
 from pcapreset.engine import rollup
-from pcapreset.engine.run import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret import findings
 from pcapreset.track import connstate, flows, httphead

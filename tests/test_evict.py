@@ -25,6 +25,7 @@ from pcapreset.capture.decode import AddressBook, Decoder
 from pcapreset.capture.sources import CaptureReader
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
+from pcapreset.engine.result import order_conns
 from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret.evidence import Votes, build_context, conn_order, conn_rtt
@@ -190,7 +191,7 @@ def test_rollup_plus_kept_is_the_whole_context(generated):
         kept = [c for c in res.conns if id(c) not in gone]
         rng.shuffle(kept)
         assert _norm(build_context(kept, rollup)) == _norm(want)
-        engine.order_conns(kept, rollup)
+        order_conns(kept, rollup)
         assert [c.id for c in kept] == sorted(ids[id(c)] for c in kept)
         assert all(c.id == ids[id(c)] for c in kept)
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pcapreset.api import analyze
 from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CHUNK
+from pcapreset.capture.timeline import _decoded, merge_by_time, open_readers
 from pcapreset.engine import run as engine
 from pcapreset.errors import PcapResetError
 from pcapreset.track.flows import FlowTracker
@@ -37,12 +38,12 @@ def pipeline(data: bytes, chunk: int = CHUNK) -> int:
     path = _DIR / f"f{os.getpid()}.bin"
     path.write_bytes(data)
     try:
-        readers = engine.open_readers([str(path)])
+        readers = open_readers([str(path)])
         for r in readers:
             r.chunk = chunk
         dec = Decoder()
         ft = FlowTracker(port=3000, server_ports=[3000])
-        for b in engine.merge_by_time([engine._decoded(r, dec) for r in readers]):
+        for b in merge_by_time([_decoded(r, dec) for r in readers]):
             assert len(b.ts) == len(b.src) == len(b.plen)
             assert (b.pcap >= 0).all() and (b.pcap <= b.plen).all()
             assert (b.optlen >= 0).all() and (b.optlen <= 40).all()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pcapreset import _build
 from pcapreset.capture.decode import _COLS, AddressBook, Decoder, TcpBatch
-from pcapreset.engine.run import decoded_timeline, open_readers
+from pcapreset.capture.timeline import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
 from pcapreset.track import httphead
 

@@ -21,9 +21,10 @@ import pytest
 from conftest import CORPUS, same_report, sample_captures, stream_live_batches
 
 from pcapreset import analyze
+from pcapreset.engine import evictor, spill
 from pcapreset.engine import run as engine
-from pcapreset.engine import spill
 from pcapreset.engine.packed import ConnStub, Packed, full_conn, packable, unpack
+from pcapreset.engine.result import order_conns
 from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret.evidence import build_context, conn_rtt, rst_facts
@@ -38,7 +39,7 @@ CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir(
 
 @pytest.fixture
 def pack_all(monkeypatch):
-    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    monkeypatch.setattr(evictor, "PACK_AFTER", 0)
     monkeypatch.setattr(spill, "SPILL_AFTER", 0)
 
 
@@ -73,7 +74,7 @@ def _all_packed(path):
         freeze_conn(c, shared)
     rollup.packed.add(packing)
     gone = {id(c) for c in packing}
-    res.conns = engine.order_conns([c for c in res.conns if id(c) not in gone], rollup)
+    res.conns = order_conns([c for c in res.conns if id(c) not in gone], rollup)
     res.rollup = rollup
     return build(res), want, len(packing)
 
@@ -127,12 +128,12 @@ def test_packing_threshold(generated, full, monkeypatch):
     """Below PACK_AFTER nothing is packed; above it, the oldest beyond the
     first PACK_AFTER are: the same ones, in the same order, as the first
     of those packed with a threshold of 0, and the report is the same."""
-    monkeypatch.setattr(engine, "PACK_AFTER", 10_000)
+    monkeypatch.setattr(evictor, "PACK_AFTER", 10_000)
     assert _packed(analyze(generated, evict=True)) == 0
-    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    monkeypatch.setattr(evictor, "PACK_AFTER", 0)
     every = list(analyze(generated, evict=True).result.rollup.packed.ids)
     for after in (5, 17):
-        monkeypatch.setattr(engine, "PACK_AFTER", after)
+        monkeypatch.setattr(evictor, "PACK_AFTER", after)
         ev = analyze(generated, evict=True)
         assert len(every) > after and _packed(ev) == len(every) - after
         assert list(ev.result.rollup.packed.ids) == every[: len(every) - after]

@@ -10,13 +10,14 @@ from conftest import bench_capture
 
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
+from pcapreset.engine.result import EngineResult
 from pcapreset.errors import CaptureError
 from pcapreset.report.model import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _json(res: engine.EngineResult) -> str:
+def _json(res: EngineResult) -> str:
     j = build(res).to_json()
     j.pop("tool", None)
     return json.dumps(j, sort_keys=True)

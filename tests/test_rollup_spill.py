@@ -23,7 +23,7 @@ import pytest
 from conftest import CORPUS, rollup_fields, same_report, sample_captures
 
 from pcapreset import _build, analyze
-from pcapreset.engine import rollup, spill
+from pcapreset.engine import evictor, rollup, spill
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.errors import PcapResetError
@@ -97,7 +97,7 @@ def normal(generated):
 @pytest.mark.parametrize("pack_after", [None, 0])
 def test_generated_capture_one_process(generated, normal, tiny_blocks, pack_after, monkeypatch):
     if pack_after is not None:
-        monkeypatch.setattr(engine, "PACK_AFTER", pack_after)
+        monkeypatch.setattr(evictor, "PACK_AFTER", pack_after)
     rep = analyze(generated, evict=True)
     r = rep.result.rollup
     assert r is not None and r.count == normal.result.rollup.count
@@ -119,7 +119,7 @@ def test_generated_capture_pipelined(generated, normal, tiny_blocks, monkeypatch
     res = run_pipelined([str(generated)], None, evict=True)
     assert res.rollup is not None and res.rollup._blocks.spilled > 0
     same_report(build(res), normal)
-    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    monkeypatch.setattr(evictor, "PACK_AFTER", 0)
     res = run_pipelined([str(generated)], None, evict=True)
     assert res.rollup is not None and len(res.rollup.packed) > 0
     same_report(build(res), normal)

@@ -14,6 +14,7 @@ from pcapreset.capture.decode import AddressBook, Decoder
 from pcapreset.capture.sources import CaptureReader
 from pcapreset.engine import run as engine
 from pcapreset.engine.shard import shard_of
+from pcapreset.errors import CaptureError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -72,7 +73,7 @@ def test_shard_is_symmetric(generated):
 def test_bad_input_fails_fast_with_jobs(tmp_path):
     bad = tmp_path / "x.pcap"
     bad.write_bytes(b"hello world, not a capture")
-    with pytest.raises(engine.CaptureError):
+    with pytest.raises(CaptureError):
         engine.run([str(bad)], jobs=2)
 
 

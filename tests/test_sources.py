@@ -29,6 +29,7 @@ from conftest import (
 
 from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CHUNK, CaptureReader
+from pcapreset.capture.timeline import _decoded, merge_by_time
 from pcapreset.engine import run as engine
 from pcapreset.errors import CaptureError, PcapResetError
 from pcapreset.track.flows import FlowTracker
@@ -375,9 +376,9 @@ def test_merge_overlapping_files_into_one_timeline(tmp_path):
     b = http_conn(cport=40002, t0=T0 + 0.0005)  # interleaves with a
     fa, fb = _tcp_pcap(tmp_path / "a.pcap", a), _tcp_pcap(tmp_path / "b.pcap", b)
     dec = Decoder()
-    streams = [engine._decoded(CaptureReader(f, file_index=i, chunk=64), dec) for i, f in
+    streams = [_decoded(CaptureReader(f, file_index=i, chunk=64), dec) for i, f in
                enumerate((fa, fb))]  # fmt: skip
-    merged = list(engine.merge_by_time(streams))
+    merged = list(merge_by_time(streams))
     ts = np.concatenate([m.ts for m in merged])
     assert len(ts) == len(a) + len(b)
     assert (np.diff(ts) >= 0).all()
@@ -410,7 +411,7 @@ def test_merge_streams_is_time_ordered_within_overlap():
 
     s1 = iter([batch([1, 3, 5]), batch([7, 9])])
     s2 = iter([batch([2, 4]), batch([6, 8, 10])])
-    out = np.concatenate([b.ts for b in engine.merge_by_time([s1, s2])])
+    out = np.concatenate([b.ts for b in merge_by_time([s1, s2])])
     assert out.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapreset.engine import spill
+from pcapreset.engine import evictor, spill
 from pcapreset.engine.spill import Spill
 
 items_st = st.lists(st.binary(max_size=300), max_size=60)
@@ -96,7 +96,7 @@ def test_pipelined_and_sharded_runs_send_spills_by_place(generated, monkeypatch)
 
     monkeypatch.setattr(pl, "CHILD_BUCKETS", 48)  # (the child sends its state)
     monkeypatch.setattr(spill, "SPILL_AFTER", 0)
-    monkeypatch.setattr(engine, "PACK_AFTER", 0)
+    monkeypatch.setattr(evictor, "PACK_AFTER", 0)
     kinds: list[str] = []  # of the states that carried items
     setstate = Spill.__setstate__
 

@@ -39,18 +39,12 @@ import numpy as np
 
 from ..capture.decode import _COLS, AddressBook, Decoder, TcpBatch
 from ..capture.sources import CHUNK, MAX_RECORD
+from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from ..errors import PcapResetError
 from ..track.flows import FlowTracker, preparse_http
 from . import spill
-from .run import (
-    EngineResult,
-    Evictor,
-    Progress,
-    assemble,
-    decoded_timeline,
-    open_readers,
-    probe_inputs,
-)
+from .evictor import Evictor
+from .result import EngineResult, Progress, assemble
 from .shard import shard_of
 
 #: batches in flight; on the 1M bench file 2, 3, 4 and 6 slots ran equally fast

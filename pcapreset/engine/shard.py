@@ -19,17 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..capture.decode import AddressBook, Decoder, TcpBatch
+from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from ..track.flows import FlowTracker
 from . import spill
-from .run import (
-    EngineResult,
-    Evictor,
-    Progress,
-    assemble,
-    decoded_timeline,
-    open_readers,
-    probe_inputs,
-)
+from .evictor import Evictor
+from .result import EngineResult, Progress, assemble
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)

@@ -32,15 +32,12 @@ import bisect
 from array import array
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ..capture.decode import ACK
 from ..track.flows import Conn, Dir, RstEvent
-
-if TYPE_CHECKING:
-    from ..engine.rollup import Rollup
 
 #: initial TTL / hop-limit families of common stacks (Linux/macOS 64, Windows 128,
 #: network gear 255; 32 for a few embedded stacks)
@@ -216,7 +213,7 @@ def host_hop_votes(c: Conn, votes: dict[int, Votes]) -> None:
             v.add(hops(max(d.ttls, key=d.ttls.__getitem__)), (c.start, c.client, c.server, side))
 
 
-def infer_vantage(conns: list[Conn], rollup: Rollup | None = None) -> Vantage:
+def infer_vantage(conns: list[Conn], rollup: Summarised | None = None) -> Vantage:
     """Majority over connections of (hops from client, hops from server).
 
     A packet that left a local stack carries its initial TTL (0 hops); one that
@@ -341,7 +338,7 @@ def _idle_close_gap(c: Conn, rtt_s: float) -> float | None:
     return fin - max(done)
 
 
-def _host_hops(conns: list[Conn], rollup: Rollup | None = None) -> dict[int, int]:
+def _host_hops(conns: list[Conn], rollup: Summarised | None = None) -> dict[int, int]:
     """Host (addr id) -> the hop count most of its flows' packets arrive with."""
     votes: dict[int, Votes] = {}
     if rollup is not None:
@@ -452,7 +449,43 @@ class ContextSamples:
             self.first_idle(srv, key)
 
 
-def build_context(conns: list[Conn], rollup: Rollup | None = None) -> Context:
+class PackedSamples(Protocol):
+    """What :func:`build_context` reads of connections kept in packed form:
+    their round-trip times and their :class:`ContextSamples`, per server."""
+
+    rtts: dict[int, array]
+    samples: ContextSamples
+
+    def __len__(self) -> int: ...
+
+
+class Summarised(Protocol):
+    """What the per-capture context reads of the connections no longer held
+    one by one (the engine's rollup fills it as the capture is read): their
+    votes, their samples per server endpoint (fresh containers at each
+    read: the context extends them), and those packed."""
+
+    @property
+    def pairs(self) -> Votes: ...
+    @property
+    def conly(self) -> Votes: ...
+    @property
+    def sonly(self) -> Votes: ...
+    @property
+    def host_hops(self) -> dict[int, Votes]: ...
+    @property
+    def rtts(self) -> dict[int, array]: ...
+    @property
+    def syn_times(self) -> dict[int, array]: ...
+    @property
+    def idle_gaps(self) -> dict[int, array]: ...
+    @property
+    def idle_first(self) -> dict[int, tuple[float, int, int]]: ...
+    @property
+    def packed(self) -> PackedSamples: ...
+
+
+def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Context:
     """The per-capture context over ``conns`` plus, with ``rollup``, the
     connections already summarised there (the same context as over all of them)."""
     ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..api import _paths, analyze
 from ..capture.decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
-from ..engine.run import decoded_timeline, open_readers
+from ..capture.timeline import decoded_timeline, open_readers
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
@@ -451,3 +451,32 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
     except OSError as e:
         raise PcapResetError(f"cannot write to {d}: {e.strerror or e}") from None
     return written
+
+
+# ----------------------------------------------------------------- files
+PLOT_FILES = ("resets_over_time.png", "idle_before.png", "time_sequence_conn{conn}.png")
+
+
+def write_plots(
+    a: Analysis, directory: str | os.PathLike, conn_ids: Sequence[int] | None = None
+) -> list[Path]:
+    """Write the three plots as PNGs into ``directory``; returns the paths.
+
+    The time-sequence graph is drawn for ``conn_ids`` (default: the
+    connection of the first reset, else the busiest one).
+    """
+    d = Path(directory)
+    if conn_ids is None:
+        first = a.default_conn_id()
+        conn_ids = [] if first is None else [first]
+    figs = [(PLOT_FILES[0], a.plot_resets_over_time()), (PLOT_FILES[1], a.plot_idle_histogram())]
+    figs += [(PLOT_FILES[2].format(conn=c), a.plot_time_sequence(c)) for c in conn_ids]
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name, fig in figs:
+            fig.savefig(d / name)
+            out.append(d / name)
+    except OSError as e:
+        raise PcapResetError(f"cannot write plots to {d}: {e.strerror or e}") from None
+    return out

@@ -8,22 +8,13 @@ Figure shows inline (``%matplotlib inline``).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..errors import PcapResetError
 from ..interpret.rules import CAUSES
-
-if TYPE_CHECKING:
-    from .frames import Analysis
 
 #: one fixed colour per cause code, so every plot (and every capture) agrees
 CAUSE_COLORS = {
@@ -258,32 +249,3 @@ def _label_resets(ax, packets: pd.DataFrame, rst: np.ndarray, resets: pd.DataFra
             fontsize="small",
             color="#d62728",
         )
-
-
-# ----------------------------------------------------------------- files
-PLOT_FILES = ("resets_over_time.png", "idle_before.png", "time_sequence_conn{conn}.png")
-
-
-def write_plots(
-    a: Analysis, directory: str | os.PathLike, conn_ids: Sequence[int] | None = None
-) -> list[Path]:
-    """Write the three plots as PNGs into ``directory``; returns the paths.
-
-    The time-sequence graph is drawn for ``conn_ids`` (default: the
-    connection of the first reset, else the busiest one).
-    """
-    d = Path(directory)
-    if conn_ids is None:
-        first = a.default_conn_id()
-        conn_ids = [] if first is None else [first]
-    figs = [(PLOT_FILES[0], a.plot_resets_over_time()), (PLOT_FILES[1], a.plot_idle_histogram())]
-    figs += [(PLOT_FILES[2].format(conn=c), a.plot_time_sequence(c)) for c in conn_ids]
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        out = []
-        for name, fig in figs:
-            fig.savefig(d / name)
-            out.append(d / name)
-    except OSError as e:
-        raise PcapResetError(f"cannot write plots to {d}: {e.strerror or e}") from None
-    return out

@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from ..capture.decode import linktype_name
 from ..engine.packed import ConnStub, EventStub, Packed
-from ..engine.run import EngineResult
+from ..engine.result import EngineResult
 from ..engine.spill import Spill
 from ..errors import PcapResetError
 from ..interpret.advice import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..engine.run import EngineResult
+from ..engine.result import EngineResult
 from ..interpret.evidence import build_context, rst_facts
 from ..interpret.rules import classify
 from .model import Records, Report, ResetRecord

@@ -1,0 +1,162 @@
+"""result: what a run over a capture gives the report, and its assembly.
+
+:class:`EngineResult` holds the sources, the decoder's counts, the
+connections kept (and, with eviction, the rollup of the others); the reader's
+and decoder's warnings, each with its count.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ..capture.decode import AddressBook, DecodeStats, linktype_name
+from ..capture.sources import SourceInfo
+from ..errors import CaptureError
+from ..interpret.evidence import conn_order
+from ..track.flows import Conn
+from .rollup import Rollup
+
+#: Called as progress(bytes_done, bytes_total, packets_done)
+Progress = Callable[[int, int, int], None]
+
+
+@dataclass
+class EngineResult:
+    sources: list[SourceInfo]
+    decode: DecodeStats
+    conns: list[Conn]
+    book: AddressBook
+    port: int | None
+    packets: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    warnings: list[dict] = field(default_factory=list)
+    live: dict | None = None  # kernel drop counts etc. for live captures
+    #: connections summarised and dropped during the run (run(..., evict=True));
+    #: ``conns`` then holds only the others, with the ids they have among all
+    rollup: Rollup | None = None
+
+    def endpoint(self, key: int) -> str:
+        return self.book.endpoint(key)
+
+    def each_conn(self) -> Iterator[tuple[Conn, int | None]]:
+        """Every connection kept for the report, in report order, with where
+        it is packed: those kept whole (``conns``, None) and the packed ones
+        (:mod:`pcapreset.packed`, their index), unpacked one at a time."""
+        packed = self.rollup.packed if self.rollup is not None else None
+        whole = ((c, None) for c in self.conns)
+        if not packed:
+            return whole
+        return heapq.merge(whole, packed.conns(), key=_pair_order)
+
+
+def _pair_order(pair: tuple[Conn, int | None]) -> tuple[float, int, int]:
+    return conn_order(pair[0])
+
+
+def order_conns(conns: list[Conn], rollup: Rollup | None = None) -> list[Conn]:
+    """Deterministic order and ids: by start time, then endpoints.
+
+    With ``rollup``, the ids are the ranks among all connections, the evicted
+    ones included: what they would be without eviction.
+    """
+    conns.sort(key=conn_order)
+    if rollup is None or not (rollup.count or rollup.packed):
+        for i, c in enumerate(conns):
+            c.id = i
+    else:
+        for c, rank in zip(conns, rollup.ranks(conns), strict=True):
+            c.id = rank
+    return conns
+
+
+def assemble(
+    conns: list[Conn],
+    st: DecodeStats,
+    book: AddressBook,
+    infos: list[SourceInfo],
+    port: int | None,
+    rollup: Rollup | None = None,
+) -> EngineResult:
+    conns = order_conns(conns, rollup)
+    res = EngineResult(
+        sources=infos,
+        decode=st,
+        conns=conns,
+        book=book,
+        port=port,
+        packets=st.frames,
+        rollup=rollup,
+    )
+    firsts = [i.first_ts for i in infos if i.first_ts is not None]
+    lasts = [i.last_ts for i in infos if i.last_ts is not None]
+    res.first_ts = min(firsts) if firsts else None
+    res.last_ts = max(lasts) if lasts else None
+    res.warnings = collect_warnings(infos, st)
+    if st.frames == 0 and all(not i.warnings for i in infos):
+        pass  # an empty but valid capture: the report says "0 packets"
+    unsupported_only = st.frames > 0 and sum(st.unsupported.values()) == st.frames
+    if unsupported_only:
+        lts = ", ".join(linktype_name(lt) for lt in sorted(st.unsupported))
+        raise CaptureError(
+            f"no packet could be decoded: unsupported link type {lts}; pcapreset reads "
+            "Ethernet, Linux cooked (SLL/SLL2), raw IP and BSD loopback"
+        )
+    return res
+
+
+def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
+    """Reader and decoder warnings, each with a count.
+
+    Packet accounting (checked on every corpus file by tests/test_corpus.py)::
+
+        capture.packets == tcp_packets + other_packets
+                           + undecodable + unsupported_linktype + ip_fragments
+
+    ``capture.packets`` is what reached the decoder. Records the reader drops
+    before that (pcapng ``undefined_interface``, ``damaged_blocks``) and skipped
+    bytes (``damaged_bytes``, ``truncated_record``) have warnings of their own.
+    """
+    out: list[dict] = []
+    multi = len(infos) > 1
+    for info in infos:
+        for kind, (count, msg) in info.warnings.items():
+            prefix = f"{os.path.basename(info.path)}: " if multi else ""
+            out.append({"kind": kind, "count": int(count), "message": f"{prefix}{count} {msg}"})
+    for reason, count in sorted(st.undecodable.items()):
+        out.append(
+            {
+                "kind": "undecodable",
+                "count": count,
+                "message": f"{count} packets skipped, undecodable: {reason}",
+            }
+        )
+    for lt, count in sorted(st.unsupported.items()):
+        out.append(
+            {
+                "kind": "unsupported_linktype",
+                "count": count,
+                "message": f"{count} packets on unsupported link type {linktype_name(lt)} skipped",
+            }
+        )
+    if st.ip_fragments:
+        out.append(
+            {
+                "kind": "ip_fragments",
+                "count": st.ip_fragments,
+                "message": f"{st.ip_fragments} non-first IP fragments counted, not reassembled",
+            }
+        )
+    if st.snap_truncated:
+        out.append(
+            {
+                "kind": "snaplen_truncated",
+                "count": st.snap_truncated,
+                "message": f"{st.snap_truncated} TCP packets cut by the snaplen "
+                "(headers kept, payload partly missing; still analysed)",
+            }
+        )
+    return out
