@@ -41,6 +41,16 @@ settings.load_profile(
 )
 
 
+#: Lab scenarios in sample_pcaps/ whose labels (written by the lab from its own logs) today's
+#: classifier does not meet yet: the classifier's to-do list from the recorded production
+#: conditions.  tests/test_golden.py scores them apart and expects them NOT ok (strict
+#: xfail): once the classifier gets one right, its name must leave this set.
+LAB_PENDING: frozenset[str] = frozenset()
+#: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
+#: (tests/test_nginxlog.py, strict xfail likewise).
+LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset()
+
+
 def sample_captures() -> list[Path]:
     return sorted(SAMPLES.glob("*/*.pcap"))
 

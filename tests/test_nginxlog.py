@@ -14,7 +14,7 @@ import json
 import jsonschema
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLES
+from conftest import LAB_PENDING_NGINX_LOG, SAMPLES
 
 from pcapreset import api
 from pcapreset.cli import main
@@ -236,9 +236,10 @@ def test_compat_table_covers_every_failure_kind_with_a_wire_signature() -> None:
 
 
 # ----------------------------------------------------- real lab captures
-def _scenarios() -> list[tuple[str, str]]:
+def _scenarios() -> list:
+    pending = pytest.mark.xfail(strict=True, reason="nginx-log correlation to-do (issue 17)")
     return [
-        (d.name, cap)
+        pytest.param(d.name, cap, marks=[pending] if d.name in LAB_PENDING_NGINX_LOG else [])
         for d in sorted(SAMPLES.iterdir())
         if (d / "error.log").exists() and (d / "labels.json").exists()
         for cap in ("backend.pcap", "nginx.pcap")

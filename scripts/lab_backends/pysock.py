@@ -12,7 +12,11 @@ Paths:
   /unread      respond without reading the request body, wait, close (RST: unread bytes)
   /slow?d=S    sleep S seconds before responding
   /big?n=N     respond with an N-byte body
-  /close       respond with "Connection: close" and close normally (FIN)
+  /close       respond with "Connection: close" and close normally (FIN; with TLS:
+               close_notify first)
+
+--tls-cert/--tls-key serve HTTPS (Python's ssl); an idle close is then a plain close()
+without close_notify, as many servers do.
 """
 
 import argparse
@@ -20,6 +24,7 @@ import fcntl
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import termios
@@ -29,6 +34,7 @@ import urllib.parse
 
 LOCK = threading.Lock()
 LOG = sys.stdout
+TLS = None  # ssl.SSLContext with --tls-cert/--tls-key
 
 
 def log(event, **kw):
@@ -66,10 +72,28 @@ def read_headers(sock, bytewise):
     return head.decode("latin-1"), rest
 
 
+def send_close_notify(conn):
+    """Send TLS close_notify without waiting for the peer's (as Go's tls.Conn.Close and
+    many servers do): one non-blocking SSL_shutdown; the wait for the reply fails."""
+    try:
+        conn.setblocking(False)
+        conn.unwrap()
+    except (ssl.SSLError, OSError, ValueError):
+        pass
+
+
 def handle(conn, addr, args):
     peer = peer_str(addr)
     log("accept", peer=peer)
     conn.settimeout(args.idle_timeout)
+    if TLS is not None:
+        try:
+            conn = TLS.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError) as e:
+            log("tls_handshake_failed", peer=peer, error=str(e))
+            conn.close()
+            return
+        log("tls_established", peer=peer, version=conn.version())
     requests = 0
     buf = b""
     try:
@@ -86,7 +110,8 @@ def handle(conn, addr, args):
                         head, rest = (None, b"") if more_head is None else (more_head, rest2)
                 else:
                     # peek first request line to decide whether to read bytewise
-                    first = conn.recv(64, socket.MSG_PEEK)
+                    # (TLS: no MSG_PEEK on an SSL socket; bodies are read unless --lazy-body)
+                    first = conn.recv(64, socket.MSG_PEEK) if TLS is None else b"GET"
                     if not first:
                         log("peer_closed", peer=peer, requests=requests)
                         conn.close()
@@ -96,8 +121,9 @@ def handle(conn, addr, args):
                     head, rest = read_headers(conn, bytewise)
             except TimeoutError:
                 log("closed idle", peer=peer, idle_s=round(time.time() - t_idle, 3),
-                    idle_timeout_s=args.idle_timeout, requests=requests)
-                conn.close()
+                    idle_timeout_s=args.idle_timeout, requests=requests,
+                    **({"tls_close_notify": False} if TLS is not None else {}))
+                conn.close()  # TLS: a plain close, no close_notify (no unwrap())
                 return
             if head is None:
                 log("peer_closed", peer=peer, requests=requests)
@@ -159,8 +185,12 @@ def handle(conn, addr, args):
                 log("closed with unread bytes", peer=peer, unread=n_unread, requests=requests)
                 return
             if close_hdr:
+                how = "FIN after Connection: close"
+                if TLS is not None:
+                    send_close_notify(conn)
+                    how = "close_notify, then FIN (not waiting for the peer's close_notify)"
                 conn.close()
-                log("closed", peer=peer, how="FIN after Connection: close", requests=requests)
+                log("closed", peer=peer, how=how, requests=requests)
                 return
     except OSError as e:
         log("socket_error", peer=peer, error=str(e))
@@ -187,7 +217,13 @@ def main():
                     help="never read request bodies (they stay unread in the kernel)")
     ap.add_argument("--unread-wait", type=float, default=0.3)
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="... and this key (PEM)")
     args = ap.parse_args()
+    if args.tls_cert:
+        global TLS
+        TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        TLS.load_cert_chain(args.tls_cert, args.tls_key)
     fam = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     ls = socket.socket(fam, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
