@@ -51,6 +51,7 @@ LAB_PENDING: frozenset[str] = frozenset(
         "probe_healthcheck",
         "tls_after_close_go",
         "tls_upstream",
+        "vxlan_mirror",
     }
 )
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
