@@ -534,9 +534,15 @@ def connections(pkts: list[Pkt]) -> list[Conn]:
         c = open_by_key.get(key)
         is_syn = p.flags & F_SYN and not p.flags & F_ACK
         if c is not None and is_syn:
-            # a new SYN after the old connection saw a SYN-ACK, FIN or RST = new connection
-            if any(q.flags & (F_RST | F_FIN) or (q.flags & F_SYN and q.flags & F_ACK)
-                   for q in c.pkts):
+            # a new SYN after the old connection saw a SYN-ACK, FIN or RST = new connection,
+            # unless it repeats the first SYN's sequence number (a retransmitted SYN: its
+            # SYN-ACK was lost on a lossy path)
+            first_syn = next((q for q in c.pkts if q.flags & F_SYN and not q.flags & F_ACK),
+                             None)
+            retransmitted = first_syn is not None and first_syn.seq == p.seq
+            if not retransmitted and any(
+                    q.flags & (F_RST | F_FIN) or (q.flags & F_SYN and q.flags & F_ACK)
+                    for q in c.pkts):
                 c = None
         if c is None:
             c = Conn(client, server)
@@ -701,6 +707,7 @@ class Ctx:
     probes: list = field(default_factory=list)     # health checker log records
     restarts: list = field(default_factory=list)   # backend stop/recycle times (lab + logs)
     start_captures: object = None                  # late_capture scenarios start them
+    drops: list = field(default_factory=list)      # packets the lossy router dropped
 
 
 def classify(f: dict, vantage: str, ctx: Ctx) -> dict | None:
@@ -787,8 +794,16 @@ def classify(f: dict, vantage: str, ctx: Ctx) -> dict | None:
         return {"cause": "after_close", "sender": "server",
                 "source": f"{why}; after the server's last data the client sent only "
                           f"{after or 'no data'} (no new request); {wire} answers it"}
-    if r["server_fin_before"]:
+    idle_logged = [e for e in ev if e["event"] == "closed idle" and e["ts"] <= r["ts"]]
+    if r["server_fin_before"] or (r["dir"] == "s2c" and idle_logged):
+        # (the FIN itself may be missing here: dropped on a lossy path before this vantage
+        # point; the backend's log still says it closed the idle connection)
         idle = [e for e in ev if e["event"] in ("closed idle", "connection lost")]
+        lost = [d for d in ctx.drops if d["src"] == f["server"] and d["dst"] == f["client"]
+                and d["flags"] & F_FIN]
+        if lost and not r["server_fin_before"]:
+            wire += (f"; the server's FIN was dropped by the router at {lost[0]['ts']:.6f} "
+                     f"(drops.log), so this vantage point never saw it")
         src = (f"backend log: {idle[0]['event']} for {f['client']} at {idle[0]['ts']:.6f}"
                + (f" after {idle[0].get('idle_s')} s idle" if idle[0].get("idle_s") else "")
                if idle else f"{ctx.backend} keeps no per-connection log; wire: server FIN "
@@ -1540,7 +1555,11 @@ def readme(name: str, spec: dict, labels: dict) -> str:
         f"IPv{labels['ip_version']}; backend.pcap = `tcpdump -i any -s 256 port 3000` in the "
         f"backend namespace (link type {caps['backend.pcap']['linktype']}), nginx.pcap = "
         f"`tcpdump -i n1 -s 256 port 3000` on nginx's upstream veth (link type "
-        f"{caps['nginx.pcap']['linktype']}). What happened: "
+        f"{caps['nginx.pcap']['linktype']})"
+        + "".join(f"; {cn} = {c['vantage']} capture on {c['interface']} (link type "
+                  f"{c['linktype']})" for cn, c in caps.items()
+                  if cn not in ("backend.pcap", "nginx.pcap"))
+        + ". What happened: "
         f"{caps['backend.pcap']['rst_packets']} RST packets in backend.pcap, "
         f"{caps['nginx.pcap']['rst_packets']} in nginx.pcap. {labels['notes']} "
         f"Logs: error.log/access.log (nginx), backend.log, client.log, labels.json "
