@@ -12,8 +12,8 @@ Paths:
   /unread      respond without reading the request body, wait, close (RST: unread bytes)
   /slow?d=S    sleep S seconds before responding
   /big?n=N     respond with an N-byte body
-  /close       respond with "Connection: close" and close normally (FIN; with TLS:
-               close_notify first)
+  /close       respond with "Connection: close", wait --close-delay, close normally (FIN;
+               with TLS and --tls-close-notify: close_notify first)
 
 --tls-cert/--tls-key serve HTTPS (Python's ssl); an idle close is then a plain close()
 without close_notify, as many servers do.
@@ -186,9 +186,13 @@ def handle(conn, addr, args):
                 return
             if close_hdr:
                 how = "FIN after Connection: close"
-                if TLS is not None:
+                if args.close_delay:
+                    time.sleep(args.close_delay)
+                if TLS is not None and args.tls_close_notify:
                     send_close_notify(conn)
                     how = "close_notify, then FIN (not waiting for the peer's close_notify)"
+                elif TLS is not None:
+                    how = "FIN after Connection: close, no close_notify"
                 conn.close()
                 log("closed", peer=peer, how=how, requests=requests)
                 return
@@ -219,6 +223,10 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=120.0)
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     ap.add_argument("--tls-key", help="... and this key (PEM)")
+    ap.add_argument("--tls-close-notify", action="store_true",
+                    help="/close: send close_notify before closing")
+    ap.add_argument("--close-delay", type=float, default=0.0,
+                    help="/close: wait this long after the response before closing")
     args = ap.parse_args()
     if args.tls_cert:
         global TLS
