@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def sc_tls(lab, ctx, ipv6: bool):
     lab.netem(delay_ms)
     cert, key = tls_cert(lab)
     L.start_backend(lab, "pysock", ipv6, ["--idle-timeout", f"{T:g}", "--tls-cert", str(cert),
-                                          "--tls-key", str(key)])
+                                          "--tls-key", str(key), "--close-delay", "0.03"])
     d = delay_ms / 1000
     g = [T - 1.0, T - d, T - d - 0.03, T + 0.6, T - 0.5, T - d + 0.02, T + 1.0, T - d - 0.01]
     lab.event("plan", gaps_s=[round(x, 3) for x in g], race_window_s=[round(T - 2 * d, 3), T])
@@ -223,25 +224,31 @@ def sc_restart(lab, ctx, ipv6: bool):
     time.sleep(0.5)
 
 
-def sc_recycle(lab, ctx, ipv6: bool):
-    """gunicorn gthread with --max-requests 40 (keepalive 30 s): the worker is recycled
-    under keep-alive load and its idle connections close with it."""
-    lab.netem(50)
-    glog = lab.workdir / "gunicorn_hooks.log"
-    py = L.python_exe()
-    gbin = str(Path(py).parent / "gunicorn")
-    host = "[::]" if ipv6 else "0.0.0.0"
-    env_cmd = ["env", f"PRL_GUNICORN_LOG={glog}", "PRL_MAX_REQUESTS=40"]
-    p = lab.spawn("be", "backend-gunicorn", [*env_cmd, gbin, "-c",
-                                             str(BACKENDS / "gunicorn_recycle.py"), "--chdir",
-                                             str(BACKENDS), "-b", f"{host}:{PORT}",
-                                             "--log-level", "debug", "gunicorn_app:app"],
-                  stdout=lab.workdir / "backend.log")
-    lab.wait_listen("be", PORT)
-    lab.event("backend_started", kind="gunicorn", pid=p.pid, max_requests=40)
-    time.sleep(0.5)
-    L.run_client(lab, _load_steps(2.5, every=0.05, n=2), ipv6)
-    time.sleep(0.5)
+def sc_recycle(max_requests: int = 40, every: float = 0.05, n: int = 2, seconds: float = 2.5,
+               worker_class: str = "gthread", app: str = "gunicorn_app:app"):
+    def run_it(lab, ctx, ipv6: bool):
+        """gunicorn gthread with --max-requests (keepalive 30 s): the worker is recycled
+        under keep-alive load and its idle connections close with it."""
+        lab.netem(50)
+        glog = lab.workdir / "gunicorn_hooks.log"
+        py = L.python_exe()
+        gbin = str(Path(py).parent / "gunicorn")
+        host = "[::]" if ipv6 else "0.0.0.0"
+        env_cmd = ["env", f"PRL_GUNICORN_LOG={glog}", f"PRL_MAX_REQUESTS={max_requests}",
+                   f"PRL_WORKER_CLASS={worker_class}"]
+        p = lab.spawn("be", "backend-gunicorn", [*env_cmd, gbin, "-c",
+                                                 str(BACKENDS / "gunicorn_recycle.py"),
+                                                 "--chdir", str(BACKENDS), "-b",
+                                                 f"{host}:{PORT}", "--log-level", "debug",
+                                                 app],
+                      stdout=lab.workdir / "backend.log")
+        lab.wait_listen("be", PORT)
+        lab.event("backend_started", kind="gunicorn", pid=p.pid, max_requests=max_requests,
+                  worker_class=worker_class)
+        time.sleep(0.5)
+        L.run_client(lab, _load_steps(seconds, every=every, n=n), ipv6)
+        time.sleep(0.5)
+    return run_it
 
 
 def sc_late_capture(lab, ctx, ipv6: bool):
@@ -396,14 +403,23 @@ def after_lossy(work: Path, ctx) -> None:
 
 
 def after_recycle(work: Path, ctx) -> None:
+    """Restart windows from the gunicorn hooks' worker_exit times, with gunicorn's own log
+    line saying why (its times are to the second only)."""
     ev = L.read_jsonl(work / "gunicorn_hooks.log")
     ctx.backend_events = ev
+    why: dict[str, str] = {}
+    rx = re.compile(r"^\[[^]]+\] \[(\d+)\] \[INFO\] (Maximum request limit.*|Autorestarting.*)$")
+    for line in (work / "backend.log").read_text(errors="replace").splitlines():
+        m = rx.match(line)
+        if m:
+            why[m.group(1)] = m.group(2)
     for e in ev:
-        if e["event"] == "worker_exit" and e.get("note"):  # not the lab's final stop
-            ctx.restarts.append({"ts": e["ts"], "window_s": 1.0,
-                                 "source": f"gunicorn worker_exit hook: worker {e['worker_pid']}"
-                                           f" exited after {e['requests']} requests "
-                                           f"(--max-requests recycling)"})
+        if e["event"] == "worker_exit":  # (the lab's final stop is after the captures)
+            reason = why.get(str(e["worker_pid"]), "no recycling line in its log")
+            ctx.restarts.append({"ts": e["ts"], "window_s": 1.0, "before_s": 1.0,
+                                 "source": f"gunicorn worker_exit hook: worker "
+                                           f"{e['worker_pid']} exited (gunicorn log: "
+                                           f"'{reason}')"})
 
 
 def after_apache(work: Path, ctx) -> None:
@@ -452,7 +468,7 @@ PRODUCTION: dict[str, dict] = {
                     "SIGTERM (graceful http.Server.Shutdown), down 0.5 s, started again; "
                     "50 ms one-way delay"),
     "backend_recycle_gunicorn": dict(
-        run=sc_recycle, backend="gunicorn", idle_timeout=30.0, after_run=after_recycle,
+        run=sc_recycle(), backend="gunicorn", idle_timeout=30.0, after_run=after_recycle,
         more_backend_logs=[], more_files=["gunicorn_hooks.log"],
         description="gunicorn 27 gthread, keepalive 30 s, --max-requests 40: the worker is "
                     "recycled under keep-alive load (2 concurrent requests every 0.05 s); "
@@ -498,4 +514,18 @@ PRODUCTION: dict[str, dict] = {
                     "frames) to a mirror target: mirror.pcap is what a traffic-mirroring "
                     "target receives"),
 }
+PRODUCTION["var_recycle_gunicorn_heavy"] = dict(
+    PRODUCTION["backend_recycle_gunicorn"], hidden=True,
+    run=sc_recycle(max_requests=30, every=0.03, n=4, seconds=3.0),
+    description="backend_recycle_gunicorn with --max-requests 30 and 4 concurrent requests "
+                "every 0.03 s")
+PRODUCTION["backend_recycle_uvicorn"] = dict(
+    PRODUCTION["backend_recycle_gunicorn"], backend="gunicorn+uvicorn",
+    run=sc_recycle(max_requests=20, every=0.05, n=3, seconds=1.3,
+                   worker_class="uvicorn.workers.UvicornWorker", app="uvicorn_app:app"),
+    description="gunicorn 27 with uvicorn's UvicornWorker (keepalive 30 s), --max-requests "
+                "20, 3 concurrent requests every 0.05 s, 50 ms delay: at its limit the "
+                "worker shuts down (closing its idle keep-alive connections) and exits, the "
+                "arbiter starts a new one; nginx's requests meet the closed connections "
+                "(backend_restart)")
 L.SCENARIOS.update(PRODUCTION)

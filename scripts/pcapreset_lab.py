@@ -780,7 +780,7 @@ def classify(f: dict, vantage: str, ctx: Ctx) -> dict | None:
     for rs in ctx.restarts:
         fin = f["fin_s2c_ts"]
         near = [t for t in (fin, r["ts"]) if t is not None
-                and rs["ts"] - 0.2 <= t <= rs["ts"] + rs.get("window_s", 2.0)]
+                and rs["ts"] - rs.get("before_s", 0.2) <= t <= rs["ts"] + rs.get("window_s", 2.0)]
         if r["dir"] == "s2c" and near:
             return {"cause": "backend_restart", "sender": "server",
                     "source": f"{rs['source']} at {rs['ts']:.6f}; wire: server "

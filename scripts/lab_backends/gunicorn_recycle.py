@@ -1,13 +1,15 @@
-"""gunicorn config for the reset lab's worker-recycling scenario (`gunicorn -c` this file).
+"""gunicorn config for the reset lab's worker-recycling scenarios (`gunicorn -c` this file).
 
-The gthread worker keeps upstream connections alive; --max-requests recycles it.  Server
+The gthread worker (or $PRL_WORKER_CLASS, e.g. uvicorn.workers.UvicornWorker, which counts
+requests itself: worker.nr stays 0 there) keeps upstream connections alive; --max-requests
+recycles it.  Server
 hooks log, as JSON lines with sub-second wall-clock times, every response (with the
 peer's address:port) and every worker exit, into $PRL_GUNICORN_LOG."""
 import json
 import os
 import time
 
-worker_class = "gthread"
+worker_class = os.environ.get("PRL_WORKER_CLASS", "gthread")
 workers = 1
 threads = 4
 keepalive = 30
@@ -29,6 +31,7 @@ def post_request(worker, req, environ, resp):
 
 def worker_exit(server, worker):
     _log("worker_exit", worker_pid=worker.pid, requests=worker.nr,
+         worker_class=worker_class,
          note="max_requests reached: worker recycled" if worker.nr >= max_requests else "")
 
 
