@@ -17,7 +17,12 @@ import time
 import zlib
 from pathlib import Path
 
-L = sys.modules.get("pcapreset_lab") or sys.modules["__main__"]
+if "pcapreset_lab" in sys.modules:  # imported by pcapreset_lab (scripts/lab, tests)
+    L = sys.modules["pcapreset_lab"]
+elif hasattr(sys.modules["__main__"], "EXTRA_BACKENDS"):  # python scripts/pcapreset_lab.py
+    L = sys.modules["__main__"]
+else:  # imported first: load the lab, which imports this module back
+    import pcapreset_lab as L
 BACKENDS = L.BACKENDS
 PORT = L.PORT
 

@@ -96,7 +96,7 @@ def prerequisites() -> list[str]:
     return missing
 
 
-def ensure_deps(log=print) -> list[str]:
+def ensure_deps(log=print, production: bool = False) -> list[str]:
     """Install what the lab needs when missing (root only): system packages through
     scripts/install-sysdeps (apt), Python packages (uvicorn, gunicorn, scapy) through pip
     into the interpreter that runs the backends.  Returns what is still missing."""
@@ -104,9 +104,18 @@ def ensure_deps(log=print) -> list[str]:
         if prerequisites() or not (shutil.which("node") or os.path.exists("/usr/bin/node")):
             log("lab: installing missing system packages (scripts/install-sysdeps)")
             subprocess.run(["bash", str(HERE / "install-sysdeps")], check=False, timeout=900)
-        if not shutil.which("ethtool") and not os.path.exists("/usr/sbin/ethtool"):
-            subprocess.run(["apt-get", "install", "-y", "-qq", "ethtool"], check=False,
-                           capture_output=True, timeout=600)
+        # recording-only tools (the tests read the recorded folders): ethtool, and with
+        # production=True (lab_production scenarios) Apache httpd, Go and openssl
+        wanted = {"ethtool": "/usr/sbin/ethtool"}
+        if production:
+            wanted.update({"apache2": "/usr/sbin/apache2", "golang-go": "/usr/bin/go",
+                           "openssl": "/usr/bin/openssl"})
+        apt = [pkg for pkg, path in wanted.items()
+               if not os.path.exists(path) and not shutil.which(Path(path).name)]
+        if apt:
+            log(f"lab: apt-get installing {' '.join(apt)}")
+            subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *apt],
+                           check=False, capture_output=True, timeout=900)
         py = python_exe()
         if subprocess.run([py, "-c", "import uvicorn, gunicorn, scapy"],
                           capture_output=True).returncode != 0:
@@ -1599,7 +1608,7 @@ def main(argv=None) -> int:
     if bad or not names:
         print(f"lab: unknown or no scenario: {bad}; see --list", file=sys.stderr)
         return 2
-    missing = ensure_deps()
+    missing = ensure_deps(production=any(n in lab_production.PRODUCTION for n in names))
     if missing:
         print(f"lab: missing: {', '.join(missing)}", file=sys.stderr)
         return 2

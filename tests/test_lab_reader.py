@@ -1,0 +1,119 @@
+"""The lab's own tooling on the recorded production-condition samples (no root needed).
+
+The labels in sample_pcaps/ come from the lab's logs and its independent pcap reader
+(scripts/pcapreset_lab.py), never from pcapreset; these tests check that reader and the
+lab's logs against the captures: VXLAN decapsulation, DNAT aliases, retransmitted SYNs,
+the lossy router's drop log, and the pool's hash keys against nginx's access.log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import lab_production as prod  # noqa: E402
+import pcapreset_lab as lab  # noqa: E402
+
+
+def _need(*names: str) -> Path:
+    d = SAMPLES / names[0]
+    for n in names[1:]:
+        if not (d / n).exists():
+            pytest.skip(f"{d / n} not recorded")
+    return d
+
+
+def _key(p: lab.Pkt) -> tuple:
+    return (p.src, p.sport, p.dst, p.dport, p.seq, p.ack, p.flags, p.plen)
+
+
+def test_vxlan_mirror_carries_every_packet_nginx_saw() -> None:
+    d = _need("vxlan_mirror", "mirror.pcap", "nginx.pcap")
+    _lt, mirrored = lab.read_pcap(d / "mirror.pcap")
+    _lt, at_nginx = lab.read_pcap(d / "nginx.pcap")
+    assert mirrored, "no TCP packet decapsulated from the VXLAN mirror"
+    # the mirror copies each frame as it reaches the router: the same TCP segments as
+    # nginx's veth, the server's ones one hop earlier (TTL 64 there, 63 at nginx)
+    assert sorted(map(_key, mirrored)) == sorted(map(_key, at_nginx))
+    assert {p.ttl for p in mirrored} == {64}
+    assert {p.ttl for p in at_nginx if p.sport == lab.PORT} == {63}
+
+
+def test_dnat_any_capture_sees_each_packet_twice_and_aliases_merge_them() -> None:
+    d = _need("dnat_any_twice", "backend.pcap", "nginx.pcap", "labels.json")
+    labels = json.loads((d / "labels.json").read_text())
+    aliases = labels["server_aliases"]
+    (translated,) = aliases
+    ctr_ip = translated.rsplit(":", 1)[0]
+    _lt, raw = lab.read_pcap(d / "backend.pcap")
+    before = [p for p in raw if lab.V4["be"] in (p.src, p.dst)]
+    after = [p for p in raw if ctr_ip in (p.src, p.dst)]
+    assert len(before) == len(after) > 0
+    merged = lab.connections(lab.unalias(raw, aliases))
+    _lt, ngx = lab.read_pcap(d / "nginx.pcap")
+    assert len(merged) == len(lab.connections(ngx)) == len(labels["connections"])
+    assert {c.server for c in merged} == {f"{lab.V4['be']}:{lab.PORT}"}
+
+
+def _pkt(ts: float, flags: int, seq: int, sport: int = 40000, dport: int = 3000) -> lab.Pkt:
+    src, dst = ("10.0.0.1", "10.0.0.2") if dport == 3000 else ("10.0.0.2", "10.0.0.1")
+    return lab.Pkt(ts, src, dst, sport, dport, flags, seq, 0, 64, 1, 0, 0)
+
+
+def test_retransmitted_syn_stays_in_its_connection_a_new_isn_starts_another() -> None:
+    syn, synack = lab.F_SYN, lab.F_SYN | lab.F_ACK
+    pkts = [_pkt(0.0, syn, 100), _pkt(0.05, synack, 900, 3000, 40000),
+            _pkt(1.0, syn, 100),  # SYN-ACK lost on the way: same ISN again
+            _pkt(9.0, lab.F_RST, 101), _pkt(10.0, syn, 5555)]  # fmt: skip
+    conns = lab.connections(pkts)
+    assert [len(c.pkts) for c in conns] == [4, 1]
+
+
+def test_payload_kinds() -> None:
+    def kind(head: bytes) -> str:
+        p = _pkt(0.0, lab.F_ACK | lab.F_PSH, 1)
+        p.head = head
+        return lab.payload_kind(p)
+
+    assert kind(b"GET / HT") == "request"
+    assert kind(b"\x17\x03\x03\x00\x59") == "tls_appdata"
+    assert kind(b"\x15\x03\x03\x00\x1a") == "tls_alert"
+    assert kind(b"HTTP/1.1") == "other"
+
+
+def test_lossy_router_drop_log_matches_the_two_captures() -> None:
+    d = _need("lossy_path", "drops.log", "backend.pcap", "nginx.pcap")
+    drops = lab.read_jsonl(d / "drops.log")
+    assert drops
+    seen: dict[str, Counter] = {}
+    for cap in ("backend.pcap", "nginx.pcap"):
+        _lt, pkts = lab.read_pcap(d / cap)
+        seen[cap] = Counter(
+            (lab.fmt_ep(p.src, p.sport), lab.fmt_ep(p.dst, p.dport), p.seq, p.flags) for p in pkts
+        )
+    dropped = Counter((e["src"], e["dst"], e["seq"], e["flags"]) for e in drops)
+    for k, n in dropped.items():
+        sent, received = ("nginx.pcap", "backend.pcap") if k[0].startswith("10.77.2.") else (
+            "backend.pcap", "nginx.pcap")  # fmt: skip
+        # every copy the sender put on the wire reached the other side but the dropped ones
+        assert seen[sent][k] >= n, k
+        assert seen[received][k] == seen[sent][k] - n, k
+
+
+def test_pool_hash_keys_reach_the_backend_they_were_chosen_for() -> None:
+    d = _need("pool_three_backends", "access.log")
+    rx = re.compile(r'"GET /\?k=(\w+) HTTP/1.1" \d+ \d+ ([\d.:]+)')
+    want = {prod.hash_key_for(i): f"{ip}:{lab.PORT}" for i, (_k, ip, *_r) in
+            enumerate(prod.POOL)}  # fmt: skip
+    lines = [rx.search(ln) for ln in (d / "access.log").read_text().splitlines()]
+    got = [(m.group(1), m.group(2).rstrip(",")) for m in lines if m]
+    assert len(got) >= 15
+    assert all(want[k] == first for k, first in got), got
