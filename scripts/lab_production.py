@@ -489,6 +489,12 @@ PRODUCTION: dict[str, dict] = {
     "pool_three_backends": dict(
         run=sc_pool, backend="node+go+apache", idle_timeout=None,
         nginx=dict(servers=[ip for _k, ip, *_r in POOL], balancer="hash $arg_k;"),
+        servers=[{"server": f"{ip}:{PORT}", "backend": k, "idle_timeout_s": T,
+                  "setting": {"node": "server.keepAliveTimeout (default 5000 ms; the socket "
+                                      "closed after 6.0 s idle in the lab)",
+                              "go": "http.Server.IdleTimeout = 3s",
+                              "apache": "KeepAliveTimeout 5"}[k]}
+                 for k, ip, T, *_r in POOL],
         more_backend_logs=["backend_node.log", "backend_go.log"],
         more_files=["apache.conf", "apache_error.log"],
         description="one upstream pool (hash $arg_k) of Node.js 20 at 10.77.3.2 (idle close "

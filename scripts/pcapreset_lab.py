@@ -1469,6 +1469,8 @@ def run_scenario(name: str, out: Path, log=print) -> dict:
     extra["nginx_error_log_tz"] = time.strftime("%Z")
     if spec.get("server_aliases"):
         extra["server_aliases"] = spec["server_aliases"]
+    if spec.get("servers"):  # pools: each upstream server's software and idle timeout
+        extra["servers"] = spec["servers"]
     labels = build_labels(name, spec, ctx, caps, ipv6, extra)
     for c in labels["connections"]:
         if ctx.kills and not c["has_rst"]:
