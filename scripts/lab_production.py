@@ -455,6 +455,14 @@ PRODUCTION: dict[str, dict] = {
                     "close without close_notify): keep-alive races, and responses with "
                     "'Connection: close' after which nginx's close_notify reaches the closed "
                     "socket and is answered with RST (after_close); 50 ms delay"),
+    "tls13_upstream": dict(
+        run=sc_tls, backend="pysock-tls", idle_timeout=4.0,
+        nginx=dict(scheme="https",
+                   extra_location="proxy_ssl_session_reuse on; proxy_ssl_protocols TLSv1.3;"),
+        description="tls_upstream with proxy_ssl_protocols TLSv1.3 (nginx >= 1.23.4 offers it "
+                    "by default): alerts travel encrypted in application-data records (a "
+                    "close_notify is a 19-byte record), races and after_close as in "
+                    "tls_upstream; 50 ms delay"),
     "tls_after_close_go": dict(
         run=sc_tls_go, backend="go-tls", idle_timeout=30.0,
         nginx=dict(scheme="https", keepalive_timeout=2,

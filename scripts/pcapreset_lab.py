@@ -564,12 +564,20 @@ def connections(pkts: list[Pkt]) -> list[Conn]:
 METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"PATC", b"OPTI")
 
 
+#: TLS 1.3 hides an alert in an application-data record: 2 alert bytes + the inner content
+#: type + a 16-byte AEAD tag = 19 bytes (no request is that short)
+TLS13_ALERT_LEN = 19
+
+
 def payload_kind(p: Pkt) -> str:
     """What a data segment starts with: an HTTP request, a TLS record type, or other."""
     h = p.head
     if h.startswith(METHODS):
         return "request"
     if len(h) >= 2 and h[1] == 3 and h[0] in (20, 21, 22, 23):
+        if h[0] == 23 and len(h) >= 5 and struct.unpack("!H", h[3:5])[0] == TLS13_ALERT_LEN \
+                and p.plen == 5 + TLS13_ALERT_LEN:
+            return "tls_alert"  # TLS 1.3: an encrypted alert (close_notify)
         return {20: "tls_ccs", 21: "tls_alert", 22: "tls_handshake", 23: "tls_appdata"}[h[0]]
     return "other"
 

@@ -50,6 +50,7 @@ LAB_PENDING: frozenset[str] = frozenset(
         "backend_recycle_uvicorn",
         "backend_restart_go",
         "probe_healthcheck",
+        "tls13_upstream",
         "tls_after_close_go",
         "tls_upstream",
         "vxlan_mirror",
