@@ -49,6 +49,7 @@ LAB_PENDING: frozenset[str] = frozenset(
     {
         "backend_recycle_uvicorn",
         "backend_restart_go",
+        "dnat_any_twice",
         "probe_healthcheck",
         "tls13_upstream",
         "tls_after_close_go",
