@@ -62,6 +62,12 @@ LAB_PENDING: frozenset[str] = frozenset(
 LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset({"keepalive_race_apache", "pool_three_backends"})
 
 
+#: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input": VXLAN),
+#: so neither it nor the dpkt reference sees a TCP packet in them (strict xfail in
+#: tests/test_reference.py: remove the name when decoding lands).
+SAMPLES_NOT_DECODED: frozenset[str] = frozenset({"vxlan_mirror/mirror.pcap"})
+
+
 def sample_captures() -> list[Path]:
     return sorted(SAMPLES.glob("*/*.pcap"))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CORPUS, sample_captures
+from conftest import CORPUS, SAMPLES_NOT_DECODED, sample_captures
 from reference_decoder import RefPacket, RefResult, Unsupported, read
 
 from pcapreset.capture.decode import AddressBook, Decoder, TcpBatch, concat
@@ -109,7 +109,16 @@ def compare(path: str) -> tuple[int, RefResult]:
     return len(rows), ref
 
 
-@pytest.mark.parametrize("path", sample_captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def _sample_params() -> list:
+    undecoded = pytest.mark.xfail(strict=True, reason="VXLAN not decoded yet (SPEC: Input)")
+    return [
+        pytest.param(p, marks=[undecoded] if f"{p.parent.name}/{p.name}" in SAMPLES_NOT_DECODED
+                     else [])
+        for p in sample_captures()
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", _sample_params(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_sample_captures_match_reference(path):
     n, ref = compare(str(path))
     assert n > 0 and ref.frames > 0
