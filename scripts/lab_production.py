@@ -1,6 +1,8 @@
 """Production-condition scenarios of the reset lab (imported by pcapreset_lab.py, which
 owns the topology, captures and labelling): other server stacks (Apache httpd 2.4, Go
-net/http), TLS to the upstream, health checkers, backend restarts and worker recycling.
+net/http), TLS to the upstream, health checkers, backend restarts and worker recycling, a
+pool of three backends, a capture started on open connections, a lossy router, DNAT seen
+twice with `-i any`, and a VXLAN traffic mirror.
 
 Backends here are real Debian/PyPI software started inside the backend namespace; their
 own logs feed the labels (pcapreset_lab.classify)."""
@@ -148,9 +150,9 @@ def sc_tls(lab, ctx, ipv6: bool):
     server that closes idle connections after 4 s without close_notify.  Gaps inside the
     race window give races (the RST answers TLS application data: a request); gaps beyond
     it give plain idle closes (nginx closes a cached connection without close_notify: no
-    RST).  /close answers with "Connection: close" and closes at once: nginx then ends the
-    upstream connection with a close_notify alert that reaches the closed socket and is
-    answered with RST (after_close)."""
+    RST).  /close answers with "Connection: close" and closes 30 ms later without
+    close_notify: nginx meanwhile ends the upstream connection with a close_notify alert,
+    which reaches the closed socket and is answered with RST (after_close)."""
     T, delay_ms = 4.0, 50
     lab.netem(delay_ms)
     cert, key = tls_cert(lab)
@@ -425,15 +427,6 @@ def after_recycle(work: Path, ctx) -> None:
                                  "source": f"gunicorn worker_exit hook: worker "
                                            f"{e['worker_pid']} exited (gunicorn log: "
                                            f"'{reason}')"})
-
-
-def after_apache(work: Path, ctx) -> None:
-    """Apache's access log (JSON lines) + its error log: nothing per idle close."""
-    pass
-
-
-def f_fin_race(facts, capname):
-    return 0
 
 
 PRODUCTION: dict[str, dict] = {
