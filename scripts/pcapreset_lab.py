@@ -662,6 +662,7 @@ def conn_facts(c: Conn) -> dict:
         last_s2c = max((p.ts for p in data["s2c"] if p.ts <= r.ts), default=0.0)
         f["first_rst"]["c2s_after_last_response"] = [
             payload_kind(p) for p in data["c2s"] if last_s2c < p.ts <= r.ts]
+        f["first_rst"]["last_s2c_data_ts"] = last_s2c
         f["first_rst"]["client_fin_before"] = f["fin_c2s_ts"] is not None and \
             f["fin_c2s_ts"] <= r.ts
         # what the server sent after the client's FIN, up to the RST (a late response, or
@@ -804,7 +805,14 @@ def classify(f: dict, vantage: str, ctx: Ctx) -> dict | None:
                               f"{f'FIN at {fin:.6f}, then ' if fin else ''}"
                               f"{wire}; backend log for this peer: {evs or 'n/a'}"}
     after = r.get("c2s_after_last_response", [])
-    if r["server_fin_before"] and not any(k in ("request", "tls_appdata") for k in after):
+    # on a lossy path the request may have been dropped before this vantage point
+    lost_req = [d for d in ctx.drops if d["src"] == f["client"] and d["dst"] == f["server"]
+                and d["flags"] & F_PSH and r.get("last_s2c_data_ts", 0) < d["ts"] <= r["ts"]]
+    if lost_req:
+        wire += (f"; the client's data segment was dropped by the router at "
+                 f"{lost_req[0]['ts']:.6f} on its way to the server (drops.log)")
+    if r["server_fin_before"] and not lost_req and not any(
+            k in ("request", "tls_appdata") for k in after):
         idle = [e for e in ev if e["event"] in ("closed idle", "connection lost")]
         why = (f"backend log: {idle[0]['event']} for {f['client']} at {idle[0]['ts']:.6f}"
                if idle else f"wire: server FIN at {f['fin_s2c_ts']:.6f}")
