@@ -404,9 +404,10 @@ def sc_vxlan(lab, ctx, ipv6: bool):
 
 
 def after_lossy(work: Path, ctx) -> None:
-    drops = [e for e in L.read_jsonl(work / "delayline.log") if e.get("event") == "dropped"]
-    (work / "drops.log").write_text("".join(json.dumps(e) + "\n" for e in drops))
-    ctx.drops = drops
+    if (work / "delayline.log").exists():  # the run's work folder (not kept)
+        drops = [e for e in L.read_jsonl(work / "delayline.log") if e.get("event") == "dropped"]
+        (work / "drops.log").write_text("".join(json.dumps(e) + "\n" for e in drops))
+    ctx.drops = L.read_jsonl(work / "drops.log")
 
 
 def after_recycle(work: Path, ctx) -> None:

@@ -1469,16 +1469,7 @@ def run_scenario(name: str, out: Path, log=print) -> dict:
     finally:
         lab.teardown()
     # --- labels from the lab's own logs
-    if spec["backend"] == "uvicorn":
-        ctx.backend_events = read_uvicorn_log(work / "backend.log")
-    else:
-        ctx.backend_events = read_jsonl(work / "backend.log")
-    for extra_log in spec.get("more_backend_logs", []):
-        ctx.backend_events += read_jsonl(work / extra_log)
-    ctx.probes = read_jsonl(work / "probe.log")
-    if spec.get("after_run"):
-        spec["after_run"](work, ctx)
-    ctx.injected = read_jsonl(work / "injector.log")
+    read_lab_logs(work, spec, ctx)
     extra["lab_events"] = lab.events
     extra["router"] = {"iptables_reject_packets": ctx.reject_count,
                        "icmp_frag_needed_dropped": ctx.icmp_dropped}
@@ -1520,6 +1511,37 @@ def run_scenario(name: str, out: Path, log=print) -> dict:
     with contextlib.suppress(OSError):
         work.parent.rmdir()  # /tmp/prl-work-<pid>, when no other scenario of this run uses it
     return labels
+
+
+def read_lab_logs(folder: Path, spec: dict, ctx: Ctx) -> None:
+    """The backend's, health checker's, injector's (and scenario-specific) logs into ctx."""
+    if spec["backend"] == "uvicorn":
+        ctx.backend_events = read_uvicorn_log(folder / "backend.log")
+    else:
+        ctx.backend_events = read_jsonl(folder / "backend.log")
+    for extra_log in spec.get("more_backend_logs", []):
+        ctx.backend_events += read_jsonl(folder / extra_log)
+    ctx.probes = read_jsonl(folder / "probe.log")
+    if spec.get("after_run"):
+        spec["after_run"](folder, ctx)
+    ctx.injected = read_jsonl(folder / "injector.log")
+
+
+def relabel(folder: Path) -> dict:
+    """Labels rebuilt from a recorded scenario folder of the production-condition scenarios
+    (its captures and the lab's logs kept beside them; the lab's SIGTERM times come from
+    labels.json's lab_events): what the checked-in labels.json must agree with."""
+    name = folder.name
+    spec = SCENARIOS[name]
+    old = json.loads((folder / "labels.json").read_text())
+    ctx = Ctx(scenario=name, backend=spec["backend"])
+    for e in old.get("lab_events", []):
+        if e["event"] == "backend_sigterm":
+            ctx.restarts.append({"ts": e["ts"], "window_s": 1.5,
+                                 "source": f"lab log: SIGTERM to pid {e.get('pid')}"})
+    read_lab_logs(folder, spec, ctx)
+    caps = {c: folder / c for c in old["captures"]}
+    return build_labels(name, spec, ctx, caps, bool(spec.get("ipv6")), {})
 
 
 def scenario_notes(name: str, labels: dict, ctx: Ctx, work: Path) -> str:

@@ -117,3 +117,29 @@ def test_pool_hash_keys_reach_the_backend_they_were_chosen_for() -> None:
     got = [(m.group(1), m.group(2).rstrip(",")) for m in lines if m]
     assert len(got) >= 15
     assert all(want[k] == first for k, first in got), got
+
+
+def _view(labels: dict) -> dict:
+    out = {}
+    for c in labels["connections"]:
+        for cap, v in c["per_capture"].items():
+            key = (c["client"], c["server"], cap, v["first_ts"])
+            out[key] = (v["has_rst"], v.get("cause"), v.get("sender"),
+                        bool(v.get("fin_crossed_request")), v["rst_packets"])  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "scenario", sorted(n for n in prod.PRODUCTION if (SAMPLES / n / "labels.json").exists())
+)
+def test_checked_in_labels_are_what_the_lab_derives_from_the_folder(scenario: str) -> None:
+    """Rebuilt from the folder's captures and the lab's logs kept there, every connection
+    gets the same cause, sender, RST count and FIN-crossing as in labels.json."""
+    d = SAMPLES / scenario
+    recorded = json.loads((d / "labels.json").read_text())
+    rebuilt = lab.relabel(d)
+    assert _view(rebuilt) == _view(recorded)
+    assert rebuilt["captures"].keys() == recorded["captures"].keys()
+    for cap, info in recorded["captures"].items():
+        for k in ("rst_packets", "tcp_connections", "connections_with_rst", "linktype"):
+            assert rebuilt["captures"][cap][k] == info[k], (cap, k)
