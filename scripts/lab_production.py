@@ -449,6 +449,9 @@ PRODUCTION: dict[str, dict] = {
                     "close without close_notify): keep-alive races, and responses with "
                     "'Connection: close' after which nginx's close_notify reaches the closed "
                     "socket and is answered with RST (after_close); 50 ms delay"),
+    "keepalive_race_go_ipv6": dict(
+        run=sc_go_race, backend="go", idle_timeout=4.0, ipv6=True,
+        description="keepalive_race_go over IPv6 (nginx -> [fd77:3::2]:3000)"),
     "tls13_upstream": dict(
         run=sc_tls, backend="pysock-tls", idle_timeout=4.0,
         nginx=dict(scheme="https",
