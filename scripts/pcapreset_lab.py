@@ -1573,7 +1573,7 @@ def scenario_notes(name: str, labels: dict, ctx: Ctx, work: Path) -> str:
     if name.startswith("keepalive_race") or n_fin:
         notes.append("nginx retries an idempotent request once on a fresh connection when a "
                      "cached keepalive connection fails, so the client mostly sees 200 while "
-                     "error.log still records the reset.")
+                     f"error.log still records the {'reset' if n_rst else 'failed attempt'}.")
     if name == "middlebox_conntrack":
         notes.append(f"router REJECT counter: {ctx.reject_count} packets.  The router's RST "
                      "reaches nginx only; the backend never sees it (its side stays "
