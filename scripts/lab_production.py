@@ -231,6 +231,25 @@ def sc_restart(lab, ctx, ipv6: bool):
     time.sleep(0.5)
 
 
+def sc_apache_graceful(lab, ctx, ipv6: bool):
+    """Apache (KeepAliveTimeout 30 s) under keep-alive load; `apache2 -k graceful` (SIGUSR1
+    to the parent): the old children finish their requests and close their idle keep-alive
+    connections, new children take over the same listening socket."""
+    lab.netem(50)
+    be = L.start_backend(lab, "apache", ipv6, ["30"])
+    time.sleep(0.5)
+    cl = L.run_client(lab, _load_steps(2.5, every=0.05, n=3), ipv6, wait=False)
+    time.sleep(1.0)
+    os.kill(be.pid, signal.SIGUSR1)
+    k = lab.event("backend_graceful_restart", pid=be.pid, signal="SIGUSR1")
+    ctx.restarts.append({"ts": k["ts"], "window_s": 1.5,
+                         "source": f"lab log: SIGUSR1 (graceful restart) to Apache's parent "
+                                   f"pid {be.pid}"})
+    cl.wait(60)
+    lab.event("client_done")
+    time.sleep(0.5)
+
+
 def sc_recycle(max_requests: int = 40, every: float = 0.05, n: int = 2, seconds: float = 2.5,
                worker_class: str = "gthread", app: str = "gunicorn_app:app"):
     def run_it(lab, ctx, ipv6: bool):
@@ -449,6 +468,12 @@ PRODUCTION: dict[str, dict] = {
                     "close without close_notify): keep-alive races, and responses with "
                     "'Connection: close' after which nginx's close_notify reaches the closed "
                     "socket and is answered with RST (after_close); 50 ms delay"),
+    "var_restart_apache_graceful": dict(
+        run=sc_apache_graceful, backend="apache", idle_timeout=30.0, hidden=True,
+        more_files=["apache.conf", "apache_error.log"],
+        description="Apache 2.4 (KeepAliveTimeout 30) under keep-alive load (3 concurrent "
+                    "requests every 0.05 s), graceful restart (SIGUSR1, as `apache2ctl "
+                    "graceful` does) 1 s in; 50 ms one-way delay"),
     "keepalive_race_go_ipv6": dict(
         run=sc_go_race, backend="go", idle_timeout=4.0, ipv6=True,
         description="keepalive_race_go over IPv6 (nginx -> [fd77:3::2]:3000)"),

@@ -1536,7 +1536,7 @@ def relabel(folder: Path) -> dict:
     old = json.loads((folder / "labels.json").read_text())
     ctx = Ctx(scenario=name, backend=spec["backend"])
     for e in old.get("lab_events", []):
-        if e["event"] == "backend_sigterm":
+        if e["event"] in ("backend_sigterm", "backend_graceful_restart"):
             ctx.restarts.append({"ts": e["ts"], "window_s": 1.5,
                                  "source": f"lab log: SIGTERM to pid {e.get('pid')}"})
     read_lab_logs(folder, spec, ctx)
