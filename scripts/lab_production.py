@@ -211,9 +211,9 @@ def _load_steps(seconds: float, every: float = 0.1, n: int = 3) -> list[dict]:
 def sc_restart(lab, ctx, ipv6: bool):
     """Go backend under keep-alive load; SIGTERM (graceful Shutdown: idle connections
     closed at once), down for 1 s, started again."""
-    lab.netem(50)
+    lab.netem(100)
     be = L.start_backend(lab, "go", ipv6, ["30s"])
-    cl = L.run_client(lab, _load_steps(2.5, every=0.05, n=2), ipv6, wait=False)
+    cl = L.run_client(lab, _load_steps(2.5, every=0.04, n=3), ipv6, wait=False)
     time.sleep(1.0)
     os.kill(be.pid, signal.SIGTERM)
     k = lab.event("backend_sigterm", pid=be.pid, note="graceful: http.Server.Shutdown")
@@ -499,9 +499,9 @@ PRODUCTION: dict[str, dict] = {
                     "(SO_LINGER 0) beside ordinary proxied traffic to a Node.js backend"),
     "backend_restart_go": dict(
         run=sc_restart, backend="go", idle_timeout=30.0,
-        description="Go backend under keep-alive load (2 concurrent requests every 0.05 s), "
+        description="Go backend under keep-alive load (3 concurrent requests every 0.04 s), "
                     "SIGTERM (graceful http.Server.Shutdown), down 0.5 s, started again; "
-                    "50 ms one-way delay"),
+                    "100 ms one-way delay"),
     "backend_recycle_gunicorn": dict(
         run=sc_recycle(), backend="gunicorn", idle_timeout=30.0, after_run=after_recycle,
         more_backend_logs=[], more_files=["gunicorn_hooks.log"],
