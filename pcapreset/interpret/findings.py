@@ -29,6 +29,7 @@ FINDING_CODES = (
     "mtu_blackhole",
     "upstream_timeout",
     "premature_close",
+    "keepalive_race",
     "zero_window",
 )
 #: nginx's shortest sensible proxy_*_timeout is about a second; a client FIN
@@ -166,6 +167,29 @@ def _premature_close(c: Conn) -> str | None:
     return None
 
 
+def _race_without_rst(c: Conn) -> str | None:
+    # The backend closed an idle connection (FIN) as nginx's next request was on
+    # its way and never answered it, and no RST followed: a keep-alive race whose
+    # only trace is the crossing. Servers that close with a lingering close
+    # (Apache httpd: FIN, then read and discard until the peer closes) answer the
+    # late request with an ACK instead of a RST; nginx logs "upstream prematurely
+    # closed connection" (502, or a retry for idempotent requests).
+    fin = c.s.fin_ts
+    if fin is None or not c.exchanges or (c.c.fin_ts is not None and c.c.fin_ts < fin):
+        return None
+    if any(not ev.from_client for ev in c.rst_events):
+        return None  # the RST is the reset's own verdict (keepalive_race)
+    if not fin_crossed(c, conn_rtt(c) or 0.0):
+        return None
+    done = [e.resp_end_ts for e in c.exchanges if e.resp_end_ts is not None and e.resp_end_ts < fin]
+    idle = f" after {fin - max(done):.1f} s idle" if done else ""
+    return (
+        f"the backend closed the keep-alive connection (FIN{idle}) as nginx's next request "
+        "was on its way, and never answered it (no RST: a lingering close, as Apache "
+        "httpd does): nginx logs 'upstream prematurely closed connection'"
+    )
+
+
 def _zero_window(c: Conn) -> str | None:
     for name, d in (("client", c.c), ("server", c.s)):
         if d.zero_win:
@@ -185,6 +209,7 @@ FINDING_RULES: tuple[FindingRule, ...] = (
     FindingRule("mtu_blackhole", _mtu_blackhole),
     FindingRule("mtu_blackhole", _mtu_blackhole_far_side),
     FindingRule("premature_close", _premature_close),
+    FindingRule("keepalive_race", _race_without_rst),
     FindingRule("upstream_timeout", _upstream_timeout),
     FindingRule("zero_window", _zero_window, exclusive=False),
 )
