@@ -29,7 +29,6 @@ upstream connection, so it can be compared with the request seen on the wire.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import ipaddress
 import os
@@ -41,15 +40,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..engine.packed import full_conn
 from ..errors import PcapResetError
-from ..interpret.findings import conn_findings
-from ..track.flows import Conn
 from .conf import normalize_addr
+from .match import COMPAT, MATCH_WINDOW_S, WireEvent, match, unexplained_reason, wire_events
+
+__all__ = ["COMPAT", "MATCH_WINDOW_S", "WireEvent", "match", "unexplained_reason", "wire_events"]
 
 WIDTH = 80
-#: how far (s) a wire event may lie outside the logged second and still match
-MATCH_WINDOW_S = 1.0
 #: an access.log request may end this long after its upstream error line
 ACCESS_WINDOW_S = 120.0
 _LEVELS = {"error", "crit", "alert", "emerg"}
@@ -305,297 +302,6 @@ def _read_lines(lines: Iterable[str], path: str, tz: dt.tzinfo | None, out: LogS
                 out.access_offsets.add(a.utc_offset_s)
 
 
-# ------------------------------------------------------------ wire events
-@dataclass
-class WireEvent:
-    kind: str  # "reset" | "finding"
-    cause: str
-    sender: str | None
-    client: str
-    server: str
-    ts: float  # the reset's / finding's time, as reported
-    match_ts: float  # when nginx noticed (e.g. its own FIN before its RST)
-    target: str | None  # request target outstanding on the wire, if seen
-    #: completed exchanges on the connection before the event (resets)
-    requests_before: int = 0
-    #: the event came within HANDSHAKE_S of the connection's first packet
-    at_handshake: bool = False
-    #: (from, to): the connection lay idle in between and the reset at ``to``
-    #: came from a device in the path, which may have reset it towards nginx
-    #: earlier, out of this capture's sight
-    unseen_span: tuple[float, float] | None = None
-    how: str = ""  # set by the matcher: how the line was tied
-
-    def as_dict(self) -> dict:
-        d = {
-            "kind": self.kind,
-            "cause": self.cause,
-            "client": self.client,
-            "server": self.server,
-            "ts": round(self.ts, 6),
-        }
-        if self.how:
-            d["how"] = self.how
-        return d
-
-
-#: a reset this soon after the connection's first packet answers the handshake
-HANDSHAKE_S = 1.0
-#: a device's later reset ties to an earlier line only after this much idle time
-UNSEEN_IDLE_S = 1.0
-
-
-def _target(c: Conn, at: float | None = None) -> str | None:
-    """The request outstanding at ``at`` (or the last one) on connection ``c``."""
-    exs = [x for x in c.exchanges if x.req_ts is not None and (at is None or x.req_ts <= at)]
-    return exs[-1].target if exs else None
-
-
-def _gave_up_ts(c: Conn, rst_ts: float) -> float:
-    """For nginx's own RST: its FIN before the RST with a request outstanding (a timeout)."""
-    fin = c.c.fin_ts
-    if fin is None or fin >= rst_ts:
-        return rst_ts
-    for x in c.exchanges:
-        if (
-            x.req_ts is not None
-            and x.req_ts < fin
-            and (x.resp_end_ts is None or x.resp_end_ts > fin)
-        ):
-            return fin
-    return rst_ts
-
-
-def _nginx_closed_ts(c: Conn) -> float | None:
-    """When nginx closed the connection: its FIN or its first RST, whichever came first."""
-    rst = [ev.ts for ev in c.rst_events if ev.from_client]
-    times = [t for t in (c.c.fin_ts, min(rst) if rst else None) if t is not None]
-    return min(times) if times else None
-
-
-def _idle_from(c: Conn, before: float) -> float | None:
-    """The end of the last exchange before ``before`` (the connection was idle since)."""
-    last = None
-    for x in c.exchanges:
-        if x.req_ts is None or x.req_ts >= before:
-            continue
-        t = max(v for v in (x.req_ts, x.resp_end_ts, x.last_resp_ts) if v is not None)
-        last = t if last is None else max(last, t)
-    return last
-
-
-_FINDING_TS = {
-    "premature_close": lambda c: c.s.fin_ts,
-    "keepalive_race": lambda c: c.s.fin_ts,  # nginx reads the backend's FIN
-    "upstream_timeout": lambda c: c.c.fin_ts,
-    "mtu_blackhole": lambda c: c.c.fin_ts or c.end,
-    # nginx gave up on a connection the backend never accepted: its FIN or RST
-    "backlog_overflow": lambda c: _nginx_closed_ts(c) or c.end,
-}
-
-
-def _unseen_span(c: Conn, ev, sender: str | None) -> tuple[float, float] | None:
-    """A device's reset after an idle spell: the span in which it may have reset
-    nginx's side already (conntrack / NAT state gone: nginx's request rejected
-    towards nginx only, the backend's later packet rejected towards the backend)."""
-    if sender not in ("middlebox", "unknown"):
-        return None
-    start = _idle_from(c, ev.ts)
-    if start is None or ev.ts - start < UNSEEN_IDLE_S:
-        return None
-    return (start, ev.ts)
-
-
-def wire_events(rep) -> list[WireEvent]:
-    """Resets and per-connection findings of a Report, with the time nginx saw them."""
-    out = []
-    for r in rep.resets:
-        c, ev, v = full_conn(r.conn), r.event, r.verdict
-        match_ts = _gave_up_ts(c, ev.ts) if v.sender == "client" else ev.ts
-        tgt = ev.exchange.target if ev.exchange is not None else _target(c, ev.ts)
-        out.append(
-            WireEvent(
-                "reset",
-                v.cause,
-                v.sender,
-                rep.ep(c.client),
-                rep.ep(c.server),
-                ev.ts,
-                match_ts,
-                tgt,
-                requests_before=ev.requests_before,
-                at_handshake=ev.requests_before == 0 and ev.ts - c.start <= HANDSHAKE_S,
-                unseen_span=_unseen_span(c, ev, v.sender),
-            )
-        )
-    for c, _j in rep.result.each_conn():
-        for cause, _msg in conn_findings(c):
-            get = _FINDING_TS.get(cause)
-            ts = get(c) if get else None
-            if ts is None:
-                continue
-            out.append(
-                WireEvent(
-                    "finding",
-                    cause,
-                    None,
-                    rep.ep(c.client),
-                    rep.ep(c.server),
-                    ts,
-                    ts,
-                    _target(c, ts),
-                )
-            )
-    return out
-
-
-# --------------------------------------------------------------- matching
-#: line kind -> {(event kind, cause): preference cost}; sender filters in _edge_cost
-COMPAT: dict[str, dict[tuple[str, str], float]] = {
-    "refused": {("reset", "connection_refused"): 0.0},
-    "reset": {
-        ("reset", "keepalive_race"): 0.0,
-        ("reset", "backend_crash"): 0.0,
-        ("reset", "backend_restart"): 0.0,
-        ("reset", "abortive_close"): 0.0,
-        ("reset", "middlebox"): 0.0,
-        ("reset", "backlog_overflow"): 0.0,
-        ("reset", "unknown"): 0.1,
-    },
-    "timeout": {
-        ("finding", "mtu_blackhole"): 0.0,  # the root cause, before its timeout
-        ("finding", "upstream_timeout"): 0.02,
-        ("finding", "backlog_overflow"): 0.05,
-        ("reset", "mtu_blackhole"): 0.0,
-        ("reset", "client_abort"): 0.1,  # nginx closed on timeout, RST for late data
-        ("reset", "abortive_close"): 0.15,  # ... and nothing came after (sender client)
-        ("reset", "unknown"): 0.15,
-    },
-    "premature": {
-        ("finding", "premature_close"): 0.0,
-        ("finding", "keepalive_race"): 0.0,  # FIN crossed the request, no RST
-        ("reset", "keepalive_race"): 0.0,  # nginx read the FIN before the RST
-        ("reset", "backend_restart"): 0.05,
-        ("reset", "backend_crash"): 0.1,
-        ("reset", "unknown"): 0.2,
-    },
-    # connect() failed: 111 is "refused"; 104 (reset right after the handshake,
-    # an accept queue that overflowed with tcp_abort_on_overflow=1) and the rest
-    "connect": {
-        ("reset", "backlog_overflow"): 0.0,
-        ("reset", "connection_refused"): 0.1,
-        ("reset", "middlebox"): 0.1,
-        ("reset", "unknown"): 0.15,
-    },
-}
-_SERVER_SIDE = {"server", "middlebox", "unknown", None}
-#: preference cost of tying a reset line to a device's later reset of a
-#: connection that lay idle at the line's time (nginx's reset unseen here)
-UNSEEN_COST = 0.6
-
-
-def _sender_fits(e: ErrorLine, w: WireEvent) -> bool:
-    if e.kind == "timeout":  # nginx's own RST after it gave up, or a finding
-        return w.kind == "finding" or w.sender == "client" or w.cause == "mtu_blackhole"
-    if e.kind == "connect" and e.errno == 104:  # reset during / right after the handshake
-        return w.sender in _SERVER_SIDE and w.at_handshake
-    return w.sender in _SERVER_SIDE
-
-
-def _time_cost(e: ErrorLine, w: WireEvent) -> tuple[float, str] | None:
-    """Distance of the event from the logged second, or the unseen-reset tie."""
-    # nginx logs whole seconds: the event lies in [ts, ts + 1) of the logged second
-    lo, hi = e.ts, e.ts + 1.0
-    dist = max(lo - w.match_ts, w.match_ts - hi, 0.0)
-    if dist <= MATCH_WINDOW_S:
-        return dist, "time"
-    span = w.unseen_span
-    if e.kind == "reset" and span is not None and span[0] < hi and lo <= span[1]:
-        return UNSEEN_COST, "idle_then_reset"
-    return None
-
-
-def _edge_cost(e: ErrorLine, w: WireEvent) -> tuple[float, str] | None:
-    pref = COMPAT.get(e.kind, {}).get((w.kind, w.cause))
-    if pref is None or not _sender_fits(e, w):
-        return None
-    tc = _time_cost(e, w)
-    if tc is None:
-        return None
-    cost, how = tc[0] + pref, tc[1]
-    up = e.upstream or ""
-    if up[:1].isdigit() or up.startswith("["):
-        if up != w.server:
-            return None
-    else:
-        cost += 0.3  # group name / unix socket / nothing: any server
-    if e.upstream_uri and w.target:
-        if not (e.upstream_uri.startswith(w.target) or w.target.startswith(e.upstream_uri)):
-            return None
-        if e.upstream_uri != w.target:
-            cost += 0.05  # a prefix only (query string cut by the capture's snaplen)
-        elif how == "time":
-            how = "time+request"
-    else:
-        cost += 0.2
-    return cost, how
-
-
-def match(lines: Sequence[ErrorLine], events: Sequence[WireEvent]) -> dict[int, int]:
-    """One-to-one line -> event assignment: cheapest edges first, then augmenting
-    paths (Kuhn) so that as many lines as possible are explained. Sets each tied
-    event's ``how``."""
-    order = sorted(range(len(events)), key=lambda j: events[j].match_ts)
-    times = [events[j].match_ts for j in order]
-    spans = [j for j in range(len(events)) if events[j].unseen_span is not None]
-    adj: dict[int, list[tuple[float, int]]] = {}
-    hows: dict[tuple[int, int], str] = {}
-    for i, e in enumerate(lines):
-        lo = bisect.bisect_left(times, e.ts - MATCH_WINDOW_S)
-        hi = bisect.bisect_right(times, e.ts + 1.0 + MATCH_WINDOW_S)
-        near = [order[k] for k in range(lo, hi)]
-        far = [j for j in spans if j not in set(near)] if e.kind == "reset" else []
-        edges = []
-        for j in near + far:
-            got = _edge_cost(e, events[j])
-            if got is not None:
-                edges.append((got[0], j))
-                hows[i, j] = got[1]
-        if edges:
-            adj[i] = sorted(edges)
-    line_of: dict[int, int] = {}  # event -> line
-    event_of: dict[int, int] = {}  # line -> event
-    for _cost, i, j in sorted((c, i, j) for i, es in adj.items() for c, j in es):
-        if i not in event_of and j not in line_of:
-            event_of[i], line_of[j] = j, i
-    for i in adj:
-        if i not in event_of:
-            _augment(i, adj, event_of, line_of, set(), [2000])
-    for i, j in event_of.items():
-        events[j].how = hows[i, j]
-    return event_of
-
-
-def _augment(
-    i: int,
-    adj: dict[int, list[tuple[float, int]]],
-    event_of: dict[int, int],
-    line_of: dict[int, int],
-    seen: set[int],
-    budget: list[int],
-) -> bool:
-    for _cost, j in adj[i]:
-        if j in seen or budget[0] <= 0:
-            continue
-        seen.add(j)
-        budget[0] -= 1
-        k = line_of.get(j)
-        if k is None or _augment(k, adj, event_of, line_of, seen, budget):
-            event_of[i], line_of[j] = j, i
-            return True
-    return False
-
-
 # ---------------------------------------------------------------- section
 def load(paths: Sequence[str | os.PathLike], tz_name: str | None = None) -> LogSet:
     """Read the logs; error.log times in ``tz_name``, else in the zone access.log's
@@ -623,11 +329,21 @@ def correlate(rep, logs: LogSet) -> tuple[dict, list[str]]:
     events = wire_events(rep)
     assigned = match(inside, events)
     _tie_access(logs.access, inside)
+    used = set(assigned.values())
+    conns = (
+        [(rep.ep(c.server), rep.ep(c.client), c) for c, _j in rep.result.each_conn()]
+        if len(assigned) < len(inside)
+        else []
+    )
     errors = []
     for i, e in enumerate(inside):
         d = e.as_dict()
         j = assigned.get(i)
         d["explained_by"] = events[j].as_dict() if j is not None else None
+        if j is None:
+            detail, general = unexplained_reason(e, events, used, conns)
+            d["unexplained"] = f"{detail}: {general}" if detail else general
+            d["_detail"], d["_why"] = detail, general
         errors.append(d)
     section = {
         "files": logs.files,
@@ -752,7 +468,13 @@ def _text(section: dict, inside: list[ErrorLine], assigned: dict[int, int]) -> l
     if section.get("warning"):
         out += _wrap(section["warning"], "  warning: ", "    ")
     missing = [e for i, e in enumerate(inside) if i not in assigned]
-    if any(e.kind == "reset" for e in missing) and section.get("vantage_server_side"):
+    why = [(d.pop("_detail"), d.pop("_why")) for d in section["errors"] if "_why" in d]
+    idle_here = any(d for d, _g in why)
+    if (
+        any(e.kind == "reset" for e in missing)
+        and section.get("vantage_server_side")
+        and not idle_here
+    ):
         out += _wrap(
             "nginx got resets this capture on the backend's host does not show: a device "
             "in between (firewall, NAT/conntrack, load balancer) may have sent them; "
@@ -762,11 +484,15 @@ def _text(section: dict, inside: list[ErrorLine], assigned: dict[int, int]) -> l
         )
     if missing:
         out.append("  unexplained (time UTC, line, upstream, message):")
-        for e in missing[:20]:
+        for e, (detail, _general) in zip(missing[:20], why, strict=False):
             head = f"    {_hms(e.ts)} {e.line:5} {e.upstream or '-'} "
             room = max(WIDTH - len(head), 20)
             msg = _short(e.message)
             out.append(head + (msg if len(msg) <= room else msg[: room - 3] + "..."))
+            if detail:
+                out.append(f"      ({detail})")
+        for text, k in Counter(g for _d, g in why[:20]).most_common():
+            out += _wrap(f"{k} x {text}", "    why: ", "      ")
         if len(missing) > 20:
             out.append(f"    ... and {len(missing) - 20} more (see --format json)")
     return out
