@@ -92,6 +92,9 @@ def _analyze(
     if conf is not None:
         from .nginx import conf as nginxconf
 
+        rep.tls_upstream = any(
+            st.args[:1] and st.args[0].startswith("https://") for st in conf.get("proxy_pass")
+        )
         rep.extra["nginx_conf"] = conf.as_dict(servers)
         rep.extra.setdefault("_text_lines", []).extend(nginxconf.text_lines(conf, servers))
     if logs is not None:

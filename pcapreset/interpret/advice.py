@@ -15,6 +15,14 @@ Defaults, checked in each project's source (versions installed in the lab):
   closes expired connections from a loop that wakes about once a second, so
   idle closes land 2-3 s after the response. Sends ``Server: gunicorn``.
 * nginx as a backend: ``keepalive_timeout`` = 75 s.
+* Apache httpd 2.4: ``KeepAliveTimeout`` = 5 s (docs: core directives); it closes
+  an idle connection with a lingering close (FIN, then reads and discards), so a
+  request crossing that FIN is ACKed and never answered, with no RST. Sends
+  ``Server: Apache/2.4.x``.
+* Go net/http ``http.Server``: ``IdleTimeout`` zero means ``ReadTimeout``, and
+  both zero means no idle close at all (net/http/server.go ``idleTimeout``), so
+  a Go backend that closes idle connections was configured to; it writes no
+  ``Server``, ``Connection`` or ``Keep-Alive`` header unless the handler does.
 * nginx upstream keep-alive (``upstream { keepalive_timeout }``): 60 s.
 """
 
@@ -31,26 +39,41 @@ MATCH = 0.25
 @dataclass(frozen=True)
 class Backend:
     name: str
-    #: idle closes observed on the wire with the default setting (seconds)
+    #: idle closes observed on the wire with the default setting (seconds);
+    #: empty: no idle close by default (only a configured one)
     idle_close_s: tuple[float, ...]
     default_text: str  # the default, as its docs state it
     setting: str
-    #: how to write "N seconds" for this setting
-    unit_ms: bool = False
+    #: how to write "N seconds" for this setting: "s" (``setting N``), "ms"
+    #: (``setting = N000``) or "go" (``setting: N * time.Second``)
+    unit: str = "s"
+    #: lower-case substrings of the Server header that name it
+    server_header: tuple[str, ...] = ()
+    #: it sends none of Server, Connection, Keep-Alive by default: a candidate
+    #: when a backend's responses carry none of them
+    quiet: bool = False
 
     def value(self, seconds: float) -> str:
-        if self.unit_ms:
+        if self.unit == "ms":
             return f"{self.setting} = {int(seconds * 1000)}"
+        if self.unit == "go":
+            return f"{self.setting}: {int(seconds)} * time.Second"
         return f"{self.setting} {int(seconds)}"
 
 
 KNOWN_BACKENDS = (
     Backend("Node.js", (5.0, 6.0), "keepAliveTimeout 5000 ms (+1 s buffer in Node >= 20)",
-            "server.keepAliveTimeout", unit_ms=True),
-    Backend("uvicorn", (5.0,), "--timeout-keep-alive 5 s", "--timeout-keep-alive"),
+            "server.keepAliveTimeout", unit="ms"),
+    Backend("uvicorn", (5.0,), "--timeout-keep-alive 5 s", "--timeout-keep-alive",
+            server_header=("uvicorn",)),
     Backend("gunicorn", (2.0, 3.0), "--keep-alive 2 s (gthread/gevent/eventlet workers)",
-            "--keep-alive"),
-    Backend("nginx", (75.0,), "keepalive_timeout 75 s", "keepalive_timeout"),
+            "--keep-alive", server_header=("gunicorn",)),
+    Backend("nginx", (75.0,), "keepalive_timeout 75 s", "keepalive_timeout",
+            server_header=("nginx",)),
+    Backend("Apache httpd", (5.0,), "KeepAliveTimeout 5 s", "KeepAliveTimeout",
+            server_header=("apache",)),
+    Backend("Go net/http", (), "no idle close unless IdleTimeout or ReadTimeout is set",
+            "http.Server.IdleTimeout", unit="go", quiet=True),
 )  # fmt: skip
 _BY_NAME = {b.name: b for b in KNOWN_BACKENDS}
 
@@ -58,9 +81,9 @@ _BY_NAME = {b.name: b for b in KNOWN_BACKENDS}
 def backend_from_headers(headers: dict[str, str]) -> str | None:
     """Name the backend from a response's Server / Keep-Alive headers."""
     srv = headers.get("server", "").lower()
-    for key, name in (("uvicorn", "uvicorn"), ("gunicorn", "gunicorn"), ("nginx", "nginx")):
-        if key in srv:
-            return name
+    for b in KNOWN_BACKENDS:
+        if any(key in srv for key in b.server_header):
+            return b.name
     ka = headers.get("keep-alive", "").lower().replace(" ", "")
     if not srv and ka.startswith("timeout=") and headers.get("connection") == "keep-alive":
         # Node's http.Server: no Server header, `Keep-Alive: timeout=N` and the
@@ -81,10 +104,14 @@ def advertised_timeout(headers: dict[str, str]) -> float | None:
     return None
 
 
-def guess_backend(timeout_s: float, named: str | None) -> list[Backend]:
-    """Backends that fit: the one the headers name, else those whose default fits."""
+def guess_backend(timeout_s: float, named: str | None, quiet: bool = False) -> list[Backend]:
+    """Backends that fit: the one the headers name, else those whose default fits
+    the timing, and with ``quiet`` (the responses carried no Server, Connection
+    or Keep-Alive header) only those that send none by default."""
     if named in _BY_NAME:
         return [_BY_NAME[named]]
+    if quiet:  # every other known backend names itself in its headers
+        return [b for b in KNOWN_BACKENDS if b.quiet]
     return [
         b for b in KNOWN_BACKENDS if any(abs(t - timeout_s) <= MATCH * t for t in b.idle_close_s)
     ]
@@ -101,8 +128,12 @@ def keepalive_advice(
     src: str,
     observed: bool,
     from_header: bool = False,
+    quiet: bool = False,
+    tls: bool = False,
 ) -> str:
-    """The keep-alive race fix: backend idle timeout above nginx's, or nginx's below it."""
+    """The keep-alive race fix: backend idle timeout above nginx's, or nginx's below it.
+    ``quiet``: the backend's responses carried no Server / Connection / Keep-Alive
+    header; ``tls``: nginx talks TLS to it (proxy_pass https://)."""
     nk = nginx_keepalive_s
     above = nk + 5
     if idle_timeout_s is None:
@@ -112,15 +143,19 @@ def keepalive_advice(
             f"keepalive_timeout ({nk:g} s, {src}), e.g. to {above:g} s, or lower nginx's below "
             "the backend's; `proxy_next_upstream error timeout` only retries idempotent requests"
         )
-    fits = guess_backend(idle_timeout_s, backend)
+    fits = guess_backend(idle_timeout_s, backend, quiet)
     below = max(1, math.floor(idle_timeout_s * 0.8))
     if backend is not None and len(fits) == 1:
         b = fits[0]
         who = f" ({b.name}, named by its response headers; default {b.default_text})"
         fix = f"set {b.value(above)}"
     elif fits:
-        names = " or ".join(f"{b.name}'s default ({b.default_text})" for b in fits)
-        who = f" (the timing fits {names}; the headers do not name the backend)"
+        if quiet:
+            names = " or ".join(f"{b.name} ({b.default_text})" for b in fits)
+            who = f" (no Server, Connection or Keep-Alive header, as {names} answers)"
+        else:
+            names = " or ".join(f"{b.name}'s default ({b.default_text})" for b in fits)
+            who = f" (the timing fits {names}; the headers do not name the backend)"
         fix = (
             f"raise the backend's keep-alive idle timeout to {above:g} s ("
             + "; ".join(f"{b.name}: {b.value(above)}" for b in fits)
@@ -138,8 +173,44 @@ def keepalive_advice(
     return (
         f"{lead}{closes}{who}; nginx "
         f"reuses them for up to {nk:g} s ({src}): {fix}, or set nginx's upstream "
-        f"`keepalive_timeout {below}s` (below the backend's)"
+        f"`keepalive_timeout {below}s` (below the backend's)" + (TLS_NOTE if tls else "")
     )
+
+
+#: added to the keep-alive advice when nginx talks TLS to the backend
+TLS_NOTE = (
+    "; over TLS (proxy_pass https://) the same idle timeout applies to the TLS "
+    "connection, and the RSTs that answer a close_notify after a close are harmless"
+)
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What the capture says about one upstream server, for its own advice line."""
+
+    server: str  # "ip:port"
+    idle_timeout_s: float | None
+    backend: str | None  # a known backend's name (:data:`KNOWN_BACKENDS`)
+    server_header: str | None  # the Server header as sent
+    raced: bool  # a keep-alive race (reset or finding) was seen on it
+    quiet: bool = False  # its responses carried no Server/Connection/Keep-Alive
+
+
+def per_server_advice(
+    servers: list[ServerView], nginx_keepalive_s: float, src: str, tls: bool = False
+) -> list[str]:
+    """A pool: one keep-alive line per server whose idle close is shorter than
+    nginx's reuse, named by its Server header when it sends one."""
+    out = []
+    for v in servers:
+        if v.idle_timeout_s is None or v.idle_timeout_s >= nginx_keepalive_s:
+            continue
+        label = v.server_header or v.backend or "not named by its headers"
+        text = keepalive_advice(
+            v.idle_timeout_s, v.backend, nginx_keepalive_s, src, v.raced, quiet=v.quiet, tls=tls
+        )
+        out.append(f"{v.server} ({label}): {text}")
+    return out
 
 
 _FIXED = {
@@ -184,6 +255,16 @@ _FIXED = {
         "nginx timed out waiting for the backend: raise proxy_read_timeout (default 60s) above "
         "the slowest legitimate response, or make the backend answer faster"
     ),
+    "backend_restart": (
+        "the backend closed its connections all at once (a restart, deploy or worker "
+        "recycling) while nginx still used them: drain before exit (stop accepting, finish "
+        "in-flight requests, answer the last request on each keep-alive connection with "
+        "`Connection: close`; gunicorn --graceful-timeout, uvicorn --timeout-graceful-shutdown, "
+        "Go http.Server.Shutdown, Apache `apachectl -k graceful-stop`), recycle workers with "
+        "jitter (gunicorn --max-requests-jitter), and let nginx retry idempotent requests on "
+        "another server: `proxy_next_upstream error timeout http_502` (non-idempotent ones only "
+        "with `non_idempotent`)"
+    ),
     "premature_close": (
         "the backend closed the connection after receiving a request and before answering it "
         "(crash, request-size or max-requests limits): check the backend's logs for that time"
@@ -202,14 +283,16 @@ def recommend(
     nginx_keepalive_s: float | None = None,
     nginx_from_conf: bool = False,
     idle_from_header: bool = False,
+    quiet: bool = False,
+    tls: bool = False,
 ) -> str:
     """One recommendation naming the setting to change, for a cause or finding code."""
     nk = nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
     src = "nginx.conf" if nginx_from_conf else "nginx default"
     if cause == "keepalive_race":
-        return keepalive_advice(idle_timeout_s, backend, nk, src, observed=True)
+        return keepalive_advice(idle_timeout_s, backend, nk, src, True, quiet=quiet, tls=tls)
     if cause == "keepalive_risk":
         return keepalive_advice(
-            idle_timeout_s, backend, nk, src, observed=False, from_header=idle_from_header
+            idle_timeout_s, backend, nk, src, False, idle_from_header, quiet=quiet, tls=tls
         )
     return _FIXED.get(cause, "")

@@ -28,8 +28,10 @@ from ..engine.spill import Spill
 from ..errors import PcapResetError
 from ..interpret.advice import (
     NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
+    ServerView,
     advertised_timeout,
     backend_from_headers,
+    per_server_advice,
     recommend,
 )
 from ..interpret.evidence import (
@@ -223,6 +225,7 @@ class Report:
     nginx_keepalive_s: float | None = None
     nginx_from_conf: bool = False
     extra: dict = field(default_factory=dict)  # e.g. nginx_log section
+    tls_upstream: bool = False  # nginx.conf: proxy_pass https://
 
     # ------------------------------------------------------------ helpers
     def ep(self, key: int) -> str:
@@ -248,6 +251,51 @@ class Report:
                 names.add(n, (c.start, c.client, c.server, 0))
         best = names.best()
         return None if best is None else best[0]
+
+    def quiet_backends(self) -> set[int]:
+        """Servers whose responses (in the connections kept in memory) all came
+        without a Server, Connection or Keep-Alive header."""
+        said: dict[int, bool] = {}
+        for c in self.result.conns:
+            if any(x.status is not None for x in c.exchanges):
+                said[c.server] = said.get(c.server, False) or bool(c.resp_headers)
+        return {k for k, v in said.items() if not v}
+
+    def server_views(self, raced: set[int]) -> list[ServerView]:
+        """Per upstream server with an inferred idle timeout: what its advice needs."""
+        names: dict[int, Counter[str]] = {}
+        headers: dict[int, Counter[str]] = {}
+        for c in self.result.conns:
+            n = backend_from_headers(c.resp_headers)
+            if n:
+                names.setdefault(c.server, Counter())[n] += 1
+            h = c.resp_headers.get("server")
+            if h:
+                headers.setdefault(c.server, Counter())[h] += 1
+        quiet = self.quiet_backends()
+        return [
+            ServerView(
+                self.ep(k),
+                t,
+                names[k].most_common(1)[0][0] if k in names else None,
+                headers[k].most_common(1)[0][0] if k in headers else None,
+                k in raced,
+                k in quiet,
+            )
+            for k, t in self.ctx.idle_timeout.items()
+        ]
+
+    def raced_servers(self) -> set[int]:
+        """Servers with a keep-alive race: a reset with that cause, or the finding."""
+        out = {
+            srv
+            for (cause, _s), srv in zip(self.resets.pairs(), self.resets.servers(), strict=True)
+            if cause == "keepalive_race"
+        }
+        for c in self.result.conns:
+            if any(cause == "keepalive_race" for cause, _m in conn_findings(c)):
+                out.add(c.server)
+        return out
 
     def advertised_timeout(self) -> float | None:
         """The Keep-Alive: timeout=N most responses advertised, if any."""
@@ -328,6 +376,11 @@ class Report:
     ) -> list[str]:
         """One recommendation per reset cause and finding, plus the keep-alive risk."""
 
+        answered = {
+            c.server for c in self.result.conns if any(x.status is not None for x in c.exchanges)
+        }
+        quiet = bool(answered) and self.quiet_backends() == answered
+
         def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
             return recommend(
                 cause,
@@ -336,10 +389,18 @@ class Report:
                 nginx_keepalive_s=nginx_keepalive_s,
                 nginx_from_conf=self.nginx_from_conf,
                 idle_from_header=from_header,
+                quiet=quiet,
+                tls=self.tls_upstream,
             )
 
         recs: list[str] = []
         seen: set[str] = set()
+        if len(self.ctx.idle_timeout) > 1:  # a pool: one keep-alive line per backend
+            src = "nginx.conf" if self.nginx_from_conf else "nginx default"
+            views = self.server_views(self.raced_servers())
+            recs += per_server_advice(views, nginx_keepalive_s, src, self.tls_upstream)
+            seen |= {"keepalive_race"} if recs else set()
+            idle_timeout_s = advertised_s = None  # no single timeout speaks for all
         for cause, _n in by_cause.most_common():
             if cause != "unknown" and cause not in seen:
                 seen.add(cause)
