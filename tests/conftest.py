@@ -59,7 +59,7 @@ LAB_PENDING: frozenset[str] = frozenset(
 )
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
 #: (tests/test_nginxlog.py, strict xfail likewise).
-LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset({"keepalive_race_apache", "pool_three_backends"})
+LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset()
 
 
 #: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input": VXLAN),
