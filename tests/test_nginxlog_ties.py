@@ -124,6 +124,51 @@ def test_reset_unseen_here_stays_unexplained_and_says_why() -> None:
     assert idle == ["10.77.2.2:53388", "10.77.2.2:36770", "10.77.2.2:36782"]
 
 
+def _with_late_device_reset(dst: Path) -> Path:
+    """middlebox_conntrack's backend.pcap (SLL2) plus what follows when the backend
+    later closes the first reused connection (10.77.2.2:53388, idle since
+    11:21:43.948): its FIN at 11:21:50.5, and the router, whose conntrack entry is
+    gone, answering it with a RST in nginx's name (REJECT tcp-reset: TTL 64, where
+    nginx's own packets arrive with 63; seq = the FIN's ack)."""
+    with open(SAMPLES / "middlebox_conntrack" / "backend.pcap", "rb") as f:
+        pkts = [(ts, bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
+
+    def segment(template: bytes, ts: float, flags: int, seq: int, ack: int, **ip_kw) -> tuple:
+        ip = dpkt.ip.IP(template[20:])  # after the 20-byte SLL2 header
+        tcp = ip.data
+        tcp.flags, tcp.seq, tcp.ack, tcp.data, tcp.opts, tcp.off, tcp.sum = (
+            flags, seq, ack, b"", b"", 5, 0,
+        )  # fmt: skip
+        for k, v in ip_kw.items():
+            setattr(ip, k, v)
+        ip.data, ip.len, ip.sum = tcp, 0, 0
+        return ts, template[:20] + bytes(ip)
+
+    server_ack, client_ack = pkts[4][1], pkts[2][1]  # backend's ACK, nginx's ACK on 53388
+    fin = segment(server_ack, 1795864910.5, 0x11, 2359865551, 2365662964, id=29357)
+    rst = segment(client_ack, 1795864910.5002, 0x04, 2365662964, 0, ttl=64, id=0)
+    with open(dst, "wb") as g:
+        w = dpkt.pcap.Writer(g, linktype=276, snaplen=256)
+        for ts, buf in sorted([*pkts, fin, rst]):
+            w.writepkt(buf, ts)
+    return dst
+
+
+def test_reset_unseen_here_ties_to_the_devices_later_reset_of_the_idle_connection(
+    tmp_path: Path,
+) -> None:
+    d = SAMPLES / "middlebox_conntrack"
+    j = api.analyze(
+        _with_late_device_reset(tmp_path / "late.pcap"), nginx_log=[d / "error.log"], nginx_tz="UTC"
+    ).to_json()
+    assert [(r["client"], r["sender"]) for r in j["resets"]] == [("10.77.2.2:53388", "middlebox")]
+    by = {e["line"]: e["explained_by"] for e in j["nginx_log"]["errors"]}
+    # line 7 (11:21:48) fell in 53388's idle spell; lines 8 and 9 came after its reset
+    assert by[7] is not None and by[7]["client"] == "10.77.2.2:53388"
+    assert by[7]["how"] == "idle_then_reset"
+    assert by[8] is None and by[9] is None
+
+
 # ------------------------------------------------------ matcher, synthetic
 def _line(ts: float, kind: str = "reset", uri: str | None = "/") -> ErrorLine:
     return ErrorLine(ts, 1, "error", 104, "recv() failed", kind, "10.0.0.2:3000", uri, None)
@@ -164,7 +209,7 @@ WIRE_CANNOT: dict[tuple[str, str], tuple[set[int], str]] = {
     ),
 }
 #: captures whose encapsulation pcapreset does not decode yet (no TCP seen)
-NOT_DECODED = getattr(conftest, "SAMPLES_NOT_DECODED", frozenset())
+NOT_DECODED = conftest.SAMPLES_NOT_DECODED
 MIN_SHARE = 0.95
 
 
