@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 
 from ..errors import PcapResetError
 from .conf import normalize_addr
-from .match import COMPAT, MATCH_WINDOW_S, WireEvent, match, unexplained_reason, wire_events
+from .match import COMPAT, MATCH_WINDOW_S, Leftovers, WireEvent, match, wire_events
 
-__all__ = ["COMPAT", "MATCH_WINDOW_S", "WireEvent", "match", "unexplained_reason", "wire_events"]
+__all__ = ["COMPAT", "MATCH_WINDOW_S", "Leftovers", "WireEvent", "match", "wire_events"]
 
 WIDTH = 80
 #: an access.log request may end this long after its upstream error line
@@ -329,19 +329,17 @@ def correlate(rep, logs: LogSet) -> tuple[dict, list[str]]:
     events = wire_events(rep)
     assigned = match(inside, events)
     _tie_access(logs.access, inside)
-    used = set(assigned.values())
-    conns = (
-        [(rep.ep(c.server), rep.ep(c.client), c) for c, _j in rep.result.each_conn()]
-        if len(assigned) < len(inside)
-        else []
-    )
+    left = None
+    if len(assigned) < len(inside):
+        conns = [(rep.ep(c.server), rep.ep(c.client), c) for c, _j in rep.result.each_conn()]
+        left = Leftovers(events, set(assigned.values()), conns)
     errors = []
     for i, e in enumerate(inside):
         d = e.as_dict()
         j = assigned.get(i)
         d["explained_by"] = events[j].as_dict() if j is not None else None
-        if j is None:
-            detail, general = unexplained_reason(e, events, used, conns)
+        if left is not None and j is None:
+            detail, general = left.reason(e)
             d["unexplained"] = f"{detail}: {general}" if detail else general
             d["_detail"], d["_why"] = detail, general
         errors.append(d)

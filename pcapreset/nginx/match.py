@@ -211,6 +211,8 @@ COMPAT: dict[str, dict[tuple[str, str], float]] = {
     },
 }
 _SERVER_SIDE = {"server", "middlebox", "unknown", None}
+#: idle spells looked at per reset line (those ending soonest after it)
+SPAN_SCAN_MAX = 64
 #: preference cost of tying a reset line to a device's later reset of a
 #: connection that lay idle at the line's time (nginx's reset unseen here)
 UNSEEN_COST = 0.6
@@ -269,7 +271,11 @@ def match(lines: Sequence[ErrorLine], events: Sequence[WireEvent]) -> dict[int, 
     event's ``how``."""
     order = sorted(range(len(events)), key=lambda j: events[j].match_ts)
     times = [events[j].match_ts for j in order]
-    spans = [j for j in range(len(events)) if events[j].unseen_span is not None]
+    spans = sorted(
+        (j for j in range(len(events)) if events[j].unseen_span is not None),
+        key=lambda j: events[j].unseen_span[1],  # type: ignore[index]
+    )
+    span_ends = [events[j].unseen_span[1] for j in spans]  # type: ignore[index]
     adj: dict[int, list[tuple[float, int]]] = {}
     hows: dict[tuple[int, int], str] = {}
     for i, e in enumerate(lines):
@@ -277,7 +283,10 @@ def match(lines: Sequence[ErrorLine], events: Sequence[WireEvent]) -> dict[int, 
         hi = bisect.bisect_right(times, e.ts + 1.0 + MATCH_WINDOW_S)
         near = [order[k] for k in range(lo, hi)]
         seen = set(near)
-        far = [j for j in spans if j not in seen] if e.kind == "reset" else []
+        far = []
+        if e.kind == "reset":  # idle spells ending at or after the line, nearest first
+            k = bisect.bisect_left(span_ends, e.ts)
+            far = [j for j in spans[k : k + SPAN_SCAN_MAX] if j not in seen]
         edges = []
         for j in near + far:
             got = _edge_cost(e, events[j])
@@ -338,51 +347,74 @@ def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
 
 
-def unexplained_reason(
-    e: ErrorLine,
-    events: Sequence[WireEvent],
-    used: set[int],
-    conns: Sequence[tuple[str, str, Conn]],
-) -> tuple[str, str]:
-    """Why no wire event explains line ``e``: (what this line's capture shows, if
-    anything particular; the general reason). ``used``: indices of events tied to
-    other lines; ``conns``: (server "ip:port", client "ip:port", connection) for
-    every connection in the capture.
-    """
-    if e.kind in _NO_TRACE:
-        return "", _NO_TRACE[e.kind] + ": nothing on the wire to tie it to"
-    up = e.upstream if e.upstream and (e.upstream[:1].isdigit() or e.upstream[:1] == "[") else None
-    mine = [(cli, c) for srv, cli, c in conns if up is None or srv == up]
-    if not mine:
-        return "", f"the capture holds no connection to {up or 'any upstream'}"
-    what = _WHAT.get(e.kind, "event")
-    taken = [
-        j
-        for j, w in enumerate(events)
-        if (w.kind, w.cause) in COMPAT.get(e.kind, {})
-        and (up is None or w.server == up)
-        and abs(w.match_ts - (e.ts + 0.5)) <= 0.5 + MATCH_WINDOW_S
-    ]
-    if taken and all(j in used for j in taken):
-        return "", f"the {what}(s) at that second are tied to other lines"
-    lo, hi = e.ts - MATCH_WINDOW_S, e.ts + 1.0 + MATCH_WINDOW_S
-    idle = []
-    for cli, c in mine:
-        ends = [t for t in (c.c.fin_ts, c.s.fin_ts) if t is not None]
-        ends += [ev.ts for ev in c.rst_events]
-        if c.start >= lo or (ends and min(ends) < e.ts):
-            continue  # opened later, or closed before the line
-        since = _idle_from(c, hi)
-        if since is not None and since < lo:
-            idle.append((since, cli))
-    if e.kind in ("reset", "premature", "timeout") and idle:
-        since, cli = max(idle, key=lambda x: x[0])
-        return (
-            f"{cli} idle here since {_clock(since)}",
-            "a connection to that upstream lay idle then and this capture shows no reset "
-            "or close of it: nginx's request and the answer it got did not pass this "
-            "capture point (a device in between, such as a conntrack or NAT REJECT, "
-            "answers nginx only)",
-        )
-    where = f" to {up}" if up else ""
-    return "", f"no {what}{where} on the wire within 1 s of the logged second"
+#: connections looked at (latest started first) for an idle one at a line's time
+IDLE_SCAN_MAX = 2000
+
+
+class Leftovers:
+    """Says why a line stays unexplained, from indexes built once: events by
+    time, connections by server and start (scans are bounded)."""
+
+    def __init__(self, events: Sequence[WireEvent], used: set[int], conns) -> None:
+        """``used``: indices of events tied to lines; ``conns``: (server "ip:port",
+        client "ip:port", connection) for every connection in the capture."""
+        self.events, self.used = events, used
+        self.order = sorted(range(len(events)), key=lambda j: events[j].match_ts)
+        self.times = [events[j].match_ts for j in self.order]
+        self.by_server: dict[str | None, list[tuple[float, str, Conn]]] = {}
+        for srv, cli, c in conns:
+            self.by_server.setdefault(srv, []).append((c.start, cli, c))
+            self.by_server.setdefault(None, []).append((c.start, cli, c))
+        for v in self.by_server.values():
+            v.sort(key=lambda x: x[0])
+
+    def reason(self, e: ErrorLine) -> tuple[str, str]:
+        """(what this line's capture shows, if anything particular; the general reason)."""
+        if e.kind in _NO_TRACE:
+            return "", _NO_TRACE[e.kind] + ": nothing on the wire to tie it to"
+        up = e.upstream if e.upstream and e.upstream[:1] in "0123456789[" else None
+        mine = self.by_server.get(up, [])
+        if not mine:
+            return "", f"the capture holds no connection to {up or 'any upstream'}"
+        what = _WHAT.get(e.kind, "event")
+        lo, hi = e.ts - MATCH_WINDOW_S, e.ts + 1.0 + MATCH_WINDOW_S
+        taken = [
+            j
+            for j in self.order[
+                bisect.bisect_left(self.times, lo) : bisect.bisect_right(self.times, hi)
+            ]
+            if (self.events[j].kind, self.events[j].cause) in COMPAT.get(e.kind, {})
+            and (up is None or self.events[j].server == up)
+        ]
+        if taken and all(j in self.used for j in taken):
+            return "", f"the {what}(s) at that second are tied to other lines"
+        idle = self._idle_conn(e, mine, lo, hi) if e.kind in _IDLE_KINDS else None
+        if idle is not None:
+            since, cli = idle
+            return (
+                f"{cli} idle here since {_clock(since)}",
+                "a connection to that upstream lay idle then and this capture shows no reset "
+                "or close of it: nginx's request and the answer it got did not pass this "
+                "capture point (a device in between, such as a conntrack or NAT REJECT, "
+                "answers nginx only)",
+            )
+        where = f" to {up}" if up else ""
+        return "", f"no {what}{where} on the wire within 1 s of the logged second"
+
+    @staticmethod
+    def _idle_conn(e: ErrorLine, mine, lo: float, hi: float) -> tuple[float, str] | None:
+        """The connection open and idle at the line's time that went idle last."""
+        best = None
+        k = bisect.bisect_left(mine, lo, key=lambda x: x[0])  # started before lo
+        for _start, cli, c in reversed(mine[max(0, k - IDLE_SCAN_MAX) : k]):
+            ends = [t for t in (c.c.fin_ts, c.s.fin_ts) if t is not None]
+            ends += [ev.ts for ev in c.rst_events]
+            if ends and min(ends) < e.ts:
+                continue  # closed before the line
+            since = _idle_from(c, hi)
+            if since is not None and since < lo and (best is None or since > best[0]):
+                best = (since, cli)
+        return best
+
+
+_IDLE_KINDS = ("reset", "premature", "timeout")
