@@ -182,9 +182,11 @@ def _race_without_rst(c: Conn) -> str | None:
     if not fin_crossed(c, conn_rtt(c) or 0.0):
         return None
     done = [e.resp_end_ts for e in c.exchanges if e.resp_end_ts is not None and e.resp_end_ts < fin]
-    idle = f" after {fin - max(done):.1f} s idle" if done else ""
+    if not done:
+        return None  # no answered request before: not a kept-alive connection
     return (
-        f"the backend closed the keep-alive connection (FIN{idle}) as nginx's next request "
+        f"the backend closed the keep-alive connection (FIN after {fin - max(done):.1f} s "
+        "idle) as nginx's next request "
         "was on its way, and never answered it (no RST: a lingering close, as Apache "
         "httpd does): nginx logs 'upstream prematurely closed connection'"
     )
