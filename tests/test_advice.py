@@ -104,3 +104,15 @@ def test_pool_gets_one_line_per_backend(tmp_path: Path) -> None:
     assert "--keep-alive 65" in guni[0]
     # no line speaks for the whole pool with one backend's timeout
     assert not [r for r in recs if r.startswith("backend closes idle")]
+
+
+def test_tls_note_from_nginx_conf(tmp_path: Path) -> None:
+    d = SAMPLES / "keepalive_race_node"
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        (d / "nginx.conf").read_text().replace("proxy_pass http://", "proxy_pass https://")
+    )
+    recs = api.analyze(d / "nginx.pcap", nginx_conf=conf).to_json()["summary"]["recommendations"]
+    assert any("server.keepAliveTimeout = 65000" in r and "close_notify" in r for r in recs)
+    plain = api.analyze(d / "nginx.pcap", nginx_conf=d / "nginx.conf").to_json()["summary"]
+    assert not any("close_notify" in r for r in plain["recommendations"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import conftest
 import dpkt
+import jsonschema
 import pytest
 from conftest import SAMPLES
 
@@ -26,6 +27,7 @@ CTX = (
     ', client: 10.77.1.2, server: , request: "GET / HTTP/1.1", '
     'upstream: "http://10.77.3.2:3000/", host: "10.77.1.1:8080"'
 )
+SCHEMA = json.loads((SAMPLES.parent / "pcapreset" / "report" / "report.schema.json").read_text())
 CONNECT_104 = "connect() failed (104: Connection reset by peer) while connecting to upstream"
 TIMEOUT = (
     "upstream timed out (110: Connection timed out) while reading response header from upstream"
@@ -167,6 +169,7 @@ def test_reset_unseen_here_ties_to_the_devices_later_reset_of_the_idle_connectio
     assert by[7] is not None and by[7]["client"] == "10.77.2.2:53388"
     assert by[7]["how"] == "idle_then_reset"
     assert by[8] is None and by[9] is None
+    jsonschema.validate(j, SCHEMA)  # how and unexplained are in the published schema
 
 
 # ------------------------------------------------------ matcher, synthetic
