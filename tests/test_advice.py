@@ -69,6 +69,8 @@ def test_per_server_advice_one_line_per_backend_that_needs_a_change() -> None:
     assert "KeepAliveTimeout 65" in lines[0]
     assert lines[1].startswith("10.0.0.3:3000 (not named by its headers): no race seen yet")
     assert "http.Server.IdleTimeout" in lines[1]
+    # nginx's one keepalive_timeout for the pool stays below its shortest idle close
+    assert all("`keepalive_timeout 2s` (below every backend's in the pool)" in x for x in lines)
 
 
 def _pool(tmp_path: Path) -> Path:

@@ -130,8 +130,11 @@ def keepalive_advice(
     from_header: bool = False,
     quiet: bool = False,
     tls: bool = False,
+    pool_min_s: float | None = None,
 ) -> str:
     """The keep-alive race fix: backend idle timeout above nginx's, or nginx's below it.
+    ``pool_min_s``: the shortest idle close in the upstream pool (nginx's one
+    keepalive_timeout must stay below every backend's).
     ``quiet``: the backend's responses carried no Server / Connection / Keep-Alive
     header; ``tls``: nginx talks TLS to it (proxy_pass https://)."""
     nk = nginx_keepalive_s
@@ -144,7 +147,8 @@ def keepalive_advice(
             "the backend's; `proxy_next_upstream error timeout` only retries idempotent requests"
         )
     fits = guess_backend(idle_timeout_s, backend, quiet)
-    below = max(1, math.floor(idle_timeout_s * 0.8))
+    below = max(1, math.floor(min(idle_timeout_s, pool_min_s or idle_timeout_s) * 0.8))
+    whose = "the backend's" if pool_min_s is None else "every backend's in the pool"
     if backend is not None and len(fits) == 1:
         b = fits[0]
         who = f" ({b.name}, named by its response headers; default {b.default_text})"
@@ -173,7 +177,7 @@ def keepalive_advice(
     return (
         f"{lead}{closes}{who}; nginx "
         f"reuses them for up to {nk:g} s ({src}): {fix}, or set nginx's upstream "
-        f"`keepalive_timeout {below}s` (below the backend's)" + (TLS_NOTE if tls else "")
+        f"`keepalive_timeout {below}s` (below {whose})" + (TLS_NOTE if tls else "")
     )
 
 
@@ -201,13 +205,24 @@ def per_server_advice(
 ) -> list[str]:
     """A pool: one keep-alive line per server whose idle close is shorter than
     nginx's reuse, named by its Server header when it sends one."""
+    short = [
+        (v, v.idle_timeout_s)
+        for v in servers
+        if v.idle_timeout_s is not None and v.idle_timeout_s < nginx_keepalive_s
+    ]
+    pool_min = min((t for _v, t in short), default=None)
     out = []
-    for v in servers:
-        if v.idle_timeout_s is None or v.idle_timeout_s >= nginx_keepalive_s:
-            continue
+    for v, idle_s in short:
         label = v.server_header or v.backend or "not named by its headers"
         text = keepalive_advice(
-            v.idle_timeout_s, v.backend, nginx_keepalive_s, src, v.raced, quiet=v.quiet, tls=tls
+            idle_s,
+            v.backend,
+            nginx_keepalive_s,
+            src,
+            v.raced,
+            quiet=v.quiet,
+            tls=tls,
+            pool_min_s=pool_min,
         )
         out.append(f"{v.server} ({label}): {text}")
     return out
