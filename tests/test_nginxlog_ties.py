@@ -11,6 +11,7 @@ share test uses each scenario's own error.log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 from conftest import SAMPLES
 
 from pcapreset import api
-from pcapreset.nginx.log import ErrorLine, WireEvent, match
+from pcapreset.nginx.log import ErrorLine, WireEvent, match, wire_events
 
 CTX = (
     ', client: 10.77.1.2, server: , request: "GET / HTTP/1.1", '
@@ -170,6 +171,15 @@ def test_reset_unseen_here_ties_to_the_devices_later_reset_of_the_idle_connectio
     assert by[7]["how"] == "idle_then_reset"
     assert by[8] is None and by[9] is None
     jsonschema.validate(j, SCHEMA)  # how and unexplained are in the published schema
+
+
+def test_no_unseen_resets_when_captured_on_nginx_host(tmp_path: Path) -> None:
+    # on nginx's host every reset nginx got is on the wire: the same device reset,
+    # seen there, offers no idle spell to tie unseen resets to
+    rep = api.analyze(_with_late_device_reset(tmp_path / "late.pcap"))
+    assert [w.unseen_span is not None for w in wire_events(rep) if w.kind == "reset"] == [True]
+    rep.ctx.vantage = dataclasses.replace(rep.ctx.vantage, where="client host (nginx side)")
+    assert [w.unseen_span is not None for w in wire_events(rep) if w.kind == "reset"] == [False]
 
 
 # ------------------------------------------------------ matcher, synthetic

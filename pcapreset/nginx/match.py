@@ -131,6 +131,8 @@ def _unseen_span(c: Conn, ev, sender: str | None) -> tuple[float, float] | None:
 def wire_events(rep) -> list[WireEvent]:
     """Resets and per-connection findings of a Report, with the time nginx saw them."""
     out = []
+    # on nginx's own host every reset nginx got is in the capture: no unseen ones
+    on_nginx_host = rep.ctx.vantage.where == "client host (nginx side)"
     for r in rep.resets:
         c, ev, v = full_conn(r.conn), r.event, r.verdict
         match_ts = _gave_up_ts(c, ev.ts) if v.sender == "client" else ev.ts
@@ -147,7 +149,7 @@ def wire_events(rep) -> list[WireEvent]:
                 tgt,
                 requests_before=ev.requests_before,
                 at_handshake=ev.requests_before == 0 and ev.ts - c.start <= HANDSHAKE_S,
-                unseen_span=_unseen_span(c, ev, v.sender),
+                unseen_span=None if on_nginx_host else _unseen_span(c, ev, v.sender),
             )
         )
     for c, _j in rep.result.each_conn():
