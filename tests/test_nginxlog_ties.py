@@ -199,6 +199,8 @@ def test_device_reset_later_explains_a_line_while_the_connection_was_idle() -> N
     got = match([_line(110.0)], [ev])
     assert got == {0: 0} and ev.how == "idle_then_reset"
     assert match([_line(95.0)], [_reset(130.0, span=(100.0, 130.0))]) == {}  # before the idle
+    # the request on the wire is the connection's earlier one, not the line's
+    assert match([_line(110.0, uri="/new")], [_reset(130.0, span=(100.0, 130.0))]) == {0: 0}
     assert match([_line(110.0, "timeout")], [_reset(130.0, span=(100.0, 130.0))]) == {}
     # a reset at the line's own second is preferred to the later one
     near, later = _reset(110.4), _reset(130.0, span=(100.0, 130.0))

@@ -255,7 +255,8 @@ def _edge_cost(e: ErrorLine, w: WireEvent) -> tuple[float, str] | None:
             return None
     else:
         cost += 0.3  # group name / unix socket / nothing: any server
-    if e.upstream_uri and w.target:
+    # an unseen reset: the request on the wire is an earlier one, not the line's
+    if e.upstream_uri and w.target and how != "idle_then_reset":
         if not (e.upstream_uri.startswith(w.target) or w.target.startswith(e.upstream_uri)):
             return None
         if e.upstream_uri != w.target:
