@@ -217,6 +217,23 @@ def _decode(b: bytes, packed: Packed) -> ResetRecord:
 
 
 @dataclass
+class HeaderStats:
+    """What the responses' headers say, per server (Report.header_stats)."""
+
+    names: dict[int, Counter[str]] = field(default_factory=dict)
+    headers: dict[int, Counter[str]] = field(default_factory=dict)
+    said: dict[int, bool] = field(default_factory=dict)  # answered; any header read
+    raced: set[int] = field(default_factory=set)  # keepalive_race finding on it
+    evicted_named: bool = False  # evicted connections named a backend
+
+    @property
+    def quiet(self) -> bool:
+        """Every answering server's responses carried no Server, Connection or
+        Keep-Alive header."""
+        return bool(self.said) and not any(self.said.values()) and not self.evicted_named
+
+
+@dataclass
 class Report:
     result: EngineResult
     ctx: Context
@@ -252,50 +269,45 @@ class Report:
         best = names.best()
         return None if best is None else best[0]
 
-    def quiet_backends(self) -> set[int]:
-        """Servers whose responses (in the connections kept in memory) all came
-        without a Server, Connection or Keep-Alive header."""
-        said: dict[int, bool] = {}
-        for c in self.result.conns:
-            if any(x.status is not None for x in c.exchanges):
-                said[c.server] = said.get(c.server, False) or bool(c.resp_headers)
-        return {k for k, v in said.items() if not v}
-
-    def server_views(self, raced: set[int]) -> list[ServerView]:
-        """Per upstream server with an inferred idle timeout: what its advice needs."""
-        names: dict[int, Counter[str]] = {}
-        headers: dict[int, Counter[str]] = {}
-        for c in self.result.conns:
+    def header_stats(self, pool: bool = False) -> HeaderStats:
+        """Per server: the backend its headers name, its Server header, whether
+        its answers carried any header read (every connection kept for the
+        report, packed ones included); with ``pool``, also which had a keep-alive
+        race without RST (a finding)."""
+        st = HeaderStats()
+        for c, _j in self.result.each_conn():
             n = backend_from_headers(c.resp_headers)
             if n:
-                names.setdefault(c.server, Counter())[n] += 1
+                st.names.setdefault(c.server, Counter())[n] += 1
             h = c.resp_headers.get("server")
             if h:
-                headers.setdefault(c.server, Counter())[h] += 1
-        quiet = self.quiet_backends()
-        return [
-            ServerView(
-                self.ep(k),
-                t,
-                names[k].most_common(1)[0][0] if k in names else None,
-                headers[k].most_common(1)[0][0] if k in headers else None,
-                k in raced,
-                k in quiet,
-            )
-            for k, t in self.ctx.idle_timeout.items()
-        ]
+                st.headers.setdefault(c.server, Counter())[h] += 1
+            if any(x.status is not None for x in c.exchanges):
+                st.said[c.server] = st.said.get(c.server, False) or bool(c.resp_headers)
+            if pool and any(cause == "keepalive_race" for cause, _m in conn_findings(c)):
+                st.raced.add(c.server)
+        rollup = self.result.rollup
+        st.evicted_named = rollup is not None and rollup.backends.best() is not None
+        return st
 
-    def raced_servers(self) -> set[int]:
-        """Servers with a keep-alive race: a reset with that cause, or the finding."""
-        out = {
+    def server_views(self, st: HeaderStats) -> list[ServerView]:
+        """Per upstream server with an inferred idle timeout: what its advice needs."""
+        raced = st.raced | {
             srv
             for (cause, _s), srv in zip(self.resets.pairs(), self.resets.servers(), strict=True)
             if cause == "keepalive_race"
         }
-        for c in self.result.conns:
-            if any(cause == "keepalive_race" for cause, _m in conn_findings(c)):
-                out.add(c.server)
-        return out
+        return [
+            ServerView(
+                self.ep(k),
+                t,
+                st.names[k].most_common(1)[0][0] if k in st.names else None,
+                st.headers[k].most_common(1)[0][0] if k in st.headers else None,
+                k in raced,
+                st.said.get(k) is False,
+            )
+            for k, t in self.ctx.idle_timeout.items()
+        ]
 
     def advertised_timeout(self) -> float | None:
         """The Keep-Alive: timeout=N most responses advertised, if any."""
@@ -376,10 +388,10 @@ class Report:
     ) -> list[str]:
         """One recommendation per reset cause and finding, plus the keep-alive risk."""
 
-        answered = {
-            c.server for c in self.result.conns if any(x.status is not None for x in c.exchanges)
-        }
-        quiet = bool(answered) and self.quiet_backends() == answered
+        pool = len(self.ctx.idle_timeout) > 1
+        # header statistics only where the advice depends on them
+        st = self.header_stats(pool) if pool or backend is None else None
+        quiet = st is not None and st.quiet
 
         def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
             return recommend(
@@ -395,9 +407,9 @@ class Report:
 
         recs: list[str] = []
         seen: set[str] = set()
-        if len(self.ctx.idle_timeout) > 1:  # a pool: one keep-alive line per backend
+        if pool and st is not None:  # a pool: one keep-alive line per backend
             src = "nginx.conf" if self.nginx_from_conf else "nginx default"
-            views = self.server_views(self.raced_servers())
+            views = self.server_views(st)
             recs += per_server_advice(views, nginx_keepalive_s, src, self.tls_upstream)
             seen |= {"keepalive_race"} if recs else set()
             idle_timeout_s = advertised_s = None  # no single timeout speaks for all
