@@ -5,6 +5,7 @@ bytes on the terminal, no process left behind."""
 
 from __future__ import annotations
 
+import gzip
 import struct
 from pathlib import Path
 
@@ -127,3 +128,44 @@ def test_pcapng_cut_last_block_is_still_truncation(tmp_path):
     ts, r = read_all(write(tmp_path / "c.pcapng", data[:-20]))
     assert len(ts) == 5
     assert r.info.warnings["truncated_record"][0] == 1
+
+
+# ------------------------------------------------ 4. damaged compressed files
+def _gz_cases(raw: bytes) -> dict[str, bytes]:
+    z = gzip.compress(raw, compresslevel=6)
+    crc = bytearray(z)
+    crc[-8] ^= 0xFF  # the CRC32 of the (intact) data
+    return {
+        "trailing junk": z + b"this is not gzip data\n" * 3,
+        "bad crc": bytes(crc),
+        "trailing zeros": z + bytes(512),
+    }
+
+
+@pytest.mark.parametrize("case", ["trailing junk", "bad crc", "trailing zeros"])
+def test_gzip_damage_after_the_data_keeps_every_packet(tmp_path, case):
+    recs = conns_records(200)
+    raw = pcap_bytes(recs)
+    p = write(tmp_path / "d.pcap.gz", _gz_cases(raw)[case])
+    ts, r = read_all(p)
+    assert len(ts) == len(recs)  # zcat writes them all, and so many are read
+    if case == "trailing zeros":  # (padding: gzip and zcat ignore it silently too)
+        assert not r.info.warnings
+        return
+    count, msg = r.info.warnings["read_error"]
+    assert count == 1 and f"after {len(raw)} bytes" in msg, msg
+
+
+@pytest.mark.parametrize("comp", ["gzip", "bz2", "xz"])
+def test_compressed_cut_short_keeps_all_but_the_tail(tmp_path, comp):
+    import bz2
+    import lzma
+
+    recs = conns_records(300)
+    raw = pcap_bytes(recs)
+    # (bzip2 level 1: 100 kB blocks, so whole blocks come before the cut)
+    z = {"gzip": gzip.compress, "bz2": lambda d: bz2.compress(d, 1), "xz": lzma.compress}[comp](raw)
+    ts, r = read_all(write(tmp_path / "c.pcap.z", z[: len(z) * 9 // 10]))
+    assert len(recs) // 2 < len(ts) < len(recs)
+    assert ts == pytest.approx([t for t, _ in recs[: len(ts)]])
+    assert "read_error" in r.info.warnings

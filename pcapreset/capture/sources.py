@@ -121,7 +121,51 @@ def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
         fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw))
     else:
         fh = bz2.BZ2File(raw) if comp == "bzip2" else lzma.LZMAFile(raw)
-    return fh, comp, inner
+    return cast(IO[bytes], _Salvage(fh, raw)), comp, inner
+
+
+class _Salvage:
+    """A decompressing reader that keeps every byte before damage, as zcat
+    does: read in pieces of at most one decompression step (``read1``), so a
+    bad CRC, trailing junk or a stream cut short ends the data where it
+    happens instead of losing the piece being read; :attr:`problem` then
+    says what stopped it (the reader turns it into a warning)."""
+
+    PIECE = 1 << 16
+
+    def __init__(self, fh, raw: IO[bytes]) -> None:
+        self._fh = fh
+        self.fileobj = raw  # (CaptureReader.bytes_read)
+        self.problem: str | None = None
+        self.at = 0  # bytes of decompressed data returned
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, n: int) -> bytes:
+        parts = []
+        got = 0
+        while got < n and self.problem is None:
+            try:
+                d = self._fh.read1(min(n - got, self.PIECE))
+            except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+                self.problem = str(e) or type(e).__name__
+                break
+            if not d:
+                break
+            parts.append(d)
+            got += len(d)
+        self.at += got
+        return b"".join(parts)
+
+    def readinto(self, mv: memoryview) -> int:
+        d = self.read(len(mv))
+        mv[: len(d)] = d
+        return len(d)
+
+    def close(self) -> None:
+        self._fh.close()
+        self.fileobj.close()
 
 
 def _u32(v, p: int, big: bool) -> int:
@@ -347,9 +391,18 @@ class CaptureReader:
             else:
                 yield from self._pcapng_batches()
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-            # compressed stream cut short or unreadable: keep what we had
+            # unreadable: keep what we had
             self.info.warn("read_error", 1, f"reading stopped early: {e}")
         finally:
+            problem = getattr(self._fh, "problem", None)
+            if problem is not None:
+                comp = self.info.compression
+                self.info.warn(
+                    "read_error",
+                    1,
+                    f"{comp} data damaged after {self._fh.at} bytes ({problem}): every "  # type: ignore[attr-defined]
+                    f"packet before the damage was read, nothing after it",
+                )
             self._fh.close()
 
     @property
