@@ -148,9 +148,8 @@ def _child(
                 elif own.any():
                     b, mine = b.take(np.flatnonzero(~own)), b.take(np.flatnonzero(own))
             _ship(b, dec, readers, ring, out)
-            if mine is not None and ft is not None and ev is not None:
-                ft.feed(mine)
-                ev.after(mine.ts)
+            if mine is not None and ev is not None:
+                ev.feed(mine)
         for r in readers:
             r.close()
         out.send(("end", dec.stats, [r.info for r in readers], dec.book))
@@ -315,9 +314,10 @@ def run_pipelined(
                 _kind, spec, done = msg
                 bufs, b = _unpack(spec, view)
                 if b is not None:
-                    ft.feed(b)
                     if ev is not None:
-                        ev.after(b.ts)
+                        ev.feed(b)
+                    else:
+                        ft.feed(b)
                     del b
                 if spec[0] == "shm":
                     for x in bufs:

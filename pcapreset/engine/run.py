@@ -85,10 +85,6 @@ def run(
         total = sum(r.size for r in readers)
         with paused_gc():
             res = _run_one(readers, dec, ft, total, progress, port, evict)
-    if res.rollup is not None and res.rollup.reordered:
-        # the capture's clock went back behind an evicted connection: its
-        # packets may have belonged to it; analyse again keeping everything
-        return run(paths, port, progress, None, jobs, pipelined, evict=False)
     return res
 
 
@@ -117,9 +113,10 @@ def _run_one(readers, dec, ft, total, progress, port, evict=False) -> EngineResu
     ev = Evictor(ft) if evict else None
     try:
         for b in decoded_timeline(readers, dec):
-            ft.feed(b)
             if ev is not None:
-                ev.after(b.ts)
+                ev.feed(b)
+            else:
+                ft.feed(b)
             if progress is not None:
                 progress(sum(r.bytes_read() for r in readers), total, dec.stats.frames)
     finally:
@@ -152,9 +149,10 @@ def run_batches(
     for fb in batches:
         if len(fb.off):
             b = dec.decode(fb)
-            ft.feed(b)
             if ev is not None:
-                ev.after(b.ts)
+                ev.feed(b)
+            else:
+                ft.feed(b)
         if on_batch is not None:
             if ev is not None:
                 ev.compact()  # tracker.conns without the connections in the rollup

@@ -60,15 +60,12 @@ def _worker(
         for b in decoded_timeline(readers, dec):
             if len(b):
                 m = shard_of(b, n) == shard
-                if m.all():
-                    ft.feed(b)
+                if m.any():
+                    mine = b if m.all() else b.take(np.nonzero(m)[0])
                     if ev is not None:
-                        ev.after(b.ts)
-                elif m.any():
-                    mine = b.take(np.nonzero(m)[0])
-                    ft.feed(mine)
-                    if ev is not None:
-                        ev.after(mine.ts)
+                        ev.feed(mine)
+                    else:
+                        ft.feed(mine)
             if shard == 0 and _progress_counter is not None:
                 _progress_counter[0] = dec.stats.frames
                 _progress_counter[1] = sum(r.bytes_read() for r in readers)
