@@ -6,6 +6,7 @@ bytes on the terminal, no process left behind."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -258,3 +259,60 @@ def test_clock_going_back_keeps_eviction_on(generated, tmp_path):
     late = [w for w in res.warnings if w["kind"] == "late_packets"]
     # its connection was folded long before: it starts one of its own, and says so
     assert res.rollup.late == 1 and [w["count"] for w in late] == [1]
+
+
+# ----------------------------------------------------------- 3. tracebacks
+def cli(*args: str):
+    """Run the CLI in-process; returns click's Result (a traceback would be
+    ``result.exception`` other than SystemExit)."""
+    from click.testing import CliRunner
+
+    from pcapreset.cli import main
+
+    res = CliRunner().invoke(main, list(args))
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
+    assert "Traceback" not in res.output
+    return res
+
+
+def one_line_error(res, code: int = 1) -> str:
+    assert res.exit_code == code, res.output
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
+    return lines[0]
+
+
+def huge_ts_pcapng(tmp_path: Path) -> Path:
+    """A pcapng whose packets carry timestamps beyond time_t: whole seconds
+    (if_tsresol 10^0), ~2^64 of them."""
+    recs = conns_records(3)
+    blocks = [ng_epb(0, (1 << 64) - 100 + i, d) for i, (_t, d) in enumerate(recs)]
+    idb = ng_idb(1, tsresol=0)
+    return write(tmp_path / "future.pcapng", ng_shb() + idb + b"".join(blocks))
+
+
+def test_timestamp_beyond_time_t_text_report(tmp_path):
+    p = huge_ts_pcapng(tmp_path)
+    res = cli("analyze", "-q", str(p))
+    assert res.exit_code == 0 and "packets" in res.output
+    res = cli("analyze", "-q", "-v", str(p))
+    assert res.exit_code == 0
+    res = cli("analyze", "-q", "--format", "json", str(p))
+    assert json.loads(res.output)["capture"]["packets"] == 21
+
+
+def test_timestamp_beyond_time_t_export(tmp_path):
+    pytest.importorskip("pyarrow")
+    p = huge_ts_pcapng(tmp_path)
+    res = cli("analyze", "-q", str(p), "--export", str(tmp_path / "tables"))
+    assert res.exit_code == 0
+    assert any((tmp_path / "tables").glob("*.parquet"))
+
+
+@pytest.mark.parametrize("zone", ["+99:99", "+24:00", "-12:60", "A" * 5000, "a\x00b", "../etc"])
+def test_bad_nginx_tz_is_a_one_line_error(tmp_path, zone):
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(2)))
+    log = tmp_path / "error.log"
+    log.write_text("")
+    line = one_line_error(cli("analyze", "-q", str(p), "--nginx-log", str(log), "--nginx-tz", zone))
+    assert "--nginx-tz" in line and len(line) < 200

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from ..engine.packed import full_conn
 from ..errors import PcapResetError
 from ..interpret.findings import conn_findings
+from ..textsafe import utc
 from ..track.flows import Conn
 from .conf import normalize_addr
 
@@ -261,16 +262,22 @@ def resolve_tz(name: str | None) -> dt.tzinfo | None:
     """--nginx-tz: "UTC", "Europe/Berlin", "+02:00"; None/"" -> None (local zone)."""
     if not name:
         return None
+    shown = repr(name if len(name) <= 60 else name[:60] + "...")
     m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
     if m:
-        off = dt.timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        hours, minutes = int(m.group(2)), int(m.group(3))
+        if hours > 23 or minutes > 59:
+            raise NginxLogError(f"--nginx-tz {shown}: not a UTC offset (-23:59 to +23:59)")
+        off = dt.timedelta(hours=hours, minutes=minutes)
         return dt.timezone(-off if m.group(1) == "-" else off)
     if name.upper() in ("UTC", "Z", "GMT"):
         return dt.UTC
+    if len(name) > 255:  # (no zone name is this long; the file system refuses it)
+        raise NginxLogError(f"--nginx-tz {shown}: unknown time zone")
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
-        raise NginxLogError(f"--nginx-tz {name!r}: unknown time zone") from e
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as e:
+        raise NginxLogError(f"--nginx-tz {shown}: unknown time zone") from e
 
 
 def read_logs(paths: Sequence[str | os.PathLike], tz: dt.tzinfo | None = None) -> LogSet:
@@ -605,7 +612,7 @@ def _tz_hint(all_lines: list[ErrorLine], inside, first, last) -> str | None:
 
 # ------------------------------------------------------------------- text
 def _hms(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(ts))
+    return utc("%H:%M:%S", ts)
 
 
 def _wrap(text: str, first: str = "  ", rest: str = "    ") -> list[str]:

@@ -11,7 +11,6 @@ import json
 import marshal
 import os
 import textwrap
-import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +43,7 @@ from ..interpret.evidence import (
 )
 from ..interpret.findings import conn_findings
 from ..interpret.rules import CAUSES, SENDERS, Verdict, classify
+from ..textsafe import utc
 from ..track.connstate import conn_state
 from ..track.flows import Conn, RstEvent
 from . import jsonout
@@ -568,7 +568,7 @@ def write_jsonl(rep: Report, out: TextIO) -> None:
 
 # ------------------------------------------------------------------ text
 def _fmt_time(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+    return utc("%H:%M:%S", ts) + f".{int((ts % 1) * 1000):03d}"
 
 
 def _wrap(text: str, indent: str, first: str | None = None) -> list[str]:
@@ -597,7 +597,7 @@ def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
     span = cap["span_s"]
     when = ""
     if cap["first_ts"] is not None:
-        when = time.strftime(" from %Y-%m-%d %H:%M:%SZ", time.gmtime(cap["first_ts"]))
+        when = " from " + utc("%Y-%m-%d %H:%M:%SZ", cap["first_ts"])
     head = f"{names}: {cap['packets']:,} packets"
     if cap["packets"]:
         head += f" ({cap['tcp_packets']:,} TCP)"

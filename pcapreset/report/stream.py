@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ..engine.result import EngineResult
 from ..interpret.evidence import build_context, rst_facts
 from ..interpret.rules import classify
+from ..textsafe import utc
 from .model import Records, Report, ResetRecord
 
 
@@ -92,7 +93,7 @@ class VerdictStream:
 
 def reset_line(r: dict) -> str:
     """One text line per streamed verdict."""
-    t = time.strftime("%H:%M:%S", time.gmtime(r["ts"])) + f".{int(r['ts'] % 1 * 1000):03d}"
+    t = utc("%H:%M:%S", r["ts"]) + f".{int(r['ts'] % 1 * 1000):03d}"
     idle = "" if r["idle_before_s"] is None else f" {r['idle_before_s']:.2f}s"
     line = f"{t} {r['client']} > {r['server']} {r['sender']} {r['cause']} {r['phase']}{idle}"
     if len(line) > 80:  # long (IPv6) endpoints: drop the server, the report names it
