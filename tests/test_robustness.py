@@ -316,3 +316,58 @@ def test_bad_nginx_tz_is_a_one_line_error(tmp_path, zone):
     log.write_text("")
     line = one_line_error(cli("analyze", "-q", str(p), "--nginx-log", str(log), "--nginx-tz", zone))
     assert "--nginx-tz" in line and len(line) < 200
+
+
+# -------------------------------------------------- 5. no process left behind
+_STUCK_PARENT = """
+import multiprocessing as mp, sys, time
+from pcapreset.engine import pipeline
+from pcapreset.capture import sources
+sources.CaptureReader.__init__.__defaults__ = (0, 1 << 16)  # 64 KiB chunks: many batches
+def stuck(spec, view):  # the parent never drains the ring: the child blocks on it
+    print(" ".join(str(p.pid) for p in mp.active_children()), flush=True)
+    time.sleep(600)
+pipeline._unpack = stuck
+pipeline.run_pipelined([sys.argv[1]], None)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: ended)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_parent_leaves_no_reader_child(tmp_path, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(1500)))  # ~1 MB: 16 chunks
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_PARENT, str(p)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    child = 0
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline().split()[0])
+        time.sleep(0.3)  # (the child fills the ring and blocks)
+        assert not _gone(child)
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(child), f"reader child {child} outlived its parent"
+    finally:
+        proc.kill()
+        proc.wait()
+        if child and not _gone(child):
+            os.kill(child, signal.SIGKILL)  # (the test failed: leave nothing behind)
