@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gc
 import io
-import json
 import os
 import sys
 import time
@@ -190,7 +189,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
 
     def on_reset(r: dict) -> None:
         if fmt == "jsonl":
-            click.echo(json.dumps(r))
+            click.echo(jsonout.dumps(r))
         elif fmt == "text":
             click.echo(reset_line(r))
 
@@ -214,7 +213,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     if fmt == "json":
         _echo_report_json(rep)
     elif fmt == "jsonl":
-        click.echo(json.dumps(rep.to_json()))
+        click.echo(jsonout.dumps(rep.to_json()))
     else:
         click.echo("")
         _echo_report_text(rep, verbose)

@@ -371,3 +371,63 @@ def test_killed_parent_leaves_no_reader_child(tmp_path, sig):
         proc.wait()
         if child and not _gone(child):
             os.kill(child, signal.SIGKILL)  # (the test failed: leave nothing behind)
+
+
+# --------------------------------------------------------- 6. strict JSON
+def http_records(resp: bytes, n: int = 3, server: str = "10.0.0.2") -> list[tuple[float, bytes]]:
+    """``n`` keep-alive exchanges whose response is ``resp``, each ended by a
+    bare RST from the server."""
+    from conftest import ipv4, tcp
+
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    out: list[tuple[float, bytes]] = []
+    for k in range(n):
+        cp, c, s, t0 = 41000 + k, 1000, 5000, T0 + k
+        pk = [
+            ("10.0.0.1", server, cp, 3000, c, 0, 0x02, b""),
+            (server, "10.0.0.1", 3000, cp, s, c + 1, 0x12, b""),
+            ("10.0.0.1", server, cp, 3000, c + 1, s + 1, 0x10, b""),
+            ("10.0.0.1", server, cp, 3000, c + 1, s + 1, 0x18, req),
+            (server, "10.0.0.1", 3000, cp, s + 1, c + 1 + len(req), 0x18, resp),
+            ("10.0.0.1", server, cp, 3000, c + 1 + len(req), s + 1 + len(resp), 0x10, b""),
+            (server, "10.0.0.1", 3000, cp, s + 1 + len(resp), 0, 0x04, b""),
+        ]
+        out += [
+            (t0 + 0.001 * i, ether(ipv4(a, b, tcp(p, q, sq, ak, fl, payload=pl))))
+            for i, (a, b, p, q, sq, ak, fl, pl) in enumerate(pk)
+        ]
+    return out
+
+
+def strict_json(text: str):
+    def bad(name: str):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999"])
+def test_keepalive_timeout_nan_gives_strict_json(tmp_path, value):
+    resp = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
+        b"Keep-Alive: timeout=" + value.encode() + b"\r\n\r\nok"
+    )
+    p = write(tmp_path / "nan.pcap", pcap_bytes(http_records(resp)))
+    out = cli("analyze", "-q", "--format", "json", str(p)).output
+    rep = strict_json(out)
+    assert rep["flows"] == 3
+    for line in cli("analyze", "-q", "--format", "jsonl", str(p)).output.splitlines():
+        strict_json(line)
+    strict_json(cli("conns", "-q", "--format", "json", str(p)).output)
+
+
+def test_json_writers_never_write_nan():
+    import io
+
+    from pcapreset import jsonout
+
+    data = {"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5], float("nan"): 1}
+    buf = io.StringIO()
+    jsonout.dump(data, buf)
+    assert strict_json(buf.getvalue()) == {"a": None, "b": [None, None, 1.5], "NaN": 1}
+    assert strict_json(jsonout.dumps(data)) == {"a": None, "b": [None, None, 1.5], "NaN": 1}
