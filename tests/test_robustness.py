@@ -431,3 +431,70 @@ def test_json_writers_never_write_nan():
     jsonout.dump(data, buf)
     assert strict_json(buf.getvalue()) == {"a": None, "b": [None, None, 1.5], "NaN": 1}
     assert strict_json(jsonout.dumps(data)) == {"a": None, "b": [None, None, 1.5], "NaN": 1}
+
+
+# ------------------------------------------------------ 8. nginx input limits
+ERR_LINE = (
+    "2026/01/01 00:00:01 [error] 7#7: *1 recv() failed (104: Connection reset by peer) while "
+    'reading response header from upstream, client: 10.0.0.9, server: _, request: "GET / '
+    'HTTP/1.1", upstream: "http://10.0.0.2:3000/", host: "x"\n'
+)
+
+
+def test_error_log_line_without_end_is_skipped_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    from pcapreset import nginxlog
+
+    log = tmp_path / "error.log"
+    with open(log, "w") as f:
+        f.write(ERR_LINE)
+        f.write("x" * (8 << 20) + "\n")  # 8 MB, one line
+        f.write(ERR_LINE)
+    tracemalloc.start()
+    logs = nginxlog.read_logs([log])
+    _cur, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 << 20, peak  # (a line is never held whole)
+    assert [e.line for e in logs.errors] == [1, 3] and logs.long_lines == 1
+
+
+def test_error_log_device_is_a_one_line_error(tmp_path):
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(2)))
+    line = one_line_error(cli("analyze", "-q", str(p), "--nginx-log", "/dev/zero"))
+    assert "not a log file" in line
+
+
+def test_nginx_conf_include_of_a_fifo_does_not_hang(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "fifo.conf")
+    (tmp_path / "nginx.conf").write_text(
+        "http { include fifo.conf; upstream b { server 10.0.0.2:3000; keepalive 8; } }\n"
+    )
+    code = (
+        "import sys; from pcapreset.nginxconf import read_conf; "
+        "print(read_conf(sys.argv[1]).warnings)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "nginx.conf")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0 and "not a regular file" in out.stdout, out
+
+
+def test_nginx_conf_include_glob_is_bounded(tmp_path):
+    from pcapreset import nginxconf
+
+    for d in range(30):
+        sub = tmp_path / "conf.d" / f"d{d}"
+        sub.mkdir(parents=True)
+        for k in range(20):
+            (sub / f"{k}.conf").write_text("proxy_read_timeout 60s;\n")
+    (tmp_path / "nginx.conf").write_text("http { include conf.d/*/*.conf; }\n")
+    conf = nginxconf.read_conf(tmp_path / "nginx.conf")
+    assert len(conf.files) == nginxconf._MAX_FILES  # the main file and 255 of 600
+    assert any("matches more than" in w for w in conf.warnings)

@@ -34,12 +34,14 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import stat
 import textwrap
 import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from ..engine.packed import full_conn
 from ..errors import PcapResetError
@@ -256,6 +258,7 @@ class LogSet:
     access_has_upstream: bool = False
     access_offsets: set[int] = field(default_factory=set)  # UTC offsets seen (s)
     time_zone: str = ""  # how error.log times were read
+    long_lines: int = 0  # lines over MAX_LINE characters, skipped
 
 
 def resolve_tz(name: str | None) -> dt.tzinfo | None:
@@ -280,19 +283,44 @@ def resolve_tz(name: str | None) -> dt.tzinfo | None:
         raise NginxLogError(f"--nginx-tz {shown}: unknown time zone") from e
 
 
+#: the longest log line read (nginx's own error.log lines stay under ~4 KB;
+#: an access.log line with long URIs under ~16 KB); longer ones are skipped
+MAX_LINE = 64 << 10
+
+
 def read_logs(paths: Sequence[str | os.PathLike], tz: dt.tzinfo | None = None) -> LogSet:
-    """Read error.log and access.log files (told apart by their line format)."""
+    """Read error.log and access.log files (told apart by their line format),
+    a line at a time: lines over :data:`MAX_LINE` characters are skipped and
+    counted. A device or a directory is refused (a pipe is read)."""
     out = LogSet()
     for p in paths:
         path = os.fspath(p)
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.readlines()
+                mode = os.fstat(f.fileno()).st_mode
+                if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                    raise NginxLogError(f"{path}: not a log file (not a regular file or a pipe)")
+                out.files.append(path)
+                _read_lines(_bounded_lines(f, out), path, tz, out)
         except OSError as e:
             raise NginxLogError(f"{path}: {e.strerror or e}") from None
-        out.files.append(path)
-        _read_lines(lines, path, tz, out)
     return out
+
+
+def _bounded_lines(f: IO[str], out: LogSet) -> Iterator[str]:
+    """The lines of ``f``; one over :data:`MAX_LINE` is read past in pieces
+    and given as "" (line numbers stay right), counted in ``out.long_lines``."""
+    while True:
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            out.long_lines += 1
+            while line and not line.endswith("\n"):
+                line = f.readline(MAX_LINE)
+            yield ""
+            continue
+        yield line
 
 
 def _read_lines(lines: Iterable[str], path: str, tz: dt.tzinfo | None, out: LogSet) -> None:
@@ -544,6 +572,9 @@ def correlate(rep, logs: LogSet) -> tuple[dict, list[str]]:
     if "server" in rep.ctx.vantage.as_dict().get("where", ""):
         section["vantage_server_side"] = True
     hint = _tz_hint(logs.errors, inside, first, last)
+    if logs.long_lines:
+        skipped = f"{logs.long_lines} line(s) longer than {MAX_LINE} characters skipped"
+        hint = f"{hint}; {skipped}" if hint else skipped
     if hint:
         section["warning"] = hint
     if logs.access:
