@@ -17,6 +17,7 @@ from .engine import _malloc
 from .errors import PcapResetError
 from .report import jsonout
 from .report.model import Report, render_conns_text, write_json, write_jsonl, write_text
+from .textsafe import clean
 
 EXAMPLES_ANALYZE = """
 \b
@@ -101,7 +102,7 @@ def _echo_report_text(rep: Report, verbose: bool) -> None:
 
 
 def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return click.ClickException(clean(str(e).splitlines()[0]) if str(e) else type(e).__name__)
 
 
 def _run(files, port, quiet, **options) -> Report:
@@ -191,7 +192,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
         if fmt == "jsonl":
             click.echo(jsonout.dumps(r))
         elif fmt == "text":
-            click.echo(reset_line(r))
+            click.echo(clean(reset_line(r)))
 
     def on_ready() -> None:
         if not quiet:
@@ -274,7 +275,7 @@ def analyze(
     if not quiet:
         for w in rep.result.warnings:
             if w["kind"] not in ("snaplen_truncated",):
-                click.echo(f"pcapreset: warning: {w['message']}", err=True)
+                click.echo(f"pcapreset: warning: {clean(w['message'])}", err=True)
     if fmt == "jsonl":  # as live: one line per reset, then the whole report
         write_jsonl(rep, sys.stdout)
         sys.stdout.flush()

@@ -424,7 +424,7 @@ def test_keepalive_timeout_nan_gives_strict_json(tmp_path, value):
 def test_json_writers_never_write_nan():
     import io
 
-    from pcapreset import jsonout
+    from pcapreset.report import jsonout
 
     data = {"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5], float("nan"): 1}
     buf = io.StringIO()
@@ -444,7 +444,7 @@ ERR_LINE = (
 def test_error_log_line_without_end_is_skipped_in_bounded_memory(tmp_path):
     import tracemalloc
 
-    from pcapreset import nginxlog
+    from pcapreset.nginx import log as nginxlog
 
     log = tmp_path / "error.log"
     with open(log, "w") as f:
@@ -475,7 +475,7 @@ def test_nginx_conf_include_of_a_fifo_does_not_hang(tmp_path):
         "http { include fifo.conf; upstream b { server 10.0.0.2:3000; keepalive 8; } }\n"
     )
     code = (
-        "import sys; from pcapreset.nginxconf import read_conf; "
+        "import sys; from pcapreset.nginx.conf import read_conf; "
         "print(read_conf(sys.argv[1]).warnings)"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -487,7 +487,7 @@ def test_nginx_conf_include_of_a_fifo_does_not_hang(tmp_path):
 
 
 def test_nginx_conf_include_glob_is_bounded(tmp_path):
-    from pcapreset import nginxconf
+    from pcapreset.nginx import conf as nginxconf
 
     for d in range(30):
         sub = tmp_path / "conf.d" / f"d{d}"
@@ -498,3 +498,45 @@ def test_nginx_conf_include_glob_is_bounded(tmp_path):
     conf = nginxconf.read_conf(tmp_path / "nginx.conf")
     assert len(conf.files) == nginxconf._MAX_FILES  # the main file and 255 of 600
     assert any("matches more than" in w for w in conf.warnings)
+
+
+# ------------------------------------------------- 9. no terminal injection
+ESC = "\x1b]0;owned\x07\x1b[2J\x1b]8;;http://evil/\x1b\\click\x1b]8;;\x1b\\\x9b31m"
+
+
+def _no_escapes(text: str) -> None:
+    bad = [c for c in text if c in "\x1b\x07\x9b\x9d" or (ord(c) < 32 and c not in "\n")]
+    assert not bad, repr(text)
+
+
+def test_text_output_escapes_control_characters(tmp_path):
+    resp = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: " + ESC.encode("latin-1") + b"\r\n"
+        b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok"
+    )
+    p = write(tmp_path / "esc.pcap", pcap_bytes(http_records(resp)))
+    log = tmp_path / "error.log"
+    bad_line = ERR_LINE.replace("http://10.0.0.2:3000/", "http://10.0.0.2:3000/" + ESC)
+    log.write_text(bad_line.replace("2026/01/01 00:00:01", "2026/01/01 00:00:00") + bad_line)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        "http { upstream b" + ESC + " { server 10.0.0.2:3000; keepalive 8; }\n"
+        "server { location / { proxy_pass http://b"
+        + ESC
+        + "; proxy_read_timeout 5"
+        + ESC
+        + "; } } }\n"
+    )
+    args = ["--nginx-log", str(log), "--nginx-conf", str(conf), "--nginx-tz", "UTC"]
+    for extra in ([], ["-v"]):
+        res = cli("analyze", str(p), *args, *extra)
+        assert res.exit_code == 0, res.output
+        assert "nginx log" in res.output and "nginx.conf" in res.output
+        _no_escapes(res.output)
+    _no_escapes(cli("conns", str(p)).output)
+
+
+def test_error_message_escapes_control_characters(tmp_path):
+    p = tmp_path / ("bad" + ESC.replace("/", "_") + ".pcap")
+    p.write_bytes(b"GET / HTTP/1.1\r\n\r\n")
+    _no_escapes(one_line_error(cli("analyze", "-q", str(p))))

@@ -42,7 +42,7 @@ from ..interpret.evidence import (
 )
 from ..interpret.findings import conn_findings
 from ..interpret.rules import CAUSES, SENDERS, Verdict, classify
-from ..textsafe import utc
+from ..textsafe import clean, utc
 from ..track.connstate import conn_state
 from ..track.flows import Conn, RstEvent
 from . import jsonout
@@ -589,7 +589,14 @@ def write_text(rep: Report, out: TextIO, verbose: bool = False) -> None:
 
 
 def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
-    """The 80-column text report, line by line."""
+    """The 80-column text report, line by line; control characters from the
+    capture, logs and nginx.conf written as ``\\xNN`` (no escape sequence
+    reaches the terminal)."""
+    for line in _text_lines(rep, verbose):
+        yield clean(line)
+
+
+def _text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
     j = rep.to_json(resets=False)
     cap = j["capture"]
     names = ", ".join(os.path.basename(f["path"]) for f in cap["files"])
@@ -722,4 +729,4 @@ def render_conns_text(rows: list[dict]) -> str:
             f"{r['client'][:21]:21} {r['server'][:21]:21} {r['conn_state']:6} "
             f"{r['duration_s']:7.2f} {r['client_bytes']:8} {r['server_bytes']:8} {r['resets']:3}"
         )
-    return "\n".join(out) + "\n"
+    return clean("\n".join(out)) + "\n"
