@@ -540,3 +540,64 @@ def test_error_message_escapes_control_characters(tmp_path):
     p = tmp_path / ("bad" + ESC.replace("/", "_") + ".pcap")
     p.write_bytes(b"GET / HTTP/1.1\r\n\r\n")
     _no_escapes(one_line_error(cli("analyze", "-q", str(p))))
+
+
+# ---------------------------------------- 10. outputs follow no planted link
+def _planted(d: Path, name: str) -> Path:
+    """``d/name``: a symbolic link to a file of the user's, which must survive."""
+    victim = d.parent / f"victim-{name}"
+    victim.write_text("precious\n")
+    d.mkdir(exist_ok=True)
+    (d / name).symlink_to(victim)
+    return victim
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_does_not_follow_a_planted_symlink(tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(3)))
+    out = tmp_path / "tables"
+    victim = _planted(out, f"resets.{fmt}")
+    res = cli("analyze", "-q", str(p), "--export", str(out), "--export-format", fmt)
+    assert res.exit_code == 1  # (after the report: the tables come last)
+    assert res.output.splitlines()[-1].startswith("Error: ") and "symbolic link" in res.output
+    assert victim.read_text() == "precious\n"
+
+
+def test_plot_does_not_follow_a_planted_symlink(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pcapreset.notebook.frames import PLOT_FILES
+
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(3)))
+    out = tmp_path / "plots"
+    victim = _planted(out, PLOT_FILES[0])
+    res = cli("analyze", "-q", str(p), "--plot", str(out))
+    assert res.exit_code == 1
+    assert res.output.splitlines()[-1].startswith("Error: ") and "symbolic link" in res.output
+    assert victim.read_text() == "precious\n"
+
+
+def test_live_write_does_not_follow_a_planted_symlink(tmp_path):
+    import os
+
+    from pcapreset.capture.live import PcapWriter
+    from pcapreset.errors import CaptureSourceError
+
+    victim = _planted(tmp_path / "out", "live.pcap")
+    with pytest.raises(CaptureSourceError, match="symbolic link"):
+        PcapWriter(str(tmp_path / "out" / "live.pcap"))
+    assert victim.read_text() == "precious\n"
+    os.mkfifo(tmp_path / "out" / "fifo.pcap")  # (no reader: would block forever)
+    with pytest.raises(CaptureSourceError, match="FIFO"):
+        PcapWriter(str(tmp_path / "out" / "fifo.pcap"))
+    hard = tmp_path / "out" / "hard.pcap"
+    os.link(victim, hard)
+    with pytest.raises(CaptureSourceError, match="hard links"):
+        PcapWriter(str(hard))
+    assert victim.read_text() == "precious\n"
+    plain = tmp_path / "out" / "mine.pcap"
+    plain.write_bytes(b"old contents, longer than a pcap header" * 3)
+    w = PcapWriter(str(plain))  # a file the user named: overwritten
+    w.close()
+    assert plain.read_bytes()[:4] == b"\x4d\x3c\xb2\xa1" and plain.stat().st_size == 24

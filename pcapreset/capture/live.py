@@ -42,6 +42,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import CaptureSourceError
+from .outfile import open_output
 from .sources import FrameBatch, SourceInfo
 
 LINKTYPE_LINUX_SLL2 = 276
@@ -154,7 +155,7 @@ class PcapWriter:
 
     def __init__(self, path: str, snaplen: int = SNAPLEN) -> None:
         try:
-            self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+            self._fh: IO[bytes] = open_output(path)  # (closed in close())
         except OSError as e:
             raise CaptureSourceError(f"{path}: cannot write: {e.strerror or e}") from None
         self.path = path
