@@ -101,6 +101,11 @@ def _echo_report_text(rep: Report, verbose: bool) -> None:
     sys.stdout.flush()
 
 
+#: input paths: no checks by click (an unreadable or missing file would be a
+#: usage error, exit status 2): the readers say what is wrong, exit status 1
+_INPUT = click.Path(readable=False)
+
+
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(clean(str(e).splitlines()[0]) if str(e) else type(e).__name__)
 
@@ -221,7 +226,7 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
 
 
 @main.command(epilog=EXAMPLES_ANALYZE)
-@click.argument("files", nargs=-1, type=click.Path(), required=False)  # the reader explains
+@click.argument("files", nargs=-1, type=_INPUT, required=False)  # the reader explains
 @click.option(
     "--format",
     "fmt",
@@ -246,12 +251,12 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     show_default=True, help="Table format for --export.",
 )  # fmt: skip
 @click.option(
-    "--nginx-log", "nginx_log", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+    "--nginx-log", "nginx_log", multiple=True, type=_INPUT, metavar="FILE",
     help="nginx error.log (repeat for an access.log with $upstream_addr $upstream_status): "
     "tie each upstream error line to its reset.",
 )  # fmt: skip
 @click.option(
-    "--nginx-conf", type=click.Path(dir_okay=False), metavar="FILE",
+    "--nginx-conf", type=_INPUT, metavar="FILE",
     help="nginx.conf: use its upstream keepalive_timeout and proxy timeouts.",
 )  # fmt: skip
 @click.option(
@@ -288,7 +293,7 @@ def analyze(
 
 
 @main.command(epilog=EXAMPLES_CONNS)
-@click.argument("files", nargs=-1, type=click.Path(), required=True)  # the reader explains
+@click.argument("files", nargs=-1, type=_INPUT, required=True)  # the reader explains
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
 )

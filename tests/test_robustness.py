@@ -601,3 +601,42 @@ def test_live_write_does_not_follow_a_planted_symlink(tmp_path):
     w = PcapWriter(str(plain))  # a file the user named: overwritten
     w.close()
     assert plain.read_bytes()[:4] == b"\x4d\x3c\xb2\xa1" and plain.stat().st_size == 24
+
+
+# ---------------------------------------------- 11. unreadable input: exit 1
+@pytest.mark.parametrize("which", ["capture", "nginx-log", "nginx-conf"])
+def test_unreadable_input_is_exit_status_1(tmp_path, which):
+    """A file this user may not read is the readers' one-line error and exit
+    status 1, as the README says, not click's usage error (status 2). (The
+    tests run as root: the CLI runs without the capabilities that let root
+    read any file.)"""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(2)))
+    secret = write(tmp_path / "secret", pcap_bytes(conns_records(2)))
+    secret.chmod(0)
+    args = {
+        "capture": [str(secret)],
+        "nginx-log": [str(p), "--nginx-log", str(secret)],
+        "nginx-conf": [str(p), "--nginx-conf", str(secret)],
+    }[which]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    run = subprocess.run(
+        [*drop, sys.executable, "-m", "pcapreset", "analyze", "-q", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Permission denied" in lines[0] and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("opt", ["--nginx-log", "--nginx-conf"])
+def test_directory_as_nginx_input_is_exit_status_1(tmp_path, opt):
+    p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(2)))
+    one_line_error(cli("analyze", "-q", str(p), opt, str(tmp_path)))
