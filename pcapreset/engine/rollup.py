@@ -377,12 +377,12 @@ def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
     for k in range(len(conns)):
         c = conns[k]
         sy, hs = c.syn_ts, c.hs_ts
-        if hs is None:  # an attempt (engine.expired_attempts): no round trip
+        if hs is None:  # an attempt (evictor.expired_attempts): no round trip
             syn = _NAN if sy is None else sy
             rtt = _NAN
         else:
-            syn = sy
-            rtt = hs - syn  # evidence.conn_rtt (add_many checked)
+            syn = sy  # type: ignore[assignment]  # (add_many checked: a SYN came first)
+            rtt = hs - syn  # evidence.conn_rtt
         f[k, _START] = c.start
         f[k, _RTT] = rtt
         f[k, _SYN] = syn
