@@ -151,10 +151,11 @@ class Evictor:
         keep, out, frozen = rollup_split(self.watch, horizon)
         if len(keep) > ATTEMPT_CAP or self.clock >= self.next_attempt_sweep:
             self.next_attempt_sweep = self.clock + ATTEMPT_SWEEP_S
-            keep, gone = expired_attempts(keep, horizon - ATTEMPT_IDLE_S, ATTEMPT_CAP)
-            if gone:
-                self.rollup.attempts += len(gone)
-                out += gone
+            keep, idle, flood = expired_attempts(keep, horizon - ATTEMPT_IDLE_S, ATTEMPT_CAP)
+            out += idle  # (folded as any connection: the report is the same)
+            if flood:
+                self.rollup.attempts += len(flood)
+                self._evict(flood, hostless=True)
         self.watch = keep
         self.watch_limit = max(2 * ATTEMPT_CAP, 2 * len(keep))
         if frozen:
@@ -181,9 +182,9 @@ class Evictor:
         if len(dead) >= COMPACT_SHARE * len(self.ft.conns):
             self.compact()
 
-    def _evict(self, out: list[Conn]) -> None:
+    def _evict(self, out: list[Conn], hostless: bool = False) -> None:
         dead = self.dead
-        self.rollup.add_many(out)
+        self.rollup.add_many(out, hostless)
         for c in out:
             dead.add(id(c))
         self._untrack(out)
@@ -256,22 +257,25 @@ def half_open(c: Conn) -> bool:
     )
 
 
-def expired_attempts(watch: list[Conn], idle_before: float, cap: int) -> tuple[list, list]:
-    """(the connections of ``watch`` to keep, the attempts to fold): the
-    half-open attempts with no packet since ``idle_before``, and the oldest
-    beyond ``cap // 2`` when more than ``cap`` are left."""
+def expired_attempts(
+    watch: list[Conn], idle_before: float, cap: int
+) -> tuple[list[Conn], list[Conn], list[Conn]]:
+    """(the connections of ``watch`` to keep, the half-open attempts with no
+    packet since ``idle_before``, the oldest others beyond ``cap // 2`` when
+    more than ``cap`` are left: a flood)."""
     attempts = [c for c in watch if half_open(c)]
     if not attempts:
-        return watch, []
-    gone = [c for c in attempts if c.end < idle_before]
-    left = len(attempts) - len(gone)
+        return watch, [], []
+    idle = [c for c in attempts if c.end < idle_before]
+    flood: list[Conn] = []
+    left = len(attempts) - len(idle)
     if left > cap:
         rest = sorted((c for c in attempts if c.end >= idle_before), key=_last_packet)
-        gone += rest[: left - cap // 2]
-    if not gone:
-        return watch, []
-    out = {id(c) for c in gone}
-    return [c for c in watch if id(c) not in out], gone
+        flood = rest[: left - cap // 2]
+    if not idle and not flood:
+        return watch, [], []
+    out = {id(c) for c in idle} | {id(c) for c in flood}
+    return [c for c in watch if id(c) not in out], idle, flood
 
 
 def _last_packet(c: Conn) -> float:

@@ -17,7 +17,7 @@ from ..capture.sources import SourceInfo
 from ..errors import CaptureError
 from ..interpret.evidence import conn_order
 from ..track.flows import Conn
-from .evictor import ATTEMPT_CAP, ATTEMPT_IDLE_S, EVICT_SLACK_S
+from .evictor import ATTEMPT_CAP, EVICT_SLACK_S
 from .rollup import Rollup
 
 #: Called as progress(bytes_done, bytes_total, packets_done)
@@ -103,9 +103,9 @@ def assemble(
                 "kind": "attempts_summarised",
                 "count": rollup.attempts,
                 "message": f"{rollup.attempts} connection attempts that never completed "
-                f"(SYNs, SYN-ACKs, nothing else) were summarised once idle for "
-                f"{ATTEMPT_IDLE_S:g} s or beyond {ATTEMPT_CAP} open at once (a SYN flood): "
-                "counted in the flows, not kept one by one",
+                f"(SYNs, SYN-ACKs, nothing else) were summarised beyond {ATTEMPT_CAP} open "
+                "at once (a SYN flood): counted in the flows, not kept one by one, and "
+                "they cast no per-host TTL vote",
             }
         )
     if rollup is not None and rollup.late:

@@ -106,8 +106,8 @@ class Rollup:
         #: connections that began with such a packet (engine.Evictor): each
         #: may be a late packet of an evicted connection (a warning says so)
         self.late = 0
-        #: connection attempts folded before their handshake completed
-        #: (engine.expired_attempts; among ``count``)
+        #: connection attempts folded because too many were open at once (a
+        #: flood: evictor.expired_attempts; among ``count``, without host votes)
         self.attempts = 0
 
     def __len__(self) -> int:
@@ -118,8 +118,9 @@ class Rollup:
         with no RST event, no finding and its own round-trip time."""
         self.add_many([c])
 
-    def add_many(self, conns: list[Conn]) -> None:
-        """:meth:`add` for each of ``conns``, in order."""
+    def add_many(self, conns: list[Conn], hostless: bool = False) -> None:
+        """:meth:`add` for each of ``conns``, in order; ``hostless``: they cast
+        no per-host hop vote (a flood's attempts, from as many spoofed hosts)."""
         for c in conns:
             syn, hs = c.syn_ts, c.hs_ts
             if c.rst_events or (hs is not None and (syn is None or hs <= syn)):
@@ -133,7 +134,7 @@ class Rollup:
             at = self._n
             k = min(n - done, self.block - at)
             part = conns if k == n else conns[done : done + k]
-            _fold(self, part, self._f[at : at + k], self._i[at : at + k])
+            _fold(self, part, self._f[at : at + k], self._i[at : at + k], hostless)
             self._filled(k)
             done += k
 
@@ -365,7 +366,9 @@ class Rollup:
         return rank[:n].tolist()
 
 
-def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
+def _fold(
+    r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray, hostless: bool = False
+) -> None:
     """Fill the rows ``fa`` / ``ia`` of :meth:`Rollup.add_many` (a function, so
     that the compiled build types it)."""
     f = fa
@@ -393,9 +396,9 @@ def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
         ct, st = c.c.ttls, c.s.ttls
         ch = _HOPS[_mode(ct)] if ct else -1
         sh = _HOPS[_mode(st)] if st else -1
-        # (an attempt casts no per-host hop vote: a flood from spoofed
-        # addresses would make one signature per source host)
-        chost = c.client >> 16 if hs is not None else -1
+        # (a flood's attempts cast no per-host hop vote: spoofed addresses
+        # would make one signature per source host)
+        chost = -1 if hostless else c.client >> 16
         shost = c.server >> 16
         h = c.resp_headers
         if h:
