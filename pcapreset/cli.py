@@ -17,7 +17,9 @@ from .api import analyze as analyze_files
 from .engine import _malloc
 from .errors import PcapResetError
 from .report import jsonout
-from .report.model import Report, render_conns_text, write_json, write_jsonl, write_text
+from .report.jsonreport import write_json, write_jsonl
+from .report.model import Report
+from .report.text import render_conns_text, write_text
 
 EXAMPLES_ANALYZE = """
 \b

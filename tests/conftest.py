@@ -347,7 +347,7 @@ def same_report(a, b) -> None:
     """Two Reports say the same: JSON (key order too) and text, plain and -v."""
     import json
 
-    from pcapreset.report.model import render_text
+    from pcapreset.report.text import render_text
 
     ja, jb = a.to_json(), b.to_json()
     assert ja == jb

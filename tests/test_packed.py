@@ -298,8 +298,8 @@ def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
     again on each read; also when its verdict's evidence is not its facts
     in order (a fact replaced under the same name, as a second aftermath
     fold does)."""
+    from pcapreset.engine.records import _decode, _encode
     from pcapreset.interpret.evidence import Fact
-    from pcapreset.report.model import _decode, _encode
 
     rep = analyze(generated, evict=True)
     recs = [r for r in rep.resets if isinstance(r.conn, ConnStub)]
