@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from pcapreset.engine import run as engine
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import median, rst_facts
+from pcapreset.interpret.context import median
+from pcapreset.interpret.evidence import rst_facts
 from pcapreset.report.model import build
 from pcapreset.report.text import render_text
 from pcapreset.track.connstate import conn_state

@@ -27,7 +27,8 @@ from pcapreset.engine.packed import ConnStub, Packed, full_conn, packable, unpac
 from pcapreset.engine.result import order_conns
 from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import build_context, conn_rtt, rst_facts
+from pcapreset.interpret.context import build_context, conn_rtt
+from pcapreset.interpret.evidence import rst_facts
 from pcapreset.report.model import build
 from pcapreset.track.connstate import conn_state
 from pcapreset.track.flows import freeze_conn

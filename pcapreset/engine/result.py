@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..capture.decode import AddressBook, DecodeStats, linktype_name
 from ..capture.sources import SourceInfo
 from ..errors import CaptureError
-from ..interpret.evidence import conn_order
+from ..interpret.vantage import conn_order
 from ..track.flows import Conn
 from .rollup import Rollup
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..track.flows import Conn, RstEvent
-from .evidence import Context, Fact, is_followup, rst_facts, rtt_of
+from .context import Context, is_followup, rtt_of
+from .evidence import Fact, rst_facts
 from .rules import Verdict, classify
 
 

@@ -23,10 +23,11 @@ from ..interpret.advice import (
     backend_from_headers,
     recommend,
 )
-from ..interpret.evidence import Context, Votes, build_context, idle_summary
+from ..interpret.context import Context, build_context, idle_summary
 from ..interpret.findings import conn_findings
 from ..interpret.resets import ResetRecord, conn_resets
 from ..interpret.rules import CAUSES, SENDERS
+from ..interpret.vantage import Votes
 from ..track.connstate import conn_state
 from ..track.flows import Conn
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ..engine.records import Records
 from ..engine.result import EngineResult
-from ..interpret.evidence import build_context
+from ..interpret.context import build_context
 from ..interpret.resets import ResetRecord, conn_resets
 from .model import Report
 
