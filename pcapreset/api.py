@@ -6,7 +6,8 @@ import os
 from collections.abc import Callable, Sequence
 
 from .engine import _malloc
-from .engine.run import Progress, auto_jobs, paused_gc, run
+from .engine.gcpause import paused_gc
+from .engine.run import Progress, auto_jobs, run
 from .report.model import Report, build
 
 
