@@ -30,8 +30,8 @@ from pcapreset.errors import PcapResetError
 from pcapreset.interpret.context import build_context, conn_rtt
 from pcapreset.interpret.evidence import rst_facts
 from pcapreset.report.model import build
+from pcapreset.track.conn import freeze_conn
 from pcapreset.track.connstate import conn_state
-from pcapreset.track.flows import freeze_conn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..track.flows import Conn, FlowTracker, conn_keys, freeze_conn
+from ..track.conn import Conn, conn_keys, freeze_conn
+from ..track.flows import FlowTracker
 from .packed import packable
 from .rollup import Rollup
 from .rollup import split as rollup_split

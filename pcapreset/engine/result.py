@@ -16,7 +16,7 @@ from ..capture.decode import AddressBook, DecodeStats, linktype_name
 from ..capture.sources import SourceInfo
 from ..errors import CaptureError
 from ..interpret.vantage import conn_order
-from ..track.flows import Conn
+from ..track.conn import Conn
 from .rollup import Rollup
 
 #: Called as progress(bytes_done, bytes_total, packets_done)

@@ -33,7 +33,8 @@ from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
 from ..interpret.thresholds import MIN_IDLE_CLOSE_S
 from ..interpret.vantage import Votes, hops
-from ..track.flows import Conn, FlowTracker
+from ..track.conn import Conn
+from ..track.flows import FlowTracker
 from .packed import Packed
 from .spill import Spill
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from ..capture.decode import AddressBook, Decoder
 from ..capture.sources import FrameBatch, SourceInfo
 from ..capture.timeline import decoded_timeline, open_readers
-from ..track.flows import FlowTracker, RstEvent
+from ..track.conn import RstEvent
+from ..track.flows import FlowTracker
 from . import pipeline
 from .gcpause import paused_gc
 from .result import EngineResult, Progress, assemble

@@ -7,7 +7,8 @@ capture) wires the tracker and the evictor here, and feeds them here.
 from __future__ import annotations
 
 from ..capture.decode import TcpBatch
-from ..track.flows import Conn, FlowTracker
+from ..track.conn import Conn
+from ..track.flows import FlowTracker
 from .evictor import Evictor
 from .rollup import Rollup
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..capture.decode import ACK
-from ..track.flows import Conn, RstEvent
+from ..track.conn import Conn, RstEvent
 from .context import Context, fin_crossed, is_refused, rtt_of
 from .thresholds import (
     BURST_CONNECTS,

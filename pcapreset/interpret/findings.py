@@ -18,7 +18,7 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..track.flows import Conn, Dir
+from ..track.conn import Conn, Dir
 from .context import conn_rtt, fin_crossed
 from .thresholds import RACE_SLACK_S
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..track.flows import Conn, RstEvent
+from ..track.conn import Conn, RstEvent
 from .context import Context, is_followup, rtt_of
 from .evidence import Fact, rst_facts
 from .rules import Verdict, classify

@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..track.flows import Conn, Dir
+from ..track.conn import Conn, Dir
 
 #: initial TTL / hop-limit families of common stacks (Linux/macOS 64, Windows 128,
 #: network gear 255; 32 for a few embedded stacks)

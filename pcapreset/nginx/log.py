@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from ..engine.packed import full_conn
 from ..errors import PcapResetError
 from ..interpret.findings import conn_findings
-from ..track.flows import Conn
+from ..track.conn import Conn
 from .conf import normalize_addr
 
 WIDTH = 80

@@ -28,8 +28,8 @@ from ..interpret.findings import conn_findings
 from ..interpret.resets import ResetRecord, conn_resets
 from ..interpret.rules import CAUSES, SENDERS
 from ..interpret.vantage import Votes
+from ..track.conn import Conn
 from ..track.connstate import conn_state
-from ..track.flows import Conn
 
 
 @dataclass
