@@ -25,20 +25,29 @@ cdef class FlowTracker:
                   long long ipid, long long optlen, object b, Py_ssize_t i, Py_ssize_t poff,
                   object buf)
     @cython.locals(
-        active=dict, n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir, ex=Exchange,
+        active=dict, n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir,
         keys="const unsigned long long[:]", tss="const double[:]",
         srcs="const long long[:]", seqs="const long long[:]", acks="const long long[:]",
         flagss="const long long[:]", wins="const long long[:]", plens="const long long[:]",
         ttls="const long long[:]", ipids="const long long[:]", optlens="const long long[:]",
         key="unsigned long long", ts=double, src="long long", seq="long long",
         ack="long long", flags="long long", win="long long", plen="long long",
-        ttl="long long", ipid="long long", optlen="long long", from_client=bint,
-        base="long long", end="long long", diff="long long", una="long long",
-        la="long long", mss="long long", rl="long long",
+        ttl="long long", optlen="long long", from_client=bint, base="long long",
         cached=bint, cached_key="unsigned long long", cached_conn=Conn,
         poffs="const long long[:]", pcaps="const long long[:]", heads=dict,
     )
     cpdef feed(self, b)
+    cdef inline _count(self, Conn conn, Dir d, Dir o, bint up, long long flags, long long seq,
+                long long plen, double ts, long long ttl, long long ipid, long long win)
+    @cython.locals(la="long long", una="long long")
+    cdef inline bint _ack(self, Conn conn, Dir d, Dir o, bint up, long long flags, long long plen,
+                   long long ack, long long win, double ts) except -1
+    @cython.locals(end="long long", diff="long long", mss="long long", rl="long long",
+                   ex=Exchange)
+    cdef inline _payload(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
+                  long long base, long long plen, long long optlen, long long flags,
+                  Py_ssize_t i, Py_ssize_t poff, long long pcap, object bufs, object buf0,
+                  object bufidx, dict heads)
 
 
 @cython.locals(v="const unsigned char[:]")

@@ -110,7 +110,12 @@ class FlowTracker:
     def feed(self, b: TcpBatch) -> None:
         """Consume one batch of packets (in capture order). The hot path.
 
-        Compiled (flows.pxd), the columns are typed numpy views; uncompiled,
+        Per packet: find its connection (the previous packet's, a table
+        lookup, or :meth:`_resolve` off the common path), count it on its
+        side (:meth:`_count`), then follow SYN, FIN and RST (:meth:`_control`),
+        acknowledgements (:meth:`_ack`) and payload (:meth:`_payload`:
+        sequence space, retransmissions, HTTP). Compiled (flows.pxd), the
+        columns are typed numpy views and the steps C calls; uncompiled,
         Python lists. The rest of a packet is read by index ``i`` only where
         needed (new connections, control packets, HTTP).
         """
@@ -153,13 +158,8 @@ class FlowTracker:
             ts = tss[i]
             src = srcs[i]
             seq = seqs[i]
-            ack = acks[i]
             flags = flagss[i]
-            win = wins[i]
             plen = plens[i]
-            ttl = ttls[i]
-            ipid = ipids[i]
-            optlen = optlens[i]
             if cached and key == cached_key:
                 conn = cached_conn
             else:
@@ -168,13 +168,12 @@ class FlowTracker:
             if conn is None:
                 conn = self._resolve(None, key, src, b, i, seq, flags, ts)
                 cached = False
-                from_client = src == conn.client
-            else:
-                from_client = src == conn.client
-                if (not from_client and src != conn.server) or ts >= conn.expires_at or flags & SYN:
-                    conn = self._resolve(conn, key, src, b, i, seq, flags, ts)
-                    cached = False
-                    from_client = src == conn.client
+            elif (
+                (src != conn.client and src != conn.server) or ts >= conn.expires_at or flags & SYN
+            ):
+                conn = self._resolve(conn, key, src, b, i, seq, flags, ts)
+                cached = False
+            from_client = src == conn.client
             if from_client:
                 d = conn.c
                 o = conn.s
@@ -184,14 +183,18 @@ class FlowTracker:
             if not d.pkts:
                 d.first_ts = ts
             d.pkts += 1
+            win = wins[i]
+            optlen = optlens[i]
             if flags & 0x07:  # SYN, FIN or RST: the careful path
+                ack = acks[i]
+                ttl = ttls[i]
                 if not flags & RST:
                     if ttl != d.ttl_last:
                         d.ttl_last = ttl
                         d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
-                    d.ipid_last = ipid
+                    d.ipid_last = ipids[i]
                 self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
-                              ipid, optlen, b, i, poffs[i],
+                              ipids[i], optlen, b, i, poffs[i],
                               buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
                 cached = False
                 if flags & RST:
@@ -199,16 +202,7 @@ class FlowTracker:
                     conn.last_pkt_from_client = from_client
                     continue
             else:
-                if not d.zst:  # Zeek state INACTIVE: this packet may change it
-                    zeek.update(conn, d, o, from_client, flags, seq, plen, ts)
-                if ttl != d.ttl_last:
-                    d.ttl_last = ttl
-                    d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
-                d.ipid_last = ipid
-                if not win:
-                    d.zero_win += 1
-                    if d.zero_win in _REPEAT_AT:
-                        conn.hist.append("W" if from_client else "w")
+                self._count(conn, d, o, from_client, flags, seq, plen, ts, ttls[i], ipids[i], win)
             base_o = d.base
             if base_o is None:
                 # first packet of this side without a SYN: sequence space starts here
@@ -216,84 +210,113 @@ class FlowTracker:
                 base = seq
             else:
                 base = base_o
-            if flags & ACK:
-                if not d.ack_seen:
-                    d.ack_seen = True
-                    if not conn.hs_done and from_client and conn.s.synack and conn.c.syn:
-                        if not flags & SYN:
-                            conn.hs_done = True
-                            conn.hs_ts = ts
-                if not plen:
-                    if not flags & 0x07:
-                        if not conn.hbits & d.hA:
-                            conn.hbits |= d.hA
-                            conn.hist.append(d.cA)
-                        la_o = d.last_ack
-                        if la_o is not None and win == d.last_win:
-                            la = la_o
-                            ob = o.base
-                            if ack == la and ob is not None:
-                                una = (o.max_end - ((ack - ob) & M32)) & M32
-                                if 0 < una < HALF:
-                                    d.dupacks += 1
-                    d.last_ack = ack
-                    d.last_win = win
-                    conn.end = ts
-                    conn.last_pkt_from_client = from_client
-                    continue
-                d.last_ack = ack
+            if flags & ACK and self._ack(conn, d, o, from_client, flags, plen, acks[i], win, ts):
+                conn.end = ts  # a pure ACK: nothing more to follow
+                conn.last_pkt_from_client = from_client
+                continue
             d.last_win = win
             if plen:
-                if not flags & 0x07 and not conn.hbits & d.hD:
-                    # Zeek's D: any payload packet without SYN/FIN/RST, retransmitted too
-                    conn.hbits |= d.hD
-                    conn.hist.append(d.cD)
-                # ---- sequence analysis (inline: most packets carry data)
-                end = (seq - base + plen) & M32
-                diff = (end - d.max_end) & M32
-                mss_o = o.mss
-                mss = -1 if mss_o is None else mss_o
-                if diff == 0 or diff >= HALF:
-                    d.retrans += 1
-                    if mss >= 0 and plen + optlen >= mss:
-                        d.mss_retrans += 1
-                    else:
-                        d.small_retrans += 1
-                    if d.retrans in _REPEAT_AT:
-                        conn.hist.append("T" if from_client else "t")
-                else:
-                    d.bytes += diff
-                    d.max_end = end
-                    d.data_pkts += 1
-                    if mss >= 0 and plen + optlen >= mss:
-                        d.mss_segs += 1
-                    else:
-                        d.small_segs += 1
-                    d.last_data_ts = ts
-                    conn.last_data_ts = ts
-                    if conn.rst_events:
-                        data_after_rst(conn, from_client)
-                    if from_client:
-                        http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
-                                    buf0 if bufidx is None else bufs[bufidx[i]],
-                                    heads.get(i))  # fmt: skip
-                    else:
-                        ex = conn._cur_resp
-                        rl_o = None if ex is None or ex.resp_end_ts is not None else ex.resp_len
-                        if rl_o is not None and ex is not None:
-                            # the common case: more of a response of known length
-                            rl = rl_o
-                            ex.resp_bytes += plen
-                            ex.last_resp_ts = ts
-                            if ex.resp_bytes >= rl:
-                                ex.resp_end_ts = ts
-                        else:
-                            http_server(conn, ts, plen, poffs[i], pcaps[i],
-                                        buf0 if bufidx is None else bufs[bufidx[i]],
-                                        heads.get(i))  # fmt: skip
+                self._payload(conn, d, o, from_client, ts, seq, base, plen, optlen, flags, i,
+                              poffs[i], pcaps[i], bufs, buf0, bufidx, heads)  # fmt: skip
             conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
+
+    def _count(self, conn: Conn, d: Dir, o: Dir, up: bool, flags: int, seq: int, plen: int,
+               ts: float, ttl: int, ipid: int, win: int) -> None:  # fmt: skip
+        """A packet without SYN, FIN or RST: Zeek's state while its side is
+        inactive, the side's TTLs and IP ID, zero windows."""
+        if not d.zst:  # Zeek state INACTIVE: this packet may change it
+            zeek.update(conn, d, o, up, flags, seq, plen, ts)
+        if ttl != d.ttl_last:
+            d.ttl_last = ttl
+            d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+        d.ipid_last = ipid
+        if not win:
+            d.zero_win += 1
+            if d.zero_win in _REPEAT_AT:
+                conn.hist.append("W" if up else "w")
+
+    def _ack(self, conn: Conn, d: Dir, o: Dir, up: bool, flags: int, plen: int, ack: int,
+             win: int, ts: float) -> bool:  # fmt: skip
+        """A packet with the ACK flag: the handshake's end, Zeek's A letter,
+        duplicate ACKs. True for a pure ACK (no payload): nothing follows."""
+        if not d.ack_seen:
+            d.ack_seen = True
+            if not conn.hs_done and up and conn.s.synack and conn.c.syn:
+                if not flags & SYN:
+                    conn.hs_done = True
+                    conn.hs_ts = ts
+        if plen:
+            d.last_ack = ack
+            return False
+        if not flags & 0x07:
+            if not conn.hbits & d.hA:
+                conn.hbits |= d.hA
+                conn.hist.append(d.cA)
+            la_o = d.last_ack
+            if la_o is not None and win == d.last_win:
+                la = la_o
+                ob = o.base
+                if ack == la and ob is not None:
+                    una = (o.max_end - ((ack - ob) & M32)) & M32
+                    if 0 < una < HALF:
+                        d.dupacks += 1
+        d.last_ack = ack
+        d.last_win = win
+        return True
+
+    def _payload(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, base: int,
+                 plen: int, optlen: int, flags: int, i: int, poff: int, pcap: int,
+                 bufs: list, buf0: bytes, bufidx: list | None, heads: dict) -> None:  # fmt: skip
+        """Packet ``i``'s payload: Zeek's D letter, new bytes or a
+        retransmission (full-MSS or small), then the HTTP exchange it
+        continues (its bytes at ``poff`` in its buffer, its message head
+        parsed ahead in ``heads``)."""
+        if not flags & 0x07 and not conn.hbits & d.hD:
+            # Zeek's D: any payload packet without SYN/FIN/RST, retransmitted too
+            conn.hbits |= d.hD
+            conn.hist.append(d.cD)
+        end = (seq - base + plen) & M32
+        diff = (end - d.max_end) & M32
+        mss_o = o.mss
+        mss = -1 if mss_o is None else mss_o
+        if diff == 0 or diff >= HALF:
+            d.retrans += 1
+            if mss >= 0 and plen + optlen >= mss:
+                d.mss_retrans += 1
+            else:
+                d.small_retrans += 1
+            if d.retrans in _REPEAT_AT:
+                conn.hist.append("T" if up else "t")
+            return
+        d.bytes += diff
+        d.max_end = end
+        d.data_pkts += 1
+        if mss >= 0 and plen + optlen >= mss:
+            d.mss_segs += 1
+        else:
+            d.small_segs += 1
+        d.last_data_ts = ts
+        conn.last_data_ts = ts
+        if conn.rst_events:
+            data_after_rst(conn, up)
+        if up:
+            buf = buf0 if bufidx is None else bufs[bufidx[i]]
+            http_client(conn, ts, (seq - base) & M32, plen, poff, pcap, buf, heads.get(i))
+            return
+        ex = conn._cur_resp
+        rl_o = None if ex is None or ex.resp_end_ts is not None else ex.resp_len
+        if rl_o is not None and ex is not None:
+            # the common case: more of a response of known length
+            rl = rl_o
+            ex.resp_bytes += plen
+            ex.last_resp_ts = ts
+            if ex.resp_bytes >= rl:
+                ex.resp_end_ts = ts
+        else:
+            buf = buf0 if bufidx is None else bufs[bufidx[i]]
+            http_server(conn, ts, plen, poff, pcap, buf, heads.get(i))
 
     def _resolve(
         self, conn: Conn | None, key: int, src: int, b: TcpBatch, i: int, seq: int, flags: int,
