@@ -59,7 +59,7 @@ _INT_COLS = tuple(c for c in _COLS if c != "ts")
 #: HTTP heads already keep the child busier than the parent's tracking, and
 #: splitting each batch in two costs the child ~0.05 s per 1M packets on top
 #: of its share (1M bench pcap, perf stat -r 7: 0 -> 0.58-0.59 s,
-#: 8 -> 0.66-0.67 s, 48 -> 0.72-0.73 s; docs/performance.md). Any share gives
+#: 8 -> 0.66-0.67 s, 48 -> 0.72-0.73 s; docs/performance-log.md). Any share gives
 #: the same report (tests/test_pipeline.py runs 0 to 256).
 BUCKETS = 256
 CHILD_BUCKETS = 0
