@@ -130,8 +130,8 @@ def _encode(r: ResetRecord) -> bytes:
     matched = [ix(f) for f in v.matched]
     return marshal.dumps(
         (
-            r.conn.fields(),  # type: ignore[union-attr]
-            r.event.fields(),  # type: ignore[union-attr]
+            r.conn.fields(),  # type: ignore[attr-defined]  # (a ConnStub here)
+            r.event.fields(),  # type: ignore[attr-defined]  # (an EventStub)
             (v.cause, v.sender, v.confidence, v.rule, v.says),
             [(f.name, f.text) for f in table],
             n,
@@ -158,5 +158,9 @@ def _decode(b: bytes, packed: Packed) -> ResetRecord:
         facts if evidence is None else [fs[k] for k in evidence],
     )
     return ResetRecord(
-        conn, EventStub.of(ef, conn), verdict, {f.name: f for f in facts}, rst_packets
+        conn,  # type: ignore[arg-type]  # (stubs that read like a Conn and its RstEvent)
+        EventStub.of(ef, conn),  # type: ignore[arg-type]
+        verdict,
+        {f.name: f for f in facts},
+        rst_packets,
     )
