@@ -22,7 +22,8 @@ from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_cap
 
 from pcapreset import _build
 from pcapreset.capture import decode_kernel, sources
-from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
+from pcapreset.capture.tcp import AddressBook
 from pcapreset.capture.timeline import decoded_timeline, open_readers
 from pcapreset.engine import rollup
 from pcapreset.errors import PcapResetError

@@ -21,8 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcapreset import analyze
-from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader
+from pcapreset.capture.tcp import AddressBook
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.engine.result import order_conns

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.decode import _COLS, AddressBook, Decoder, TcpBatch
+from ..capture.decode import Decoder
 from ..capture.sources import CHUNK, MAX_RECORD
+from ..capture.tcp import _COLS, AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from ..errors import PcapResetError
 from ..track.flows import preparse_http

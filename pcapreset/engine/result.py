@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..capture.decode import AddressBook, DecodeStats, linktype_name
 from ..capture.sources import SourceInfo
+from ..capture.tcp import AddressBook, DecodeStats, linktype_name
 from ..errors import CaptureError
 from ..interpret.vantage import conn_order
 from ..track.conn import Conn

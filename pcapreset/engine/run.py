@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 
-from ..capture.decode import AddressBook, Decoder
+from ..capture.decode import Decoder
 from ..capture.sources import FrameBatch, SourceInfo
+from ..capture.tcp import AddressBook
 from ..capture.timeline import decoded_timeline, open_readers
 from ..track.conn import RstEvent
 from ..track.flows import FlowTracker

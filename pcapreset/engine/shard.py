@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.decode import AddressBook, Decoder, TcpBatch
+from ..capture.decode import Decoder
+from ..capture.tcp import AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from . import spill
 from .gcpause import no_gc_in_this_process, paused_gc

@@ -6,7 +6,7 @@ capture) wires the tracker and the evictor here, and feeds them here.
 
 from __future__ import annotations
 
-from ..capture.decode import TcpBatch
+from ..capture.tcp import TcpBatch
 from ..track.conn import Conn
 from ..track.flows import FlowTracker
 from .evictor import Evictor

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..capture.decode import ACK
+from ..capture.tcp import ACK
 from ..track.conn import Conn, RstEvent
 from .thresholds import MIN_IDLE_CLOSE_S, RACE_SLACK_S, RIGHT_AFTER_S
 from .vantage import Vantage, VantageVotes, Votes, conn_order, host_hop_votes, infer_vantage

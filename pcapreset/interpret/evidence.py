@@ -32,7 +32,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..capture.decode import ACK
+from ..capture.tcp import ACK
 from ..track.conn import Conn, RstEvent
 from .context import Context, fin_crossed, is_refused, rtt_of
 from .thresholds import (

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..api import _paths, analyze
-from ..capture.decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
+from ..capture.decode import Decoder
+from ..capture.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES

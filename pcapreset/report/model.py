@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..capture.decode import linktype_name
+from ..capture.tcp import linktype_name
 from ..engine.packed import ConnStub, EventStub
 from ..engine.records import Records
 from ..engine.result import EngineResult

@@ -1,6 +1,6 @@
 """flows: decoded TCP packets -> connections (pure: no I/O).
 
-One :class:`FlowTracker` consumes :class:`~pcapreset.decode.TcpBatch` objects
+One :class:`FlowTracker` consumes :class:`~pcapreset.capture.tcp.TcpBatch` objects
 in capture order and rebuilds bidirectional connections:
 
 * roles: the SYN sender is the client; without a SYN, the SYN-ACK's receiver;
@@ -34,7 +34,7 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..capture.decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
+from ..capture.tcp import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 from . import connstate as zeek
 from .conn import Conn, Dir, RstEvent, conn_keys
 from .http import http_client, http_server

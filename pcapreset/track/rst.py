@@ -16,7 +16,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 
-from ..capture.decode import ACK, TcpBatch, parse_tcp_options
+from ..capture.tcp import ACK, TcpBatch, parse_tcp_options
 from .conn import Conn, Dir, RstEvent, RstPacket
 
 #: True when this module runs compiled (setup.py builds it with Cython)
