@@ -27,8 +27,9 @@ from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.engine.result import order_conns
 from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import Votes, build_context, conn_order, conn_rtt
+from pcapreset.interpret.context import build_context, conn_rtt
 from pcapreset.interpret.findings import conn_findings
+from pcapreset.interpret.vantage import Votes, conn_order
 from pcapreset.report.model import build
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])

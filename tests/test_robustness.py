@@ -444,7 +444,7 @@ ERR_LINE = (
 def test_error_log_line_without_end_is_skipped_in_bounded_memory(tmp_path):
     import tracemalloc
 
-    from pcapreset.nginx import log as nginxlog
+    from pcapreset.nginx import parse as nginxlog
 
     log = tmp_path / "error.log"
     with open(log, "w") as f:
