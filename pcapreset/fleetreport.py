@@ -11,7 +11,7 @@ import datetime as dt
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -101,13 +101,18 @@ class FleetReport:
     scheduler: str
     workers: int
     wall_s: float
-    options: dict = field(default_factory=dict)
+    start_s: float = 0.0  # of wall_s: starting the local cluster / connecting
 
     @classmethod
     def merge(
-        cls, results: list[tuple[Host, dict]], scheduler: str, workers: int, wall_s: float
+        cls,
+        results: list[tuple[Host, dict]],
+        scheduler: str,
+        workers: int,
+        wall_s: float,
+        start_s: float = 0.0,
     ) -> FleetReport:
-        return cls([host_json(h, e) for h, e in results], scheduler, workers, wall_s)
+        return cls([host_json(h, e) for h, e in results], scheduler, workers, wall_s, start_s)
 
     @property
     def ok(self) -> list[dict]:
@@ -207,6 +212,7 @@ class FleetReport:
                 "scheduler": self.scheduler,
                 "workers": self.workers,
                 "wall_s": round(self.wall_s, 3),
+                "start_s": round(self.start_s, 3),
             },
             "totals": self.totals(),
             "servers": self.servers(),

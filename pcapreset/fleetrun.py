@@ -264,6 +264,7 @@ def fleet(
         if h.error is not None:
             entries[h.name] = {"status": "failed", "error": h.error, "seconds": 0.0, "worker": None}
     client, cluster, where = _connect(scheduler, workers) if runnable else (None, None, "none")
+    start_s = time.perf_counter() - t0
     n_workers = 0
     try:
         if client is not None:
@@ -280,6 +281,7 @@ def fleet(
         scheduler=where,
         workers=n_workers,
         wall_s=wall,
+        start_s=start_s,
     )
 
 
