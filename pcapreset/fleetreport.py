@@ -68,6 +68,7 @@ def host_json(host: Host, entry: dict) -> dict:
         "nginx_logs": list(host.nginx_logs),
         "status": entry["status"],
         "seconds": entry.get("seconds"),
+        "cpu_s": entry.get("cpu_s"),
         "worker": entry.get("worker"),
     }
     if entry["status"] != "ok":

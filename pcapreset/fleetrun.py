@@ -152,7 +152,7 @@ def analyze_host(host: Host, options: dict[str, Any]) -> dict:
     """
     from .api import analyze
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out: dict[str, Any]
     try:
         rep = analyze(host.files, nginx_log=host.nginx_logs or None, **options)
@@ -162,6 +162,7 @@ def analyze_host(host: Host, options: dict[str, Any]) -> dict:
     except Exception as e:  # noqa: BLE001 - a bug in one host's analysis stays in that host
         out = {"status": "failed", "error": f"internal error: {type(e).__name__}: {_one_line(e)}"}
     out["seconds"] = round(time.perf_counter() - t0, 3)
+    out["cpu_s"] = round(time.process_time() - c0, 3)  # (this worker process's CPU time)
     out["worker"] = _worker_address()
     return out
 
@@ -262,7 +263,9 @@ def fleet(
     runnable = [h for h in hs if h.error is None]
     for h in hs:
         if h.error is not None:
-            entries[h.name] = {"status": "failed", "error": h.error, "seconds": 0.0, "worker": None}
+            entries[h.name] = {
+                "status": "failed", "error": h.error, "seconds": 0.0, "cpu_s": 0.0, "worker": None,
+            }  # fmt: skip
     client, cluster, where = _connect(scheduler, workers) if runnable else (None, None, "none")
     start_s = time.perf_counter() - t0
     n_workers = 0
@@ -306,6 +309,7 @@ def _run(client, hosts: list[Host], options, total: int, done: int, progress) ->
                 "status": "failed",
                 "error": f"worker lost: {type(e).__name__}: {_one_line(e)}",
                 "seconds": None,
+                "cpu_s": None,
                 "worker": None,
             }
         out[h.name] = entry
