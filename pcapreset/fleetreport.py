@@ -306,6 +306,11 @@ def fmt_ts(ts: float | None) -> str:
 
 
 def wrap(text: str, indent: str, first: str = "") -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=first or indent, subsequent_indent=indent) or [
-        first.rstrip()
-    ]
+    lines = textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=first or indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,  # (options such as --keep-alive stay whole)
+    )
+    return lines or [first.rstrip()]

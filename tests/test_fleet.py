@@ -71,10 +71,28 @@ def fleet_specs(tmp_path_factory) -> list[str]:
     return specs + [str(rot), str(broken)]
 
 
+PROGRESS: list[tuple[int, int, str, str]] = []
+
+
 @pytest.fixture(scope="module")
 def report(cluster, fleet_specs):
     """The fleet run on a scheduler given by its address."""
-    return pcapreset.fleet(fleet_specs, scheduler=cluster.scheduler_address, nginx_tz="UTC")
+    return pcapreset.fleet(
+        fleet_specs,
+        scheduler=cluster.scheduler_address,
+        nginx_tz="UTC",
+        progress=lambda done, total, e: PROGRESS.append((done, total, e["host"], e["status"])),
+    )
+
+
+@needs_samples
+def test_progress_as_hosts_finish(report):
+    n = len(report.hosts)
+    assert [(d, t) for d, t, _h, _s in PROGRESS] == [(i, n) for i in range(1, n + 1)]
+    assert sorted(h for _d, _t, h, _s in PROGRESS) == sorted(h["host"] for h in report.hosts)
+    assert [h for _d, _t, h, s in PROGRESS if s == "failed"] == ["broken"]
+    assert all(h["worker"].startswith("tcp://") for h in report.ok)
+    assert all(h["cpu_s"] >= 0 and h["seconds"] > 0 for h in report.ok)
 
 
 @needs_samples
