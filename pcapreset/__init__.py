@@ -19,7 +19,7 @@ from .errors import CaptureError, PcapResetError  # noqa: E402
 
 if TYPE_CHECKING:
     from .api import analyze
-    from .fleetrun import fleet
+    from .cluster.run import fleet
     from .notebook.frames import Analysis, load
 
 
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> object:
 
         return analyze
     if name == "fleet":  # Dask is imported only when a fleet runs
-        from .fleetrun import fleet
+        from .cluster.run import fleet
 
         return fleet
     if name in ("load", "Analysis"):

@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .api import analyze as analyze_files
-from .clifleet import fleet
+from .cluster.command import fleet
 from .engine import _malloc
 from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError

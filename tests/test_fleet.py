@@ -1,4 +1,4 @@
-"""Fleet analysis on Dask (fleetrun / fleetreport / `pcapreset fleet`) on the
+"""Fleet analysis on Dask (pcapreset.cluster: run, merge, text, `pcapreset fleet`) on the
 sample captures laid out as hosts, with a distributed.LocalCluster."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from conftest import SAMPLES
 
 import pcapreset
-from pcapreset import fleetrun
 from pcapreset.cli import main
-from pcapreset.fleetrun import host_from_spec, hosts_from_specs
+from pcapreset.cluster import run as fleetrun
+from pcapreset.cluster.run import host_from_spec, hosts_from_specs
 from pcapreset.interpret.rules import CAUSES
 
 distributed = pytest.importorskip("distributed")

@@ -11,7 +11,7 @@ import pytest
 from conftest import SAMPLES
 
 import pcapreset
-from pcapreset import sources
+from pcapreset.capture import sources
 from pcapreset.errors import CaptureError
 
 SAMPLE = SAMPLES / "mixed" / "backend.pcap"

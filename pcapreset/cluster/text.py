@@ -1,14 +1,14 @@
-"""fleettext: the fleet report as text, every line under 80 columns."""
+"""cluster.text: the fleet report as text, every line under 80 columns."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .fleetreport import fmt_ts, wrap
+from .merge import fmt_ts, wrap
 
 if TYPE_CHECKING:
-    from .fleetreport import FleetReport
+    from .merge import FleetReport
 
 #: hosts named under a recommendation before "(+N more)"
 HOSTS_NAMED = 6

@@ -1,4 +1,4 @@
-"""clifleet: the ``pcapreset fleet`` command (a thin click layer over fleetrun)."""
+"""cluster.command: the ``pcapreset fleet`` command (a thin click layer over cluster.run)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .errors import PcapResetError
+from ..errors import PcapResetError
 
 EXAMPLES_FLEET = """
 \b
@@ -77,7 +77,7 @@ def fleet(hosts, fmt, scheduler, workers, port, nginx_tz, no_nginx_log, quiet) -
     whose captures cannot be read is listed with the reason; the others are
     still analysed.
     """
-    from .fleetrun import fleet as run_fleet
+    from .run import fleet as run_fleet
 
     if scheduler is not None and workers is not None:
         raise click.UsageError("--workers sizes the local cluster: not with --scheduler")
@@ -93,7 +93,7 @@ def fleet(hosts, fmt, scheduler, workers, port, nginx_tz, no_nginx_log, quiet) -
     finally:
         prog.close()
     if fmt == "json":
-        from .report import jsonout
+        from ..report import jsonout
 
         jsonout.dump(fr.to_json(), sys.stdout)
         sys.stdout.write("\n")

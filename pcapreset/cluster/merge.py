@@ -1,4 +1,4 @@
-"""fleetreport: the hosts' reports merged into one fleet report (docs/fleet.md).
+"""cluster.merge: the hosts' reports merged into one fleet report (docs/fleet.md).
 
 Built from each host's ``analyze --format json`` report (the same verdicts),
 so it knows nothing of the engine: per host and per backend server (resets by
@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .interpret.rules import CAUSES, PHASES, SENDERS
+from .. import __version__
+from ..interpret.rules import CAUSES, PHASES, SENDERS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .fleetrun import Host
+    from .run import Host
 
 WIDTH = 79
 
@@ -288,7 +288,7 @@ class FleetReport:
     # ------------------------------------------------------------ text
     def text_lines(self) -> Iterator[str]:
         """The text report, under 80 columns."""
-        from .fleettext import text_lines
+        from .text import text_lines
 
         return text_lines(self)
 

@@ -1,4 +1,4 @@
-"""fleetrun: many hosts' captures analysed on a Dask cluster, one host per task.
+"""cluster.run: many hosts' captures analysed on a Dask cluster, one host per task.
 
     >>> import pcapreset
     >>> fr = pcapreset.fleet(["caps/web1", "caps/web2/backend.pcap*"])
@@ -8,7 +8,7 @@
 A *host* is a directory (every capture file in it, an nginx ``error.log`` beside
 them) or a glob / file name of its rotated capture set; ``NAME=SPEC`` names it.
 Each host's files are one timeline, analysed by :func:`pcapreset.analyze` on a
-Dask worker; the merged report is :class:`pcapreset.fleetreport.FleetReport`.
+Dask worker; the merged report is :class:`pcapreset.cluster.merge.FleetReport`.
 Dask and distributed are imported only here (the ``fleet`` extra).
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PcapResetError
-from .fleetreport import FleetReport
+from ..errors import PcapResetError
+from .merge import FleetReport
 
 #: first bytes of a capture file or of a compressed one (sources.py reads them)
 CAPTURE_MAGICS = (
@@ -150,7 +150,7 @@ def analyze_host(host: Host, options: dict[str, Any]) -> dict:
     Never raises: a host that cannot be analysed is returned as failed with a
     one-line reason, so one bad host never sinks the fleet.
     """
-    from .api import analyze
+    from ..api import analyze
 
     t0, c0 = time.perf_counter(), time.process_time()
     out: dict[str, Any]
