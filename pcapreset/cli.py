@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .api import analyze as analyze_files
+from .cluster.command import fleet
 from .engine import _malloc
 from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError
@@ -133,6 +134,7 @@ def main() -> None:
     \b
     pcapreset analyze backend.pcap      who sent each RST, when, why, what to change
     pcapreset conns backend.pcap        every TCP connection (Zeek-style conn_state)
+    pcapreset fleet caps/web1 caps/web2 many hosts' captures on Dask, one report
     pcapreset schema                    JSON Schema of `analyze --format json`
     pcapreset rules                     the table of rules that decides a cause
     """
@@ -334,6 +336,9 @@ def rules() -> None:
     from .interpret.rules import table_text
 
     click.echo(table_text())
+
+
+main.add_command(fleet)
 
 
 def run() -> None:

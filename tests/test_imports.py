@@ -22,7 +22,8 @@ BASE = {"errors", "_nocython", "_build", "__version__", "textsafe"}
 #: package (or top-level module) -> the packages it may import, beyond BASE.
 #: The stages, lowest first: capture -> track -> interpret; the engine runs
 #: them (the stages never import it); the report renders the engine's result;
-#: nginx ties logs to it; api and cli are on top, notebook on the api.
+#: nginx ties logs to it; api and cli are on top, notebook and cluster (many
+#: hosts on Dask, each one api.analyze) on the api.
 MAY_IMPORT: dict[str, set[str]] = {
     "capture": set(),
     "track": {"capture"},
@@ -32,9 +33,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "nginx": {"track", "interpret", "engine"},
     "api": {"capture", "engine", "report", "nginx"},
     "notebook": {"api", "capture", "track", "interpret", "engine", "report"},
-    "cli": {"api", "engine", "interpret", "report", "notebook"},
+    "cluster": {"api", "interpret", "report"},
+    "cli": {"api", "engine", "interpret", "report", "notebook", "cluster"},
     "__main__": {"cli"},
-    "__init__": {"api", "notebook"},
+    "__init__": {"api", "notebook", "cluster"},
     "errors": set(),
     "textsafe": set(),
     "_build": set(),
