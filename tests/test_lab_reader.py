@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from conftest import SAMPLES
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import lab_production as prod  # noqa: E402
+import lab_upstreams as ups  # noqa: E402
 import pcapreset_lab as lab  # noqa: E402
 
 
@@ -130,7 +132,10 @@ def _view(labels: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    "scenario", sorted(n for n in prod.PRODUCTION if (SAMPLES / n / "labels.json").exists())
+    "scenario",
+    sorted(
+        n for n in {**prod.PRODUCTION, **ups.UPSTREAMS} if (SAMPLES / n / "labels.json").exists()
+    ),
 )
 def test_checked_in_labels_are_what_the_lab_derives_from_the_folder(scenario: str) -> None:
     """Rebuilt from the folder's captures and the lab's logs kept there, every connection
@@ -143,3 +148,44 @@ def test_checked_in_labels_are_what_the_lab_derives_from_the_folder(scenario: st
     for cap, info in recorded["captures"].items():
         for k in ("rst_packets", "tcp_connections", "connections_with_rst", "linktype"):
             assert rebuilt["captures"][cap][k] == info[k], (cap, k)
+
+
+def test_php_fpm_terminations_are_the_server_resets_mid_request() -> None:
+    """Each server RST in php_fpm_terminate falls in the second PHP-FPM's master logged a
+    worker terminated at request_terminate_timeout (or the next), and answers a FastCGI
+    request the server never answered (no server data after the client's last record)."""
+    d = _need("php_fpm_terminate", "backend.pcap", "php-fpm.log")
+    kills = [
+        line
+        for line in (d / "php-fpm.log").read_text().splitlines()
+        if ups.FPM_TIMEOUT.search(line)
+    ]
+    assert kills
+    secs = [time.mktime(time.strptime(k[1:21], "%d-%b-%Y %H:%M:%S")) for k in kills]
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    resets = 0
+    for c in lab.connections(pkts):
+        f = lab.conn_facts(c)
+        r = f.get("first_rst")
+        if not r:
+            continue
+        resets += 1
+        assert r["dir"] == "s2c"
+        assert any(s <= r["ts"] < s + 2 for s in secs), r
+        # FastCGI: the client's last record (BEGIN_REQUEST ...) after the server's last data
+        last_c = max(p.ts for p in c.pkts if p.plen and c.dir(p) == "c2s" and p.ts < r["ts"])
+        assert last_c > r["last_s2c_data_ts"]
+        assert [p.head[:2] for p in c.pkts if p.plen and c.dir(p) == "c2s"][-1] == b"\x01\x01"
+    assert resets == len(kills)
+
+
+def test_php_fpm_max_children_overflow_is_silent_and_logged() -> None:
+    """pm.max_children reached (PHP-FPM's own warning), no RST on the wire, and every
+    request beyond the workers and the accept queue ended in nginx's 504."""
+    d = _need("php_fpm_max_children", "backend.pcap", "php-fpm.log", "access.log")
+    assert "server reached pm.max_children" in (d / "php-fpm.log").read_text()
+    labels = json.loads((d / "labels.json").read_text())
+    assert not any(c["has_rst"] for c in labels["connections"])
+    found = {f["cause"]: f["count"] for f in labels["findings"]}
+    n504 = sum(1 for line in (d / "access.log").read_text().splitlines() if '" 504 ' in line)
+    assert found["backlog_overflow"] + found["upstream_timeout"] == n504
