@@ -212,5 +212,16 @@ UPSTREAMS: dict[str, dict] = {
                     "fastcgi_pass with fastcgi_keep_conn on, upstream keepalive and "
                     "fastcgi_read_timeout 4 s: a burst of 12 concurrent 1 s requests; 5 ms "
                     "delay"),
+    "backend_crash_http10": dict(
+        run=L.sc_crash,
+        backend="pysock",
+        idle_timeout=None,
+        nginx=dict(proto="http10"),
+        findings={"premature_close": f_server_fin_mid_request},
+        description="backend_crash behind an HTTP/1.0 upstream (nginx without "
+        "proxy_http_version 1.1: every request on its own connection, 'Connection: close'): "
+        "SIGKILL while 5 requests are in flight (3 POSTs with unread bodies, 2 GETs), "
+        "restarted 2.4 s later; 5 ms delay",
+    ),
 }
 L.SCENARIOS.update(UPSTREAMS)

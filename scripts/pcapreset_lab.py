@@ -1609,7 +1609,7 @@ def scenario_notes(name: str, labels: dict, ctx: Ctx, work: Path) -> str:
                                                   "closed with unread bytes"))
         notes.append(f"backend log: {k} abortive closes; wire: {causes.get('abortive_close', 0)}"
                      f" connections with a server RST.")
-    if name == "backend_crash":
+    if name.startswith("backend_crash"):
         fin_only = [c for c in conns if not c["has_rst"] and any(
             v.get("first_ts", 0) < ctx.kills[0]["ts"] for v in c["per_capture"].values())]
         notes.append("Kernel behaviour on SIGKILL: sockets with unread request bytes (the "

@@ -189,3 +189,18 @@ def test_php_fpm_max_children_overflow_is_silent_and_logged() -> None:
     found = {f["cause"]: f["count"] for f in labels["findings"]}
     n504 = sum(1 for line in (d / "access.log").read_text().splitlines() if '" 504 ' in line)
     assert found["backlog_overflow"] + found["upstream_timeout"] == n504
+
+
+def test_http10_upstream_carries_one_request_per_connection() -> None:
+    """nginx without proxy_http_version 1.1 speaks HTTP/1.0 upstream: no connection carries
+    a second request, so none of its resets can be a keep-alive race."""
+    d = _need("backend_crash_http10", "backend.pcap", "labels.json")
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    conns = lab.connections(pkts)
+    per_conn = [
+        [p for p in c.pkts if c.dir(p) == "c2s" and lab.payload_kind(p) == "request"] for c in conns
+    ]
+    assert sum(len(r) for r in per_conn) >= 5
+    assert all(len(r) <= 1 for r in per_conn)
+    labels = json.loads((d / "labels.json").read_text())
+    assert "keepalive_race" not in {c["cause"] for c in labels["connections"]}
