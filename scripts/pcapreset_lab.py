@@ -1587,6 +1587,8 @@ def relabel(folder: Path) -> dict:
         if e["event"] in ("backend_sigterm", "backend_graceful_restart"):
             ctx.restarts.append({"ts": e["ts"], "window_s": 1.5,
                                  "source": f"lab log: SIGTERM to pid {e.get('pid')}"})
+        if e["event"] == "backend_killed":  # the lab's own kill -9
+            ctx.kills.append({"ts": e["ts"], "pid": e.get("pid")})
     read_lab_logs(folder, spec, ctx)
     caps = {c: folder / c for c in old["captures"]}
     return build_labels(name, spec, ctx, caps, bool(spec.get("ipv6")), {})
