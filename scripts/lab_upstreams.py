@@ -9,7 +9,10 @@ at `request_terminate_timeout`, the PHP script logs each request with its worker
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -74,7 +77,29 @@ catch_workers_output = yes
     return [L.tool("php-fpm8.2"), "-F", "-R", "-y", str(lab.workdir / "php-fpm.conf")]
 
 
-L.EXTRA_BACKENDS.update(php_fpm=php_fpm_cmd)
+def ws_cmd(lab, host: str, args: list[str]) -> list[str]:
+    """lab_backends/ws_server.js (Node.js, no packages); args: [server ping interval ms]."""
+    return [L.tool("node"), str(L.BACKENDS / "ws_server.js"), host, str(PORT), "120",
+            args[0] if args else "1000"]
+
+
+L.EXTRA_BACKENDS.update(php_fpm=php_fpm_cmd, ws=ws_cmd)
+
+
+def run_ws_clients(lab, clients: list[dict], ipv6: bool, wait: bool = True,
+                   max_seconds: float = 30):
+    """lab_backends/ws_client.py in the client namespace, through nginx."""
+    host = L.V6["ngx_down"] if ipv6 else L.V4["ngx_down"]
+    plan = lab.workdir / "client_plan.json"
+    plan.write_text(json.dumps(clients, indent=1))
+    p = lab.spawn("cli", "ws-client", [L.python_exe(), str(L.BACKENDS / "ws_client.py"), host,
+                                       str(L.NGINX_PORT), str(plan), str(max_seconds)],
+                  stdout=lab.workdir / "client.log")
+    lab.event("client_started", websocket_clients=len(clients))
+    if wait:
+        p.wait(max_seconds + 10)
+        lab.event("client_done")
+    return p
 
 #: PHP-FPM master log: "[07-Dec-2026 18:20:01] WARNING: [pool www] child 123, script
 #: '/x/app.php' (request: "GET /?sleep=5") execution timed out (2.004 sec), terminating"
@@ -170,6 +195,53 @@ def sc_fpm_children(lab, ctx, ipv6: bool):
     time.sleep(0.5)
 
 
+def f_nginx_closed_quiet(facts, capname):
+    """Connections nginx closed (FIN, no RST before it) after 2 s or more without data in
+    either direction: its proxy_read_timeout on a quiet upgraded connection."""
+    return sum(1 for f in facts if (f.get("client_fin_idle_s") or 0) >= 2.0
+               and not f.get("first_rst"))
+
+
+def sc_ws_restart(lab, ctx, ipv6: bool):
+    """Three WebSocket clients through nginx (proxy_read_timeout 60 s) sending a message
+    every 50 ms; the Node backend gets SIGTERM 1.2 s in and exits at once (no close frames),
+    is started again 0.5 s later; the clients reconnect."""
+    lab.netem(50)
+    be = L.start_backend(lab, "ws", ipv6)
+    clients = [{"path": "/ws", "start": 0.1 * i, "messages": 60, "every": 0.05, "idle": 0,
+                "reconnect": True, "reconnect_after": 1.0, "messages_after": 5}
+               for i in range(3)]
+    cl = run_ws_clients(lab, clients, ipv6, wait=False)
+    time.sleep(1.2)
+    os.kill(be.pid, signal.SIGTERM)
+    k = lab.event("backend_sigterm", pid=be.pid, note="ws_server.js exits without close frames")
+    be.wait(10)
+    lab.event("backend_exited", pid=be.pid)
+    ctx.restarts.append({"ts": k["ts"], "window_s": 1.5,
+                         "source": f"lab log: SIGTERM to the WebSocket backend (pid {be.pid}, "
+                                   f"exits without close frames)"})
+    time.sleep(0.5)
+    with open(lab.workdir / "backend.log", "a") as fh:
+        fh.write(json.dumps({"ts": L.now(), "event": "lab: restarting backend"}) + "\n")
+    L.start_backend(lab, "ws", ipv6)
+    cl.wait(40)
+    lab.event("client_done")
+    time.sleep(0.5)
+
+
+def sc_ws_idle(lab, ctx, ipv6: bool):
+    """proxy_read_timeout 3 s on WebSocket connections: one client goes quiet for 6 s
+    (nginx closes it), one path gets a server ping every second (stays open), one closes
+    with a close frame after 1 s."""
+    lab.netem(20)
+    L.start_backend(lab, "ws", ipv6, ["1000"])
+    clients = [{"path": "/ws", "messages": 3, "every": 0.2, "idle": 6.0},
+               {"path": "/ws-ping", "start": 0.1, "messages": 3, "every": 0.2, "idle": 6.0},
+               {"path": "/ws", "start": 0.2, "messages": 3, "every": 0.2, "idle": 1.0}]
+    run_ws_clients(lab, clients, ipv6)
+    time.sleep(0.5)
+
+
 def _access_statuses(work: Path) -> dict[str, int]:
     """nginx access.log: how many requests ended with each status."""
     out: dict[str, int] = {}
@@ -222,6 +294,27 @@ UPSTREAMS: dict[str, dict] = {
         "proxy_http_version 1.1: every request on its own connection, 'Connection: close'): "
         "SIGKILL while 5 requests are in flight (3 POSTs with unread bodies, 2 GETs), "
         "restarted 2.4 s later; 5 ms delay",
+    ),
+    "websocket_backend_restart": dict(
+        run=sc_ws_restart,
+        backend="node-websocket",
+        idle_timeout=None,
+        nginx=dict(proto="websocket", read_timeout=60),
+        description="WebSocket through nginx (Upgrade, proxy_read_timeout 60 s) to a Node.js "
+        "20 server (lab_backends/ws_server.js): 3 clients send a message every 50 ms; the "
+        "backend gets SIGTERM and exits without close frames, restarted 0.5 s later, the "
+        "clients reconnect; 50 ms one-way delay",
+    ),
+    "websocket_idle_timeout": dict(
+        run=sc_ws_idle,
+        backend="node-websocket",
+        idle_timeout=None,
+        nginx=dict(proto="websocket", read_timeout=3),
+        findings={"upstream_timeout": f_nginx_closed_quiet},
+        description="WebSocket through nginx with proxy_read_timeout 3 s: one connection "
+        "quiet for 6 s (nginx closes it: 'upstream timed out ... while proxying upgraded "
+        "connection'), one kept alive by server pings every 1 s, one closed by the client "
+        "with a close frame; 20 ms one-way delay",
     ),
 }
 L.SCENARIOS.update(UPSTREAMS)

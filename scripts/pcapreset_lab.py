@@ -679,6 +679,14 @@ def conn_facts(c: Conn) -> dict:
         last_s = max((p.ts for p in data["s2c"] if p.ts <= fin), default=0.0)
         if last_c is not None and last_c > last_s:
             f["client_fin_waiting_s"] = round(fin - last_c, 6)
+    # nginx's FIN after a silence in both directions (a proxy timeout on a quiet
+    # connection): seconds from the last data either way to nginx's FIN, else None
+    f["client_fin_idle_s"] = None
+    if f["fin_c2s_ts"] is not None:
+        fin = f["fin_c2s_ts"]
+        last_any = max((p.ts for p in c.pkts if p.plen and p.ts <= fin), default=None)
+        if last_any is not None:
+            f["client_fin_idle_s"] = round(fin - last_any, 6)
     f["unanswered_request_near_server_fin"] = False
     if f["fin_s2c_ts"] is not None:
         reqs = [p for p in data["c2s"] if payload_kind(p) in ("request", "tls_appdata")]

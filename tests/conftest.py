@@ -57,6 +57,7 @@ LAB_PENDING: frozenset[str] = frozenset(
         "tls_after_close_go",
         "tls_upstream",
         "vxlan_mirror",
+        "websocket_backend_restart",
     }
 )
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire

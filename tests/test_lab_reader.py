@@ -204,3 +204,33 @@ def test_http10_upstream_carries_one_request_per_connection() -> None:
     assert all(len(r) <= 1 for r in per_conn)
     labels = json.loads((d / "labels.json").read_text())
     assert "keepalive_race" not in {c["cause"] for c in labels["connections"]}
+
+
+def test_websocket_restart_resets_follow_the_backends_fin() -> None:
+    """websocket_backend_restart: each server RST comes after the server's FIN, which
+    falls within a second after the lab's SIGTERM, and answers client data (frames)."""
+    d = _need("websocket_backend_restart", "backend.pcap", "labels.json")
+    labels = json.loads((d / "labels.json").read_text())
+    (kill,) = [e["ts"] for e in labels["lab_events"] if e["event"] == "backend_sigterm"]
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    reset = 0
+    for c in lab.connections(pkts):
+        f = lab.conn_facts(c)
+        r = f.get("first_rst")
+        if r:
+            reset += 1
+            assert r["dir"] == "s2c" and r["server_fin_before"]
+            assert kill <= f["fin_s2c_ts"] <= kill + 1.0
+            assert r["client_data_after_server_fin"]
+    assert reset == sum(1 for c in labels["connections"] if c["has_rst"]) > 0
+
+
+def test_websocket_idle_close_is_nginx_after_proxy_read_timeout() -> None:
+    """websocket_idle_timeout: the one connection nginx closed on its own came >= 3 s
+    (proxy_read_timeout) after the last frame either way, and error.log says why."""
+    d = _need("websocket_idle_timeout", "backend.pcap", "error.log")
+    assert "while proxying upgraded connection" in (d / "error.log").read_text()
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    idle = [lab.conn_facts(c).get("client_fin_idle_s") or 0 for c in lab.connections(pkts)]
+    assert sum(1 for s in idle if s >= 3.0) == 1
+    assert sum(1 for s in idle if s < 1.0) == 2
