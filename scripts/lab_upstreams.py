@@ -83,7 +83,25 @@ def ws_cmd(lab, host: str, args: list[str]) -> list[str]:
             args[0] if args else "1000"]
 
 
-L.EXTRA_BACKENDS.update(php_fpm=php_fpm_cmd, ws=ws_cmd)
+def uwsgi_cmd(lab, host: str, args: list[str]) -> list[str]:
+    """Debian uWSGI 2.0 (uwsgi-core + the python3 plugin), master + 2 workers speaking the
+    uwsgi protocol on the lab's port, lab_backends/uwsgi_app.py.
+    args: [harakiri s (0: off), max-requests (0: off)]."""
+    harakiri, max_requests = (args + ["0", "0"][len(args):])[:2]
+    listen = "0.0.0.0" if host in ("0.0.0.0", "::") else host
+    cmd = [L.tool("uwsgi-core"), "--plugin", "python3", "--master", "--processes", "2",
+           "--socket", f"{listen}:{PORT}", "--chdir", str(L.BACKENDS), "--module",
+           "uwsgi_app:application", "--env", f"PRL_LOG={lab.workdir / 'backend.log'}",
+           "--logto", str(lab.workdir / "uwsgi.log"), "--log-date", "--die-on-term"]
+    if harakiri != "0":
+        cmd += ["--harakiri", harakiri, "--harakiri-verbose"]
+    if max_requests != "0":
+        # uWSGI >= 2.0.18 does not recycle a worker younger than min-worker-lifetime (10 s)
+        cmd += ["--max-requests", max_requests, "--min-worker-lifetime", "1"]
+    return cmd
+
+
+L.EXTRA_BACKENDS.update(php_fpm=php_fpm_cmd, ws=ws_cmd, uwsgi=uwsgi_cmd)
 
 
 def run_ws_clients(lab, clients: list[dict], ipv6: bool, wait: bool = True,
@@ -242,6 +260,56 @@ def sc_ws_idle(lab, ctx, ipv6: bool):
     time.sleep(0.5)
 
 
+#: uWSGI master: "Mon Dec  7 18:20:01 2026 - *** HARAKIRI ON WORKER 1 (pid: 123, try: 1) ***"
+UWSGI_HARAKIRI = re.compile(r"^(\w{3} \w{3} +\d+ [\d:]+ \d{4}) - \*\*\* HARAKIRI ON WORKER "
+                            r"(\d+) \(pid: (\d+), try: (\d+)\)")
+
+
+def after_uwsgi(work: Path, ctx) -> None:
+    """Workers uWSGI's master killed at harakiri (its log, to the second: a kill window of
+    that second and the next)."""
+    log = work / "uwsgi.log"
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        m = UWSGI_HARAKIRI.match(line)
+        if m and m.group(4) == "1":
+            sec = time.mktime(time.strptime(" ".join(m.group(1).split()), "%a %b %d %H:%M:%S %Y"))
+            ctx.kills.append({"ts": sec, "pid": int(m.group(3)),
+                              "source": f"uwsgi log: '{line.strip()}'"})
+
+
+def sc_uwsgi_harakiri(lab, ctx, ipv6: bool):
+    """uWSGI (2 workers, harakiri 2 s) behind uwsgi_pass: quick requests, then a GET and a
+    POST (body never read by the app) that take 4 s: the master kills both workers
+    mid-request; quick requests again on the respawned workers."""
+    lab.netem(5)
+    L.start_backend(lab, "uwsgi", ipv6, ["2", "0"])
+    time.sleep(1.0)
+    steps: list[dict] = [
+        {"method": "GET", "path": "/?q=1"},
+        {"sleep": 0.3},
+        {"method": "GET", "path": "/?sleep=4", "async": True, "timeout": 10},
+        {"method": "POST", "path": "/upload?sleep=4", "body_len": 4000, "async": True,
+         "timeout": 10},
+        {"sleep": 4.5},
+        {"method": "GET", "path": "/?q=2", "n": 2},
+    ]
+    L.run_client(lab, steps, ipv6)
+    time.sleep(0.5)
+
+
+def sc_uwsgi_recycle(lab, ctx, ipv6: bool):
+    """uWSGI (2 workers, max-requests 6) under 2 concurrent requests every 50 ms (25
+    rounds): each worker is recycled several times."""
+    lab.netem(5)
+    L.start_backend(lab, "uwsgi", ipv6, ["0", "6"])
+    time.sleep(1.2)
+    steps: list[dict] = []
+    for _ in range(25):
+        steps += [{"method": "GET", "path": "/", "n": 2, "timeout": 5}, {"sleep": 0.05}]
+    L.run_client(lab, steps, ipv6)
+    time.sleep(0.5)
+
+
 def _access_statuses(work: Path) -> dict[str, int]:
     """nginx access.log: how many requests ended with each status."""
     out: dict[str, int] = {}
@@ -263,6 +331,20 @@ def notes_php(work: Path, ctx, labels: dict) -> str:
     return (f"php-fpm log: {n_term} workers terminated at request_terminate_timeout, "
             f"{maxed} 'server reached pm.max_children' warnings; wire: {crash} connections "
             f"reset by the server mid-request; nginx access.log statuses {st}.")
+
+
+def notes_uwsgi(work: Path, ctx, labels: dict) -> str:
+    log = (work / "uwsgi.log").read_text(errors="replace") if (
+        work / "uwsgi.log").exists() else ""
+    n_h = sum(1 for line in log.splitlines() if UWSGI_HARAKIRI.match(line))
+    n_r = log.count("Seeya!")
+    fin_mid = max((f.get("count", 0) for f in labels["findings"]
+                   if f["cause"] == "premature_close"), default=0)
+    return (f"uwsgi log: {n_h} harakiri kills, {n_r} workers recycled at max-requests "
+            f"('The work of process ... is done. Seeya!'); wire: "
+            f"{sum(1 for c in labels['connections'] if c['has_rst'])} connections with RST, "
+            f"{fin_mid} closed by the server (FIN) with the request unanswered; nginx "
+            f"access.log statuses {_access_statuses(work)}.")
 
 
 PHP = dict(notes=notes_php, backend="php-fpm", idle_timeout=None, after_run=after_php_fpm,
@@ -315,6 +397,35 @@ UPSTREAMS: dict[str, dict] = {
         "quiet for 6 s (nginx closes it: 'upstream timed out ... while proxying upgraded "
         "connection'), one kept alive by server pings every 1 s, one closed by the client "
         "with a close frame; 20 ms one-way delay",
+    ),
+    "uwsgi_harakiri": dict(
+        notes=notes_uwsgi,
+        run=sc_uwsgi_harakiri,
+        backend="uwsgi",
+        idle_timeout=None,
+        after_run=after_uwsgi,
+        apt={"uwsgi-core": "/usr/bin/uwsgi-core",
+             "uwsgi-plugin-python3": "/usr/lib/uwsgi/plugins/python3_plugin.so"},
+        more_files=["uwsgi.log"],
+        nginx=dict(proto="uwsgi"),
+        findings={"premature_close": f_server_fin_mid_request},
+        description="uWSGI 2.0 (Debian uwsgi-core + python3 plugin, master + 2 workers, "
+        "harakiri 2 s) behind uwsgi_pass: a GET and a POST (body not read by the app) run "
+        "4 s and the master kills their workers mid-request; 5 ms delay",
+    ),
+    "uwsgi_recycle": dict(
+        notes=notes_uwsgi,
+        run=sc_uwsgi_recycle,
+        backend="uwsgi",
+        idle_timeout=None,
+        after_run=after_uwsgi,
+        apt={"uwsgi-core": "/usr/bin/uwsgi-core",
+             "uwsgi-plugin-python3": "/usr/lib/uwsgi/plugins/python3_plugin.so"},
+        more_files=["uwsgi.log"],
+        nginx=dict(proto="uwsgi"),
+        description="uWSGI 2.0 (master + 2 workers, max-requests 6, min-worker-lifetime 1) "
+        "behind uwsgi_pass under 2 concurrent requests every 50 ms: workers recycled under "
+        "load (uwsgi_pass: one request per connection); 5 ms delay",
     ),
 }
 L.SCENARIOS.update(UPSTREAMS)

@@ -234,3 +234,34 @@ def test_websocket_idle_close_is_nginx_after_proxy_read_timeout() -> None:
     idle = [lab.conn_facts(c).get("client_fin_idle_s") or 0 for c in lab.connections(pkts)]
     assert sum(1 for s in idle if s >= 3.0) == 1
     assert sum(1 for s in idle if s < 1.0) == 2
+
+
+def test_uwsgi_harakiri_kills_match_the_wire() -> None:
+    """uwsgi_harakiri: as many harakiri kills in uWSGI's log as connections the server
+    ended mid-request (RST for the POST whose body the app never read, FIN for the GET);
+    every request starts with a uwsgi packet header (modifier1 0, little-endian size)."""
+    d = _need("uwsgi_harakiri", "backend.pcap", "uwsgi.log")
+    kills = [
+        ln for ln in (d / "uwsgi.log").read_text().splitlines() if ups.UWSGI_HARAKIRI.match(ln)
+    ]
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    facts = [lab.conn_facts(c) for c in lab.connections(pkts)]
+    rst = [f for f in facts if f.get("first_rst")]
+    fin_mid = [f for f in facts if f["fin_with_request_outstanding"] and not f.get("first_rst")]
+    assert len(kills) == len(rst) + len(fin_mid) == 2
+    firsts = [
+        p.head for c in lab.connections(pkts) for p in c.pkts[:4] if p.plen and c.dir(p) == "c2s"
+    ]
+    assert firsts and all(h[0] == 0 and h[3] == 0 for h in firsts)
+
+
+def test_uwsgi_recycling_without_resets() -> None:
+    """uwsgi_recycle: workers recycled at max-requests (uWSGI's log) while every request
+    got its 200 on its own connection, and the wire has no RST."""
+    d = _need("uwsgi_recycle", "backend.pcap", "uwsgi.log", "access.log")
+    assert (d / "uwsgi.log").read_text().count("Seeya!") >= 2
+    lines = (d / "access.log").read_text().splitlines()
+    assert lines and all('" 200 ' in ln for ln in lines)
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    assert not any(p.flags & lab.F_RST for p in pkts)
+    assert len(lab.connections(pkts)) == len(lines)
