@@ -310,6 +310,21 @@ def sc_uwsgi_recycle(lab, ctx, ipv6: bool):
     time.sleep(0.5)
 
 
+def sc_node_maxconn(lab, ctx, ipv6: bool):
+    """Node.js with server.maxConnections 4 (keepAliveTimeout 5 s) behind nginx (upstream
+    keepalive): a burst of 10 concurrent requests to /slow-ish paths, then a second one."""
+    lab.netem(5)
+    L.start_backend(lab, "node", ipv6, ["5000", "4"])
+    steps: list[dict] = [
+        {"method": "GET", "path": "/", "n": 10, "timeout": 10},
+        {"sleep": 0.5},
+        {"method": "GET", "path": "/", "n": 10, "timeout": 10},
+        {"sleep": 0.5},
+    ]
+    L.run_client(lab, steps, ipv6)
+    time.sleep(0.5)
+
+
 def _access_statuses(work: Path) -> dict[str, int]:
     """nginx access.log: how many requests ended with each status."""
     out: dict[str, int] = {}
@@ -426,6 +441,14 @@ UPSTREAMS: dict[str, dict] = {
         description="uWSGI 2.0 (master + 2 workers, max-requests 6, min-worker-lifetime 1) "
         "behind uwsgi_pass under 2 concurrent requests every 50 ms: workers recycled under "
         "load (uwsgi_pass: one request per connection); 5 ms delay",
+    ),
+    "node_max_connections": dict(
+        run=sc_node_maxconn,
+        backend="node",
+        idle_timeout=6.0,
+        description="Node.js 20 with server.maxConnections 4 behind nginx (upstream "
+        "keepalive 16): two bursts of 10 concurrent requests; Node accepts the connections "
+        "beyond 4 and destroys them at once ('drop' in its log); 5 ms delay",
     ),
 }
 L.SCENARIOS.update(UPSTREAMS)

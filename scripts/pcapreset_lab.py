@@ -838,6 +838,15 @@ def classify(f: dict, vantage: str, ctx: Ctx) -> dict | None:
             return {"cause": "abortive_close", "sender": "server",
                     "source": f"backend log: '{e['event']}' for {f['client']} at "
                               f"{e['ts']:.6f}{unread}; {wire}"}
+    for e in ev:
+        if e["event"] == "drop" and f["data_s2c"] == 0:
+            # Node's server.maxConnections: accepted, then destroyed at once (the unread
+            # request makes the close a RST): the server's capacity, like a full backlog
+            return {"cause": "backlog_overflow", "sender": "server",
+                    "source": f"backend log: 'drop' for {f['client']} at {e['ts']:.6f} "
+                              f"(server.maxConnections {e.get('maxConnections')} reached: "
+                              f"Node destroyed the connection on accept); no server data; "
+                              f"{wire}"}
     for k in ctx.kills:
         if k["ts"] - 0.05 <= r["ts"] <= k["ts"] + 2.0:
             return {"cause": "backend_crash", "sender": "server",

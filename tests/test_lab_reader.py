@@ -265,3 +265,15 @@ def test_uwsgi_recycling_without_resets() -> None:
     _lt, pkts = lab.read_pcap(d / "backend.pcap")
     assert not any(p.flags & lab.F_RST for p in pkts)
     assert len(lab.connections(pkts)) == len(lines)
+
+
+def test_node_max_connections_drops_are_the_resets() -> None:
+    """node_max_connections: the connections the server reset are exactly the peers Node's
+    log says it dropped at server.maxConnections, each without a byte of server data."""
+    d = _need("node_max_connections", "backend.pcap", "backend.log")
+    drops = {e["peer"] for e in lab.read_jsonl(d / "backend.log") if e["event"] == "drop"}
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    facts = [lab.conn_facts(c) for c in lab.connections(pkts)]
+    reset = {f["client"] for f in facts if f.get("first_rst")}
+    assert reset == drops and drops
+    assert all(f["data_s2c"] == 0 for f in facts if f["client"] in drops)
