@@ -66,6 +66,7 @@ LAB_PENDING: frozenset[str] = frozenset(
 LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset(
     {
         "keepalive_race_apache",
+        "keepalive_race_tomcat",
         "php_fpm_max_children",
         "pool_three_backends",
         "uwsgi_harakiri",

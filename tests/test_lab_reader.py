@@ -277,3 +277,24 @@ def test_node_max_connections_drops_are_the_resets() -> None:
     reset = {f["client"] for f in facts if f.get("first_rst")}
     assert reset == drops and drops
     assert all(f["data_s2c"] == 0 for f in facts if f["client"] in drops)
+
+
+def test_tomcat_races_cross_its_keepalive_timeout() -> None:
+    """keepalive_race_tomcat: every server FIN comes keepAliveTimeout (3 s) after the
+    server's last response on that connection, and each RST is a bare RST after it."""
+    d = _need("keepalive_race_tomcat", "backend.pcap", "labels.json")
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    fins = 0
+    for c in lab.connections(pkts):
+        f = lab.conn_facts(c)
+        if f["fin_s2c_ts"] is None:
+            continue
+        last = max(p.ts for p in c.pkts if c.dir(p) == "s2c" and p.plen and p.ts < f["fin_s2c_ts"])
+        if f["fin_c2s_ts"] is None or f["fin_c2s_ts"] > f["fin_s2c_ts"]:
+            fins += 1
+            assert 2.95 <= f["fin_s2c_ts"] - last <= 3.1
+        r = f.get("first_rst")
+        if r:
+            assert r["dir"] == "s2c" and not r["ack_flag"] and r["server_fin_before"]
+    labels = json.loads((d / "labels.json").read_text())
+    assert fins >= labels["captures"]["backend.pcap"]["fin_crossed_request"] > 0
