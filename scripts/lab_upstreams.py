@@ -26,7 +26,7 @@ else:
 PORT = L.PORT
 
 #: the PHP script every request runs: logs its start and end (JSON lines, worker pid),
-#: sleeps ?sleep=S seconds, answers ?kb=N kilobytes
+#: sleeps ?sleep=S seconds, answers ?kb=N kilobytes, adds an ?hdr=N-byte response header
 APP_PHP = r"""<?php
 $log = getenv('PRL_LOG') ?: '%LOG%';
 $t0 = microtime(true);
@@ -38,6 +38,7 @@ $s = isset($_GET['sleep']) ? floatval($_GET['sleep']) : 0.0;
 if ($s > 0) { usleep((int)($s * 1e6)); }
 $kb = isset($_GET['kb']) ? intval($_GET['kb']) : 0;
 header('Content-Type: text/plain');
+if (isset($_GET['hdr'])) { header('X-Big: ' . str_repeat('a', intval($_GET['hdr']))); }
 echo "ok\n" . str_repeat('x', 1024 * $kb);
 $rec['event'] = 'response'; $rec['ts'] = microtime(true);
 file_put_contents($log, json_encode($rec) . "\n", FILE_APPEND | LOCK_EX);
@@ -233,6 +234,27 @@ def sc_fpm_terminate(lab, ctx, ipv6: bool):
     time.sleep(0.5)
 
 
+def sc_fpm_big_header(lab, ctx, ipv6: bool):
+    """PHP-FPM answering two requests with a 16 kB response header (nginx's
+    fastcgi_buffer_size is one page, 4 kB), between ordinary requests."""
+    lab.netem(5)
+    L.start_backend(lab, "php_fpm", ipv6, ["2", "0", "511"])
+    time.sleep(0.5)
+    steps: list[dict] = [
+        {"method": "GET", "path": "/?q=1"},
+        {"sleep": 0.3},
+        {"method": "GET", "path": "/?hdr=16000"},
+        {"sleep": 0.3},
+        {"method": "GET", "path": "/?q=2"},
+        {"sleep": 0.3},
+        {"method": "GET", "path": "/?hdr=16000"},
+        {"sleep": 0.3},
+        {"method": "GET", "path": "/?q=3", "n": 2},
+    ]
+    L.run_client(lab, steps, ipv6)
+    time.sleep(0.5)
+
+
 def sc_fpm_children(lab, ctx, ipv6: bool):
     """PHP-FPM (pm dynamic, pm.max_children 2, listen.backlog 2) under a burst of 12
     concurrent requests that each take 1 s (nothing terminates them); nginx's
@@ -395,9 +417,15 @@ def notes_php(work: Path, ctx, labels: dict) -> str:
     maxed = fpm.count("reached pm.max_children")
     st = _access_statuses(work)
     crash = sum(1 for c in labels["connections"] if c.get("cause") == "backend_crash")
+    err = (work / "error.log").read_text(errors="replace") if (
+        work / "error.log").exists() else ""
+    big = err.count("upstream sent too big header")
+    by_nginx = sum(1 for c in labels["connections"] if c.get("sender") == "client")
     return (f"php-fpm log: {n_term} workers terminated at request_terminate_timeout, "
             f"{maxed} 'server reached pm.max_children' warnings; wire: {crash} connections "
-            f"reset by the server mid-request; nginx access.log statuses {st}.")
+            f"reset by the server mid-request, {by_nginx} reset by nginx; nginx error.log: "
+            f"{big} x 'upstream sent too big header' (nginx closes the connection with the "
+            f"rest of the response unread: RST); access.log statuses {st}.")
 
 
 def notes_uwsgi(work: Path, ctx, labels: dict) -> str:
@@ -425,6 +453,14 @@ UPSTREAMS: dict[str, dict] = {
                     "request_terminate_timeout 2 s) behind fastcgi_pass with "
                     "fastcgi_keep_conn on and upstream keepalive; two requests run 4 s and "
                     "PHP-FPM terminates their workers (SIGTERM) mid-request; 5 ms delay"),
+    "php_fpm_too_big_header": dict(
+        PHP,
+        run=sc_fpm_big_header,
+        nginx=dict(proto="fastcgi"),
+        description="PHP-FPM 8.2 (2 static workers) behind fastcgi_pass with "
+        "fastcgi_keep_conn on; two responses carry a 16 kB header, more than nginx's "
+        "fastcgi_buffer_size (4 kB): 'upstream sent too big header'; 5 ms delay",
+    ),
     "php_fpm_max_children": dict(
         PHP, run=sc_fpm_children,
         nginx=dict(proto="fastcgi", read_timeout=4),

@@ -68,6 +68,7 @@ LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset(
         "keepalive_race_apache",
         "keepalive_race_tomcat",
         "php_fpm_max_children",
+        "php_fpm_too_big_header",
         "pool_three_backends",
         "uwsgi_harakiri",
     }

@@ -298,3 +298,17 @@ def test_tomcat_races_cross_its_keepalive_timeout() -> None:
             assert r["dir"] == "s2c" and not r["ack_flag"] and r["server_fin_before"]
     labels = json.loads((d / "labels.json").read_text())
     assert fins >= labels["captures"]["backend.pcap"]["fin_crossed_request"] > 0
+
+
+def test_too_big_header_is_nginx_resetting_a_response_still_arriving() -> None:
+    """php_fpm_too_big_header: one nginx RST,ACK (unread response bytes) per 'upstream sent
+    too big header' line, each after server data and with no server FIN before it."""
+    d = _need("php_fpm_too_big_header", "backend.pcap", "error.log")
+    n_lines = (d / "error.log").read_text().count("upstream sent too big header")
+    _lt, pkts = lab.read_pcap(d / "backend.pcap")
+    resets = [f for f in map(lab.conn_facts, lab.connections(pkts)) if f.get("first_rst")]
+    assert len(resets) == n_lines == 2
+    for f in resets:
+        r = f["first_rst"]
+        assert r["dir"] == "c2s" and r["ack_flag"] and not r["server_fin_before"]
+        assert f["data_s2c"] > 0
