@@ -944,7 +944,6 @@ class _IsalGzip:
 def decompress_errors() -> tuple[type[BaseException], ...]:
     """What reading a damaged compressed stream raises: OSError / EOFError,
     lzma's and zlib's errors, and ISA-L's when :func:`gzip_reader` uses it."""
-    import zlib
 
     errors: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError, zlib.error)
     try:
