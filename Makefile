@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 # the per-packet loops are compiled in place (setup.py, Cython); rebuild them
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
 $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
+		pcapreset/track/conn.py pcapreset/track/conn.pxd \
+		pcapreset/track/http.py pcapreset/track/http.pxd \
+		pcapreset/track/rst.py pcapreset/track/rst.pxd \
 		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
 		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \
@@ -31,7 +34,7 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PIP_E) -e '.[test,dev,lab]' || $(PY) -m pip install -q -e '.[test,dev,lab]'
+	$(PIP_E) -e '.[test,dev,lab,fleet]' || $(PY) -m pip install -q -e '.[test,dev,lab,fleet]'
 	touch $@
 
 # bytecode for the pure-Python modules, written once: with

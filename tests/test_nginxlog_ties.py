@@ -228,10 +228,13 @@ NOT_DECODED = conftest.SAMPLES_NOT_DECODED
 MIN_SHARE = 0.95
 
 
-def _scenarios() -> list[Path]:
-    return sorted(
-        d for d in SAMPLES.iterdir() if (d / "labels.json").exists() and (d / "error.log").exists()
-    )
+def _scenarios() -> list:
+    pending = pytest.mark.xfail(strict=True, reason="conftest.LAB_PENDING_NGINX_LOG")
+    return [
+        pytest.param(d, marks=[pending] if d.name in conftest.LAB_PENDING_NGINX_LOG else [])
+        for d in sorted(SAMPLES.iterdir())
+        if (d / "labels.json").exists() and (d / "error.log").exists()
+    ]
 
 
 @pytest.mark.parametrize("d", _scenarios(), ids=lambda d: d.name)

@@ -26,7 +26,6 @@ The verdicts streamed while capturing come from :mod:`pcapreset.report.stream`.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
@@ -42,22 +41,18 @@ from typing import IO
 import numpy as np
 
 from ..errors import CaptureSourceError
+from .bpf import attach_bpf, compile_bpf, port_filter, skip_loopback_outgoing
+from .outfile import open_output
+from .ring import BLOCK_BYTES, BLOCKS, RETIRE_MS, RxRing
 from .sources import FrameBatch, SourceInfo
 
 LINKTYPE_LINUX_SLL2 = 276
-DLT_RAW = 12  # libpcap's DLT for raw IP (LINKTYPE_RAW 101 in files)
 SNAPLEN = 65535  # libpcap's compiled filter accepts this many bytes per packet
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h (SO_TIMESTAMPNS_OLD; 64-bit time_t on 64-bit)
 SO_RCVBUFFORCE = 33
-SO_ATTACH_FILTER = 26
-PACKET_OUTGOING = 4
-ARPHRD_LOOPBACK = 772
-SKF_AD_OFF = -0x1000
-SKF_AD_PKTTYPE = 4
-SKF_AD_HATYPE = 28
 REC_HDR = 16  # pcap record header
 SLL2_HDR = 20
 HDR = REC_HDR + SLL2_HDR
@@ -70,62 +65,6 @@ _SLL2 = struct.Struct(">HHIHBB8s")
 _TS = struct.Struct("@qq")
 _STATS = struct.Struct("@II")
 _R16 = np.arange(16, dtype=np.int64)
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [
-        ("code", ctypes.c_ushort),
-        ("jt", ctypes.c_ubyte),
-        ("jf", ctypes.c_ubyte),
-        ("k", ctypes.c_uint32),
-    ]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-def port_filter(port: int | None) -> str:
-    return f"tcp port {port}" if port else "tcp"
-
-
-def compile_bpf(expr: str) -> list[tuple[int, int, int, int]]:
-    """libpcap-compile ``expr`` for raw IP packets -> (code, jt, jf, k) list."""
-    try:
-        from scapy.arch.common import compile_filter
-    except ImportError as e:  # pragma: no cover - scapy is a dependency
-        raise CaptureSourceError(f"cannot compile capture filter: {e}") from None
-    try:
-        bp = compile_filter(expr, linktype=DLT_RAW)
-    except Exception as e:  # scapy raises Scapy_Exception / ImportError / OSError
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CaptureSourceError(f"bad capture filter {expr!r}: {msg}") from None
-    ins = bp.bf_insns
-    return [(ins[i].code, ins[i].jt, ins[i].jf, ins[i].k) for i in range(bp.bf_len)]
-
-
-def skip_loopback_outgoing(
-    prog: list[tuple[int, int, int, int]],
-) -> list[tuple[int, int, int, int]]:
-    """Prefix ``prog`` with: drop outgoing packets of loopback devices."""
-    ld_abs_w, jeq_k, ret_k = 0x20, 0x15, 0x06
-    pre = [
-        (ld_abs_w, 0, 0, (SKF_AD_OFF + SKF_AD_PKTTYPE) & 0xFFFFFFFF),
-        (jeq_k, 0, 3, PACKET_OUTGOING),
-        (ld_abs_w, 0, 0, (SKF_AD_OFF + SKF_AD_HATYPE) & 0xFFFFFFFF),
-        (jeq_k, 0, 1, ARPHRD_LOOPBACK),
-        (ret_k, 0, 0, 0),
-    ]
-    return pre + prog
-
-
-def attach_bpf(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
-    arr = (_SockFilter * len(prog))(*[_SockFilter(*i) for i in prog])
-    fprog = _SockFprog(len(prog), arr)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
-    except OSError as e:
-        raise CaptureSourceError(f"kernel refused the capture filter: {e.strerror}") from None
 
 
 def _ifindex(name: str) -> int:
@@ -154,7 +93,7 @@ class PcapWriter:
 
     def __init__(self, path: str, snaplen: int = SNAPLEN) -> None:
         try:
-            self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+            self._fh: IO[bytes] = open_output(path)  # (closed in close())
         except OSError as e:
             raise CaptureSourceError(f"{path}: cannot write: {e.strerror or e}") from None
         self.path = path
@@ -190,6 +129,7 @@ class LiveCapture:
         bpf_filter: str | None = None,
         write: str | None = None,
         rcvbuf_bytes: int = 64 << 20,
+        ring: bool = True,
     ) -> None:
         self.iface = iface
         self.port = port
@@ -204,6 +144,13 @@ class LiveCapture:
         if iface != "any" and not _ifindex(iface):
             raise CaptureSourceError(f"no such network interface: {iface!r}")
         self.sock = self._open_socket(prog, rcvbuf_bytes)
+        # the memory-mapped ring (no system call per packet); recv() without it
+        self.ring: RxRing | None = None
+        if ring:
+            try:
+                self.ring = RxRing(self.sock)
+            except OSError:
+                self.ring = None
         self.writer: PcapWriter | None = None
         try:
             self.writer = PcapWriter(write) if write else None
@@ -299,8 +246,11 @@ class LiveCapture:
                 pass
             tick_end = time.monotonic() + tick_s
             yield self._batch(buf, mv, tick_end)
-        # drain what the kernel queued before the stop (bounded)
+        # drain what the kernel queued before the stop (bounded); the ring
+        # hands over its last block RETIRE_MS after that block's first packet
         for _ in range(1000):
+            if self.ring is not None and not self.ring.ready():
+                poller.poll(3 * RETIRE_MS)
             fb = self._batch(buf, mv, time.monotonic() + 0.5)
             if not len(fb.off):
                 break
@@ -311,6 +261,8 @@ class LiveCapture:
 
     def _batch(self, buf: bytearray, mv: memoryview, until: float) -> FrameBatch:
         """Receive what is queued (up to a full buffer or ``until``) as one batch."""
+        if self.ring is not None:
+            return self._ring_batch(buf, until)
         recv = self.sock.recvmsg_into
         pack_rec = _REC.pack_into
         pack_sll = _SLL2.pack_into
@@ -345,6 +297,19 @@ class LiveCapture:
             if not n_pk & 255 and time.monotonic() >= until:
                 break
         return self._emit(bytes(mv[:pos]), offs)
+
+    def _ring_batch(self, buf: bytearray, until: float) -> FrameBatch:
+        """The ring's blocks handed over so far (up to a full buffer or ``until``)."""
+        ring = self.ring
+        assert ring is not None
+        pos = 0
+        offs: list[int] = []
+        while pos + BLOCK_BYTES <= len(buf) and ring.ready():
+            pos, starts = ring.take(buf, pos)
+            offs += starts
+            if time.monotonic() >= until:
+                break
+        return self._emit(bytes(memoryview(buf)[:pos]), offs)
 
     def _emit(self, data: bytes, offs: list[int]) -> FrameBatch:
         n = len(offs)
@@ -400,10 +365,15 @@ class LiveCapture:
             "kernel_packets": st.kernel_packets,
             "kernel_drops": st.kernel_drops,
             "write": self.writer.path if self.writer else None,
+            "ring": f"TPACKET_V3, {BLOCKS} blocks of {BLOCK_BYTES >> 10} KiB"
+            if self.ring is not None
+            else None,
         }
 
     def close(self) -> None:
         try:
+            if self.ring is not None:
+                self.ring.close()
             self.sock.close()
         finally:
             if self.writer is not None:

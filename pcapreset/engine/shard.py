@@ -12,18 +12,20 @@ Workers are forked (Linux); shard 0 reports progress through shared counters.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing as mp
+import os
 from typing import Any
 
 import numpy as np
 
-from ..capture.decode import AddressBook, Decoder, TcpBatch
+from ..capture.decode import Decoder
+from ..capture.tcp import AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
-from ..track.flows import FlowTracker
 from . import spill
-from .evictor import Evictor
+from .gcpause import no_gc_in_this_process, paused_gc
+from .lifetime import die_with_parent
 from .result import EngineResult, Progress, assemble
+from .tracking import Tracking
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -41,9 +43,11 @@ def shard_of(b: TcpBatch, n: int) -> np.ndarray:
     return (h % np.uint64(n)).astype(np.int64)
 
 
-def _init(counter: Any) -> None:
+def _init(counter: Any, parent: int = 0) -> None:
     global _progress_counter
     _progress_counter = counter
+    if parent:
+        die_with_parent(parent)  # (a pool worker also waits on pipes forever)
 
 
 def _worker(
@@ -53,32 +57,24 @@ def _worker(
         spill.write_to(out)  # this shard's spill file (its parent's: run_sharded)
     readers = open_readers(paths)
     dec = Decoder(AddressBook())
-    ft = FlowTracker(port=port, server_ports=[port] if port else [])
-    ev = Evictor(ft) if evict else None
-    gc.disable()
+    tr = Tracking(port, evict)
+    no_gc_in_this_process()
     try:
         for b in decoded_timeline(readers, dec):
             if len(b):
                 m = shard_of(b, n) == shard
                 if m.all():
-                    ft.feed(b)
-                    if ev is not None:
-                        ev.after(b.ts)
+                    tr.feed(b)
                 elif m.any():
-                    mine = b.take(np.nonzero(m)[0])
-                    ft.feed(mine)
-                    if ev is not None:
-                        ev.after(mine.ts)
+                    tr.feed(b.take(np.nonzero(m)[0]))
             if shard == 0 and _progress_counter is not None:
                 _progress_counter[0] = dec.stats.frames
                 _progress_counter[1] = sum(r.bytes_read() for r in readers)
     finally:
         for r in readers:
             r.close()
-    if ev is not None:
-        ev.compact()
-    rollup = None if ev is None else ev.rollup
-    return ft.finish(), dec.stats, [r.info for r in readers], dec.book, rollup
+    conns, rollup = tr.finish()
+    return conns, dec.stats, [r.info for r in readers], dec.book, rollup
 
 
 def run_sharded(
@@ -95,7 +91,7 @@ def run_sharded(
     # results carry where (spill.py): copied a chunk at a time as they come in
     outs = [spill.shared_file() if evict else 0 for _ in range(jobs)]
     try:
-        with ctx.Pool(jobs, initializer=_init, initargs=(counter,)) as pool:
+        with ctx.Pool(jobs, initializer=_init, initargs=(counter, os.getpid())) as pool:
             pending = [
                 pool.apply_async(_worker, (paths, port, i, jobs, evict, outs[i]))
                 for i in range(jobs)
@@ -107,13 +103,8 @@ def run_sharded(
     finally:
         for key in outs:
             spill.release(key)
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         conns = [c for part in parts for c in part[0]]
-    finally:
-        if gc_was:
-            gc.enable()
     _conns0, stats, infos, book, rollup = parts[0]
     for part in parts[1:]:
         if part[4] is not None:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from ..engine.packed import full_conn
 from ..interpret.findings import conn_findings
-from ..track.flows import Conn
+from ..track.conn import Conn
 
 if TYPE_CHECKING:
-    from .log import ErrorLine
+    from .parse import ErrorLine
 
 #: how far (s) a wire event may lie outside the logged second and still match
 MATCH_WINDOW_S = 1.0
@@ -203,6 +203,9 @@ COMPAT: dict[str, dict[tuple[str, str], float]] = {
         ("reset", "backend_crash"): 0.1,
         ("reset", "unknown"): 0.2,
     },
+    # "upstream sent too big header" / "invalid header": nginx rejects the answer
+    # and closes with it unread, so its kernel resets the connection
+    "protocol": {("reset", "client_abort"): 0.1},
     # connect() failed: 111 is "refused"; 104 (reset right after the handshake,
     # an accept queue that overflowed with tcp_abort_on_overflow=1) and the rest
     "connect": {
@@ -221,6 +224,8 @@ UNSEEN_COST = 0.6
 
 
 def _sender_fits(e: ErrorLine, w: WireEvent) -> bool:
+    if e.kind == "protocol":  # nginx's own RST of the answer it rejected
+        return w.sender == "client"
     if e.kind == "timeout":  # nginx's own RST after it gave up, or a finding
         return w.kind == "finding" or w.sender == "client" or w.cause == "mtu_blackhole"
     if e.kind == "connect" and e.errno == 104:  # reset during / right after the handshake
@@ -334,7 +339,6 @@ def _augment(
 # ------------------------------------------------------------ left over
 _NO_TRACE = {
     "no_live": "nginx tried no connection (every server of the group was marked down)",
-    "protocol": "the failure is in the response's bytes (HTTP), not in TCP",
     "other": "the message names no failure that leaves a TCP trace",
 }
 _WHAT = {
@@ -343,6 +347,7 @@ _WHAT = {
     "timeout": "timeout (nginx's close of a waiting request)",
     "premature": "backend close",
     "connect": "reset of a connect",
+    "protocol": "reset by nginx of the answer it rejected",
 }
 
 
