@@ -246,6 +246,111 @@ def infer_vantage(conns: list[Conn], rollup: Summarised | None = None) -> Vantag
     return Vantage("unknown", None, None, "no packets with a TTL")
 
 
+# ------------------------------------------------------------------ hosts
+#: a host's IP IDs are "random" when at least this share of its packet-to-packet
+#: steps are jumps (> flows.IPID_STEP_MAX), "counter" when at most IPID_COUNTER_JUMPS
+IPID_RANDOM_SHARE = 0.3
+IPID_COUNTER_JUMPS = 0.05
+#: TTLs this low are set on purpose (eBGP's TTL 1, GTSM): no hop count can be read
+ODD_TTL_MAX = 2
+
+
+@dataclass
+class HostBase:
+    """One host's stack as its packets in the capture show it: every TTL its
+    non-RST packets arrive with, its IP ID behaviour, and its RSTs' IP IDs."""
+
+    ttls: dict[int, int] = field(default_factory=dict)
+    ipid_zero: int = 0
+    ipid_steps: int = 0
+    ipid_jumps: int = 0
+    #: its RST packets with IP ID 0 and with another IP ID (IPv4)
+    rst_zero: int = 0
+    rst_nonzero: int = 0
+    #: connections it took part in (kept ones)
+    conns: int = 0
+
+    def hop_counts(self) -> set[int]:
+        return {hops(t) for t in self.ttls if t > ODD_TTL_MAX}
+
+    def ipid_kind(self) -> str:
+        """ "zero", "counter" (per-connection or global), "random" or "unknown"."""
+        moves = self.ipid_steps + self.ipid_jumps
+        total = moves + self.ipid_zero
+        if total < 4:
+            return "unknown"
+        if self.ipid_zero >= 0.8 * total:
+            return "zero"
+        if moves and self.ipid_jumps >= IPID_RANDOM_SHARE * moves:
+            return "random"
+        if moves >= 3 and self.ipid_jumps <= IPID_COUNTER_JUMPS * moves:
+            return "counter"
+        return "unknown"
+
+
+def host_bases(conns: list[Conn]) -> dict[int, HostBase]:
+    """Host (addr id) -> :class:`HostBase`, over ``conns``."""
+    out: dict[int, HostBase] = {}
+    for c in conns:
+        for host, d, is_client in ((c.client >> 16, c.c, True), (c.server >> 16, c.s, False)):
+            hb = out.get(host)
+            if hb is None:
+                hb = out[host] = HostBase()
+            hb.conns += 1
+            for t, n in d.ttls.items():
+                hb.ttls[t] = hb.ttls.get(t, 0) + n
+            hb.ipid_zero += d.ipid_zero
+            hb.ipid_steps += d.ipid_steps
+            hb.ipid_jumps += d.ipid_jumps
+            for ev in c.rst_events:
+                for p in ev.packets:
+                    if p.from_client == is_client and p.ipid >= 0:
+                        if p.ipid == 0:
+                            hb.rst_zero += 1
+                        else:
+                            hb.rst_nonzero += 1
+    return out
+
+
+# ------------------------------------------------------------------ app
+_METHODS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC")
+
+
+def is_tls_record(h: bytes | None) -> bool:
+    """A TLS record header (content type 20-23, version 3.x) or an SSLv2 hello."""
+    if not h or len(h) < 3:
+        return False
+    if 20 <= h[0] <= 24 and h[1] == 3 and h[2] <= 4:
+        return True
+    return bool(h[0] & 0x80) and h[2] == 1
+
+
+def conn_app(conn: Conn) -> str:
+    """What the connection carries: http | websocket | tls | other | none.
+
+    HTTP needs both ends to speak it: an HTTP request answered by something
+    else (an SSH banner) is not HTTP."""
+    sh0 = conn.s.head
+    if conn.exchanges and (not sh0 or sh0.startswith(b"HTTP/")):
+        if any(e.status == 101 for e in conn.exchanges):
+            return "websocket"
+        return "http"
+    ch, sh = conn.c.head, conn.s.head
+    if is_tls_record(ch) or is_tls_record(sh):
+        return "tls"
+    if (ch and ch[:4] in _METHODS and not sh) or (sh and sh.startswith(b"HTTP/1.")):
+        return "http"
+    if conn.c.data_pkts or conn.s.data_pkts or conn.c.head_ts or conn.s.head_ts:
+        return "other"
+    return "none"
+
+
+def server_spoke_first(conn: Conn) -> bool:
+    """The server sent payload before the client did (SSH, SMTP, FTP, POP3 banners)."""
+    s, c = conn.s.head_ts, conn.c.head_ts
+    return s is not None and (c is None or s < c)
+
+
 # ------------------------------------------------------------------ context
 @dataclass
 class Context:
@@ -257,6 +362,9 @@ class Context:
     syn_times: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> sorted times of RST events sent by the server (array("d"))
     server_rst_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted SYN times of connections with a retransmitted SYN
+    #: or SYN-ACK (array("d"))
+    retry_times: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN; array("d"))
     refused_times: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> idle gaps (s) after which the server closed a keep-alive
@@ -272,6 +380,8 @@ class Context:
     rtt: dict[int, float] = field(default_factory=dict)
     #: host (addr id) -> usual hop count of its non-RST packets, over all its flows
     host_hops: dict[int, int] = field(default_factory=dict)
+    #: host (addr id) -> what its stack looks like over all its kept connections
+    hosts: dict[int, HostBase] = field(default_factory=dict)
 
 
 def is_refused(conn: Conn, ev: RstEvent) -> bool:
@@ -385,7 +495,7 @@ class ContextSamples:
     report sorts the times and takes medians, and keeps the least order key.
     """
 
-    __slots__ = ("syn", "server_rst", "refused", "idle", "idle_first", "race")
+    __slots__ = ("syn", "server_rst", "refused", "idle", "idle_first", "race", "retry")
 
     def __init__(self) -> None:
         self.syn: dict[int, array] = {}
@@ -394,6 +504,7 @@ class ContextSamples:
         self.idle: dict[int, array] = {}
         self.idle_first: dict[int, tuple[float, int, int]] = {}
         self.race: dict[int, list[float]] = {}
+        self.retry: dict[int, array] = {}
 
     @staticmethod
     def rtt_free(c: Conn) -> bool:
@@ -405,6 +516,8 @@ class ContextSamples:
         """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
         if c.syn_ts is not None:
             _samples(self.syn, c.server).append(c.syn_ts)
+            if c.c.syn_retrans or c.s.synack >= 2:
+                _samples(self.retry, c.server).append(c.syn_ts)
         for ev in c.rst_events:
             if ev.from_client or is_followup(c, ev, rtt_s):
                 continue
@@ -440,6 +553,7 @@ class ContextSamples:
             (self.idle, other.idle),
             (self.server_rst, other.server_rst),
             (self.refused, other.refused),
+            (self.retry, other.retry),
         ):
             for srv, arr in b.items():
                 _samples(a, srv).extend(arr)
@@ -488,7 +602,11 @@ class Summarised(Protocol):
 def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Context:
     """The per-capture context over ``conns`` plus, with ``rollup``, the
     connections already summarised there (the same context as over all of them)."""
-    ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
+    ctx = Context(
+        vantage=infer_vantage(conns, rollup),
+        host_hops=_host_hops(conns, rollup),
+        hosts=host_bases(conns),
+    )
     packed = rollup.packed if rollup is not None else None
     # per-connection samples stay in arrays: a list of boxed floats per
     # evicted connection was the largest part of a report's memory. The
@@ -518,6 +636,7 @@ def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Contex
     ctx.syn_times = {srv: _sort(v) for srv, v in s.syn.items()}  # (s.syn is ours)
     ctx.server_rst_times = {srv: _sort(v) for srv, v in s.server_rst.items()}
     ctx.refused_times = {srv: _sort(v) for srv, v in s.refused.items()}
+    ctx.retry_times = {srv: _sort(v) for srv, v in s.retry.items()}
     ctx.race_gaps = s.race
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
         if ctx.idle_closes.get(srv):
@@ -555,6 +674,22 @@ def median(xs: Sequence[float]) -> float:
         return float(s[n // 2])
     i = n // 2
     return (float(s[i - 1]) + float(s[i])) / 2
+
+
+#: a silent accept-queue overflow shows as several connection attempts with
+#: SYN or SYN-ACK retransmissions within this long of each other (one lost
+#: SYN or SYN-ACK is ordinary loss)
+RETRY_BURST_S = 1.0
+RETRY_BURST = 3
+
+
+def retry_burst(conn: Conn, ctx: Context) -> bool:
+    """``conn``'s SYN lies in a burst of connection attempts with retransmitted
+    SYNs or SYN-ACKs to its server (RETRY_BURST within RETRY_BURST_S)."""
+    times = ctx.retry_times.get(conn.server)
+    if conn.syn_ts is None or not times:
+        return False
+    return _count_within(times, conn.syn_ts, RETRY_BURST_S, RETRY_BURST_S) >= RETRY_BURST
 
 
 def _count_within(times: Sequence[float], t: float, before: float, after: float) -> int:
@@ -638,6 +773,15 @@ def _handshake_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             "rst_after_handshake",
             "RST answered the first segments after the handshake, before the backend read anything",
         )
+    p0 = ev.packets[0]
+    if not ev.from_client and p0.ack is not None and conn.c.base is not None and conn.c.max_end:
+        acked = (p0.ack - conn.c.base) & 0xFFFFFFFF
+        if 0 < acked < 1 << 30:
+            f.add(
+                "rst_acks_payload",
+                f"the RST acknowledges {min(acked, conn.c.max_end)} payload byte(s): an open "
+                "socket had received them",
+            )
     if conn.c.syn_retrans:
         f.add("syn_retransmitted", f"the client retransmitted its SYN {conn.c.syn_retrans} time(s)")
     if conn.s.synack > 1:
@@ -653,10 +797,28 @@ def _handshake_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
 
 def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
     """Where the RST fell relative to requests and responses."""
+    ex = ev.exchange
+    fin = conn.s.fin_ts
+    if (
+        ev.phase == "response"
+        and ex is not None
+        and ex.status is not None
+        and ex.resp_len is None
+        and not ex.chunked
+        and fin is not None
+        and fin <= ev.ts
+        and (ex.last_resp_ts is None or ex.last_resp_ts <= fin)
+    ):
+        # a response without a length ends with the server's FIN (HTTP/1.0,
+        # Connection: close): complete when the FIN came before the RST
+        f.add(
+            "response_ended_by_fin",
+            "the response had no length and the server's FIN ended it before the RST: complete",
+        )
+    elif ev.phase == "response":
+        f.add("response_partial", "the response had started but was not complete")
     if ev.outstanding and ev.phase == "request":
         f.add("request_outstanding", "a request was sent and no response had started")
-    if ev.phase == "response":
-        f.add("response_partial", "the response had started but was not complete")
     if ev.phase == "after_response":
         f.add(
             "after_complete_response",
@@ -666,6 +828,12 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
         f.add("idle_connection", "the connection was idle (no request outstanding)")
     if ev.requests_before:
         f.add("reused_connection", f"{ev.requests_before} request(s) completed earlier on it")
+        if not ev.outstanding:
+            f.add(
+                "exchanges_complete",
+                f"every request on the connection ({ev.requests_before}) had its complete "
+                "response: nothing in flight",
+            )
     if ev.idle_before_s is not None and ev.idle_before_s >= RIGHT_AFTER_S:
         f.add(
             "idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST"
@@ -729,31 +897,55 @@ def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
 
 
 def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
-    """Does the RST fit the claimed sender's other packets (Weaver/Sommer/Paxson)?
+    """Does the RST fit the claimed sender's own stack (Weaver/Sommer/Paxson)?
 
-    TTL is compared with the same sender's other packets *in this flow*, so a
-    capture on either host (where one side arrives un-decremented) is no
-    evidence by itself. Only when the sender sent nothing else in this flow is
-    the RST compared with that host's packets in other flows.
+    Judged against the sender's baseline (:class:`HostBase`): the TTLs its
+    packets arrive with in this flow and in its other flows, its IP ID
+    behaviour and the IP IDs of its other RSTs. A value the host's stack also
+    produces elsewhere is no evidence; so is a TTL at the same hop count from
+    another initial value (a stack that sends RSTs with its default TTL while
+    the socket sets its own, as BGP speakers do), and any TTL of 1-2 (set on
+    purpose). TTLs within the flow are compared, so a capture on either host
+    (where one side arrives un-decremented) is no evidence by itself.
     """
     p0 = ev.packets[0]
     sender = conn.c if ev.from_client else conn.s
+    host = (conn.client if ev.from_client else conn.server) >> 16
+    hb = ctx.hosts.get(host)
+    host_ttls = hb.ttls if hb is not None else {}
     others = sender.ttls
+    rst_hops = hops(p0.ttl)
     if others:
         seen = "/".join(str(t) for t in sorted(others))
-        if p0.ttl not in others:
+        flow_hops = {hops(t) for t in others if t > ODD_TTL_MAX}
+        if p0.ttl in others:
+            f.add("ttl_consistent", f"RST TTL {p0.ttl} matches the sender's other packets")
+        elif p0.ttl in host_ttls:
             f.add(
-                "ttl_mismatch", f"RST TTL {p0.ttl} differs from the sender's other packets ({seen})"
+                "ttl_consistent",
+                f"RST TTL {p0.ttl} differs from the sender's packets in this flow ({seen}) but "
+                "is one its packets in other connections arrive with",
+            )
+        elif p0.ttl <= ODD_TTL_MAX or not flow_hops or rst_hops in flow_hops:
+            f.add(
+                "ttl_family_differs",
+                f"RST TTL {p0.ttl} differs from the sender's other packets ({seen}) but not "
+                "in hop count: the same host's stack with another initial TTL",
             )
         else:
-            f.add("ttl_consistent", f"RST TTL {p0.ttl} matches the sender's other packets")
-    else:
-        host = (conn.client if ev.from_client else conn.server) >> 16
-        usual = ctx.host_hops.get(host)
-        if usual is not None and hops(p0.ttl) != usual:
+            f.add(
+                "ttl_mismatch",
+                f"RST TTL {p0.ttl} ({rst_hops} hop(s) away) differs from the sender's other "
+                f"packets ({seen}): another device's distance",
+            )
+    elif hb is not None and hb.hop_counts() and p0.ttl > ODD_TTL_MAX:
+        if p0.ttl in host_ttls or rst_hops in hb.hop_counts():
+            f.add("ttl_consistent", f"RST TTL {p0.ttl} fits this host's packets in other flows")
+        else:
+            usual = "/".join(str(h) for h in sorted(hb.hop_counts()))
             f.add(
                 "ttl_mismatch_host",
-                f"RST arrives {hops(p0.ttl)} hop(s) below its initial TTL; this host's packets "
+                f"RST arrives {rst_hops} hop(s) below its initial TTL; this host's packets "
                 f"in other connections arrive {usual} hop(s) below",
             )
     if p0.ipid > 0 and sender.ipid_last > 0:
@@ -761,20 +953,19 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
         if gap > 1024:
             f.add(
                 "ipid_jump",
-                f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last})",
+                f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last}); "
+                "no evidence alone",
             )
-            usual = side_ttl(sender)
-            if usual is not None and initial_ttl(usual) == 64:
-                # Linux gives a connected TCP socket's DF packets a per-socket IP ID
-                # counter (ip_select_ident_segs, include/net/ip.h): its own RST
-                # (tcp_send_active_reset) takes the next value, a stateless RST
-                # (tcp_v4_send_reset, unconnected control socket) gets 0.  A non-zero
-                # IP ID far from the counter fits neither: someone else sent it.
+            kind = hb.ipid_kind() if hb is not None else "unknown"
+            if kind == "counter" and hb is not None and hb.rst_zero:
+                # the host's packets count up and its other RSTs carry IP ID 0
+                # (Linux: the socket's counter for its own RST, 0 for the
+                # kernel's stateless one): a far-off non-zero ID is neither
                 f.add(
-                    "ipid_out_of_sequence",
-                    f"RST IP ID {p0.ipid} is neither 0 nor the next value of the sender's "
-                    f"per-connection counter ({sender.ipid_last}, TTL 64 stack): a Linux "
-                    "stack's own RSTs always are one of the two",
+                    "rst_shape_mismatch",
+                    f"RST IP ID {p0.ipid} is neither 0, as this host's {hb.rst_zero} other "
+                    f"RST(s) in the capture, nor near its packets' counter "
+                    f"({sender.ipid_last}): not this host's stack",
                 )
     dirs = {p.from_client for p in ev.packets if p.ts - ev.ts <= INSTANT_S}
     if len(dirs) == 2:
@@ -788,6 +979,123 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
         f.add("rst_out_of_window", "RST sequence number is outside the sender's sequence space")
 
 
+#: HTTP request targets of health checks (load balancers, Kubernetes probes)
+_HEALTH = ("health", "ping", "ready", "live", "status", "alive")
+#: the peer's segment after the sender's FIN starts with one of these TLS
+#: record types: no new request (21 alert incl. close_notify, 20 change cipher spec)
+_TLS_NO_REQUEST = {20: "ChangeCipherSpec", 21: "alert (close_notify or error)"}
+#: TLS 1.3 sends its alerts as application data (type 23): 2 bytes of alert,
+#: 1 of inner type and a 16-byte AEAD tag make a 19-byte record
+TLS13_ALERT_LEN = 19
+#: unread bytes this few, followed by the peer's FIN, are its goodbye (a TLS
+#: close_notify record, an SMTP "221", a POP3 "+OK"), not a reply in flight
+GOODBYE_MAX = 64
+
+
+def tls_no_request(h: bytes | None) -> str | None:
+    """What a TLS record that cannot carry a request is, else None."""
+    if not is_tls_record(h) or h is None:
+        return None
+    if h[0] in _TLS_NO_REQUEST:
+        return "a TLS " + _TLS_NO_REQUEST[h[0]] + " record"
+    if h[0] == 23 and len(h) >= 5 and (h[3] << 8 | h[4]) == TLS13_ALERT_LEN:
+        return "a TLS 1.3 record the size of an encrypted alert (close_notify)"
+    return None
+
+
+def _before(t: float | None, ts: float) -> float | None:
+    return t if t is not None and t <= ts else None
+
+
+def _unacked(d: Dir, ack: int | None) -> int:
+    """Bytes ``d`` sent beyond ``ack`` (an absolute ACK number from its peer)."""
+    if d.base is None or ack is None or not d.max_end:
+        return 0
+    acked = (ack - d.base) & 0xFFFFFFFF
+    left = d.max_end - acked
+    return left if 0 < left < 1 << 30 else 0
+
+
+def _waiting_at(conn: Conn, t: float) -> bool:
+    """An HTTP request had been sent before ``t`` and its response had not
+    ended by then: whoever closed at ``t`` gave up on it (or dropped it)."""
+    return any(
+        e.req_ts is not None and e.req_ts < t and (e.resp_end_ts is None or e.resp_end_ts > t)
+        for e in conn.exchanges
+    )
+
+
+def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
+    """What the connection carries and where the RST fell in it, protocol-free:
+    who spoke, who spoke last, what each side had not yet acknowledged."""
+    app = conn_app(conn)
+    f.add("app_" + app, {
+        "http": "the connection carries HTTP/1.x",
+        "websocket": "the connection carries a WebSocket (HTTP upgrade)",
+        "tls": "the connection carries TLS: its records are the message boundaries",
+        "other": "the connection carries a protocol other than HTTP or TLS",
+        "none": "no payload on the connection",
+    }[app])  # fmt: skip
+    p0 = ev.packets[0]
+    d, o = (conn.c, conn.s) if ev.from_client else (conn.s, conn.c)
+    if server_spoke_first(conn) and app != "http":
+        f.add("server_spoke_first", "the server spoke first (a banner): it had responded")
+    if conn.c.syn:
+        f.add("syn_seen", "the capture has the client's SYN")
+    c_head = _before(conn.c.head_ts, ev.ts)
+    if c_head is None:
+        f.add("no_request", "the client sent no payload before the RST")
+    elif (
+        app == "http"
+        and conn.exchanges
+        and all(any(h in e.target.lower() for h in _HEALTH) for e in conn.exchanges)
+    ):
+        f.add("health_check_request", f"the client only asked {conn.exchanges[0].target}")
+    d_last, o_last = _before(d.last_data_ts, ev.ts), _before(o.last_data_ts, ev.ts)
+    if _before(d.head_ts, ev.ts) is not None and _before(o.head_ts, ev.ts) is not None:
+        f.add("both_spoke", "both ends sent payload before the RST")
+    if o_last is not None and (d_last is None or o_last > d_last):
+        f.add("peer_spoke_last", "the last payload before the RST came from the other end")
+    elif d_last is not None:
+        f.add("sender_spoke_last", "the RST's sender sent the last payload before it")
+    ack = p0.ack if p0.ack is not None else (d.last_ack if d.ack_seen else None)
+    unread = _unacked(o, ack) if not ev.peer_data_after else 0
+    o_fin = _before(o.fin_ts, ev.ts)
+    if unread and unread <= GOODBYE_MAX and o_fin is not None and app not in ("http", "websocket"):
+        f.add(
+            "peer_goodbye_unread",
+            f"the other end's last {unread} byte(s), then its FIN, were left unread: its "
+            "goodbye (a close_notify or a closing line), not a reply in flight",
+        )
+    elif unread:
+        f.add(
+            "peer_data_unread",
+            f"the RST left {unread} byte(s) from the other end unacknowledged (in flight or "
+            "unread)",
+        )
+    inflight = _unacked(d, o.last_ack)
+    if inflight:
+        f.add("own_data_unacked", f"{inflight} byte(s) the sender had sent were not yet ACKed")
+    # a closed socket answering a late segment
+    if ev.sender_fin_before and ev.prev_pkt_from_peer and d.fin_ts is not None:
+        late = o.late if o.late_ts is not None and o.late_ts <= ev.ts else None
+        what = None
+        if late is None:
+            what = "only ACKs, a FIN or a keep-alive probe"
+        elif tls_no_request(late) is not None:
+            what = tls_no_request(late)
+        elif (
+            app in ("http", "websocket") and not ev.outstanding and not _waiting_at(conn, d.fin_ts)
+        ):
+            what = "the rest of a message already answered, no new request"
+        if what is not None:
+            f.add(
+                "late_segment_no_request",
+                f"the {'client' if ev.from_client else 'server'} had closed its socket "
+                f"{ev.ts - d.fin_ts:.3f} s before; the other end then sent {what}",
+            )
+
+
 def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
     """The facts that hold for one RST event, by name."""
     f = _Facts()
@@ -796,6 +1104,7 @@ def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
     _exchange_facts(f, conn, ev, ctx)
     _timing_facts(f, conn, ev, ctx)
     _forgery_facts(f, conn, ev, ctx)
+    _app_facts(f, conn, ev)
     return dict(f)
 
 
@@ -805,15 +1114,21 @@ FACT_NAMES = frozenset(
         "from_client", "from_server", "rst_with_ack", "bare_rst", "seq_is_peer_ack",
         "no_options", "stateless_rst", "active_rst", "repeated_rst",
         "rst_answers_syn", "rst_after_handshake", "syn_retransmitted", "synack_retransmitted",
-        "concurrent_connects",
+        "concurrent_connects", "rst_acks_payload",
         "request_outstanding", "response_partial", "after_complete_response",
+        "exchanges_complete",
         "idle_connection", "reused_connection", "idle_gap", "server_fin_before",
         "client_fin_before", "data_after_fin", "fin_crossed_request", "rst_soon_after_request",
         "client_data_unacked",
         "idle_matches_server_timeout", "mass_reset", "refused_after",
-        "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ipid_jump",
-        "ipid_out_of_sequence",
+        "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ttl_family_differs",
+        "ipid_jump", "rst_shape_mismatch",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
+        "app_http", "app_websocket", "app_tls", "app_other", "app_none",
+        "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",
+        "peer_spoke_last", "sender_spoke_last", "peer_data_unread", "own_data_unacked",
+        "peer_goodbye_unread", "response_ended_by_fin", "syn_retries_refused",
+        "late_segment_no_request",
     }
 )  # fmt: skip
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from ..engine.packed import full_conn
 from ..errors import PcapResetError
+from ..interpret.evidence import retry_burst
 from ..interpret.findings import conn_findings
 from ..track.flows import Conn
 from .conf import normalize_addr
@@ -369,7 +370,7 @@ def wire_events(rep) -> list[WireEvent]:
             )
         )
     for c, _j in rep.result.each_conn():
-        for cause, _msg in conn_findings(c):
+        for cause, _msg in conn_findings(c, lambda x: retry_burst(x, rep.ctx)):
             get = _FINDING_TS.get(cause)
             ts = get(c) if get else None
             if ts is None:

@@ -39,11 +39,13 @@ from ..interpret.evidence import (
     build_context,
     idle_summary,
     is_followup,
+    is_refused,
+    retry_burst,
     rst_facts,
     rtt_of,
 )
 from ..interpret.findings import conn_findings
-from ..interpret.rules import CAUSES, SENDERS, Verdict, classify
+from ..interpret.rules import CAUSES, HARMLESS, SENDERS, Verdict, classify
 from ..track.connstate import conn_state
 from ..track.flows import Conn, RstEvent
 from . import jsonout
@@ -91,6 +93,8 @@ class Records(Sequence[ResetRecord]):
         self._pair = array("H")
         self._pairs: list[tuple[str, str]] = []
         self._pair_ids: dict[tuple[str, str], int] = {}
+        #: cause -> resets of it on connections that carry HTTP (or WebSocket)
+        self.http_causes: Counter[str] = Counter()
         #: positions in time order (None: in the order added)
         self._order: array[int] | None = None
 
@@ -110,6 +114,8 @@ class Records(Sequence[ResetRecord]):
             pid = self._pair_ids[pair] = len(self._pairs)
             self._pairs.append(pair)
         self._pair.append(pid)
+        if record_app(r) in ("http", "websocket"):
+            self.http_causes[r.verdict.cause] += 1
         self._order = None
 
     def done(self) -> None:
@@ -184,7 +190,7 @@ def _encode(r: ResetRecord) -> bytes:
         (
             r.conn.fields(),  # type: ignore[union-attr]
             r.event.fields(),  # type: ignore[union-attr]
-            (v.cause, v.sender, v.confidence, v.rule, v.says),
+            (v.cause, v.sender, v.confidence, v.rule, v.says, v.best_guess),
             [(f.name, f.text) for f in table],
             n,
             matched,
@@ -199,7 +205,7 @@ def _decode(b: bytes, packed: Packed) -> ResetRecord:
     conn = ConnStub.of(cf, packed)
     fs = [Fact(name, text) for name, text in table]
     facts = fs[:n]
-    cause, sender, confidence, rule, says = vf
+    cause, sender, confidence, rule, says, guess = vf
     verdict = Verdict(
         cause,
         sender,
@@ -208,6 +214,7 @@ def _decode(b: bytes, packed: Packed) -> ResetRecord:
         says,
         [fs[k] for k in matched],
         facts if evidence is None else [fs[k] for k in evidence],
+        guess,
     )
     return ResetRecord(
         conn, EventStub.of(ef, conn), verdict, {f.name: f for f in facts}, rst_packets
@@ -249,6 +256,59 @@ class Report:
         best = names.best()
         return None if best is None else best[0]
 
+    def backend_names(self) -> dict[int, str]:
+        """Server host (addr id) -> the backend name most of its connections'
+        response headers give (the evicted connections' too)."""
+        votes: dict[int, Votes] = {}
+        rollup = self.result.rollup
+        if rollup is not None:
+            for (_ch, _sh, _chost, shost, name, _t), (n, first) in rollup.sigs.items():
+                if name:
+                    votes.setdefault(shost, Votes()).add(name, (*first, 0), n)
+            for c in _packed_conns(rollup):
+                n = backend_from_headers(c.resp_headers)
+                if n:
+                    votes.setdefault(c.server >> 16, Votes()).add(
+                        n, (c.start, c.client, c.server, 0)
+                    )
+        for c in self.result.conns:
+            n = backend_from_headers(c.resp_headers)
+            if n:
+                votes.setdefault(c.server >> 16, Votes()).add(n, (c.start, c.client, c.server, 0))
+        return {h: v.best()[0] for h, v in votes.items()}  # type: ignore[index]
+
+    def http_seen(self) -> bool:
+        """Whether the capture carries HTTP (then the advice speaks of nginx and
+        backends; otherwise of clients and servers)."""
+        if self.resets.http_causes or self.backend_name() is not None:
+            return True
+        return any(c.exchanges for c in self.result.conns)
+
+    def servers_json(self, by_server: dict[int, Counter[str]], nk: float) -> list[dict]:
+        """SPEC ``summary.servers``: one object per upstream server address."""
+        servers = {c.server for c in self.result.conns}
+        rollup = self.result.rollup
+        if rollup is not None:
+            servers |= rollup.server_set
+        servers |= set(by_server)
+        names = self.backend_names()
+        out = []
+        for srv in sorted(servers, key=lambda k: (-sum(by_server.get(k, {}).values()), self.ep(k))):
+            counts = by_server.get(srv, Counter())
+            to = self.ctx.idle_timeout.get(srv)
+            out.append(
+                {
+                    "server": self.ep(srv),
+                    "backend": names.get(srv >> 16),
+                    "idle_timeout_s": None if to is None else round(to, 3),
+                    "idle_timeout_basis": self.ctx.idle_timeout_basis.get(srv),
+                    "nginx_keepalive_timeout_s": nk,
+                    "resets": sum(counts.values()),
+                    "by_cause": {c: counts[c] for c in CAUSES if counts.get(c)},
+                }
+            )
+        return out
+
     def advertised_timeout(self) -> float | None:
         """The Keep-Alive: timeout=N most responses advertised, if any."""
         rollup = self.result.rollup
@@ -283,14 +343,19 @@ class Report:
             "direction": "client" if ev.from_client else "server",
             "conn_id": c.id,
             "role_rule": c.role_rule,
+            "app": record_app(r),
+            "best_guess": v.best_guess,
+            "harmless": v.cause in HARMLESS,
         }
 
     def summary(self) -> dict:
         by_cause: Counter[str] = Counter()
         by_sender: Counter[str] = Counter()
-        for cause, sender in self.resets.pairs():
+        by_server: dict[int, Counter[str]] = {}
+        for (cause, sender), srv in zip(self.resets.pairs(), self.resets.servers(), strict=True):
             by_cause[cause] += 1
             by_sender[sender] += 1
+            by_server.setdefault(srv, Counter())[cause] += 1
         idle = idle_summary(self.ctx)
         timeout = None if idle is None else idle.timeout_s
         backend = self.backend_name()
@@ -316,6 +381,8 @@ class Report:
             "nginx_keepalive_timeout_s": nk,
             "nginx_keepalive_timeout_source": "nginx.conf" if self.nginx_from_conf else "default",
             "recommendations": recs,
+            "harmless": {c: by_cause[c] for c in HARMLESS if by_cause.get(c)},
+            "servers": self.servers_json(by_server, nk),
         }
 
     def recommendations(
@@ -328,6 +395,8 @@ class Report:
     ) -> list[str]:
         """One recommendation per reset cause and finding, plus the keep-alive risk."""
 
+        http = self.http_seen()
+
         def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
             return recommend(
                 cause,
@@ -336,6 +405,7 @@ class Report:
                 nginx_keepalive_s=nginx_keepalive_s,
                 nginx_from_conf=self.nginx_from_conf,
                 idle_from_header=from_header,
+                http=http and (cause not in by_cause or cause in self.resets.http_causes),
             )
 
         recs: list[str] = []
@@ -432,6 +502,14 @@ class Report:
         return [self.conn_row(c) for c in self.result.conns]
 
 
+def _packed_conns(rollup: object) -> Iterator[Conn]:
+    """The packed connections of a rollup, unpacked one at a time."""
+    packed = getattr(rollup, "packed", None)
+    if not packed:
+        return iter(())
+    return (c for c, _j in packed.conns())
+
+
 def require_all_conns(result: EngineResult) -> None:
     """Connection tables need every connection: refuse a result with evicted ones."""
     rollup = result.rollup
@@ -440,6 +518,14 @@ def require_all_conns(result: EngineResult) -> None:
             f"{rollup.count + len(rollup.packed)} connections were summarised, not kept: "
             "analyse with evict=False for per-connection tables"
         )
+
+
+def record_app(r: ResetRecord) -> str:
+    """The reset's ``app`` (http | websocket | tls | other | none), from its facts."""
+    for name in r.facts:
+        if name.startswith("app_"):
+            return name[4:]
+    return "none"
 
 
 #: a dead end answers the other side's next segment: at the latest its first
@@ -477,6 +563,48 @@ def _fold_aftermath(prev: ResetRecord, ev: RstEvent) -> None:
     prev.verdict.evidence.append(fact)
 
 
+#: a SYN retransmitted this long after the refused one is still the same
+#: attempt (Linux gives up after ~127 s of backoff, Windows after ~21 s)
+SYN_RETRY_S = 130.0
+#: refused attempts held back for their retries before the oldest are added
+REFUSED_HELD_MAX = 256
+
+
+def _syn_retry(
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], c: Conn, ev: RstEvent
+) -> bool:
+    """``ev`` refuses a retransmission of a SYN already refused (the same
+    client ISN on the same 4-tuple): one connection attempt, one event; the
+    refused record counts its RST packets and says so."""
+    held = refused.get((c.client, c.server))
+    if held is None or c.c.isn is None or held[0] != c.c.isn or not is_refused(c, ev):
+        return False
+    r = held[1]
+    if ev.ts - r.event.ts > SYN_RETRY_S:
+        return False
+    r.rst_packets += len(ev.packets)
+    n = r.facts.get("syn_retries_refused")
+    k = 1 if n is None else int(n.text.split()[0]) + 1
+    fact = Fact(
+        "syn_retries_refused",
+        f"{k} retransmitted SYN(s) of this attempt (same ISN) refused too: one event",
+    )
+    r.facts[fact.name] = fact
+    r.verdict.evidence = [f for f in r.verdict.evidence if f.name != fact.name] + [fact]
+    return True
+
+
+def _first_refused(c: Conn, ev: RstEvent) -> bool:
+    return ev.index == 0 and is_refused(c, ev)
+
+
+def _flush_refused(
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], resets: Records, before: float
+) -> None:
+    for k in [k for k, (_isn, r) in refused.items() if r.event.ts < before]:
+        resets.add(refused.pop(k)[1])
+
+
 def build(
     result: EngineResult,
     nginx_keepalive_s: float | None = None,
@@ -486,9 +614,13 @@ def build(
     resets = Records(result.rollup.packed if result.rollup is not None else None)
     agg: dict[str, dict] = {}
     book = result.book
+    #: (client, server) -> (client ISN, the refused attempt's record, not yet added)
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]] = {}
     for c, j in result.each_conn():
         mine: list[ResetRecord] = []  # this connection's
         for ev in c.rst_events:
+            if not mine and _syn_retry(refused, c, ev):
+                continue  # a retransmitted SYN of an attempt already refused
             if mine and is_followup(c, ev, rtt_of(c, ctx)):
                 mine[-1].rst_packets += len(ev.packets)  # same reset, in-flight data
                 continue
@@ -497,21 +629,34 @@ def build(
                 _fold_aftermath(mine[-1], ev)  # a consequence of the forged RST
                 continue
             mine.append(ResetRecord(c, ev, classify(facts), facts))
-        for cause, msg in conn_findings(c):
+        for cause, msg in conn_findings(c, lambda x: retry_burst(x, ctx)):
             a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})
             a["count"] += 1
             if len(a["evidence"]) < 5 and msg not in a["evidence"]:
                 a["evidence"].append(msg)
             if len(a["flows"]) < 50:
                 a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
+        # (the events are the connection's own here, not yet stubs)
+        hold = [_first_refused(c, r.event) for r in mine]  # type: ignore[arg-type]
         if j is not None:  # a packed connection: its records keep stubs
             assert resets.packed is not None
             stub = ConnStub(c, resets.packed, j)
             for r in mine:
                 r.conn = stub
                 r.event = EventStub(r.event, stub)  # type: ignore[arg-type]
-        for r in mine:
-            resets.add(r)
+        for r, held_back in zip(mine, hold, strict=True):
+            if held_back:
+                # held back: the attempt's retransmitted SYNs may follow
+                k = (c.client, c.server)
+                held = refused.pop(k, None)
+                if held is not None:
+                    resets.add(held[1])
+                refused[k] = (c.c.isn, r)
+                if len(refused) > REFUSED_HELD_MAX:
+                    _flush_refused(refused, resets, c.start - SYN_RETRY_S)
+            else:
+                resets.add(r)
+    _flush_refused(refused, resets, float("inf"))
     resets.done()
     findings = sorted(agg.values(), key=lambda a: -a["count"])
     return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)
@@ -645,7 +790,8 @@ def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
             causes[cause] += 1
         for cause, n in causes.most_common():
             who = ", ".join(f"{sd} {k}" for (c, sd), k in senders.items() if c == cause)
-            yield f"  {cause:20} {n:6,}  ({who})"
+            note = "  harmless" if cause in HARMLESS else ""
+            yield f"  {cause:20} {n:6,}  ({who}){note}"
         yield ""
         yield from _reset_table(rep, verbose)
     else:
@@ -668,7 +814,15 @@ def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
             yield from _wrap(rec, "    ", "  - ")
 
 
+def _shape(r: ResetRecord) -> tuple:
+    """What makes two resets "the same" in the text table: server, verdict and phase."""
+    v = r.verdict
+    return (r.conn.server, v.cause, v.sender, v.rule, v.best_guess, r.event.phase)
+
+
 def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
+    """One line per reset, its verdict's confidence shown; identical resets
+    (same server, cause, sender, rule and phase) on one line with a count."""
     clients = rep.resets.clients()
     servers = sorted(set(rep.resets.servers()))
     short_client = len({c >> 16 for c in clients}) == 1
@@ -678,7 +832,7 @@ def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
         return ":" + str(c & 0xFFFF)
 
     name: Callable[[int], str] = rep.ep
-    if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 7 + 1 + 14 > WIDTH or short_client:
+    if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 4 + 1 + 7 + 1 + 14 > WIDTH or short_client:
         name = port
         cw = max(6, max(len(port(c)) for c in clients))
     multi_server = len(servers) > 1
@@ -687,29 +841,50 @@ def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
         yield f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
     elif not multi_server:
         yield f"server {rep.ep(servers[0])}"
-    yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase"
+    yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'conf':>4} {'idle_s':>7} phase"
+    # identical resets: counted, shown once (where the first one is)
+    groups: dict[tuple, list] = {}
+    for r in rep.resets:
+        g = groups.get(_shape(r))
+        if g is None:
+            groups[_shape(r)] = [1, r.event.ts]
+        else:
+            g[0] += 1
+            g[1] = r.event.ts
+    shown: set[tuple] = set()
     last_server = None
     for r in rep.resets:
+        key = _shape(r)
+        if key in shown:
+            continue
+        shown.add(key)
+        count, last_ts = groups[key]
         cl = name(r.conn.client)
         if multi_server and r.conn.server != last_server:
             last_server = r.conn.server
             yield f"-- server {rep.ep(r.conn.server)}"
-        ev = r.event
+        ev, v = r.event, r.verdict
         idle = "" if ev.idle_before_s is None else f"{ev.idle_before_s:7.2f}"
-        yield (
-            f"{_fmt_time(ev.ts):12} {cl:{cw}} {r.verdict.sender:9} {r.verdict.cause:18} "
+        cause = v.cause if v.best_guess is None else f"unknown ({v.best_guess}?)"
+        line = (
+            f"{_fmt_time(ev.ts):12} {cl:{cw}} {v.sender:9} {cause:18} {v.confidence:4.2f} "
             f"{idle:>7} {ev.phase}"
         )
+        if count > 1:
+            more = f"  x{count:,} to {_fmt_time(last_ts)}"
+            line += more if len(line) + len(more) <= WIDTH else f" x{count:,}"
+        yield line
         if verbose:
+            guess = f"; best guess {v.best_guess}" if v.best_guess else ""
             yield from _wrap(
-                f"{r.verdict.says} [rule {r.verdict.rule}, confidence {r.verdict.confidence:.2f}]",
+                f"{v.says} [rule {v.rule}, confidence {v.confidence:.2f}{guess}]",
                 "      ",
                 "    = ",
             )
-            matched = set(id(f) for f in r.verdict.matched)
-            for f in r.verdict.matched:
+            matched = set(id(f) for f in v.matched)
+            for f in v.matched:
                 yield from _wrap(f.text, "      ", "    + ")
-            for f in r.verdict.evidence:
+            for f in v.evidence:
                 if id(f) not in matched:
                     yield from _wrap(f.text, "      ", "    . ")
 

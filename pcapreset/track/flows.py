@@ -47,6 +47,10 @@ M32 = 0xFFFFFFFF
 HALF = 1 << 31
 #: ports treated as "server" ports for connections whose start was not seen
 WELL_KNOWN_MAX = 1024
+#: payload bytes kept from a side's first segment (and its first after the peer's FIN)
+HEAD_BYTES = 8
+#: IP ID steps up to this are a counter's; larger ones (or backwards) a jump
+IPID_STEP_MAX = 1024
 #: Zeek repeats T/W letters when their counts reach these values
 _REPEAT_AT = {1, 10, 100, 1000, 10000}
 
@@ -65,7 +69,8 @@ class Dir:
         "max_end", "last_ack", "last_win", "acked", "first_ts",
         "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
         "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
-        "hA", "cA", "hD", "cD", "zst",
+        "hA", "cA", "hD", "cD", "zst", "ipid_zero", "ipid_steps", "ipid_jumps",
+        "head", "head_ts", "late", "late_ts",
     )  # fmt: skip
 
     def __init__(self, client: bool = True) -> None:
@@ -107,6 +112,17 @@ class Dir:
         self.ts_opt = False
         self.opt_kinds: list[str] | None = None  # SYN options, in order
         self.zst = 0  # Zeek's endpoint state (connstate.INACTIVE...)
+        # IP ID behaviour of this side's non-RST packets (IPv4): IDs equal to 0,
+        # steps of 1..1024 from the previous packet (a counter), larger steps
+        self.ipid_zero = 0
+        self.ipid_steps = 0
+        self.ipid_jumps = 0
+        #: the first bytes (up to HEAD_BYTES) of this side's first payload, and when
+        self.head: bytes | None = None
+        self.head_ts: float | None = None
+        #: the first bytes of this side's first new payload after the peer's FIN
+        self.late: bytes | None = None
+        self.late_ts: float | None = None
 
     @property
     def after_hs(self) -> int:
@@ -476,6 +492,13 @@ class FlowTracker:
                 if ttl != d.ttl_last:
                     d.ttl_last = ttl
                     d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+                if ipid == 0:
+                    d.ipid_zero += 1
+                elif ipid > 0 and d.ipid_last > 0:
+                    if ((ipid - d.ipid_last) & 0xFFFF) <= IPID_STEP_MAX:
+                        d.ipid_steps += 1
+                    else:
+                        d.ipid_jumps += 1
                 d.ipid_last = ipid
                 if not win:
                     d.zero_win += 1
@@ -543,6 +566,9 @@ class FlowTracker:
                         d.small_segs += 1
                     d.last_data_ts = ts
                     conn.last_data_ts = ts
+                    if d.data_pkts == 1 or (o.fin_ts is not None and d.late_ts is None):
+                        self._head(d, o, ts, poffs[i], pcaps[i],
+                                   buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
                     if conn.rst_events:
                         data_after_rst(conn, from_client)
                     if from_client:
@@ -566,6 +592,18 @@ class FlowTracker:
             conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
+
+    @staticmethod
+    def _head(d: Dir, o: Dir, ts: float, poff: int, pcap: int, buf: bytes) -> None:
+        """Keep the first bytes of a side's first payload, and of its first
+        payload after the peer's FIN (what the peer's closed socket got)."""
+        head = bytes(buf[poff : poff + (pcap if pcap < HEAD_BYTES else HEAD_BYTES)])
+        if d.head_ts is None:
+            d.head = head
+            d.head_ts = ts
+        if o.fin_ts is not None and d.late_ts is None:
+            d.late = head
+            d.late_ts = ts
 
     def _resolve(
         self, conn: Conn | None, key: int, src: int, b: TcpBatch, i: int, seq: int, flags: int,
