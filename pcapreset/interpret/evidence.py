@@ -795,8 +795,8 @@ def _handshake_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             )
 
 
-def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
-    """Where the RST fell relative to requests and responses."""
+def _http_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """Where the RST fell relative to HTTP requests and responses."""
     ex = ev.exchange
     fin = conn.s.fin_ts
     if (
@@ -834,17 +834,6 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
                 f"every request on the connection ({ev.requests_before}) had its complete "
                 "response: nothing in flight",
             )
-    if ev.idle_before_s is not None and ev.idle_before_s >= RIGHT_AFTER_S:
-        f.add(
-            "idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST"
-        )
-    if not ev.from_client and ev.sender_fin_before:
-        f.add("server_fin_before", "the server had sent a FIN before the RST")
-    if ev.from_client and ev.sender_fin_before:
-        f.add("client_fin_before", "the client had sent a FIN before the RST")
-    if ev.peer_data_after_fin:
-        who = "client" if not ev.from_client else "server"
-        f.add("data_after_fin", f"the {who} sent data after the other side's FIN")
     rtt = rtt_of(conn, ctx)
     if not ev.from_client and ev.sender_fin_before and ev.outstanding and fin_crossed(conn, rtt):
         f.add(
@@ -864,6 +853,24 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             f"RST {1000 * (ev.ts - ev.trigger_ts):.1f} ms after the request "
             f"(round trip {1000 * rtt:.1f} ms): no time for the backend to work on it",
         )
+
+
+def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context, http: bool) -> None:
+    """Where the RST fell relative to requests and responses (``http``: the
+    connection carries HTTP; otherwise only the protocol-free facts)."""
+    if http:
+        _http_facts(f, conn, ev, ctx)
+    if ev.idle_before_s is not None and ev.idle_before_s >= RIGHT_AFTER_S:
+        f.add(
+            "idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST"
+        )
+    if not ev.from_client and ev.sender_fin_before:
+        f.add("server_fin_before", "the server had sent a FIN before the RST")
+    if ev.from_client and ev.sender_fin_before:
+        f.add("client_fin_before", "the client had sent a FIN before the RST")
+    if ev.peer_data_after_fin:
+        who = "client" if not ev.from_client else "server"
+        f.add("data_after_fin", f"the {who} sent data after the other side's FIN")
     p0 = ev.packets[0]
     if p0.ack is not None and not ev.from_client and conn.c.base is not None:
         acked = (p0.ack - conn.c.base) & 0xFFFFFFFF
@@ -1061,7 +1068,13 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
     ack = p0.ack if p0.ack is not None else (d.last_ack if d.ack_seen else None)
     unread = _unacked(o, ack) if not ev.peer_data_after else 0
     o_fin = _before(o.fin_ts, ev.ts)
-    if unread and unread <= GOODBYE_MAX and o_fin is not None and app not in ("http", "websocket"):
+    if o_fin is not None and not ev.sender_fin_before:
+        f.add(
+            "peer_closed_first",
+            f"the other end had closed (FIN) {ev.ts - o_fin:.3f} s before; this end answered "
+            "with RST instead of its own FIN",
+        )
+    if unread and unread <= GOODBYE_MAX and o_fin is not None and app != "http":
         f.add(
             "peer_goodbye_unread",
             f"the other end's last {unread} byte(s), then its FIN, were left unread: its "
@@ -1074,7 +1087,13 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
             "unread)",
         )
     inflight = _unacked(d, o.last_ack)
-    if inflight:
+    if inflight and inflight <= GOODBYE_MAX and app != "http" and d_last is not None:
+        f.add(
+            "own_goodbye_unacked",
+            f"the sender's last {inflight} byte(s), sent just before the RST, were not yet "
+            "ACKed: its goodbye (a TLS alert or a closing line), nothing else in flight",
+        )
+    elif inflight:
         f.add("own_data_unacked", f"{inflight} byte(s) the sender had sent were not yet ACKed")
     # a closed socket answering a late segment
     if ev.sender_fin_before and ev.prev_pkt_from_peer and d.fin_ts is not None:
@@ -1084,9 +1103,7 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
             what = "only ACKs, a FIN or a keep-alive probe"
         elif tls_no_request(late) is not None:
             what = tls_no_request(late)
-        elif (
-            app in ("http", "websocket") and not ev.outstanding and not _waiting_at(conn, d.fin_ts)
-        ):
+        elif app == "http" and not ev.outstanding and not _waiting_at(conn, d.fin_ts):
             what = "the rest of a message already answered, no new request"
         if what is not None:
             f.add(
@@ -1101,7 +1118,7 @@ def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
     f = _Facts()
     _packet_facts(f, conn, ev)
     _handshake_facts(f, conn, ev, ctx)
-    _exchange_facts(f, conn, ev, ctx)
+    _exchange_facts(f, conn, ev, ctx, conn_app(conn) == "http")
     _timing_facts(f, conn, ev, ctx)
     _forgery_facts(f, conn, ev, ctx)
     _app_facts(f, conn, ev)
@@ -1127,7 +1144,7 @@ FACT_NAMES = frozenset(
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",
         "peer_spoke_last", "sender_spoke_last", "peer_data_unread", "own_data_unacked",
-        "peer_goodbye_unread", "response_ended_by_fin", "syn_retries_refused",
+        "peer_goodbye_unread", "own_goodbye_unacked", "peer_closed_first", "response_ended_by_fin", "syn_retries_refused",
         "late_segment_no_request",
     }
 )  # fmt: skip
