@@ -1144,7 +1144,8 @@ FACT_NAMES = frozenset(
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",
         "peer_spoke_last", "sender_spoke_last", "peer_data_unread", "own_data_unacked",
-        "peer_goodbye_unread", "own_goodbye_unacked", "peer_closed_first", "response_ended_by_fin", "syn_retries_refused",
+        "peer_goodbye_unread", "own_goodbye_unacked", "peer_closed_first",
+        "response_ended_by_fin", "syn_retries_refused",
         "late_segment_no_request",
     }
 )  # fmt: skip
