@@ -385,12 +385,14 @@ class Context:
 
 
 def is_refused(conn: Conn, ev: RstEvent) -> bool:
+    """The server answered the SYN with RST (RST,ACK from a kernel; a bare RST
+    from some stacks and crafted traffic): no SYN-ACK, no data."""
     return (
         not ev.from_client
         and conn.c.syn > 0
         and conn.s.synack == 0
         and conn.s.data_pkts == 0
-        and bool(ev.packets[0].flags & ACK)
+        and conn.c.data_pkts == 0
     )
 
 
@@ -955,13 +957,13 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
                 f"RST arrives {rst_hops} hop(s) below its initial TTL; this host's packets "
                 f"in other connections arrive {usual} hop(s) below",
             )
-    if p0.ipid > 0 and sender.ipid_last > 0:
-        gap = (p0.ipid - sender.ipid_last) & 0xFFFF
+    before = ev.sender_ipid if ev.sender_ipid > 0 else sender.ipid_last
+    if p0.ipid > 0 and before > 0:
+        gap = (p0.ipid - before) & 0xFFFF
         if gap > 1024:
             f.add(
                 "ipid_jump",
-                f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last}); "
-                "no evidence alone",
+                f"RST IP ID {p0.ipid} far from the sender's sequence ({before}); no evidence alone",
             )
             kind = hb.ipid_kind() if hb is not None else "unknown"
             if kind == "counter" and hb is not None and hb.rst_zero:
@@ -974,6 +976,24 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
                     f"RST(s) in the capture, nor near its packets' counter "
                     f"({sender.ipid_last}): not this host's stack",
                 )
+    after = sender.ipid_last
+    if (
+        ev.sender_data_after
+        and p0.ipid > 0
+        and after > 0
+        and hb is not None
+        and hb.ipid_kind() == "counter"
+        and ((after - p0.ipid) & 0xFFFF) > 1024
+        and ((p0.ipid - after) & 0xFFFF) > 1024
+    ):
+        # the sender kept sending after the RST, its IP ID counter running
+        # on to `after`: had it sent the RST, `after` would be a few steps
+        # past the RST's IP ID
+        f.add(
+            "ipid_counter_skips_rst",
+            f"the sender's IP ID counter runs on to {after} after the RST (IP ID {p0.ipid}), "
+            "not from it: the RST is not in its sequence",
+        )
     dirs = {p.from_client for p in ev.packets if p.ts - ev.ts <= INSTANT_S}
     if len(dirs) == 2:
         f.add("rst_both_directions", "RSTs went towards both ends in the same instant")
@@ -997,6 +1017,8 @@ TLS13_ALERT_LEN = 19
 #: unread bytes this few, followed by the peer's FIN, are its goodbye (a TLS
 #: close_notify record, an SMTP "221", a POP3 "+OK"), not a reply in flight
 GOODBYE_MAX = 64
+#: a responder that sent more than this sent more than a banner
+PEER_BULK_BYTES = 4096
 
 
 def tls_no_request(h: bytes | None) -> str | None:
@@ -1067,7 +1089,13 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         f.add("sender_spoke_last", "the RST's sender sent the last payload before it")
     ack = p0.ack if p0.ack is not None else (d.last_ack if d.ack_seen else None)
     unread = _unacked(o, ack) if not ev.peer_data_after else 0
+    if p0.ack is None and not ev.sender_fin_before:
+        # a bare RST says nothing of what its sender received; its last ACK
+        # may just be older than the data it read
+        unread = 0
     o_fin = _before(o.fin_ts, ev.ts)
+    if o.bytes > PEER_BULK_BYTES:
+        f.add("peer_bulk", f"the other end sent {o.bytes} bytes: more than a banner")
     if o_fin is not None and not ev.sender_fin_before:
         f.add(
             "peer_closed_first",
@@ -1098,6 +1126,7 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
     # a closed socket answering a late segment
     if ev.sender_fin_before and ev.prev_pkt_from_peer and d.fin_ts is not None:
         late = o.late if o.late_ts is not None and o.late_ts <= ev.ts else None
+        late_bytes = _unacked(o, d.last_ack if d.ack_seen else None) or 0
         what = None
         if late is None:
             what = "only ACKs, a FIN or a keep-alive probe"
@@ -1105,6 +1134,14 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
             what = tls_no_request(late)
         elif app == "http" and not ev.outstanding and not _waiting_at(conn, d.fin_ts):
             what = "the rest of a message already answered, no new request"
+        elif app != "http" and late_bytes <= GOODBYE_MAX:
+            what = f"{late_bytes} byte(s): a closing message (QUIT, a goodbye line), no new request"
+        elif app != "http" and not ev.from_client:
+            f.add(
+                "late_request_after_close",
+                f"the client's next message ({late_bytes} bytes) reached the server after "
+                "the server had closed: the message and the close crossed",
+            )
         if what is not None:
             f.add(
                 "late_segment_no_request",
@@ -1139,7 +1176,8 @@ FACT_NAMES = frozenset(
         "client_data_unacked",
         "idle_matches_server_timeout", "mass_reset", "refused_after",
         "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ttl_family_differs",
-        "ipid_jump", "rst_shape_mismatch",
+        "ipid_jump", "rst_shape_mismatch", "ipid_counter_skips_rst", "late_request_after_close",
+        "peer_bulk",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",

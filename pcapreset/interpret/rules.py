@@ -78,10 +78,10 @@ RULES: tuple[Rule, ...] = (
       "RST IP ID fits neither way the claimed sender's stack makes RSTs: sent by a device "
       "in the path"),
     R("forged_data_after",               "middlebox",          "middlebox", 0.85,
-      ("sender_data_after_rst", "ipid_jump"),                   (),
+      ("sender_data_after_rst", "ipid_counter_skips_rst"),      (),
       "the 'resetting' side kept sending data after the RST, its IP IDs counting on past "
       "the RST's: it did not send the RST"),
-    G("data_after_rst",                  "middlebox",          "unknown",   0.4,
+    G("data_after_rst",                  "middlebox",          "rst",       0.4,
       ("sender_data_after_rst",),                               (),
       "the 'resetting' side kept sending data after the RST, but the RST fits its packets"),
     # -- harmless: a closed socket answering a late segment; a probe
@@ -90,7 +90,7 @@ RULES: tuple[Rule, ...] = (
       "a segment reached a socket its host had already closed; the kernel answered with "
       "RST. Harmless: nothing was lost"),
     R("probe_no_request",                "probe",              "client",    0.8,
-      ("from_client", "no_request", "syn_seen"),                ("peer_data_unread",),
+      ("from_client", "no_request", "syn_seen"),                ("peer_bulk",),
       "the initiator opened the connection, sent no request and reset it: a health check "
       "or scan. Harmless"),
     R("probe_health_check",              "probe",              "client",    0.7,
@@ -121,6 +121,9 @@ RULES: tuple[Rule, ...] = (
        "rst_soon_after_request"),                               ("mass_reset",),
       "the backend reset a request that came after an idle gap, at once: it was closing "
       "the idle connection"),
+    R("keepalive_race_crossed_close",    "keepalive_race",     "server",    0.7,
+      ("from_server", "late_request_after_close"),              (),
+      "the client's next request crossed the server's close; the closed socket reset it"),
     R("keepalive_race_fresh",            "keepalive_race",     "server",    0.7,
       ("from_server", "request_outstanding", "fin_crossed_request", "idle_gap"), (),
       "the backend closed the idle connection as nginx sent a request on it"),
