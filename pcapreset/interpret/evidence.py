@@ -1123,19 +1123,85 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         )
     elif inflight:
         f.add("own_data_unacked", f"{inflight} byte(s) the sender had sent were not yet ACKed")
+    if ev.from_client and 0 < conn.c.bytes <= GOODBYE_MAX:
+        f.add("client_said_little", f"the client sent only {conn.c.bytes} byte(s)")
+    ch, sh = conn.c.head, conn.s.head
+    if ev.from_client and is_tls_record(ch) and sh and not is_tls_record(sh):
+        f.add(
+            "tls_reply_not_tls",
+            "the client started TLS and the server answered with something else: the client "
+            "gave up",
+        )
+    if (
+        ev.from_client
+        and app == "tls"
+        and is_tls_record(sh)
+        and c_head is not None
+        and conn.s.head_ts is not None
+        and d_last is not None
+        and d_last < conn.s.head_ts
+    ):
+        f.add(
+            "tls_handshake_only",
+            "the client sent its TLS hello, got the server's handshake and reset without "
+            "going on: no request",
+        )
+    if (
+        ev.from_client
+        and "sender_spoke_last" in f
+        and "own_data_unacked" not in f
+        and d_last is not None
+        and ev.ts - d_last >= RIGHT_AFTER_S
+    ):
+        f.add(
+            "client_waited",
+            f"the client's last message was ACKed but not answered; it reset "
+            f"{ev.ts - d_last:.1f} s later: it gave up waiting",
+        )
     # a closed socket answering a late segment
     if ev.sender_fin_before and ev.prev_pkt_from_peer and d.fin_ts is not None:
         late = o.late if o.late_ts is not None and o.late_ts <= ev.ts else None
         late_bytes = _unacked(o, d.last_ack if d.ack_seen else None) or 0
         what = None
-        if late is None:
+        o_fin_late = o.fin_ts is not None and d.fin_ts < o.fin_ts <= ev.ts
+        if late is None and late_bytes > GOODBYE_MAX:
+            if ev.from_client:
+                f.add(
+                    "reply_after_client_close",
+                    f"{late_bytes} byte(s) of the server's answer were still in flight when "
+                    "the client closed: the client gave up on them",
+                )
+        elif late is None and (o_fin_late or ev.ts - d.fin_ts >= RIGHT_AFTER_S):
             what = "only ACKs, a FIN or a keep-alive probe"
+        elif late is None:
+            # only the ACK of its own FIN came back, and the RST at once: the
+            # application aborted right after closing, no segment provoked it
+            f.add(
+                "reset_after_own_fin",
+                f"the sender reset {ev.ts - d.fin_ts:.3f} s after its own FIN, the other end "
+                "having only ACKed it: an abortive close, nothing in flight",
+            )
         elif tls_no_request(late) is not None:
             what = tls_no_request(late)
+        elif app == "http" and ev.from_client and _waiting_at(conn, d.fin_ts):
+            f.add(
+                "reply_after_client_close",
+                "the response to a request still waiting reached the client after it had "
+                "closed: the client gave up on it",
+            )
         elif app == "http" and not ev.outstanding and not _waiting_at(conn, d.fin_ts):
             what = "the rest of a message already answered, no new request"
         elif app != "http" and late_bytes <= GOODBYE_MAX:
-            what = f"{late_bytes} byte(s): a closing message (QUIT, a goodbye line), no new request"
+            what = (
+                f"{late_bytes} byte(s): a closing message (QUIT or its reply, a goodbye "
+                "frame), no new request"
+            )
+        elif app != "http" and ev.from_client:
+            f.add(
+                "reply_after_client_close",
+                f"the server's answer ({late_bytes} byte(s)) reached the client after it had "
+                "closed: the client gave up on it",
+            )
         elif app != "http" and not ev.from_client:
             f.add(
                 "late_request_after_close",
@@ -1177,7 +1243,8 @@ FACT_NAMES = frozenset(
         "idle_matches_server_timeout", "mass_reset", "refused_after",
         "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ttl_family_differs",
         "ipid_jump", "rst_shape_mismatch", "ipid_counter_skips_rst", "late_request_after_close",
-        "peer_bulk",
+        "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
+        "tls_reply_not_tls", "client_waited", "tls_handshake_only",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",
