@@ -463,8 +463,8 @@ def _host_hops(conns: list[Conn], rollup: Summarised | None = None) -> dict[int,
 def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
     """A RST that only answers segments already in flight when the previous one left.
 
-    Same sender as the previous RST event of the connection, no data from that
-    sender since, and within one round trip: one reset, not two (the flow
+    Same sender (and TTL) as the previous RST event of the connection, no data
+    from that sender since, and within one round trip: one reset, not two (the flow
     tracker splits events when the peer's in-flight data lands in between).
     """
     if ev.index == 0 or ev.index > len(conn.rst_events):
@@ -472,6 +472,7 @@ def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
     prev = conn.rst_events[ev.index - 1]
     return (
         prev.from_client == ev.from_client
+        and prev.packets[0].ttl == ev.packets[0].ttl  # the same stack sent both
         and not prev.sender_data_after
         and ev.ts - prev.packets[-1].ts <= rtt_s + RACE_SLACK_S
     )
@@ -1017,6 +1018,8 @@ TLS13_ALERT_LEN = 19
 #: unread bytes this few, followed by the peer's FIN, are its goodbye (a TLS
 #: close_notify record, an SMTP "221", a POP3 "+OK"), not a reply in flight
 GOODBYE_MAX = 64
+#: a client's version or greeting line is at most this long (SSH: 255)
+GREETING_MAX = 255
 #: a responder that sent more than this sent more than a banner
 PEER_BULK_BYTES = 4096
 
@@ -1123,8 +1126,29 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         )
     elif inflight:
         f.add("own_data_unacked", f"{inflight} byte(s) the sender had sent were not yet ACKed")
-    if ev.from_client and 0 < conn.c.bytes <= GOODBYE_MAX:
-        f.add("client_said_little", f"the client sent only {conn.c.bytes} byte(s)")
+    if ev.from_client and 0 < conn.c.bytes <= GREETING_MAX and conn.c.data_pkts <= 1:
+        f.add(
+            "client_said_little",
+            f"the client sent one message of {conn.c.bytes} byte(s) (a greeting or version line)",
+        )
+    if (
+        ev.sender_fin_before
+        and d.fin_ts is not None
+        and not ev.prev_pkt_from_peer
+        and ev.ts - d.fin_ts < RIGHT_AFTER_S
+    ):
+        f.add(
+            "reset_after_own_fin",
+            f"the sender reset {ev.ts - d.fin_ts:.3f} s after its own FIN, nothing from the "
+            "other end in between: an abortive close",
+        )
+    if (
+        d_last is not None
+        and o_last is not None
+        and o_last > d_last
+        and ev.ts - o_last < RIGHT_AFTER_S
+    ):
+        f.add("rst_soon_after_peer", "the RST came within 1 s of the other end's last message")
     ch, sh = conn.c.head, conn.s.head
     if ev.from_client and is_tls_record(ch) and sh and not is_tls_record(sh):
         f.add(
@@ -1244,7 +1268,7 @@ FACT_NAMES = frozenset(
         "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ttl_family_differs",
         "ipid_jump", "rst_shape_mismatch", "ipid_counter_skips_rst", "late_request_after_close",
         "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
-        "tls_reply_not_tls", "client_waited", "tls_handshake_only",
+        "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",

@@ -594,6 +594,38 @@ def _syn_retry(
     return True
 
 
+def _by_source(c: Conn) -> list[RstEvent]:
+    """The connection's RST events, an event split where its RSTs towards one
+    end carry different TTLs: two stacks sent them (the host's own RST and a
+    device's in its name), two resets."""
+    out: list[RstEvent] = []
+    extra = len(c.rst_events) + 1
+    for ev in c.rst_events:
+        first = ev.packets[0]
+        odd = [p for p in ev.packets if p.from_client == first.from_client and p.ttl != first.ttl]
+        if not odd:
+            out.append(ev)
+            continue
+        ttls = [first.ttl] + sorted({p.ttl for p in odd}, key=[p.ttl for p in odd].index)
+        for k, ttl in enumerate(ttls):
+            pkts = [
+                p
+                for p in ev.packets
+                if p.ttl == ttl or (k == 0 and p.from_client != first.from_client)
+            ]
+            part = RstEvent(c, pkts[0])
+            for name in RstEvent.__slots__:
+                if name not in ("packets", "ts", "index"):
+                    setattr(part, name, getattr(ev, name))
+            part.packets = pkts
+            part.ts = pkts[0].ts
+            # later parts are no follow-up of anything (is_followup: index out of range)
+            part.index = ev.index if k == 0 else extra
+            extra += 1
+            out.append(part)
+    return out
+
+
 def _first_refused(c: Conn, ev: RstEvent) -> bool:
     return ev.index == 0 and is_refused(c, ev)
 
@@ -618,7 +650,7 @@ def build(
     refused: dict[tuple[int, int], tuple[int | None, ResetRecord]] = {}
     for c, j in result.each_conn():
         mine: list[ResetRecord] = []  # this connection's
-        for ev in c.rst_events:
+        for ev in _by_source(c):
             if not mine and _syn_retry(refused, c, ev):
                 continue  # a retransmitted SYN of an attempt already refused
             if mine and is_followup(c, ev, rtt_of(c, ctx)):
