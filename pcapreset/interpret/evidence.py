@@ -329,8 +329,11 @@ def conn_app(conn: Conn) -> str:
     """What the connection carries: http | websocket | tls | other | none.
 
     HTTP needs both ends to speak it: an HTTP request answered by something
-    else (an SSH banner) is not HTTP."""
+    else (an SSH banner) is not HTTP, nor is what a CONNECT tunnel carries."""
     sh0 = conn.s.head
+    if any(e.method == "CONNECT" and e.status is not None and 200 <= e.status < 300
+           for e in conn.exchanges):  # fmt: skip
+        return "other"  # a CONNECT tunnel: what it carries is not HTTP to us
     if conn.exchanges and (not sh0 or sh0.startswith(b"HTTP/")):
         if any(e.status == 101 for e in conn.exchanges):
             return "websocket"
@@ -912,10 +915,9 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
     Judged against the sender's baseline (:class:`HostBase`): the TTLs its
     packets arrive with in this flow and in its other flows, its IP ID
     behaviour and the IP IDs of its other RSTs. A value the host's stack also
-    produces elsewhere is no evidence; so is a TTL at the same hop count from
-    another initial value (a stack that sends RSTs with its default TTL while
-    the socket sets its own, as BGP speakers do), and any TTL of 1-2 (set on
-    purpose). TTLs within the flow are compared, so a capture on either host
+    produces elsewhere is no evidence; nor is any TTL when the host's packets
+    carry TTL 1-2 (set on purpose, as eBGP speakers do: no distance to
+    compare). TTLs within the flow are compared, so a capture on either host
     (where one side arrives un-decremented) is no evidence by itself.
     """
     p0 = ev.packets[0]
@@ -936,17 +938,18 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
                 f"RST TTL {p0.ttl} differs from the sender's packets in this flow ({seen}) but "
                 "is one its packets in other connections arrive with",
             )
-        elif p0.ttl <= ODD_TTL_MAX or not flow_hops or rst_hops in flow_hops:
+        elif p0.ttl <= ODD_TTL_MAX or not flow_hops:
             f.add(
                 "ttl_family_differs",
-                f"RST TTL {p0.ttl} differs from the sender's other packets ({seen}) but not "
-                "in hop count: the same host's stack with another initial TTL",
+                f"RST TTL {p0.ttl} differs from the sender's other packets ({seen}), which "
+                "are set on purpose (TTL 1-2, as eBGP and GTSM do): no distance to compare",
             )
         else:
             f.add(
                 "ttl_mismatch",
-                f"RST TTL {p0.ttl} ({rst_hops} hop(s) away) differs from the sender's other "
-                f"packets ({seen}): another device's distance",
+                f"RST TTL {p0.ttl} ({rst_hops} hop(s) below its initial TTL) differs from "
+                f"every TTL of the sender's packets ({seen}) in this and its other flows: "
+                "another stack sent it",
             )
     elif hb is not None and hb.hop_counts() and p0.ttl > ODD_TTL_MAX:
         if p0.ttl in host_ttls or rst_hops in hb.hop_counts():
@@ -1018,6 +1021,8 @@ TLS13_ALERT_LEN = 19
 #: unread bytes this few, followed by the peer's FIN, are its goodbye (a TLS
 #: close_notify record, an SMTP "221", a POP3 "+OK"), not a reply in flight
 GOODBYE_MAX = 64
+#: a sender that retransmitted this often with data unacknowledged gave up on the peer
+GAVE_UP_RETRANS = 3
 #: a client's version or greeting line is at most this long (SSH: 255)
 GREETING_MAX = 255
 #: a responder that sent more than this sent more than a banner
@@ -1126,6 +1131,14 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         )
     elif inflight:
         f.add("own_data_unacked", f"{inflight} byte(s) the sender had sent were not yet ACKed")
+    if not ev.from_client and "peer_spoke_last" in f:
+        f.add("client_unanswered", "the client's last message had no answer from the server")
+    if d.retrans >= GAVE_UP_RETRANS and inflight:
+        f.add(
+            "sender_gave_up",
+            f"the sender retransmitted {d.retrans} time(s), its data still unacknowledged: "
+            "it gave up on the other end",
+        )
     if ev.from_client and 0 < conn.c.bytes <= GREETING_MAX and conn.c.data_pkts <= 1:
         f.add(
             "client_said_little",
@@ -1150,7 +1163,7 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
     ):
         f.add("rst_soon_after_peer", "the RST came within 1 s of the other end's last message")
     ch, sh = conn.c.head, conn.s.head
-    if ev.from_client and is_tls_record(ch) and sh and not is_tls_record(sh):
+    if ev.from_client and is_tls_record(ch) and sh and 0x20 <= sh[0] < 0x7F:
         f.add(
             "tls_reply_not_tls",
             "the client started TLS and the server answered with something else: the client "
@@ -1269,6 +1282,7 @@ FACT_NAMES = frozenset(
         "ipid_jump", "rst_shape_mismatch", "ipid_counter_skips_rst", "late_request_after_close",
         "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
         "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
+        "client_unanswered", "sender_gave_up",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",

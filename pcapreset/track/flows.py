@@ -117,7 +117,8 @@ class Dir:
         self.ipid_zero = 0
         self.ipid_steps = 0
         self.ipid_jumps = 0
-        #: the first bytes (up to HEAD_BYTES) of this side's first payload, and when
+        #: the first bytes (up to HEAD_BYTES) of this side's stream, and when its
+        #: first payload came
         self.head: bytes | None = None
         self.head_ts: float | None = None
         #: the first bytes of this side's first new payload after the peer's FIN
@@ -552,6 +553,10 @@ class FlowTracker:
                 mss = -1 if mss_o is None else mss_o
                 if diff == 0 or diff >= HALF:
                     d.retrans += 1
+                    if d.head is None and ((seq - base) & M32) == 0:
+                        # the stream's first bytes, arriving after later ones
+                        self._head(d, o, ts, poffs[i], pcaps[i],
+                                   buf0 if bufidx is None else bufs[bufidx[i]], True)  # fmt: skip
                     if mss >= 0 and plen + optlen >= mss:
                         d.mss_retrans += 1
                     else:
@@ -568,9 +573,10 @@ class FlowTracker:
                         d.small_segs += 1
                     d.last_data_ts = ts
                     conn.last_data_ts = ts
-                    if d.data_pkts == 1 or (o.fin_ts is not None and d.late_ts is None):
+                    if d.head is None or (o.fin_ts is not None and d.late_ts is None):
                         self._head(d, o, ts, poffs[i], pcaps[i],
-                                   buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
+                                   buf0 if bufidx is None else bufs[bufidx[i]],
+                                   ((seq - base) & M32) == 0)  # fmt: skip
                     if conn.rst_events:
                         data_after_rst(conn, from_client)
                     if from_client:
@@ -596,13 +602,15 @@ class FlowTracker:
         self.last_ts = ts
 
     @staticmethod
-    def _head(d: Dir, o: Dir, ts: float, poff: int, pcap: int, buf: bytes) -> None:
-        """Keep the first bytes of a side's first payload, and of its first
-        payload after the peer's FIN (what the peer's closed socket got)."""
+    def _head(d: Dir, o: Dir, ts: float, poff: int, pcap: int, buf: bytes, first: bool) -> None:
+        """Keep the first bytes of a side's stream (``first``: this segment
+        starts it), and of its first payload after the peer's FIN (what the
+        peer's closed socket got)."""
         head = bytes(buf[poff : poff + (pcap if pcap < HEAD_BYTES else HEAD_BYTES)])
         if d.head_ts is None:
-            d.head = head
             d.head_ts = ts
+        if d.head is None and first:
+            d.head = head
         if o.fin_ts is not None and d.late_ts is None:
             d.late = head
             d.late_ts = ts
