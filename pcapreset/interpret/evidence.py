@@ -980,6 +980,20 @@ def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
                     f"RST(s) in the capture, nor near its packets' counter "
                     f"({sender.ipid_last}): not this host's stack",
                 )
+    if (
+        "ipid_jump" in f
+        and ev.sender_ipid > 0
+        and ev.peer_ipid > 0
+        and min((p0.ipid - ev.peer_ipid) & 0xFFFF, (ev.peer_ipid - p0.ipid) & 0xFFFF)
+        <= PEER_IPID_NEAR
+    ):
+        # an injector that builds its RST from the segment it intercepted
+        # copies that segment's IP ID: the other end's counter, not the sender's
+        f.add(
+            "rst_ipid_of_peer",
+            f"RST IP ID {p0.ipid} is the other end's counter ({ev.peer_ipid}), not the "
+            f"claimed sender's ({before}): built from an intercepted segment",
+        )
     after = sender.ipid_last
     if (
         ev.sender_data_after
@@ -1021,6 +1035,8 @@ TLS13_ALERT_LEN = 19
 #: unread bytes this few, followed by the peer's FIN, are its goodbye (a TLS
 #: close_notify record, an SMTP "221", a POP3 "+OK"), not a reply in flight
 GOODBYE_MAX = 64
+#: an RST IP ID this close to the other end's counter was copied from its segment
+PEER_IPID_NEAR = 16
 #: a sender that retransmitted this often with data unacknowledged gave up on the peer
 GAVE_UP_RETRANS = 3
 #: a client's version or greeting line is at most this long (SSH: 255)
@@ -1282,7 +1298,7 @@ FACT_NAMES = frozenset(
         "ipid_jump", "rst_shape_mismatch", "ipid_counter_skips_rst", "late_request_after_close",
         "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
         "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
-        "client_unanswered", "sender_gave_up",
+        "client_unanswered", "sender_gave_up", "rst_ipid_of_peer", "socket_reset_before",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",

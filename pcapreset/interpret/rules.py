@@ -77,6 +77,10 @@ RULES: tuple[Rule, ...] = (
       ("rst_shape_mismatch",),                                  (),
       "RST IP ID fits neither way the claimed sender's stack makes RSTs: sent by a device "
       "in the path"),
+    R("forged_peer_ipid",                "middlebox",          "middlebox", 0.8,
+      ("rst_ipid_of_peer",),                                    (),
+      "RST IP ID copied from the other end's segment: a device built it from what it "
+      "intercepted"),
     R("forged_data_after",               "middlebox",          "middlebox", 0.85,
       ("sender_data_after_rst", "ipid_counter_skips_rst"),      (),
       "the 'resetting' side kept sending data after the RST, its IP IDs counting on past "
@@ -85,6 +89,9 @@ RULES: tuple[Rule, ...] = (
       ("sender_data_after_rst",),                               (),
       "the 'resetting' side kept sending data after the RST, but the RST fits its packets"),
     # -- harmless: a closed socket answering a late segment; a probe
+    R("reset_socket",                    "after_close",        "rst",       0.8,
+      ("socket_reset_before",),                                 (),
+      "a forged RST had killed this socket; the kernel answered the next segment with RST"),
     R("closed_socket",                   "after_close",        "rst",       0.85,
       ("late_segment_no_request",),                             ("request_outstanding",),
       "a segment reached a socket its host had already closed; the kernel answered with "

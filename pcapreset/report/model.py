@@ -551,16 +551,15 @@ def _aftermath(prev: ResetRecord, ev: RstEvent, facts: dict[str, Fact]) -> bool:
     )
 
 
-def _fold_aftermath(prev: ResetRecord, ev: RstEvent) -> None:
-    prev.rst_packets += len(ev.packets)
+def _mark_aftermath(prev: ResetRecord, ev: RstEvent, facts: dict[str, Fact]) -> None:
+    """The RST is the real host's kernel answering after a forged RST killed
+    its socket: its own event (another sender), classified as after_close."""
     who = "client (nginx)" if ev.from_client else "server (backend)"
-    fact = Fact(
-        "aftermath_rst",
-        f"then the {who} kernel reset the connection {ev.ts - prev.event.ts:.3f} s later "
-        "(a bare RST from the real host: the forged RST had closed its socket)",
+    facts["socket_reset_before"] = Fact(
+        "socket_reset_before",
+        f"a forged RST {ev.ts - prev.event.ts:.3f} s earlier had killed the {who} socket; "
+        "this bare RST from the real host (its TTL fits) answers the other end's next segment",
     )
-    prev.facts[fact.name] = fact
-    prev.verdict.evidence.append(fact)
 
 
 #: a SYN retransmitted this long after the refused one is still the same
@@ -594,29 +593,41 @@ def _syn_retry(
     return True
 
 
+#: RstEvent fields that name the sender and its peer
+_SWAP = (
+    ("sender_data_after", "peer_data_after"),
+    ("sender_fin_before", "peer_fin_before"),
+    ("sender_ipid", "peer_ipid"),
+)
+
+
 def _by_source(c: Conn) -> list[RstEvent]:
-    """The connection's RST events, an event split where its RSTs towards one
-    end carry different TTLs: two stacks sent them (the host's own RST and a
-    device's in its name), two resets."""
+    """The connection's RST events, an event split by where its RSTs came
+    from: each direction, and within one direction each TTL (the host's own
+    RST and a device's in its name), is a reset of its own."""
     out: list[RstEvent] = []
     extra = len(c.rst_events) + 1
     for ev in c.rst_events:
         first = ev.packets[0]
-        odd = [p for p in ev.packets if p.from_client == first.from_client and p.ttl != first.ttl]
-        if not odd:
+        if all(p.from_client == first.from_client and p.ttl == first.ttl for p in ev.packets):
             out.append(ev)
             continue
-        ttls = [first.ttl] + sorted({p.ttl for p in odd}, key=[p.ttl for p in odd].index)
-        for k, ttl in enumerate(ttls):
-            pkts = [
-                p
-                for p in ev.packets
-                if p.ttl == ttl or (k == 0 and p.from_client != first.from_client)
-            ]
+        sources: dict[tuple[bool, int], list] = {}
+        for p in ev.packets:
+            sources.setdefault((p.from_client, p.ttl), []).append(p)
+        for k, pkts in enumerate(sorted(sources.values(), key=lambda ps: ps[0].ts)):
             part = RstEvent(c, pkts[0])
             for name in RstEvent.__slots__:
-                if name not in ("packets", "ts", "index"):
+                if name not in ("packets", "ts", "index", "from_client"):
                     setattr(part, name, getattr(ev, name))
+            if part.from_client != ev.from_client:
+                # the other end's RST: its sender is the event's peer, and the
+                # event's first RST came just before it
+                for a, b in _SWAP:
+                    setattr(part, a, getattr(ev, b))
+                    setattr(part, b, getattr(ev, a))
+                part.prev_pkt_from_peer = True
+                part.peer_data_after_fin = False
             part.packets = pkts
             part.ts = pkts[0].ts
             # later parts are no follow-up of anything (is_followup: index out of range)
@@ -657,9 +668,9 @@ def build(
                 mine[-1].rst_packets += len(ev.packets)  # same reset, in-flight data
                 continue
             facts = rst_facts(c, ev, ctx)
-            if mine and _aftermath(mine[-1], ev, facts):
-                _fold_aftermath(mine[-1], ev)  # a consequence of the forged RST
-                continue
+            forged = next((r for r in reversed(mine) if r.verdict.cause == "middlebox"), None)
+            if forged is not None and _aftermath(forged, ev, facts):
+                _mark_aftermath(forged, ev, facts)  # a consequence of the forged RST
             mine.append(ResetRecord(c, ev, classify(facts), facts))
         for cause, msg in conn_findings(c, lambda x: retry_burst(x, ctx)):
             a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})

@@ -222,7 +222,7 @@ class RstEvent:
         "requests_before", "outstanding", "exchange", "sender_data_after",
         "peer_data_after", "sender_fin_before", "peer_fin_before", "peer_data_after_fin",
         "last_trigger_from_peer", "trigger_ts", "prev_pkt_from_peer", "index",
-        "peer_pkts_after", "sender_ipid",
+        "peer_pkts_after", "sender_ipid", "peer_ipid",
     )  # fmt: skip
 
     def __init__(self, conn: Conn, pkt: RstPacket) -> None:
@@ -250,6 +250,8 @@ class RstEvent:
         self.index = 0
         #: the IP ID of the sender's last non-RST packet before the RST (-1: none)
         self.sender_ipid = -1
+        #: the IP ID of the other end's last non-RST packet before the RST (-1: none)
+        self.peer_ipid = -1
 
     @property
     def both_directions(self) -> bool:
@@ -734,6 +736,7 @@ class FlowTracker:
         ev.since_last_response_s = ts - last_resp if last_resp is not None else None
         ev.sender_fin_before = d.fin_ts is not None
         ev.sender_ipid = d.ipid_last
+        ev.peer_ipid = o.ipid_last
         ev.peer_fin_before = o.fin_ts is not None
         any_data = conn.c.data_pkts or conn.s.data_pkts
         outstanding = ex is not None and not ex.complete
