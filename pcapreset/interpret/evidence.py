@@ -834,7 +834,10 @@ def _http_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
         f.add("idle_connection", "the connection was idle (no request outstanding)")
     if ev.requests_before:
         f.add("reused_connection", f"{ev.requests_before} request(s) completed earlier on it")
-        if not ev.outstanding:
+        cfin = conn.c.fin_ts
+        if not ev.outstanding and not (
+            cfin is not None and cfin <= ev.ts and _waiting_at(conn, cfin)
+        ):
             f.add(
                 "exchanges_complete",
                 f"every request on the connection ({ev.requests_before}) had its complete "
@@ -1155,7 +1158,12 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
             f"the sender retransmitted {d.retrans} time(s), its data still unacknowledged: "
             "it gave up on the other end",
         )
-    if ev.from_client and 0 < conn.c.bytes <= GREETING_MAX and conn.c.data_pkts <= 1:
+    if (
+        ev.from_client
+        and server_spoke_first(conn)
+        and 0 < conn.c.bytes <= GREETING_MAX
+        and conn.c.data_pkts <= 1
+    ):
         f.add(
             "client_said_little",
             f"the client sent one message of {conn.c.bytes} byte(s) (a greeting or version line)",
@@ -1166,11 +1174,19 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         and not ev.prev_pkt_from_peer
         and ev.ts - d.fin_ts < RIGHT_AFTER_S
     ):
-        f.add(
-            "reset_after_own_fin",
-            f"the sender reset {ev.ts - d.fin_ts:.3f} s after its own FIN, nothing from the "
-            "other end in between: an abortive close",
-        )
+        if 0 < unread <= GOODBYE_MAX and o_fin is None:
+            f.add(
+                "late_segment_no_request",
+                f"the other end's last {unread} byte(s) (its goodbye) arrived as the "
+                f"{'client' if ev.from_client else 'server'} closed; its kernel reset the "
+                "unread goodbye",
+            )
+        else:
+            f.add(
+                "reset_after_own_fin",
+                f"the sender reset {ev.ts - d.fin_ts:.3f} s after its own FIN, nothing from "
+                "the other end in between: an abortive close",
+            )
     if (
         d_last is not None
         and o_last is not None
@@ -1216,7 +1232,8 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         late = o.late if o.late_ts is not None and o.late_ts <= ev.ts else None
         late_bytes = _unacked(o, d.last_ack if d.ack_seen else None) or 0
         what = None
-        o_fin_late = o.fin_ts is not None and d.fin_ts < o.fin_ts <= ev.ts
+        # with the other end's FIN too, the socket is gone once its own FIN is ACKed
+        o_fin_seen = o.fin_ts is not None and o.fin_ts <= ev.ts
         if late is None and late_bytes > GOODBYE_MAX:
             if ev.from_client:
                 f.add(
@@ -1224,7 +1241,7 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
                     f"{late_bytes} byte(s) of the server's answer were still in flight when "
                     "the client closed: the client gave up on them",
                 )
-        elif late is None and (o_fin_late or ev.ts - d.fin_ts >= RIGHT_AFTER_S):
+        elif late is None and (o_fin_seen or ev.ts - d.fin_ts >= RIGHT_AFTER_S):
             what = "only ACKs, a FIN or a keep-alive probe"
         elif late is None:
             # only the ACK of its own FIN came back, and the RST at once: the
