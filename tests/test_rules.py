@@ -16,8 +16,8 @@ def test_every_rule_names_real_facts_causes_and_senders() -> None:
         assert set(r.unless) <= FACT_NAMES, (r.name, set(r.unless) - FACT_NAMES)
         assert r.needs, r.name
         assert r.cause in CAUSES
-        # a row is a cause, or an "unknown" with the cause it leans to
-        assert (r.cause == "unknown") == (r.best_guess is not None), r.name
+        # a row is a cause, or an "unknown" (with the cause it leans to, if any)
+        assert r.best_guess is None or r.cause == "unknown", r.name
         assert r.best_guess is None or r.best_guess in CAUSES
         assert r.confidence < 0.5 if r.cause == "unknown" else r.confidence >= 0.5, r.name
         assert r.sender in SENDERS or r.sender == "rst"
@@ -28,9 +28,8 @@ def test_every_rule_names_real_facts_causes_and_senders() -> None:
 def test_rule_names_unique_and_every_reset_cause_has_a_rule() -> None:
     names = [r.name for r in RULES]
     assert len(names) == len(set(names))
-    # mtu_blackhole is a finding (no RST); unknown is the fallback and the guess rows;
-    # backend_restart (a SPEC code) has no rule yet: it is never given
-    ruleless = {"mtu_blackhole", "unknown", "backend_restart"}
+    # mtu_blackhole is a finding (no RST); unknown is the fallback and the guess rows
+    ruleless = {"mtu_blackhole", "unknown"}
     assert {r.cause for r in RULES} - {"unknown"} == set(CAUSES) - ruleless
 
 
@@ -81,6 +80,18 @@ def test_client_abort_needs_something_in_flight() -> None:
     assert (v.cause, v.sender) == ("abortive_close", "client")
     # a lone RST with nothing around it: no cause
     assert classify(facts("from_client", "app_none")).cause == "unknown"
+
+
+def test_mass_reset_of_idle_connections_is_a_restart_not_a_crash() -> None:
+    idle = facts("from_server", "mass_reset", "nothing_in_flight", "idle_gap")
+    assert (classify(idle).cause, classify(idle).rule) == ("backend_restart", "restart_mass_reset")
+    # right after each one's reply (a client firing many requests): no restart
+    busy = facts("from_server", "mass_reset", "nothing_in_flight", "sender_spoke_last",
+                 "both_spoke")  # fmt: skip
+    assert classify(busy).cause == "abortive_close"
+    # with requests in flight the process died
+    crash = facts("from_server", "mass_reset", "request_outstanding", "idle_gap")
+    assert classify(crash).cause == "backend_crash"
 
 
 def test_harmless_causes() -> None:

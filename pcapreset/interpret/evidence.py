@@ -1098,6 +1098,12 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
         f.add("server_spoke_first", "the server spoke first (a banner): it had responded")
     if conn.c.syn:
         f.add("syn_seen", "the capture has the client's SYN")
+    if conn.c.syn and not conn.s.synack and conn.s.pkts > conn.s.rst:
+        f.add(
+            "odd_handshake",
+            "the server answered the SYN with something other than SYN-ACK: a crafted or "
+            "broken handshake",
+        )
     c_head = _before(conn.c.head_ts, ev.ts)
     if c_head is None:
         f.add("no_request", "the client sent no payload before the RST")
@@ -1227,6 +1233,14 @@ def _app_facts(f: _Facts, conn: Conn, ev: RstEvent) -> None:
             f"the client's last message was ACKed but not answered; it reset "
             f"{ev.ts - d_last:.1f} s later: it gave up waiting",
         )
+    if (
+        not ev.outstanding
+        and "peer_data_unread" not in f
+        and "own_data_unacked" not in f
+        and "response_partial" not in f
+        and not (app != "http" and "peer_spoke_last" in f and not ev.from_client)
+    ):
+        f.add("nothing_in_flight", "nothing was in flight: no request waiting, no data unread")
     # a closed socket answering a late segment
     if ev.sender_fin_before and ev.prev_pkt_from_peer and d.fin_ts is not None:
         late = o.late if o.late_ts is not None and o.late_ts <= ev.ts else None
@@ -1318,7 +1332,8 @@ FACT_NAMES = frozenset(
         "client_unanswered", "sender_gave_up", "rst_ipid_of_peer", "socket_reset_before",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
-        "server_spoke_first", "no_request", "syn_seen", "health_check_request", "both_spoke",
+        "server_spoke_first", "no_request", "syn_seen", "odd_handshake", "nothing_in_flight",
+        "health_check_request", "both_spoke",
         "peer_spoke_last", "sender_spoke_last", "peer_data_unread", "own_data_unacked",
         "peer_goodbye_unread", "own_goodbye_unacked", "peer_closed_first",
         "response_ended_by_fin", "syn_retries_refused",

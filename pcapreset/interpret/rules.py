@@ -88,6 +88,10 @@ RULES: tuple[Rule, ...] = (
     G("data_after_rst",                  "middlebox",          "rst",       0.4,
       ("sender_data_after_rst",),                               (),
       "the 'resetting' side kept sending data after the RST, but the RST fits its packets"),
+    # -- a handshake no stack would make: no cause fits
+    R("odd_handshake",                   "unknown",            "rst",       0.3,
+      ("odd_handshake",),                                       (),
+      "the SYN was answered by something other than SYN-ACK: crafted or broken traffic"),
     # -- harmless: a closed socket answering a late segment; a probe
     R("reset_socket",                    "after_close",        "rst",       0.8,
       ("socket_reset_before",),                                 (),
@@ -154,6 +158,10 @@ RULES: tuple[Rule, ...] = (
     R("crash_mass_reset_response",       "backend_crash",      "server",    0.9,
       ("from_server", "mass_reset", "response_partial"),        (),
       "many connections reset by the backend at one instant, mid-response: the process died"),
+    R("restart_mass_reset",              "backend_restart",    "server",    0.75,
+      ("from_server", "mass_reset", "nothing_in_flight", "idle_gap"), (),
+      "the server reset many connections at one instant with nothing in flight on them: "
+      "it restarted or recycled its workers"),
     R("crash_then_refused",              "backend_crash",      "server",    0.85,
       ("from_server", "refused_after", "request_outstanding"),  (),
       "the backend reset a request and then refused new connections: it crashed and "
@@ -169,7 +177,7 @@ RULES: tuple[Rule, ...] = (
       ("from_server", "request_outstanding", "client_data_unacked"), (),
       "the server reset the connection while the request was still arriving"),
     R("client_abort_not_tls",            "client_abort",       "client",    0.6,
-      ("from_client", "tls_reply_not_tls"),                     (),
+      ("from_client", "tls_reply_not_tls"),                     ("peer_closed_first",),
       "the client started TLS, the server answered in another protocol, the client gave up"),
     R("client_abort_waited",             "client_abort",       "client",    0.65,
       ("from_client", "client_waited"),                         ("app_http",),
