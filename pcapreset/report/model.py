@@ -32,6 +32,7 @@ from ..interpret.advice import (
     backend_from_headers,
     recommend,
 )
+from ..interpret.events import split_by_source
 from ..interpret.evidence import (
     Context,
     Fact,
@@ -593,50 +594,6 @@ def _syn_retry(
     return True
 
 
-#: RstEvent fields that name the sender and its peer
-_SWAP = (
-    ("sender_data_after", "peer_data_after"),
-    ("sender_fin_before", "peer_fin_before"),
-    ("sender_ipid", "peer_ipid"),
-)
-
-
-def _by_source(c: Conn) -> list[RstEvent]:
-    """The connection's RST events, an event split by where its RSTs came
-    from: each direction, and within one direction each TTL (the host's own
-    RST and a device's in its name), is a reset of its own."""
-    out: list[RstEvent] = []
-    extra = len(c.rst_events) + 1
-    for ev in c.rst_events:
-        first = ev.packets[0]
-        if all(p.from_client == first.from_client and p.ttl == first.ttl for p in ev.packets):
-            out.append(ev)
-            continue
-        sources: dict[tuple[bool, int], list] = {}
-        for p in ev.packets:
-            sources.setdefault((p.from_client, p.ttl), []).append(p)
-        for k, pkts in enumerate(sorted(sources.values(), key=lambda ps: ps[0].ts)):
-            part = RstEvent(c, pkts[0])
-            for name in RstEvent.__slots__:
-                if name not in ("packets", "ts", "index", "from_client"):
-                    setattr(part, name, getattr(ev, name))
-            if part.from_client != ev.from_client:
-                # the other end's RST: its sender is the event's peer, and the
-                # event's first RST came just before it
-                for a, b in _SWAP:
-                    setattr(part, a, getattr(ev, b))
-                    setattr(part, b, getattr(ev, a))
-                part.prev_pkt_from_peer = True
-                part.peer_data_after_fin = False
-            part.packets = pkts
-            part.ts = pkts[0].ts
-            # later parts are no follow-up of anything (is_followup: index out of range)
-            part.index = ev.index if k == 0 else extra
-            extra += 1
-            out.append(part)
-    return out
-
-
 def _first_refused(c: Conn, ev: RstEvent) -> bool:
     return ev.index == 0 and is_refused(c, ev)
 
@@ -661,7 +618,7 @@ def build(
     refused: dict[tuple[int, int], tuple[int | None, ResetRecord]] = {}
     for c, j in result.each_conn():
         mine: list[ResetRecord] = []  # this connection's
-        for ev in _by_source(c):
+        for ev in split_by_source(c):
             if not mine and _syn_retry(refused, c, ev):
                 continue  # a retransmitted SYN of an attempt already refused
             if mine and is_followup(c, ev, rtt_of(c, ctx)):
