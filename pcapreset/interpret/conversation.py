@@ -199,6 +199,17 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
         f.add("own_data_unacked", f"{inflight} byte(s) the sender had sent were not yet ACKed")
     if not ev.from_client and "peer_spoke_last" in f:
         f.add("client_unanswered", "the client's last message had no answer from the server")
+        if (
+            0 < o.last_plen <= GOODBYE_MAX
+            and "peer_data_unread" not in f
+            and o_last is not None
+            and ev.ts - o_last < WAITED_S
+        ):
+            f.add(
+                "client_said_goodbye",
+                f"the client's last segment was {o.last_plen} byte(s) (a closing request: "
+                "unbind, QUIT, logoff), ACKed by the RST at once",
+            )
     if d.retrans >= GAVE_UP_RETRANS and inflight:
         f.add(
             "sender_gave_up",

@@ -236,6 +236,10 @@ RULES: tuple[Rule, ...] = (
       ("peer_closed_first",),                                   ("app_http", "peer_data_unread",
                                                                  "own_data_unacked"),
       "the other end closed first; this end read everything and reset instead of closing"),
+    R("abort_after_goodbye",             "abortive_close",     "server",    0.65,
+      ("from_server", "client_said_goodbye", "both_spoke"),     ("app_http",),
+      "the client's last, short message (a closing request) was answered by RST instead of "
+      "FIN"),
     R("abort_after_banner",              "abortive_close",     "server",    0.6,
       ("from_server", "server_spoke_first", "peer_spoke_last", "rst_soon_after_peer"), (),
       "the server (it had spoken first) reset the connection on what the client sent"),

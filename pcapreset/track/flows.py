@@ -70,7 +70,7 @@ class Dir:
         "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
         "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
         "hA", "cA", "hD", "cD", "zst", "ipid_zero", "ipid_steps", "ipid_jumps",
-        "head", "head_ts", "late", "late_ts",
+        "head", "head_ts", "late", "late_ts", "last_plen",
     )  # fmt: skip
 
     def __init__(self, client: bool = True) -> None:
@@ -121,6 +121,8 @@ class Dir:
         #: first payload came
         self.head: bytes | None = None
         self.head_ts: float | None = None
+        #: payload bytes of this side's last new segment
+        self.last_plen = 0
         #: the first bytes of this side's first new payload after the peer's FIN
         self.late: bytes | None = None
         self.late_ts: float | None = None
@@ -574,6 +576,7 @@ class FlowTracker:
                     else:
                         d.small_segs += 1
                     d.last_data_ts = ts
+                    d.last_plen = plen
                     conn.last_data_ts = ts
                     if d.head is None or (o.fin_ts is not None and d.late_ts is None):
                         self._head(d, o, ts, poffs[i], pcaps[i],
