@@ -838,7 +838,12 @@ def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
     multi_server = len(servers) > 1
     if short_client:
         ip = rep.ep(clients[0]).rsplit(":", 1)[0]
-        yield f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
+        head = f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
+        if len(head) <= WIDTH:
+            yield head
+        else:  # long IPv6 addresses: one line each
+            yield f"client {ip}"
+            yield f"server {rep.ep(servers[0])}"
     elif not multi_server:
         yield f"server {rep.ep(servers[0])}"
     yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'conf':>4} {'idle_s':>7} phase"
