@@ -31,6 +31,7 @@ except ImportError:  # no Cython installed: plain Python
 from ..interpret.advice import advertised_timeout, backend_from_headers
 from ..interpret.evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
+from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
 from ..track.flows import Conn, FlowTracker
 from .packed import Packed
 from .spill import Spill
@@ -100,6 +101,8 @@ class Rollup:
         self._tally_of: tuple[int, _Summary] | None = None
         #: reset connections the report keeps, packed (see :mod:`pcapreset.packed`)
         self.packed = Packed()
+        #: the host baselines (interpret.hosts) of the folded connections
+        self.host_bases: dict[int, HostBase] = {}
         #: a packet older than an evicted connection's close came after it was
         #: evicted (the capture's clock went backwards): the summary may not be
         #: what the report would have computed; engine.run analyses again
@@ -119,6 +122,7 @@ class Rollup:
             syn, hs = c.syn_ts, c.hs_ts
             if syn is None or hs is None or hs <= syn or c.rst_events:
                 raise ValueError("only connections with a round-trip time and no reset are folded")
+        add_host_bases(conns, self.host_bases)
         n = len(conns)
         done = 0
         while done < n:
@@ -320,6 +324,7 @@ class Rollup:
             for f, i in other._each_block():
                 self._append(f, i, remap)
         self.packed.merge(other.packed)
+        merge_host_bases(self.host_bases, other.host_bases)
         self.reordered = self.reordered or other.reordered
 
     def ranks(self, kept: list[Conn]) -> list[int]:

@@ -469,6 +469,7 @@ class PackedSamples(Protocol):
 
     rtts: dict[int, array]
     samples: ContextSamples
+    host_bases: dict[int, HostBase]
 
     def __len__(self) -> int: ...
 
@@ -497,6 +498,8 @@ class Summarised(Protocol):
     def idle_first(self) -> dict[int, tuple[float, int, int]]: ...
     @property
     def packed(self) -> PackedSamples: ...
+    @property
+    def host_bases(self) -> dict[int, HostBase]: ...
 
 
 def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Context:
@@ -505,7 +508,9 @@ def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Contex
     ctx = Context(
         vantage=infer_vantage(conns, rollup),
         host_hops=_host_hops(conns, rollup),
-        hosts=host_bases(conns),
+        hosts=host_bases(conns)
+        if rollup is None
+        else host_bases(conns, rollup.host_bases, rollup.packed.host_bases),
     )
     packed = rollup.packed if rollup is not None else None
     # per-connection samples stay in arrays: a list of boxed floats per

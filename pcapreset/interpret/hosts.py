@@ -34,7 +34,7 @@ class HostBase:
     #: its RST packets with IP ID 0 and with another IP ID (IPv4)
     rst_zero: int = 0
     rst_nonzero: int = 0
-    #: connections it took part in (kept ones)
+    #: connections it took part in
     conns: int = 0
 
     def hop_counts(self) -> set[int]:
@@ -56,15 +56,26 @@ class HostBase:
             return "counter"
         return "unknown"
 
+    def merge(self, other: HostBase) -> None:
+        for t, n in other.ttls.items():
+            self.ttls[t] = self.ttls.get(t, 0) + n
+        self.ipid_zero += other.ipid_zero
+        self.ipid_steps += other.ipid_steps
+        self.ipid_jumps += other.ipid_jumps
+        self.rst_zero += other.rst_zero
+        self.rst_nonzero += other.rst_nonzero
+        self.conns += other.conns
 
-def host_bases(conns: list[Conn]) -> dict[int, HostBase]:
-    """Host (addr id) -> :class:`HostBase`, over ``conns``."""
-    out: dict[int, HostBase] = {}
+
+def add_host_bases(conns: list[Conn], into: dict[int, HostBase]) -> None:
+    """Count ``conns`` into the host baselines ``into`` (host addr id ->
+    :class:`HostBase`): sums, so the order connections come in does not matter
+    (the engine counts evicted and packed ones as it drops them)."""
     for c in conns:
         for host, d, is_client in ((c.client >> 16, c.c, True), (c.server >> 16, c.s, False)):
-            hb = out.get(host)
+            hb = into.get(host)
             if hb is None:
-                hb = out[host] = HostBase()
+                hb = into[host] = HostBase()
             hb.conns += 1
             for t, n in d.ttls.items():
                 hb.ttls[t] = hb.ttls.get(t, 0) + n
@@ -78,4 +89,21 @@ def host_bases(conns: list[Conn]) -> dict[int, HostBase]:
                             hb.rst_zero += 1
                         else:
                             hb.rst_nonzero += 1
+
+
+def merge_host_bases(into: dict[int, HostBase], other: dict[int, HostBase]) -> None:
+    for host, hb in other.items():
+        mine = into.get(host)
+        if mine is None:
+            mine = into[host] = HostBase()
+        mine.merge(hb)
+
+
+def host_bases(conns: list[Conn], *counted: dict[int, HostBase]) -> dict[int, HostBase]:
+    """Host (addr id) -> :class:`HostBase`, over ``conns`` plus the baselines
+    already ``counted`` (of connections no longer held one by one)."""
+    out: dict[int, HostBase] = {}
+    for known in counted:
+        merge_host_bases(out, known)
+    add_host_bases(conns, out)
     return out
