@@ -50,10 +50,6 @@ LAB_PENDING: frozenset[str] = frozenset(
         "backend_recycle_uvicorn",
         "backend_restart_go",
         "dnat_any_twice",
-        "probe_healthcheck",
-        "tls13_upstream",
-        "tls_after_close_go",
-        "tls_upstream",
         "vxlan_mirror",
     }
 )

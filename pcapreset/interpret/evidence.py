@@ -38,7 +38,7 @@ import numpy as np
 
 from ..capture.decode import ACK
 from ..track.flows import Conn, Dir, RstEvent
-from .conversation import conn_app, conversation_facts, waiting_at
+from .conversation import GOODBYE_MAX, conn_app, conversation_facts, waiting_at
 from .hosts import ODD_TTL_MAX, HostBase, host_bases
 
 #: initial TTL / hop-limit families of common stacks (Linux/macOS 64, Windows 128,
@@ -781,6 +781,8 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context, http: boo
     if ev.peer_data_after_fin:
         who = "client" if not ev.from_client else "server"
         f.add("data_after_fin", f"the {who} sent data after the other side's FIN")
+    if not http and not ev.from_client:
+        _crossing_facts(f, conn, ev, ctx)
     p0 = ev.packets[0]
     if p0.ack is not None and not ev.from_client and conn.c.base is not None:
         acked = (p0.ack - conn.c.base) & 0xFFFFFFFF
@@ -788,6 +790,34 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context, http: boo
             f.add(
                 "client_data_unacked", "the RST does not acknowledge all the data the client sent"
             )
+
+
+def _crossing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """A protocol we do not parse (TLS included): the client's next message
+    after an idle gap and the server's FIN crossed on the wire, and the
+    server's closed socket reset the message (fin_crossed's rule, without
+    HTTP's request boundaries: the client's last message, after the server's
+    last, is the request)."""
+    fin, c_last, s_last = conn.s.fin_ts, conn.c.last_data_ts, conn.s.last_data_ts
+    if fin is None or c_last is None or fin > ev.ts or c_last > ev.ts:
+        return
+    if s_last is not None and s_last >= c_last:
+        return  # the server answered it
+    if conn.c.last_plen <= GOODBYE_MAX:
+        return  # a goodbye, not a request (conversation: after_close)
+    rtt = rtt_of(conn, ctx)
+    idle = c_last - s_last if s_last is not None else None
+    if (
+        (c_last >= fin or fin - c_last <= rtt + RACE_SLACK_S)
+        and idle is not None
+        and idle >= RIGHT_AFTER_S
+    ):
+        f.add(
+            "message_crossed_close",
+            f"the client's next message ({conn.c.last_plen} bytes, after {idle:.2f} s idle) "
+            "and the server's FIN crossed: the server closed the idle connection as the "
+            "client reused it",
+        )
 
 
 def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
@@ -958,7 +988,7 @@ FACT_NAMES = frozenset(
         "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
         "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
         "client_unanswered", "sender_gave_up", "client_said_goodbye", "rst_ipid_of_peer",
-        "socket_reset_before",
+        "socket_reset_before", "message_crossed_close",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "odd_handshake", "nothing_in_flight",

@@ -144,6 +144,9 @@ RULES: tuple[Rule, ...] = (
        "rst_soon_after_request"),                               ("mass_reset",),
       "the backend reset a request that came after an idle gap, at once: it was closing "
       "the idle connection"),
+    R("keepalive_race_message_crossing", "keepalive_race",     "server",    0.85,
+      ("from_server", "message_crossed_close"),                 (),
+      "the backend closed the idle connection as the client sent its next message on it"),
     R("keepalive_race_crossed_close",    "keepalive_race",     "server",    0.7,
       ("from_server", "late_request_after_close"),              (),
       "the client's next request crossed the server's close; the closed socket reset it"),
