@@ -47,8 +47,6 @@ settings.load_profile(
 #: xfail): once the classifier gets one right, its name must leave this set.
 LAB_PENDING: frozenset[str] = frozenset(
     {
-        "backend_recycle_uvicorn",
-        "backend_restart_go",
         "dnat_any_twice",
         "vxlan_mirror",
     }

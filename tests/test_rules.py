@@ -94,6 +94,20 @@ def test_mass_reset_of_idle_connections_is_a_restart_not_a_crash() -> None:
     assert classify(crash).cause == "backend_crash"
 
 
+def test_closes_together_then_reused_is_a_restart() -> None:
+    """Server FINs less than 1 s after its last answer (no idle timer), several at
+    once, then a request meets one: a shutdown or worker recycling."""
+    f = facts("from_server", "request_outstanding", "server_fin_before", "reused_connection",
+              "fin_crossed_request")  # fmt: skip
+    assert classify(f).cause == "keepalive_race"
+    f.update(facts("restart_closes"))
+    assert (classify(f).cause, classify(f).rule) == ("backend_restart", "restart_closed_reused")
+    # closes together with nothing reusing them: no reset to blame on it
+    assert classify(facts("from_server", "restart_closes", "server_fin_before")).cause != (
+        "backend_restart"
+    )
+
+
 def test_harmless_causes() -> None:
     v = classify(facts("from_server", "late_segment_no_request", "server_fin_before"))
     assert (v.cause, v.sender) == ("after_close", "server")

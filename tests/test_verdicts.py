@@ -184,3 +184,15 @@ def test_advice_for_traffic_that_is_not_http_does_not_speak_of_nginx(tmp_path: P
     assert (r["cause"], r["sender"], r["app"]) == ("abortive_close", "server", "other")
     recs = " ".join(j["summary"]["recommendations"])
     assert recs and "nginx" not in recs and "backend" not in recs
+
+
+def test_every_cause_has_advice_for_http_and_other_traffic() -> None:
+    from pcapreset.interpret.advice import recommend
+    from pcapreset.interpret.rules import CAUSES
+
+    for cause in CAUSES:
+        if cause == "unknown":
+            continue
+        assert recommend(cause), cause
+        other = recommend(cause, http=False)
+        assert other and ("nginx" not in other or "TLS upstreams" in other), cause

@@ -222,6 +222,17 @@ _FIXED = {
 }
 
 
+_FIXED["backend_restart"] = (
+    "the backend closed its connections together as it shut down or recycled a worker, and "
+    "nginx's requests met them: drain before exiting (stop accepting, finish in-flight "
+    "requests, then close idle keep-alive connections), spread worker recycling "
+    "(gunicorn `--max-requests-jitter`), and let nginx retry idempotent requests "
+    "(`proxy_next_upstream error timeout`, a second upstream server)"
+)
+_GENERIC_RESTART = (
+    "the server closed its connections together as it shut down or restarted, and the "
+    "clients' messages met them: drain before exiting and retry on the client side"
+)
 _FIXED["after_close"] = (
     "harmless, nothing to change: a segment (a TLS close_notify or alert, a late ACK or FIN, "
     "the rest of an answered message) reached a socket its host had already closed, and the "
@@ -262,6 +273,12 @@ _GENERIC = {
     "premature_close": (
         "the server closed connections after receiving a request and before answering it: "
         "check its logs for that time"
+    ),
+    "backend_restart": _GENERIC_RESTART,
+    "keepalive_race": (
+        "the server closed idle connections as the client reused them: keep the client's "
+        "idle timeout for pooled connections below the server's (for nginx with TLS "
+        "upstreams: upstream keepalive_timeout below the backend's idle timeout)"
     ),
     "upstream_timeout": (
         "the client gave up waiting for the server's answer: compare its timeout with the "

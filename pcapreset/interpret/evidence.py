@@ -262,6 +262,10 @@ class Context:
     #: server endpoint -> sorted SYN times of connections with a retransmitted SYN
     #: or SYN-ACK (array("d"))
     retry_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted times of the server's FINs that came less than
+    #: RIGHT_AFTER_S after its last data, on connections that then had a RST
+    #: (no idle timer fires that soon: the server closed them for another reason)
+    short_fins: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN; array("d"))
     refused_times: dict[int, Sequence[float]] = field(default_factory=dict)
     #: server endpoint -> idle gaps (s) after which the server closed a keep-alive
@@ -395,7 +399,9 @@ class ContextSamples:
     report sorts the times and takes medians, and keeps the least order key.
     """
 
-    __slots__ = ("syn", "server_rst", "refused", "idle", "idle_first", "race", "retry")
+    __slots__ = (
+        "syn", "server_rst", "refused", "idle", "idle_first", "race", "retry", "short_fins",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.syn: dict[int, array] = {}
@@ -405,6 +411,7 @@ class ContextSamples:
         self.idle_first: dict[int, tuple[float, int, int]] = {}
         self.race: dict[int, list[float]] = {}
         self.retry: dict[int, array] = {}
+        self.short_fins: dict[int, array] = {}
 
     @staticmethod
     def rtt_free(c: Conn) -> bool:
@@ -418,6 +425,8 @@ class ContextSamples:
             _samples(self.syn, c.server).append(c.syn_ts)
             if c.c.syn_retrans or c.s.synack >= 2:
                 _samples(self.retry, c.server).append(c.syn_ts)
+        if c.rst_events and short_idle_fin(c):
+            _samples(self.short_fins, c.server).append(c.s.fin_ts)  # type: ignore[arg-type]
         for ev in c.rst_events:
             if ev.from_client or is_followup(c, ev, rtt_s):
                 continue
@@ -454,6 +463,7 @@ class ContextSamples:
             (self.server_rst, other.server_rst),
             (self.refused, other.refused),
             (self.retry, other.retry),
+            (self.short_fins, other.short_fins),
         ):
             for srv, arr in b.items():
                 _samples(a, srv).extend(arr)
@@ -542,6 +552,7 @@ def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Contex
     ctx.server_rst_times = {srv: _sort(v) for srv, v in s.server_rst.items()}
     ctx.refused_times = {srv: _sort(v) for srv, v in s.refused.items()}
     ctx.retry_times = {srv: _sort(v) for srv, v in s.retry.items()}
+    ctx.short_fins = {srv: _sort(v) for srv, v in s.short_fins.items()}
     ctx.race_gaps = s.race
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
         if ctx.idle_closes.get(srv):
@@ -579,6 +590,19 @@ def median(xs: Sequence[float]) -> float:
         return float(s[n // 2])
     i = n // 2
     return (float(s[i - 1]) + float(s[i])) / 2
+
+
+#: this many short-idle server FINs (short_idle_fin) on reset connections
+#: within RESTART_CLOSES_S of each other: the server closed them together
+RESTART_CLOSES = 2
+RESTART_CLOSES_S = 1.0
+
+
+def short_idle_fin(c: Conn) -> bool:
+    """The server's FIN came less than RIGHT_AFTER_S after its own last data:
+    no idle timer (>= 1 s in every server we know) closed the connection."""
+    fin, last = c.s.fin_ts, c.s.last_data_ts
+    return fin is not None and last is not None and 0 <= fin - last < RIGHT_AFTER_S
 
 
 #: a silent accept-queue overflow shows as several connection attempts with
@@ -835,6 +859,18 @@ def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
     n = _count_within(ctx.server_rst_times.get(conn.server, []), ev.ts, INSTANT_S, INSTANT_S)
     if n >= MASS_RESETS:
         f.add("mass_reset", f"{n} connections reset by the server within {INSTANT_S * 1000:.0f} ms")
+    fin = conn.s.fin_ts
+    if ev.sender_fin_before and fin is not None and short_idle_fin(conn):
+        k = _count_within(
+            ctx.short_fins.get(conn.server, []), fin, RESTART_CLOSES_S, RESTART_CLOSES_S
+        )
+        if k >= RESTART_CLOSES:
+            f.add(
+                "restart_closes",
+                f"the server closed {k} connections within {RESTART_CLOSES_S:g} s, each less "
+                f"than {RIGHT_AFTER_S:g} s after its last answer (no idle timer), and they were "
+                "then used: it was shutting down or recycling",
+            )
     r = _count_within(ctx.refused_times.get(conn.server, []), ev.ts, 0.0, RESTART_WINDOW_S)
     if r and not is_refused(conn, ev):
         f.add(
@@ -988,7 +1024,7 @@ FACT_NAMES = frozenset(
         "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
         "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
         "client_unanswered", "sender_gave_up", "client_said_goodbye", "rst_ipid_of_peer",
-        "socket_reset_before", "message_crossed_close",
+        "socket_reset_before", "message_crossed_close", "restart_closes",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "odd_handshake", "nothing_in_flight",

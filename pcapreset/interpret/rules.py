@@ -128,6 +128,17 @@ RULES: tuple[Rule, ...] = (
       ("from_server", "rst_after_handshake"),                   ("rst_acks_payload",),
       "RST right after the handshake but no burst of connects: maybe an accept queue "
       "overflow"),
+    # -- the backend closed its connections together (shutdown, worker recycling)
+    R("restart_closed_reused",           "backend_restart",    "server",    0.8,
+      ("from_server", "restart_closes", "request_outstanding"), (),
+      "the backend closed its connections together as it shut down or recycled, and "
+      "requests met them"),
+    R("restart_message_crossed",         "backend_restart",    "server",    0.8,
+      ("from_server", "restart_closes", "message_crossed_close"), (),
+      "the server closed its connections together as it shut down, and a message met them"),
+    R("restart_message_late",            "backend_restart",    "server",    0.8,
+      ("from_server", "restart_closes", "late_request_after_close"), (),
+      "the server closed its connections together as it shut down, and a message met them"),
     # -- keep-alive race: the backend closed an idle connection as nginx reused it (HTTP)
     R("keepalive_race_crossing",         "keepalive_race",     "server",    0.95,
       ("from_server", "request_outstanding", "fin_crossed_request", "reused_connection"), (),

@@ -396,6 +396,7 @@ COMPAT: dict[str, dict[tuple[str, str], float]] = {
     "refused": {("reset", "connection_refused"): 0.0},
     "reset": {
         ("reset", "keepalive_race"): 0.0,
+        ("reset", "backend_restart"): 0.0,
         ("reset", "backend_crash"): 0.0,
         ("reset", "abortive_close"): 0.0,
         ("reset", "middlebox"): 0.0,
@@ -412,6 +413,7 @@ COMPAT: dict[str, dict[tuple[str, str], float]] = {
     "premature": {
         ("finding", "premature_close"): 0.0,
         ("reset", "keepalive_race"): 0.0,  # nginx read the FIN before the RST
+        ("reset", "backend_restart"): 0.0,  # the same, the FIN from a shutdown
         ("reset", "backend_crash"): 0.1,
         ("reset", "unknown"): 0.2,
     },
