@@ -196,3 +196,23 @@ def test_every_cause_has_advice_for_http_and_other_traffic() -> None:
         assert recommend(cause), cause
         other = recommend(cause, http=False)
         assert other and ("nginx" not in other or "TLS upstreams" in other), cause
+
+
+def test_a_pool_of_backends_gets_one_answer_per_server() -> None:
+    """sample_pcaps/pool_three_backends: Node.js (6 s idle close), Go (3 s) and
+    Apache (5 s) behind one upstream: summary.servers and the keep-alive advice
+    give each its own idle timeout and name (labels.json "servers")."""
+    folder = Path(__file__).resolve().parents[1] / "sample_pcaps" / "pool_three_backends"
+    if not folder.is_dir():
+        pytest.skip("pool_three_backends not present")
+    import json
+
+    want = {s["server"]: s for s in json.loads((folder / "labels.json").read_text())["servers"]}
+    j = pcapreset.analyze(folder / "nginx.pcap").to_json()
+    got = {s["server"]: s for s in j["summary"]["servers"]}
+    assert set(got) == set(want)
+    for srv, w in want.items():
+        assert got[srv]["idle_timeout_s"] == pytest.approx(w["idle_timeout_s"], abs=0.1), srv
+        recs = [r for r in j["summary"]["recommendations"] if r.startswith(f"server {srv}:")]
+        assert len(recs) == 1 and f"~{w['idle_timeout_s']:.1f} s" in recs[0], (srv, recs)
+    assert got["10.77.3.4:3000"]["backend"].startswith("Apache/2.4")

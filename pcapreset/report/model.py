@@ -362,7 +362,7 @@ class Report:
         backend = self.backend_name()
         nk = self.nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
         advertised = self.advertised_timeout()
-        recs = self.recommendations(by_cause, timeout, advertised, backend, nk)
+        recs = self.recommendations(by_cause, timeout, advertised, backend, nk, by_server)
         return {
             "resets": len(self.resets),
             "by_cause": {c: by_cause.get(c, 0) for c in CAUSES if by_cause.get(c)},
@@ -386,6 +386,36 @@ class Report:
             "servers": self.servers_json(by_server, nk),
         }
 
+    def _keepalive_per_server(
+        self, by_server: dict[int, Counter[str]], nginx_keepalive_s: float, http: bool
+    ) -> list[str] | None:
+        """With several upstream servers of their own idle timeouts, the
+        keep-alive advice once per server that raced (its timeout, its name);
+        None with one server (the capture-wide advice says it)."""
+        if len(self.ctx.idle_timeout) < 2 and len(by_server) < 2:
+            return None
+        names = self.backend_names()
+        out = []
+        raced = [srv for srv, counts in by_server.items() if counts.get("keepalive_race")]
+        waiting = [
+            srv
+            for srv, to in self.ctx.idle_timeout.items()
+            if srv not in raced and to < nginx_keepalive_s
+        ]
+        for srv in raced + waiting:
+            out.append(
+                f"server {self.ep(srv)}: "
+                + recommend(
+                    "keepalive_race" if srv in raced else "keepalive_risk",
+                    idle_timeout_s=self.ctx.idle_timeout.get(srv),
+                    backend=names.get(srv >> 16),
+                    nginx_keepalive_s=nginx_keepalive_s,
+                    nginx_from_conf=self.nginx_from_conf,
+                    http=http,
+                )
+            )
+        return out
+
     def recommendations(
         self,
         by_cause: Counter[str],
@@ -393,8 +423,10 @@ class Report:
         advertised_s: float | None,
         backend: str | None,
         nginx_keepalive_s: float,
+        by_server: dict[int, Counter[str]] | None = None,
     ) -> list[str]:
-        """One recommendation per reset cause and finding, plus the keep-alive risk."""
+        """One recommendation per reset cause and finding, plus the keep-alive
+        risk; with several upstream servers, the keep-alive lines per server."""
 
         http = self.http_seen()
 
@@ -411,9 +443,13 @@ class Report:
 
         recs: list[str] = []
         seen: set[str] = set()
+        per_server = self._keepalive_per_server(by_server or {}, nginx_keepalive_s, http)
         for cause, _n in by_cause.most_common():
             if cause != "unknown" and cause not in seen:
                 seen.add(cause)
+                if cause == "keepalive_race" and per_server:
+                    recs.extend(per_server)
+                    continue
                 recs.append(rec(cause, idle_timeout_s))
         for f in self.findings:
             if f["cause"] not in seen:
@@ -422,7 +458,10 @@ class Report:
         risk, from_header = idle_timeout_s, False
         if idle_timeout_s is None and advertised_s is not None:
             risk, from_header = advertised_s, True  # no idle close seen: use what it announces
-        if risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
+        if per_server is not None:
+            if "keepalive_race" not in seen:
+                recs.extend(per_server)  # several backends: each one's idle timeout
+        elif risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
             # the backend gives up on idle connections before nginx does: a race waiting
             recs.append(rec("keepalive_risk", risk, from_header))
         return recs
