@@ -1,13 +1,13 @@
 """Build hook: compile the per-packet code with Cython.
 
-pcapreset/track/flows.py (the flow tracker), pcapreset/track/connstate.py
-(Zeek's state machine, called by it) and pcapreset/capture/sources.py (the pcap
-record walk), among others, are plain Python; compiled, with the declarations in the .pxd files, the tracker
+The modules listed in pcapreset/_build.py (the connection model and the flow
+tracker in pcapreset/track/, Zeek's state machine, the pcap record walk in
+pcapreset/capture/sources.py, the decode kernel, findings and the rollup) are
+plain Python; compiled, with the declarations in their .pxd files, the tracker
 runs about twice as fast and the walk costs no Python call per record (see
-docs/performance.md for measurements). If Cython or a C
-compiler is missing the build goes on without them (``optional=True``) and
-pcapreset runs uncompiled. Metadata lives in pyproject.toml;
-the module list lives in pcapreset/_build.py.
+docs/architecture.md). If Cython or a C compiler is missing the build goes on
+without them (``optional=True``) and pcapreset runs uncompiled. Metadata lives
+in pyproject.toml.
 """
 
 import runpy

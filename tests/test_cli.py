@@ -15,7 +15,7 @@ from conftest import REPO, ether, ng_idb, ng_shb, pcap_bytes, sample_captures, t
 
 from pcapreset import __version__, analyze
 from pcapreset.cli import main
-from pcapreset.report.model import write_json, write_jsonl
+from pcapreset.report.jsonreport import write_json, write_jsonl
 
 CAPS = sample_captures()
 needs_samples = pytest.mark.skipif(not CAPS, reason="no captures in sample_pcaps/ yet")

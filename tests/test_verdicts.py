@@ -13,7 +13,7 @@ import pytest
 from test_evidence import ACK, FIN, MSS_OPT, PSH, REQ, RST, RTT, SYN, T0, Wire, analyze
 
 import pcapreset
-from pcapreset.report.model import render_text
+from pcapreset.report.text import render_text
 
 TLS_APP = bytes([23, 3, 3, 0, 40]) + b"\x00" * 40
 TLS_ALERT = bytes([21, 3, 3, 0, 26]) + b"\x00" * 26

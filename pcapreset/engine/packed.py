@@ -29,9 +29,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..interpret.advice import advertised_timeout, backend_from_headers
-from ..interpret.evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
+from ..interpret.context import ContextSamples, conn_rtt
 from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
-from ..track.flows import Conn, RstEvent
+from ..interpret.vantage import Votes, host_hop_votes, vantage_votes
+from ..track.conn import Conn, RstEvent
 from .spill import Spill
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..track.flows import Conn, Dir, RstEvent
+from ..track.conn import Conn, Dir, RstEvent
 
 #: a message this long before the RST is no instant reply: its sender waited
 #: (above delayed-ACK timers, below any server's idle timeout; see evidence.RIGHT_AFTER_S)

@@ -8,7 +8,7 @@ different stacks and are resets of their own.
 
 from __future__ import annotations
 
-from ..track.flows import Conn, RstEvent
+from ..track.conn import Conn, RstEvent
 
 #: RstEvent fields that name the sender and its peer
 _SWAP = (

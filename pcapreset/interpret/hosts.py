@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..track.flows import Conn
+from ..track.conn import Conn
+from .vantage import hops
 
 #: a host's IP IDs are "random" when at least this share of its packet-to-packet
 #: steps are jumps (> flows.IPID_STEP_MAX), "counter" when at most IPID_COUNTER_JUMPS
@@ -38,8 +39,6 @@ class HostBase:
     conns: int = 0
 
     def hop_counts(self) -> set[int]:
-        from .evidence import hops  # (evidence imports this module)
-
         return {hops(t) for t in self.ttls if t > ODD_TTL_MAX}
 
     def ipid_kind(self) -> str:
