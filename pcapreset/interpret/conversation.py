@@ -155,6 +155,9 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
     ):
         f.add("health_check_request", f"the client only asked {conn.exchanges[0].target}")
     d_last, o_last = _before(d.last_data_ts, ev.ts), _before(o.last_data_ts, ev.ts)
+    if ev.peer_data_after and (o_last is None or (d_last is not None and o_last < d_last)):
+        # its last data came after the RST: it was sending up to it
+        o_last = ev.ts
     if _before(d.head_ts, ev.ts) is not None and _before(o.head_ts, ev.ts) is not None:
         f.add("both_spoke", "both ends sent payload before the RST")
     if o_last is not None and (d_last is None or o_last > d_last):
@@ -167,6 +170,12 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
         # a bare RST says nothing of what its sender received; its last ACK
         # may just be older than the data it read
         unread = 0
+    if ev.peer_data_after and not ev.sender_fin_before:
+        f.add(
+            "peer_still_sending",
+            f"the other end's data kept arriving after the RST ({ev.peer_data_after} "
+            "segment(s)): it was still sending",
+        )
     o_fin = _before(o.fin_ts, ev.ts)
     if o.bytes > PEER_BULK_BYTES:
         f.add("peer_bulk", f"the other end sent {o.bytes} bytes: more than a banner")
@@ -285,6 +294,7 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
         and "peer_data_unread" not in f
         and "own_data_unacked" not in f
         and "response_partial" not in f
+        and "peer_still_sending" not in f
         and not (app != "http" and "peer_spoke_last" in f and not ev.from_client)
     ):
         f.add("nothing_in_flight", "nothing was in flight: no request waiting, no data unread")

@@ -465,7 +465,7 @@ FACT_NAMES = frozenset(
         "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
         "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
         "client_unanswered", "sender_gave_up", "client_said_goodbye", "rst_ipid_of_peer",
-        "socket_reset_before", "message_crossed_close", "restart_closes",
+        "socket_reset_before", "message_crossed_close", "restart_closes", "peer_still_sending",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
         "app_http", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "odd_handshake", "nothing_in_flight",

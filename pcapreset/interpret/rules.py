@@ -122,7 +122,7 @@ RULES: tuple[Rule, ...] = (
       "the client closed with its request unanswered; the answer then met the closed socket"),
     # -- accept queue overflow
     R("accept_queue_abort_burst",        "backlog_overflow",   "server",    0.9,
-      ("from_server", "rst_after_handshake", "concurrent_connects"), ("rst_acks_payload",),
+      ("from_server", "rst_after_handshake", "concurrent_connects"), (),
       "accept queue overflow with tcp_abort_on_overflow=1 during a burst of connects"),
     G("accept_queue_abort",              "backlog_overflow",   "server",    0.45,
       ("from_server", "rst_after_handshake"),                   ("rst_acks_payload",),
@@ -193,6 +193,9 @@ RULES: tuple[Rule, ...] = (
     R("client_abort_not_tls",            "client_abort",       "client",    0.6,
       ("from_client", "tls_reply_not_tls"),                     ("peer_closed_first",),
       "the client started TLS, the server answered in another protocol, the client gave up"),
+    R("client_abort_still_arriving",     "client_abort",       "client",    0.7,
+      ("from_client", "peer_still_sending", "peer_spoke_last"), ("app_http",),
+      "the client reset the connection while the server's data was still arriving"),
     R("client_abort_waited",             "client_abort",       "client",    0.65,
       ("from_client", "client_waited"),                         ("app_http",),
       "the client's message was acknowledged but never answered; it gave up and reset"),
