@@ -133,13 +133,30 @@ def main() -> None:
     """
 
 
+def _table_modules(plot_dir, export_dir, export_format) -> None:
+    """--plot / --export need pcapreset[notebook]: checked before the analysis
+    runs, so a missing extra is a one-line hint instead of a late failure."""
+    from .errors import require
+
+    try:
+        require("pcapreset.notebook.frames", "--export and --plot")
+        if plot_dir:
+            require("pcapreset.notebook.plots", "--plot")
+        if export_dir and export_format == "parquet":
+            require("pyarrow", "Parquet export", " (or --export-format csv)")
+    except PcapResetError as e:
+        raise _fail(e) from None
+
+
 def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
     """--plot / --export: pandas and matplotlib are imported only when asked for."""
     from .notebook.frames import from_report, write_plots
 
-    a = from_report(rep, list(files), port)
     try:
-        paths = write_plots(a, plot_dir) if plot_dir else []
+        a = from_report(rep, list(files), port)
+        paths = []
+        if plot_dir:
+            paths += write_plots(a, plot_dir)
         paths += a.export(export_dir, export_format) if export_dir else []
     except PcapResetError as e:
         raise _fail(e) from None
@@ -268,6 +285,8 @@ def analyze(
     nginx_log, nginx_conf, nginx_tz, jobs,
 ) -> None:  # fmt: skip
     """Analyse capture FILES: who reset each connection, when, why, what to change."""
+    if plot_dir or export_dir:
+        _table_modules(plot_dir, export_dir, export_format)
     rep = _run(
         files, port, quiet, nginx_log=nginx_log, nginx_conf=nginx_conf, nginx_tz=nginx_tz,
         jobs=jobs, evict=not (plot_dir or export_dir),  # the tables need every connection

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+from ..errors import MissingExtraError, require
+from ..errors import extra_hint as hint
+
+try:
+    import pandas as pd
+except ImportError:
+    raise MissingExtraError(
+        hint("pandas", "the notebook API (pcapreset.load, --export, --plot)")
+    ) from None
 
 from ..api import _paths, analyze
 from ..capture.decode import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Decoder, TcpBatch
@@ -444,6 +453,7 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
             df: pd.DataFrame = getattr(a, name)
             path = d / f"{name}.{fmt}"
             if fmt == "parquet":
+                require("pyarrow", "Parquet export", " (or --export-format csv)")
                 df.to_parquet(path, index=False)
             else:
                 _for_csv(df).to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")

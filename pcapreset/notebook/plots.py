@@ -9,10 +9,17 @@ Figure shows inline (``%matplotlib inline``).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from ..errors import MissingExtraError
+from ..errors import extra_hint as hint
+
+try:
+    import pandas as pd
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ImportError as e:
+    raise MissingExtraError(hint(e.name or "matplotlib", "plotting (--plot)")) from None
 
 from ..interpret.rules import CAUSES
 
