@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from .capture.instream import is_stream
 from .engine import _malloc
 from .engine.run import Progress, auto_jobs, paused_gc, run
 from .report.model import Report, build
@@ -14,6 +15,11 @@ def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         return [os.fspath(paths)]
     return [os.fspath(p) for p in paths]
+
+
+def streamed(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The inputs that are streams (``-``, pipes, FIFOs): read once, forwards."""
+    return [p for p in map(os.fspath, paths) if is_stream(p)]
 
 
 def analyze(

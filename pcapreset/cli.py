@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .api import analyze as analyze_files
+from .api import streamed
 from .engine import _malloc
 from .errors import PcapResetError
 from .report import jsonout
@@ -24,6 +25,7 @@ EXAMPLES_ANALYZE = """
 Examples:
   pcapreset analyze backend.pcap
   pcapreset analyze backend.pcap -v              # evidence for every reset
+  tcpdump -i any -w - port 3000 | pcapreset analyze -   # - : standard input
   pcapreset analyze rotated-*.pcap --format json # one timeline over several files
   pcapreset analyze nginx-side.pcapng.gz --port 3000
   pcapreset analyze --iface any --port 3000       # live, verdicts as they happen
@@ -284,7 +286,14 @@ def analyze(
     files, fmt, port, verbose, quiet, plot_dir, export_dir, export_format,
     nginx_log, nginx_conf, nginx_tz, jobs,
 ) -> None:  # fmt: skip
-    """Analyse capture FILES: who reset each connection, when, why, what to change."""
+    """Analyse capture FILES: who reset each connection, when, why, what to change.
+
+    FILES may be pcap, pcapng, or gzip/bzip2/xz-compressed; `-` reads standard
+    input (pipes, FIFOs and /dev/stdin are read as streams, once)."""
+    if plot_dir and streamed(files):
+        raise click.UsageError(
+            "--plot reads a connection's packets again: save the stream to a file first"
+        )
     if plot_dir or export_dir:
         _table_modules(plot_dir, export_dir, export_format)
     rep = _run(

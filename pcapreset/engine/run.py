@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..capture.decode import AddressBook, Decoder
+from ..capture.instream import is_stream
 from ..capture.sources import FrameBatch, SourceInfo
 from ..capture.timeline import decoded_timeline, open_readers
 from ..track.flows import FlowTracker, RstEvent
@@ -73,6 +74,11 @@ def run(
     others. The report built from it is the same. Ignored with ``tracker``.
     """
     evict = evict and tracker is None
+    if any(is_stream(os.fspath(p)) for p in paths):
+        # a stream is read once, by this process: no reader child, no shards
+        # (each would read it again), and no eviction (a clock going back
+        # behind an evicted connection means reading it again, below)
+        jobs, pipelined, evict = 1, False, False
     if jobs > 1 and tracker is None:
         res = run_sharded(list(paths), port, jobs, progress, evict)
     elif pipelined and tracker is None and _pipeline_usable(paths):
