@@ -38,7 +38,7 @@ from ..capture.timeline import decoded_timeline, open_readers
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
-from ..report.model import Report, require_all_conns
+from ..report.model import CONN_COLUMNS, CSV_TIME, TIME_DECIMALS, Report, require_all_conns
 from ..track.connstate import CONN_STATES, conn_state
 
 if TYPE_CHECKING:
@@ -131,18 +131,16 @@ def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFram
     """One row per TCP connection (the rows of ``pcapreset conns``, typed)."""
     eps = eps or _Endpoints(rep)
     conns = rep.result.conns
-    last_cause: dict[int, str] = {}
-    for r in rep.resets:  # sorted by time: the last one wins
-        last_cause[r.conn.id] = r.verdict.cause
-    start = np.asarray([c.start for c in conns], dtype="float64")
-    end = np.asarray([c.end for c in conns], dtype="float64")
+    last_cause = rep.last_reset_causes()
+    start = np.round(np.asarray([c.start for c in conns], dtype="float64"), TIME_DECIMALS)
+    end = np.round(np.asarray([c.end for c in conns], dtype="float64"), TIME_DECIMALS)
     cols: dict[str, Any] = {"conn_id": np.asarray([c.id for c in conns], dtype="int64")}
     cols |= eps.columns([c.client for c in conns], "client")
     cols |= eps.columns([c.server for c in conns], "server")
     cols |= {
         "start": _utc(start),
         "end": _utc(end),
-        "duration_s": end - start,
+        "duration_s": np.round(end - start, TIME_DECIMALS),
         "client_bytes": [c.c.bytes for c in conns],
         "server_bytes": [c.s.bytes for c in conns],
         "client_packets": [c.c.pkts for c in conns],
@@ -158,7 +156,7 @@ def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFram
         "server_retrans": [c.s.retrans for c in conns],
         "role_rule": pd.array([c.role_rule for c in conns], dtype="string"),
     }
-    df = pd.DataFrame(cols)
+    df = pd.DataFrame(cols)[list(CONN_COLUMNS)]  # (the vocabulary of `pcapreset conns`)
     for k in ("client_bytes", "server_bytes", "client_packets", "server_packets", "packets"):
         df[k] = df[k].astype("int64")
     return df
@@ -463,7 +461,7 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
                 require("pyarrow", "Parquet export", " (or --export-format csv)")
                 df.to_parquet(path, index=False)
             else:
-                _for_csv(df).to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+                _for_csv(df).to_csv(path, index=False, date_format=CSV_TIME)
             written.append(path)
     except OSError as e:
         raise PcapResetError(f"cannot write to {d}: {e.strerror or e}") from None
