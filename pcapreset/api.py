@@ -19,7 +19,7 @@ def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
 
 def streamed(paths: Sequence[str | os.PathLike]) -> list[str]:
     """The inputs that are streams (``-``, pipes, FIFOs): read once, forwards."""
-    return [p for p in map(os.fspath, paths) if is_stream(p)]
+    return [p for p in (str(os.fspath(x)) for x in paths) if is_stream(p)]
 
 
 def analyze(

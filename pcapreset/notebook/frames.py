@@ -40,8 +40,10 @@ from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
 from ..report.model import CONN_COLUMNS, CSV_TIME, TIME_DECIMALS, Report, require_all_conns
 from ..track.connstate import CONN_STATES, conn_state
+from ..track.flowid import community_id
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 M32 = 0xFFFFFFFF
@@ -128,7 +130,8 @@ class _Endpoints:
 
 # ------------------------------------------------------------------ tables
 def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
-    """One row per TCP connection (the rows of ``pcapreset conns``, typed)."""
+    """One row per TCP connection (the rows of ``pcapreset conns``, typed),
+    indexed by ``conn_id`` (the ``conn_id`` column of the resets table)."""
     eps = eps or _Endpoints(rep)
     conns = rep.result.conns
     last_cause = rep.last_reset_causes()
@@ -137,6 +140,13 @@ def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFram
     cols: dict[str, Any] = {"conn_id": np.asarray([c.id for c in conns], dtype="int64")}
     cols |= eps.columns([c.client for c in conns], "client")
     cols |= eps.columns([c.server for c in conns], "server")
+    cols["community_id"] = pd.array(
+        [
+            community_id(eps.ip(c.client), eps.ip(c.server), c.client & 0xFFFF, c.server & 0xFFFF)
+            for c in conns
+        ],
+        dtype="string",
+    )
     cols |= {
         "start": _utc(start),
         "end": _utc(end),
@@ -159,7 +169,7 @@ def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFram
     df = pd.DataFrame(cols)[list(CONN_COLUMNS)]  # (the vocabulary of `pcapreset conns`)
     for k in ("client_bytes", "server_bytes", "client_packets", "server_packets", "packets"):
         df[k] = df[k].astype("int64")
-    return df
+    return df.set_index("conn_id")
 
 
 def resets_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
@@ -373,6 +383,43 @@ class Analysis:
             f"{len(self.resets)} resets, {len(self.findings)} findings>"
         )
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the capture, the resets by cause, the backend's idle
+        timeout and what to change (the tables are attributes)."""
+        from html import escape
+
+        cap, s = self.capture, self.summary
+        names = ", ".join(escape(os.path.basename(p)) for p in self.paths)
+        span = cap.get("span_s")
+        facts = [
+            f"{cap.get('packets', 0):,} packets" + (f" over {span:.1f} s" if span else ""),
+            f"{len(self.connections):,} connections",
+            f"{len(self.resets):,} resets",
+            f"{len(self.findings):,} findings",
+        ]
+        vantage = (cap.get("vantage") or {}).get("where")
+        rows = "".join(
+            f"<tr><td>{escape(str(c))}</td><td style='text-align:right'>{n:,}</td></tr>"
+            for c, n in (s.get("by_cause") or {}).items()
+        )
+        parts = [f"<div><b>pcapreset</b> {names}: {escape(', '.join(facts))}"]
+        if vantage:
+            parts.append(f"<br>vantage: {escape(str(vantage))}")
+        idle = s.get("server_idle_timeout_s")
+        if idle is not None:
+            parts.append(f"<br>backend idle timeout: ~{idle:g} s")
+        if rows:
+            parts.append(f"<table><tr><th>cause</th><th>resets</th></tr>{rows}</table>")
+        recs = s.get("recommendations") or []
+        if recs:
+            items = "".join(f"<li>{escape(r)}</li>" for r in recs)
+            parts.append(f"what to change:<ul>{items}</ul>")
+        warnings = cap.get("warnings") or []
+        if warnings:
+            items = "".join(f"<li>{escape(str(w.get('message', w)))}</li>" for w in warnings)
+            parts.append(f"warnings:<ul>{items}</ul>")
+        return "".join(parts) + "</div>"
+
     @property
     def capture(self) -> dict:
         """The ``capture`` section of the JSON report (files, span, vantage, warnings)."""
@@ -394,42 +441,46 @@ class Analysis:
         if len(self.resets):
             return int(self.resets["conn_id"].iloc[0])
         if len(self.connections):
-            return int(self.connections["conn_id"].iloc[self.connections["packets"].argmax()])
+            return int(self.connections.index[self.connections["packets"].argmax()])
         return None
 
     # ------------------------------------------------------------- plots
-    def plot_resets_over_time(self) -> Figure:
+    def plot_resets_over_time(self, ax: Axes | None = None) -> Figure:
+        """Resets per time bin by cause, on ``ax`` if given (its Figure is returned)."""
         from .plots import resets_over_time
 
         res = self.report.result
         span = None
         if res.first_ts is not None and res.last_ts is not None:
             span = (res.first_ts, res.last_ts)
-        return resets_over_time(self.resets, span=span)
+        return resets_over_time(self.resets, span=span, ax=ax)
 
-    def plot_idle_histogram(self) -> Figure:
+    def plot_idle_histogram(self, ax: Axes | None = None) -> Figure:
+        """Idle time before each reset, with both timeouts, on ``ax`` if given."""
         from .plots import idle_histogram
 
         return idle_histogram(
             self.resets,
             self.summary.get("server_idle_timeout_s"),
             self.summary.get("nginx_keepalive_timeout_s"),
+            ax=ax,
         )
 
-    def plot_time_sequence(self, conn_id: int | None = None) -> Figure:
+    def plot_time_sequence(self, conn_id: int | None = None, ax: Axes | None = None) -> Figure:
+        """Time-sequence graph of ``conn_id`` (default: :meth:`default_conn_id`),
+        on ``ax`` if given (its Figure is returned)."""
         from .plots import time_sequence
 
         if conn_id is None:
             conn_id = self.default_conn_id()
             if conn_id is None:
                 raise PcapResetError("no TCP connection in this capture")
-        row = self.connections[self.connections["conn_id"] == conn_id]
-        if row.empty:
+        if conn_id not in self.connections.index:
             raise PcapResetError(f"no connection with id {conn_id}")
         rst = self.resets[self.resets["conn_id"] == conn_id]
-        r = row.iloc[0]
+        r = self.connections.loc[conn_id]
         title = f"connection {conn_id}: {r['client']} -> {r['server']} ({r['conn_state']})"
-        return time_sequence(self.packets(conn_id), rst, title=title)
+        return time_sequence(self.packets(conn_id), rst, title=title, ax=ax)
 
     # ------------------------------------------------------------ export
     def export(self, directory: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
@@ -447,6 +498,24 @@ def _for_csv(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: the list-valued columns (lists of strings) of the tables
+LIST_COLUMNS = ("evidence", "facts", "flows")
+
+
+def _arrow_schema(df: pd.DataFrame) -> Any:
+    """The table's Arrow schema, list columns typed ``list<string>`` even when
+    the table is empty (else they are ``null`` columns, and two captures'
+    files cannot be read together: pandas.read_parquet([a, b]), DuckDB)."""
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(df, preserve_index=False)
+    for name in LIST_COLUMNS:
+        i = schema.get_field_index(name)
+        if i >= 0:
+            schema = schema.set(i, pa.field(name, pa.list_(pa.string())))
+    return schema
+
+
 def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
     if fmt not in EXPORT_FORMATS:
         raise PcapResetError(f"unknown export format {fmt!r} (use parquet or csv)")
@@ -457,9 +526,11 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
         for name in ("connections", "resets", "findings"):
             df: pd.DataFrame = getattr(a, name)
             path = d / f"{name}.{fmt}"
+            if name == "connections":
+                df = df.reset_index()  # (conn_id: a column in files, as in `conns`)
             if fmt == "parquet":
                 require("pyarrow", "Parquet export", " (or --export-format csv)")
-                df.to_parquet(path, index=False)
+                df.to_parquet(path, index=False, schema=_arrow_schema(df))
             else:
                 _for_csv(df).to_csv(path, index=False, date_format=CSV_TIME)
             written.append(path)

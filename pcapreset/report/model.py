@@ -45,6 +45,7 @@ from ..interpret.evidence import (
 from ..interpret.findings import conn_findings
 from ..interpret.rules import CAUSES, SENDERS, Verdict, classify
 from ..track.connstate import conn_state
+from ..track.flowid import community_id
 from ..track.flows import Conn, RstEvent
 from . import jsonout
 
@@ -419,6 +420,7 @@ class Report:
             "server": server,
             "server_ip": sip,
             "server_port": sport,
+            "community_id": community_id(cip, sip, cport, sport),
             "start": start,
             "end": end,
             "duration_s": round(end - start, TIME_DECIMALS),
@@ -454,7 +456,7 @@ class Report:
 #: use this one vocabulary (units in the names; times UTC)
 CONN_COLUMNS = (
     "conn_id", "client", "client_ip", "client_port", "server", "server_ip", "server_port",
-    "start", "end", "duration_s", "client_bytes", "server_bytes", "client_packets",
+    "community_id", "start", "end", "duration_s", "client_bytes", "server_bytes", "client_packets",
     "server_packets", "packets", "conn_state", "history", "requests", "completed_requests",
     "resets", "reset_cause", "client_retrans", "server_retrans", "role_rule",
 )  # fmt: skip
