@@ -82,7 +82,7 @@ def test_install_without_a_compiler_runs_the_demo(tmp_path: Path) -> None:
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(py), "install", "-v", "--no-index",
          "--no-deps", "--no-build-isolation", str(src)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
     # the build said which modules stay plain Python, and why
@@ -171,19 +171,23 @@ def test_build_wheels_gives_a_stripped_manylinux_wheel(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     Path(site, "deps.pth").write_text(f"{deps}\n")
+    # (away from the checkout, whose pcapreset.egg-info pip would take for an
+    # installed pcapreset, and without PYTHONPATH: the venv's own packages)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-index",
          "--no-deps", str(whl)],
-        check=True, timeout=300,
+        check=True, timeout=300, cwd=tmp_path, env=clean,
     )  # fmt: skip
     check = subprocess.run(
         [str(py), "-c", "import pcapreset.track.flows as f, pcapreset.capture.sources as s; "
-         "print(f.COMPILED and s.COMPILED)"],
-        capture_output=True, text=True, cwd=tmp_path,
+         "print(f.COMPILED and s.COMPILED, f.__file__)"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean,
     )  # fmt: skip
-    assert check.stdout.strip() == "True", check.stderr
+    compiled, where = check.stdout.split()
+    assert compiled == "True" and where.startswith(site), check.stdout + check.stderr
     demo = subprocess.run(
         [str(venv / "bin" / "pcapreset"), "analyze", str(DEMO), "--format", "json"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=clean,
     )  # fmt: skip
     assert json.loads(demo.stdout)["summary"]["by_cause"] == {"keepalive_race": 5}
