@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 # the per-packet loops are compiled in place (setup.py, Cython); rebuild them
 # when their sources change (a stale build is ignored at import: pcapreset/_build.py)
 $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
+		pcapreset/track/conn.py pcapreset/track/conn.pxd \
+		pcapreset/track/http.py pcapreset/track/http.pxd \
+		pcapreset/track/rst.py pcapreset/track/rst.pxd \
 		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
 		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \

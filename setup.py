@@ -1,10 +1,11 @@
 """Build hook: compile the per-packet code with Cython, per module, optionally.
 
-pcapreset/track/flows.py (the flow tracker), pcapreset/track/connstate.py
-(Zeek's state machine, called by it) and pcapreset/capture/sources.py (the pcap
-record walk), among others, are plain Python; compiled, with the declarations
-in the .pxd files, the tracker runs about twice as fast and the walk costs no
-Python call per record (see docs/performance.md for measurements).
+The modules listed in pcapreset/_build.py (the connection model and the flow
+tracker in pcapreset/track/, Zeek's state machine, the pcap record walk in
+pcapreset/capture/sources.py, the decode kernel, findings and the rollup) are
+plain Python; compiled, with the declarations in their .pxd files, the tracker
+runs about twice as fast and the walk costs no Python call per record (see
+docs/architecture.md).
 
 Compiling is optional, module by module: without Cython nothing is compiled;
 without a working C compiler (none on PATH, ``CC=/bin/false``), or when one

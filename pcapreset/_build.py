@@ -19,14 +19,17 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles, each after the ones it imports when it runs
-#: (the order :func:`prefer_fresh_source` loads sources in: flows imports
-#: connstate and httphead; findings and rollup import flows); dotted names
+#: (the order :func:`prefer_fresh_source` loads sources in: http and rst
+#: import conn; flows imports them and connstate and httphead); dotted names
 #: under pcapreset/
 MODULES = (
+    "track.conn",
     "track.connstate",
     "capture.sources",
     "capture.decode_kernel",
     "track.httphead",
+    "track.http",
+    "track.rst",
     "track.flows",
     "interpret.findings",
     "engine.rollup",
@@ -35,9 +38,12 @@ MODULES = (
 #: .pxd): they load only next to that module compiled from the same
 #: declarations, so they run from source whenever it does
 CIMPORTS = {
-    "interpret.findings": ("track.flows",),
-    "engine.rollup": ("track.flows",),
-    "track.connstate": ("track.flows",),
+    "track.connstate": ("track.conn",),
+    "track.http": ("track.conn",),
+    "track.rst": ("track.conn",),
+    "track.flows": ("track.conn", "track.http", "track.rst"),
+    "interpret.findings": ("track.conn",),
+    "engine.rollup": ("track.conn",),
 }
 
 

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 
 from .capture.instream import is_stream
 from .engine import _malloc
-from .engine.run import Progress, auto_jobs, paused_gc, run
+from .engine.gcpause import paused_gc
+from .engine.run import Progress, auto_jobs, run
 from .report.model import Report, build
 
 
@@ -59,9 +60,9 @@ def analyze(
     # the nginx modules (zoneinfo, ~5 ms) are imported only when asked for
     logs, conf = None, None
     if nginx_log:
-        from .nginx import log as nginxlog
+        from .nginx import parse as nginx_parse
 
-        logs = nginxlog.load(_paths(nginx_log), nginx_tz)
+        logs = nginx_parse.load(_paths(nginx_log), nginx_tz)
     if nginx_conf is not None:
         from .nginx import conf as nginxconf
 

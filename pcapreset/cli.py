@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gc
 import io
 import json
 import os
@@ -16,19 +15,12 @@ from . import __version__
 from .api import analyze as analyze_files
 from .api import streamed
 from .engine import _malloc
+from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError
 from .report import jsonout
-from .report.model import (
-    CONN_COLUMNS,
-    Report,
-    csv_time,
-    jsonl_report,
-    jsonl_reset,
-    render_conns_text,
-    write_json,
-    write_jsonl,
-    write_text,
-)
+from .report.jsonreport import jsonl_report, jsonl_reset, write_json, write_jsonl
+from .report.model import CONN_COLUMNS, Report, csv_time
+from .report.text import render_conns_text, write_text
 
 EXAMPLES_ANALYZE = """
 \b
@@ -111,9 +103,7 @@ def _fail(e: Exception) -> click.ClickException:
 
 
 def _run(files, port, quiet, **options) -> Report:
-    # a one-shot process: the cyclic GC would only rescan the connection graph
-    # (hundreds of thousands of objects) before exit; refcounting frees the rest
-    gc.disable()
+    no_gc_in_this_process()  # a one-shot process
     _malloc.fix_thresholds()
     prog = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:

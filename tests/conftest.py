@@ -347,7 +347,7 @@ def same_report(a, b) -> None:
     """Two Reports say the same: JSON (key order too) and text, plain and -v."""
     import json
 
-    from pcapreset.report.model import render_text
+    from pcapreset.report.text import render_text
 
     ja, jb = a.to_json(), b.to_json()
     assert ja == jb
@@ -397,9 +397,9 @@ def rollup_fields(r, order) -> dict:
 @pytest.fixture(params=[0, 48], ids=["child-share-0", "child-share-48"])
 def child_share(request, monkeypatch):
     """The pipelined reader child's share of connection tracking
-    (pipeline.CHILD_BUCKETS of 256): none, the default since the sixth
-    session, and 48, the default before it, so the pipelined tests also cover
-    the child's connections, Rollup and spill files coming back."""
+    (pipeline.CHILD_BUCKETS of 256): none, the default, and 48, so the
+    pipelined tests also cover the child's connections, Rollup and spill
+    files coming back."""
     import pcapreset.engine.pipeline as pl
 
     monkeypatch.setattr(pl, "CHILD_BUCKETS", request.param)

@@ -22,12 +22,13 @@ from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_cap
 
 from pcapreset import _build
 from pcapreset.capture import decode_kernel, sources
-from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
+from pcapreset.capture.tcp import AddressBook
 from pcapreset.capture.timeline import decoded_timeline, open_readers
 from pcapreset.engine import rollup
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret import findings
-from pcapreset.track import connstate, flows, httphead
+from pcapreset.track import conn, connstate, flows, http, httphead, rst
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 MALFORMED_FILES = (
@@ -47,8 +48,15 @@ def plain(module: str):
 
 
 def plain_flows():
-    """The plain flow tracker, with the plain Zeek state machine under it."""
+    """The plain flow tracker, with the plain model, HTTP exchanges, RST
+    events and Zeek state machine under it."""
     mod = plain("track.flows")
+    conn, http, rst = plain("track.conn"), plain("track.http"), plain("track.rst")
+    http.Exchange = conn.Exchange
+    rst.RstEvent, rst.RstPacket = conn.RstEvent, conn.RstPacket
+    mod.Conn = conn.Conn
+    mod.http_client, mod.http_server = http.http_client, http.http_server
+    mod.rst_event, mod.data_after_rst = rst.rst_event, rst.data_after_rst
     mod.zeek = plain("track.connstate")
     return mod
 
@@ -88,7 +96,18 @@ def conns_of(mod, path: str) -> list:
 )
 def test_ci_runs_the_compiled_tracker():
     """make test builds the extension: CI must test (and bench) the compiled code."""
-    for mod in (flows, connstate, sources, decode_kernel, httphead, findings, rollup):
+    for mod in (
+        conn,
+        http,
+        rst,
+        flows,
+        connstate,
+        sources,
+        decode_kernel,
+        httphead,
+        findings,
+        rollup,
+    ):
         assert mod.COMPILED, f"{mod.__name__} is not compiled ({mod.__file__})"
     assert not any(_build.stale(m) for m in _build.MODULES)
 
@@ -134,7 +153,12 @@ def test_a_build_is_stale_only_for_another_text_of_its_sources(tmp_path, monkeyp
 
 def test_plain_source_is_uncompiled():
     assert plain("track.flows").COMPILED is False
-    assert plain_flows().zeek.__file__.endswith("connstate.py")
+    f = plain_flows()
+    assert f.zeek.__file__.endswith("connstate.py")
+    assert f.Conn.__module__ == "pcapreset.track._conn_source"
+    assert not any(
+        m.COMPILED for m in (plain("track.conn"), plain("track.http"), plain("track.rst"))
+    )
     assert plain("capture.sources").COMPILED is False
     assert plain("interpret.findings").COMPILED is False
     assert plain("engine.rollup").COMPILED is False
@@ -248,23 +272,24 @@ def test_compiled_eviction_equals_plain_on_generated(tmp_path_factory):
 
 
 def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
-    """A stale (or unbuilt) flows takes every module that cimports its C types
-    to source too, and they load before flows' source imports them."""
+    """A stale (or unbuilt) conn takes every module that cimports its C types
+    to source too (directly or through another: flows through http), and
+    they load after the modules they import."""
     monkeypatch.setattr(_build, "compiled_path", lambda m: f"/x/{m}.so")
     monkeypatch.setattr(_build, "_runs_compiled", lambda m: True)
     for m in _build.MODULES:
         monkeypatch.delitem(sys.modules, f"pcapreset.{m}", raising=False)
-    monkeypatch.setattr(_build, "stale", lambda m: m == "track.flows")
+    monkeypatch.setattr(_build, "stale", lambda m: m == "track.conn")
     order = _build.run_from_source()
-    assert set(order) == {
-        "track.flows",
-        *(m for m, deps in _build.CIMPORTS.items() if "track.flows" in deps),
-    }
-    assert order.index("track.connstate") < order.index("track.flows")  # flows.py imports connstate
+    assert set(order) == {"track.conn", *_build.CIMPORTS}
+    assert order.index("track.conn") < order.index("track.http") < order.index("track.flows")
+    assert order.index("track.connstate") < order.index("track.flows")  # flows imports it
+    monkeypatch.setattr(_build, "stale", lambda m: m == "track.http")
+    assert _build.run_from_source() == ["track.http", "track.flows"]  # flows cimports http
     monkeypatch.setattr(_build, "stale", lambda m: m == "track.connstate")
     assert _build.run_from_source() == ["track.connstate"]  # flows may call the plain one
     monkeypatch.setattr(_build, "stale", lambda m: False)
     assert _build.run_from_source() == []
     # a module the CIMPORTS name is compiled from other declarations: not built
-    monkeypatch.setattr(_build, "_runs_compiled", lambda m: m != "track.flows")
+    monkeypatch.setattr(_build, "_runs_compiled", lambda m: m != "track.conn")
     assert "engine.rollup" in _build.run_from_source()

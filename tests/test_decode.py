@@ -22,9 +22,10 @@ from conftest import (
     write,
 )
 
-from pcapreset.capture.decode import ACK, PSH, RST, SYN, Decoder, DecodeStats, TcpBatch, concat
-from pcapreset.capture.decode import parse_tcp_options as parse_opts
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader
+from pcapreset.capture.tcp import ACK, PSH, RST, SYN, DecodeStats, TcpBatch, concat
+from pcapreset.capture.tcp import parse_tcp_options as parse_opts
 
 T0 = 1_700_000_000.0
 PAY = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from pcapreset import _build
 from pcapreset.capture import decode, decode_kernel
-from pcapreset.capture.decode import _COLS, AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader, FrameBatch
+from pcapreset.capture.tcp import _COLS, AddressBook
 from pcapreset.errors import PcapResetError
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []

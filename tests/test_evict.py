@@ -21,15 +21,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcapreset import analyze
-from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader
+from pcapreset.capture.tcp import AddressBook
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.engine.result import order_conns
 from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import Votes, build_context, conn_order, conn_rtt
+from pcapreset.interpret.context import build_context, conn_rtt
 from pcapreset.interpret.findings import conn_findings
+from pcapreset.interpret.vantage import Votes, conn_order
 from pcapreset.report.model import build
 from pcapreset.track.flows import FlowTracker
 

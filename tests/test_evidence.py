@@ -16,7 +16,7 @@ import pytest
 from conftest import ether, ipv4, pcap_bytes, tcp, write
 
 import pcapreset
-from pcapreset.interpret.evidence import TTL_FAMILIES, hops, initial_ttl
+from pcapreset.interpret.vantage import TTL_FAMILIES, hops, initial_ttl
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 TS_OPT = bytes([1, 1, 8, 10]) + (1).to_bytes(4, "big") + (2).to_bytes(4, "big")

@@ -18,7 +18,7 @@ from conftest import CORPUS, bench_capture, sample_captures
 from pcapreset.engine import run as engine
 from pcapreset.engine.rollup import _mode, split
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import conn_rtt
+from pcapreset.interpret.context import conn_rtt
 from pcapreset.interpret.findings import conn_findings, no_finding
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])

@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 
 from pcapreset.engine import run as engine
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import median, rst_facts
-from pcapreset.report.model import build, render_text
+from pcapreset.interpret.context import median
+from pcapreset.interpret.evidence import rst_facts
+from pcapreset.report.model import build
+from pcapreset.report.text import render_text
+from pcapreset.track.conn import SHARED_MAX, freeze_conn
 from pcapreset.track.connstate import conn_state
-from pcapreset.track.flows import SHARED_MAX, freeze_conn
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 
@@ -80,7 +82,7 @@ def test_frozen_form_drops_the_heavy_parts(generated):
 
 
 def test_sharing_is_bounded():
-    from pcapreset.track.flows import _shared
+    from pcapreset.track.conn import _shared
 
     shared: dict = {}
     for i in range(SHARED_MAX + 10):

@@ -21,8 +21,8 @@ from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CHUNK
 from pcapreset.capture.timeline import _decoded, merge_by_time, open_readers
 from pcapreset.engine import run as engine
+from pcapreset.engine.tracking import Tracking
 from pcapreset.errors import PcapResetError
-from pcapreset.track.flows import FlowTracker
 
 _DIR = Path(tempfile.mkdtemp(prefix="pcapreset-fuzz-"))
 _LINKTYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 147]
@@ -42,7 +42,7 @@ def pipeline(data: bytes, chunk: int = CHUNK) -> int:
         for r in readers:
             r.chunk = chunk
         dec = Decoder()
-        ft = FlowTracker(port=3000, server_ports=[3000])
+        tr = Tracking(3000, evict=False)
         for b in merge_by_time([_decoded(r, dec) for r in readers]):
             assert len(b.ts) == len(b.src) == len(b.plen)
             assert (b.pcap >= 0).all() and (b.pcap <= b.plen).all()
@@ -50,8 +50,8 @@ def pipeline(data: bytes, chunk: int = CHUNK) -> int:
             buf_len = np.array([len(b.bufs[i]) for i in b.bufidx.tolist()], dtype=np.int64)
             assert (b.poff + b.pcap <= buf_len).all()
             assert (b.poff - b.optlen >= 0).all()
-            ft.feed(b)
-        res = engine.finish(ft, dec, [r.info for r in readers], None)
+            tr.feed(b)
+        res = engine.finish(tr, dec, [r.info for r in readers], None)
     except PcapResetError:
         return -1
     st_ = res.decode

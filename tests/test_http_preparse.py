@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import ipv4, pcap_bytes, sample_captures, tcp, write
 
-from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader
+from pcapreset.capture.tcp import AddressBook
 from pcapreset.track.flows import FlowTracker, preparse_http
 
 

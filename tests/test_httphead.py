@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcapreset import _build
-from pcapreset.capture.decode import _COLS, AddressBook, Decoder, TcpBatch
+from pcapreset.capture.decode import Decoder
+from pcapreset.capture.tcp import _COLS, AddressBook, TcpBatch
 from pcapreset.capture.timeline import decoded_timeline, open_readers
 from pcapreset.errors import PcapResetError
 from pcapreset.track import httphead

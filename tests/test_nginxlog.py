@@ -2,7 +2,7 @@
 
 Parser tests use lines in nginx's real formats (copied from the lab's nginx 1.22
 error.log, or built from the format strings in nginx's source as cited in
-pcapreset/nginxlog.py). Correlation tests run on the lab captures in
+pcapreset/nginx/log.py, pcapreset/nginx/parse.py). Correlation tests run on the lab captures in
 sample_pcaps/ and check each tie against the lab's own labels.json.
 """
 
@@ -18,13 +18,11 @@ from conftest import LAB_PENDING_NGINX_LOG, SAMPLES
 
 from pcapreset import api
 from pcapreset.cli import main
-from pcapreset.nginx.log import (
-    COMPAT,
+from pcapreset.nginx.log import COMPAT, WireEvent, match
+from pcapreset.nginx.parse import (
     ErrorLine,
     NginxLogError,
-    WireEvent,
     load,
-    match,
     parse_access_line,
     parse_error_line,
     parse_upstream,

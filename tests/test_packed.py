@@ -27,10 +27,11 @@ from pcapreset.engine.packed import ConnStub, Packed, full_conn, packable, unpac
 from pcapreset.engine.result import order_conns
 from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import build_context, conn_rtt, rst_facts
+from pcapreset.interpret.context import build_context, conn_rtt
+from pcapreset.interpret.evidence import rst_facts
 from pcapreset.report.model import build
+from pcapreset.track.conn import freeze_conn
 from pcapreset.track.connstate import conn_state
-from pcapreset.track.flows import freeze_conn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,8 +299,8 @@ def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
     again on each read; also when its verdict's evidence is not its facts
     in order (a fact replaced under the same name, as a second aftermath
     fold does)."""
+    from pcapreset.engine.records import _decode, _encode
     from pcapreset.interpret.evidence import Fact
-    from pcapreset.report.model import _decode, _encode
 
     rep = analyze(generated, evict=True)
     recs = [r for r in rep.resets if isinstance(r.conn, ConnStub)]

@@ -38,7 +38,7 @@ def test_pipelined_equals_single_process(generated):
 @pytest.mark.parametrize("fmt", ["sll2", "pcapng", "pcap.gz"])
 def test_pipelined_equals_single_process_in_each_format(tmp_path, fmt):
     """Each format is read into the ring's slots (a single file: pcapng as
-    well as pcap, since the sixth session) or copied there (gzip)."""
+    well as pcap) or copied there (gzip)."""
     import sys
 
     if str(ROOT / "scripts") not in sys.path:

@@ -12,8 +12,9 @@ import pytest
 from conftest import CORPUS, SAMPLES_NOT_DECODED, sample_captures
 from reference_decoder import RefPacket, RefResult, Unsupported, read
 
-from pcapreset.capture.decode import AddressBook, Decoder, TcpBatch, concat
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader
+from pcapreset.capture.tcp import AddressBook, TcpBatch, concat
 from pcapreset.track.flows import FlowTracker
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []

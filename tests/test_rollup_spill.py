@@ -27,7 +27,7 @@ from pcapreset.engine import evictor, rollup, spill
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret.evidence import conn_rtt
+from pcapreset.interpret.context import conn_rtt
 from pcapreset.interpret.findings import conn_findings
 from pcapreset.report.model import build
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from pcapreset import analyze
-from pcapreset.capture.decode import AddressBook, Decoder
+from pcapreset.capture.decode import Decoder
 from pcapreset.capture.sources import CaptureReader
+from pcapreset.capture.tcp import AddressBook
 from pcapreset.engine import run as engine
 from pcapreset.engine.shard import shard_of
 from pcapreset.errors import CaptureError

@@ -403,7 +403,7 @@ def test_connection_spanning_two_rotated_files(tmp_path):
 
 def test_merge_streams_is_time_ordered_within_overlap():
     """merge_by_time on decoded batches whose time ranges overlap batch by batch."""
-    from pcapreset.capture.decode import TcpBatch
+    from pcapreset.capture.tcp import TcpBatch
 
     def batch(ts: list[float]) -> TcpBatch:
         z = np.arange(len(ts), dtype=np.int64)

@@ -8,8 +8,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..errors import CaptureError
-from .decode import SUPPORTED_LINKTYPES, Decoder, TcpBatch, concat, linktype_name
+from .decode import Decoder
 from .sources import CaptureReader
+from .tcp import SUPPORTED_LINKTYPES, TcpBatch, concat, linktype_name
 
 
 def open_readers(paths: Sequence[str]) -> list[CaptureReader]:

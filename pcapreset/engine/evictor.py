@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..track.flows import Conn, FlowTracker, conn_keys, freeze_conn
+from ..track.conn import Conn, conn_keys, freeze_conn
+from ..track.flows import FlowTracker
 from .packed import packable
 from .rollup import Rollup
 from .rollup import split as rollup_split
@@ -19,14 +20,11 @@ SWEEP_EVERY_S = 1.0
 SWEEP_WORK = 0.5
 #: drop evicted connections from tracker.conns once they are this share of it
 COMPACT_SHARE = 0.25
-#: pack the slimmed reset connections (pcapreset.packed) beyond this many
-#: held whole, the oldest first: a short capture's report never unpacks any
-#: (~3.5 KB each whole, ~1.5 KB packed; packing, unpacking and the packed
-#: record's encoding cost ~45-60 us each). Until the sixth session every
-#: held one was packed once the count passed the threshold: with the reader
-#: child tracking no share (pipeline.CHILD_BUCKETS), all 1,129 resets of
-#: the 1M bench file were then in the parent's evictor and 1,033 were packed,
-#: 0.05-0.06 s of a 0.6 s run; now 105 are.
+#: pack the slimmed reset connections (pcapreset.engine.packed) beyond this
+#: many held whole, the oldest first: a short capture's report never unpacks
+#: any (~3.5 KB each whole, ~1.5 KB packed; packing, unpacking and the packed
+#: record's encoding cost ~45-60 us each). Only the excess is packed: of the
+#: 1,129 resets of the 1M bench file, 105.
 PACK_AFTER = 1024
 
 

@@ -29,8 +29,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..interpret.advice import advertised_timeout, backend_from_headers
-from ..interpret.evidence import ContextSamples, Votes, conn_rtt, host_hop_votes, vantage_votes
-from ..track.flows import Conn, RstEvent
+from ..interpret.context import ContextSamples, conn_rtt
+from ..interpret.vantage import Votes, host_hop_votes, vantage_votes
+from ..track.conn import Conn, RstEvent
 from .spill import Spill
 
 

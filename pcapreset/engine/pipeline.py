@@ -28,7 +28,6 @@ Same input, same output as :func:`pcapreset.engine.run` in one process.
 
 from __future__ import annotations
 
-import gc
 import marshal
 import mmap
 import multiprocessing as mp
@@ -37,15 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.decode import _COLS, AddressBook, Decoder, TcpBatch
+from ..capture.decode import Decoder
 from ..capture.sources import CHUNK, MAX_RECORD
+from ..capture.tcp import _COLS, AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from ..errors import PcapResetError
-from ..track.flows import FlowTracker, preparse_http
+from ..track.flows import preparse_http
 from . import spill
-from .evictor import Evictor
+from .gcpause import no_gc_in_this_process
 from .result import EngineResult, Progress, assemble
 from .shard import shard_of
+from .tracking import Tracking
 
 #: batches in flight; on the 1M bench file 2, 3, 4 and 6 slots ran equally fast
 #: (best of 5: 1.05-1.07 s) at 60, 68, 69-73 and 82 MB peak RSS
@@ -55,14 +56,12 @@ SLOT_SIZE = CHUNK + 2 * MAX_RECORD + (8 << 20)
 _INT_COLS = tuple(c for c in _COLS if c != "ts")
 #: with eviction (analyze), the child may also track the connections whose
 #: hash bucket (of BUCKETS) is below CHILD_BUCKETS, as a --jobs shard does.
-#: On the sixth session's machine no share is fastest: reading (the read()
-#: copy), decoding and HTTP heads already keep the child busier than the
-#: parent's tracking, and splitting each batch in two costs the child ~0.05 s
-#: per 1M packets on top of its share. 1M bench pcap, perf stat -r 7 (two
-#: runs each): 0 -> 0.58-0.59 s, 8 -> 0.66-0.67 s, 48 -> 0.72-0.73 s; 10M
-#: (PACK_AFTER 1024): 5.2-5.7 s at 0, 7.1-7.3 s at 48. 40-48 measured best
-#: on the third and fourth sessions' machines. Any share gives the same
-#: report (tests/test_pipeline.py runs 0 to 256).
+#: No share is fastest on 2 CPUs: reading (the read() copy), decoding and
+#: HTTP heads already keep the child busier than the parent's tracking, and
+#: splitting each batch in two costs the child ~0.05 s per 1M packets on top
+#: of its share (1M bench pcap, perf stat -r 7: 0 -> 0.58-0.59 s,
+#: 8 -> 0.66-0.67 s, 48 -> 0.72-0.73 s; docs/performance-log.md). Any share gives
+#: the same report (tests/test_pipeline.py runs 0 to 256).
 BUCKETS = 256
 CHILD_BUCKETS = 0
 #: inputs smaller than this are read in one process (the fork costs more)
@@ -127,7 +126,7 @@ def _child(
     share: int,
     spill_to: int,
 ) -> None:
-    gc.disable()
+    no_gc_in_this_process()
     if spill_to:
         spill.write_to(spill_to)  # (the parent's file: run_pipelined)
     try:
@@ -137,27 +136,22 @@ def _child(
         if len(readers) == 1:
             readers[0].alloc = ring.alloc
         # this process's own share of the connections (see CHILD_BUCKETS)
-        ft = FlowTracker(port=port, server_ports=[port] if port else []) if share else None
-        ev = Evictor(ft) if ft is not None else None
+        tr = Tracking(port, evict=True) if share else None
         for b in decoded_timeline(readers, dec):
             mine = None
-            if ev is not None and len(b):
+            if tr is not None and len(b):
                 own = shard_of(b, BUCKETS) < share
                 if own.all():
                     b, mine = b.take(np.zeros(0, dtype=np.int64)), b
                 elif own.any():
                     b, mine = b.take(np.flatnonzero(~own)), b.take(np.flatnonzero(own))
             _ship(b, dec, readers, ring, out)
-            if mine is not None and ft is not None and ev is not None:
-                ft.feed(mine)
-                ev.after(mine.ts)
+            if mine is not None and tr is not None:
+                tr.feed(mine)
         for r in readers:
             r.close()
         out.send(("end", dec.stats, [r.info for r in readers], dec.book))
-        conns, rollup = None, None
-        if ft is not None and ev is not None:
-            ev.compact()
-            conns, rollup = ft.finish(), ev.rollup
+        conns, rollup = tr.finish() if tr is not None else (None, None)
         # (a message of its own: the parent reads it once its ring is unmapped)
         out.send(("state", conns, rollup))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
@@ -304,8 +298,7 @@ def run_pipelined(
         raise
     out_w.close()
     free_r.close()
-    ft = FlowTracker(port=port, server_ports=[port] if port else [])
-    ev = Evictor(ft) if evict else None
+    tr = Tracking(port, evict)
     end: tuple | None = None
     try:
         while True:
@@ -315,9 +308,7 @@ def run_pipelined(
                 _kind, spec, done = msg
                 bufs, b = _unpack(spec, view)
                 if b is not None:
-                    ft.feed(b)
-                    if ev is not None:
-                        ev.after(b.ts)
+                    tr.feed(b)
                     del b
                 if spec[0] == "shm":
                     for x in bufs:
@@ -352,10 +343,7 @@ def run_pipelined(
     assert end is not None  # (the loop leaves only with it, or raises)
     _kind, stats, infos, book = end
     _kind, child_conns, child_rollup = state
-    if ev is not None:
-        ev.compact()
-    rollup = None if ev is None else ev.rollup
-    conns = ft.finish()
+    conns, rollup = tr.finish()
     if child_conns is not None:
         conns += child_conns
     if rollup is not None and child_rollup is not None:

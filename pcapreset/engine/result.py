@@ -12,11 +12,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..capture.decode import AddressBook, DecodeStats, linktype_name
 from ..capture.sources import SourceInfo
+from ..capture.tcp import AddressBook, DecodeStats, linktype_name
 from ..errors import CaptureError
-from ..interpret.evidence import conn_order
-from ..track.flows import Conn
+from ..interpret.vantage import conn_order
+from ..track.conn import Conn
 from .rollup import Rollup
 
 #: Called as progress(bytes_done, bytes_total, packets_done)

@@ -4,7 +4,7 @@
 # Rollup's rows through typed memoryviews; the rest is Python.
 import cython
 
-from pcapreset.track.flows cimport Conn, Dir, Exchange
+from pcapreset.track.conn cimport Conn, Dir, Exchange
 
 
 @cython.locals(

@@ -29,9 +29,12 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 from ..interpret.advice import advertised_timeout, backend_from_headers
-from ..interpret.evidence import MIN_IDLE_CLOSE_S, Votes, hops, idle_close_gap
+from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
-from ..track.flows import Conn, FlowTracker
+from ..interpret.thresholds import MIN_IDLE_CLOSE_S
+from ..interpret.vantage import Votes, hops
+from ..track.conn import Conn
+from ..track.flows import FlowTracker
 from .packed import Packed
 from .spill import Spill
 

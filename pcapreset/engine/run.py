@@ -11,21 +11,22 @@ the :class:`~pcapreset.engine.result.EngineResult`.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from ..capture.decode import AddressBook, Decoder
+from ..capture.decode import Decoder
 from ..capture.instream import is_stream
 from ..capture.sources import FrameBatch, SourceInfo
+from ..capture.tcp import AddressBook
 from ..capture.timeline import decoded_timeline, open_readers
-from ..track.flows import FlowTracker, RstEvent
+from ..track.conn import RstEvent
+from ..track.flows import FlowTracker
 from . import pipeline
-from .evictor import Evictor
+from .gcpause import paused_gc
 from .result import EngineResult, Progress, assemble
 from .rollup import Rollup
 from .shard import run_sharded
+from .tracking import Tracking
 
 #: files smaller than this are analysed in one process (start-up costs more)
 AUTO_JOBS_MIN_BYTES = 64 << 20
@@ -85,12 +86,10 @@ def run(
         res = pipeline.run_pipelined(list(paths), port, progress, evict)
     else:
         readers = open_readers(paths)
-        book = AddressBook()
-        dec = Decoder(book)
-        ft = tracker or FlowTracker(port=port, server_ports=[port] if port else [])
+        dec = Decoder(AddressBook())
         total = sum(r.size for r in readers)
         with paused_gc():
-            res = _run_one(readers, dec, ft, total, progress, port, evict)
+            res = _run_one(readers, dec, tracker, total, progress, port, evict)
     if res.rollup is not None and res.rollup.reordered:
         # the capture's clock went back behind an evicted connection: its
         # packets may have belonged to it; analyse again keeping everything
@@ -102,36 +101,17 @@ def _pipeline_usable(paths: Sequence[str]) -> bool:
     return pipeline.usable(list(paths))
 
 
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic GC while connections are built and reported.
-
-    The tracker allocates many small long-lived objects; the cyclic GC would
-    rescan them again and again (measured: ~10-15% of a run). Nothing in the
-    pass builds garbage cycles that need collecting before it ends.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def _run_one(readers, dec, ft, total, progress, port, evict=False) -> EngineResult:
-    ev = Evictor(ft) if evict else None
+    tr = Tracking(port, evict, ft)
     try:
         for b in decoded_timeline(readers, dec):
-            ft.feed(b)
-            if ev is not None:
-                ev.after(b.ts)
+            tr.feed(b)
             if progress is not None:
                 progress(sum(r.bytes_read() for r in readers), total, dec.stats.frames)
     finally:
         for r in readers:
             r.close()
-    return finish(ft, dec, [r.info for r in readers], port, ev)
+    return finish(tr, dec, [r.info for r in readers], port)
 
 
 def run_batches(
@@ -152,31 +132,17 @@ def run_batches(
     ``tracker.conns``, else it is None.
     """
     dec = Decoder(AddressBook())
-    ft = FlowTracker(port=port, server_ports=[port] if port else [])
-    ft.on_rst = on_rst
-    ev = Evictor(ft) if evict else None
+    tr = Tracking(port, evict)
+    tr.ft.on_rst = on_rst
     for fb in batches:
         if len(fb.off):
-            b = dec.decode(fb)
-            ft.feed(b)
-            if ev is not None:
-                ev.after(b.ts)
+            tr.feed(dec.decode(fb))
         if on_batch is not None:
-            if ev is not None:
-                ev.compact()  # tracker.conns without the connections in the rollup
-            on_batch(ft, dec, None if ev is None else ev.rollup)
-    return finish(ft, dec, infos, port, ev)
+            tr.compact()  # tracker.conns without the connections in the rollup
+            on_batch(tr.ft, dec, tr.rollup)
+    return finish(tr, dec, infos, port)
 
 
-def finish(
-    ft: FlowTracker,
-    dec: Decoder,
-    infos: list[SourceInfo],
-    port: int | None,
-    ev: Evictor | None = None,
-) -> EngineResult:
-    if ev is not None:
-        ev.compact()
-    return assemble(
-        ft.finish(), dec.stats, dec.book, infos, port, None if ev is None else ev.rollup
-    )
+def finish(tr: Tracking, dec: Decoder, infos: list[SourceInfo], port: int | None) -> EngineResult:
+    conns, rollup = tr.finish()
+    return assemble(conns, dec.stats, dec.book, infos, port, rollup)

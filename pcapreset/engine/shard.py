@@ -12,18 +12,18 @@ Workers are forked (Linux); shard 0 reports progress through shared counters.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing as mp
 from typing import Any
 
 import numpy as np
 
-from ..capture.decode import AddressBook, Decoder, TcpBatch
+from ..capture.decode import Decoder
+from ..capture.tcp import AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
-from ..track.flows import FlowTracker
 from . import spill
-from .evictor import Evictor
+from .gcpause import no_gc_in_this_process, paused_gc
 from .result import EngineResult, Progress, assemble
+from .tracking import Tracking
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -53,32 +53,24 @@ def _worker(
         spill.write_to(out)  # this shard's spill file (its parent's: run_sharded)
     readers = open_readers(paths)
     dec = Decoder(AddressBook())
-    ft = FlowTracker(port=port, server_ports=[port] if port else [])
-    ev = Evictor(ft) if evict else None
-    gc.disable()
+    tr = Tracking(port, evict)
+    no_gc_in_this_process()
     try:
         for b in decoded_timeline(readers, dec):
             if len(b):
                 m = shard_of(b, n) == shard
                 if m.all():
-                    ft.feed(b)
-                    if ev is not None:
-                        ev.after(b.ts)
+                    tr.feed(b)
                 elif m.any():
-                    mine = b.take(np.nonzero(m)[0])
-                    ft.feed(mine)
-                    if ev is not None:
-                        ev.after(mine.ts)
+                    tr.feed(b.take(np.nonzero(m)[0]))
             if shard == 0 and _progress_counter is not None:
                 _progress_counter[0] = dec.stats.frames
                 _progress_counter[1] = sum(r.bytes_read() for r in readers)
     finally:
         for r in readers:
             r.close()
-    if ev is not None:
-        ev.compact()
-    rollup = None if ev is None else ev.rollup
-    return ft.finish(), dec.stats, [r.info for r in readers], dec.book, rollup
+    conns, rollup = tr.finish()
+    return conns, dec.stats, [r.info for r in readers], dec.book, rollup
 
 
 def run_sharded(
@@ -107,13 +99,8 @@ def run_sharded(
     finally:
         for key in outs:
             spill.release(key)
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         conns = [c for part in parts for c in part[0]]
-    finally:
-        if gc_was:
-            gc.enable()
     _conns0, stats, infos, book, rollup = parts[0]
     for part in parts[1:]:
         if part[4] is not None:

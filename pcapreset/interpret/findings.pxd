@@ -3,7 +3,7 @@
 # typed; the rules stay Python (they run on the few connections it cannot clear).
 import cython
 
-from pcapreset.track.flows cimport Conn, Dir, Exchange
+from pcapreset.track.conn cimport Conn, Dir, Exchange
 
 
 @cython.locals(cd=Dir, sd=Dir, ex=Exchange, exs=list)

@@ -9,23 +9,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..engine.records import Records
 from ..engine.result import EngineResult
-from ..interpret.evidence import build_context, rst_facts
-from ..interpret.rules import classify
-from .model import Records, Report, ResetRecord
+from ..interpret.context import build_context
+from ..interpret.resets import ResetRecord, conn_resets
+from .model import Report
 
 
 class VerdictStream:
     """Classifies each new reset ``delay_s`` after it (capture clock) and emits it.
 
     ``emit`` receives the reset as the JSON report writes it
-    (:meth:`pcapreset.report.Report.reset_json`). Classification uses the
-    connections seen so far; the final report classifies again over the
-    whole capture and is the one to trust when they differ.
+    (:meth:`pcapreset.report.model.Report.reset_json`), one per reset as the
+    report counts them (:func:`pcapreset.interpret.resets.conn_resets`: RST
+    events that belong to the reset before them are not emitted).
+    Classification uses the connections seen so far; the final report
+    classifies again over the whole capture and is the one to trust when
+    they differ.
 
-    The per-capture context (:func:`pcapreset.evidence.build_context`) is
+    The per-capture context (:func:`pcapreset.interpret.evidence.build_context`) is
     rebuilt over the connections the tracker still holds plus the summary of
-    those already evicted (``rollup``, see :class:`pcapreset.engine.Evictor`):
+    those already evicted (``rollup``, see :class:`pcapreset.engine.evictor.Evictor`):
     the connections themselves are not scanned again, but the summary's SYN
     times and round-trip times still grow with the capture, so it is rebuilt
     at most every ``max(min_rebuild_s, cpu_share_inv * cost)`` seconds (at
@@ -51,7 +55,7 @@ class VerdictStream:
         self._ctx_cost_s = 0.0
 
     def on_rst(self, ev) -> None:
-        # the connection too: once it is over and packed (pcapreset.packed)
+        # the connection too: once it is over and packed (pcapreset.engine.packed)
         # its events no longer point back at it
         self.pending.append((ev, ev.conn))
 
@@ -84,10 +88,18 @@ class VerdictStream:
             sources=[], decode=dec.stats, conns=ft.conns, book=dec.book, port=ft.port
         )
         rep = Report(res, ctx, Records(), [])
+        # each due event's connection grouped as the report groups it (all
+        # its events so far): an event that starts a reset is emitted, a
+        # follow-up or an aftermath belongs to the reset before it
+        starts: dict[int, dict[int, ResetRecord]] = {}
         for ev, conn in sorted(due, key=lambda d: d[0].ts):
-            facts = rst_facts(conn, ev, ctx)
-            self.emit(rep.reset_json(ResetRecord(conn, ev, classify(facts), facts)))
-            self.emitted += 1
+            mine = starts.get(id(conn))
+            if mine is None:
+                mine = starts[id(conn)] = {id(r.event): r for r in conn_resets(conn, ctx)}
+            r = mine.get(id(ev))
+            if r is not None:
+                self.emit(rep.reset_json(r))
+                self.emitted += 1
 
 
 def reset_line(r: dict) -> str:

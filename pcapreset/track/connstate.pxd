@@ -1,10 +1,10 @@
 # Declarations for the compiled build of connstate.py (Cython, pure Python
 # mode): the per-packet state machine reads the tracker's Conn / Dir structs
-# directly (cimport of flows.pxd; pcapreset/_build.py runs this module from
-# source whenever flows runs from source).
+# directly (cimport of conn.pxd; pcapreset/_build.py runs this module from
+# source whenever conn runs from source).
 import cython
 
-from pcapreset.track.flows cimport Conn, Dir
+from pcapreset.track.conn cimport Conn, Dir
 
 # module constants as C values
 cdef long long INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET

@@ -43,7 +43,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
-    from .flows import Conn, Dir
+    from .conn import Conn, Dir
 
 CONN_STATES = (
     "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",

@@ -3,37 +3,12 @@
 # are C structs and FlowTracker.feed runs over typed columns.
 import cython
 
+from pcapreset.track.conn cimport Conn, Dir, Exchange
+from pcapreset.track.http cimport http_client, http_server
+from pcapreset.track.rst cimport data_after_rst, rst_event
+
 # module constants as C values (no Python int arithmetic in the loop)
 cdef long long M32, HALF, ACK, FIN, RST, SYN
-
-
-cdef class Dir:
-    cdef public long long pkts, bytes, data_pkts, retrans, dupacks, zero_win
-    cdef public long long mss_segs, mss_retrans, small_segs, small_retrans
-    cdef public long long syn, synack, syn_retrans, fin, rst
-    cdef public object fin_ts, fin_end, isn, base, last_ack, first_ts, last_data_ts
-    cdef public long long max_end, last_win, ttl_last, ipid_last, zst, hA, hD
-    cdef public bint acked, ack_seen, sack_perm, ts_opt
-    cdef public dict ttls
-    cdef public object mss, wscale, opt_kinds, cA, cD
-
-
-cdef class Exchange:
-    cdef public object req_ts, method, target, req_len, resp_ts, status, resp_len
-    cdef public object resp_end_ts, last_resp_ts
-    cdef public long long req_bytes, req_start, resp_bytes, resp_start, interim
-    cdef public bint chunked
-
-
-cdef class Conn:
-    cdef public long long id, client, server, hbits
-    cdef public object role_rule, hs_ts, last_data_ts, _cur_req, _cur_resp, syn_ts, zk
-    cdef public double start, end, expires_at
-    cdef public Dir c, s
-    cdef public list hist, rst_events, exchanges
-    cdef public dict resp_headers
-    cdef public bint _rst_open, state_closed, hs_done, last_pkt_from_client
-    cdef public bint first_from_client
 
 
 cdef class FlowTracker:
@@ -45,36 +20,34 @@ cdef class FlowTracker:
     @cython.locals(table=dict, dst="long long")
     cdef Conn _resolve(self, Conn conn, unsigned long long key, long long src, object b,
                        Py_ssize_t i, long long seq, long long flags, double ts)
-    @cython.locals(cur=Exchange, prev=Exchange, ex=Exchange)
-    cdef _http_client(self, Conn conn, double ts, long long rel, long long plen, Py_ssize_t poff,
-                      long long pcap, object buf, object pre)
-    @cython.locals(ex=Exchange, target=Exchange, e=Exchange, status="long long")
-    cdef _http_server(self, Conn conn, double ts, long long plen, Py_ssize_t poff,
-                      long long pcap, object buf, object pre)
     cdef _control(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
                   long long ack, long long flags, long long win, long long plen, long long ttl,
                   long long ipid, long long optlen, object b, Py_ssize_t i, Py_ssize_t poff,
                   object buf)
-    @cython.locals(poff=Py_ssize_t)
-    cdef _rst(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq, long long ack,
-              long long flags, long long win, long long plen, long long ttl, long long ipid,
-              long long optlen, object b, Py_ssize_t i)
-
     @cython.locals(
-        active=dict, n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir, ex=Exchange,
+        active=dict, n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir,
         keys="const unsigned long long[:]", tss="const double[:]",
         srcs="const long long[:]", seqs="const long long[:]", acks="const long long[:]",
         flagss="const long long[:]", wins="const long long[:]", plens="const long long[:]",
         ttls="const long long[:]", ipids="const long long[:]", optlens="const long long[:]",
         key="unsigned long long", ts=double, src="long long", seq="long long",
         ack="long long", flags="long long", win="long long", plen="long long",
-        ttl="long long", ipid="long long", optlen="long long", from_client=bint,
-        base="long long", end="long long", diff="long long", una="long long",
-        la="long long", mss="long long", rl="long long",
+        ttl="long long", optlen="long long", from_client=bint, base="long long",
         cached=bint, cached_key="unsigned long long", cached_conn=Conn,
         poffs="const long long[:]", pcaps="const long long[:]", heads=dict,
     )
     cpdef feed(self, b)
+    cdef inline _count(self, Conn conn, Dir d, Dir o, bint up, long long flags, long long seq,
+                long long plen, double ts, long long ttl, long long ipid, long long win)
+    @cython.locals(la="long long", una="long long")
+    cdef inline bint _ack(self, Conn conn, Dir d, Dir o, bint up, long long flags, long long plen,
+                   long long ack, long long win, double ts) except -1
+    @cython.locals(end="long long", diff="long long", mss="long long", rl="long long",
+                   ex=Exchange)
+    cdef inline _payload(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
+                  long long base, long long plen, long long optlen, long long flags,
+                  Py_ssize_t i, Py_ssize_t poff, long long pcap, object bufs, object buf0,
+                  object bufidx, dict heads)
 
 
 @cython.locals(v="const unsigned char[:]")

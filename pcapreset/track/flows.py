@@ -1,6 +1,6 @@
 """flows: decoded TCP packets -> connections (pure: no I/O).
 
-One :class:`FlowTracker` consumes :class:`~pcapreset.decode.TcpBatch` objects
+One :class:`FlowTracker` consumes :class:`~pcapreset.capture.tcp.TcpBatch` objects
 in capture order and rebuilds bidirectional connections:
 
 * roles: the SYN sender is the client; without a SYN, the SYN-ACK's receiver;
@@ -19,14 +19,13 @@ in capture order and rebuilds bidirectional connections:
 * a Zeek-style ``history`` string; ``conn_state`` is computed from these
   observations by :mod:`pcapreset.connstate`.
 
-Everything here is observation. Interpretation lives in evidence/rules.
+Everything here is observation (the model: :mod:`.conn`; HTTP exchanges:
+:mod:`.http`; RST events: :mod:`.rst`). Interpretation lives in pcapreset.interpret.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
-from typing import TypeVar, cast
 
 import numpy as np
 
@@ -35,11 +34,12 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..capture.decode import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
+from ..capture.tcp import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 from . import connstate as zeek
-from .httphead import HTTP_HEAD_MAX
-from .httphead import parse_headers as _parse_headers
+from .conn import Conn, Dir, RstEvent, conn_keys
+from .http import http_client, http_server
 from .httphead import preparse as preparse_http
+from .rst import data_after_rst, rst_event
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
@@ -49,278 +49,6 @@ HALF = 1 << 31
 WELL_KNOWN_MAX = 1024
 #: Zeek repeats T/W letters when their counts reach these values
 _REPEAT_AT = {1, 10, 100, 1000, 10000}
-
-
-# history bits: index by letter, client and server variants
-_HB = {ch: 1 << i for i, ch in enumerate("SHADFRTWIQshadfrtwiq")}
-
-
-class Dir:
-    """What one side of a connection sent."""
-
-    __slots__ = (
-        "pkts", "bytes", "data_pkts", "retrans", "dupacks", "zero_win",
-        "mss_segs", "mss_retrans", "small_segs", "small_retrans",
-        "syn", "synack", "syn_retrans", "fin", "fin_ts", "rst", "isn", "base",
-        "max_end", "last_ack", "last_win", "acked", "first_ts",
-        "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
-        "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
-        "hA", "cA", "hD", "cD", "zst",
-    )  # fmt: skip
-
-    def __init__(self, client: bool = True) -> None:
-        # history bit and letter for pure ACK / data from this side (Zeek's A/a, D/d)
-        self.hA, self.cA = (_HB["A"], "A") if client else (_HB["a"], "a")
-        self.hD, self.cD = (_HB["D"], "D") if client else (_HB["d"], "d")
-        self.pkts = 0
-        self.bytes = 0
-        self.data_pkts = 0
-        self.retrans = 0
-        self.dupacks = 0
-        self.zero_win = 0
-        self.mss_segs = 0
-        self.mss_retrans = 0
-        self.small_segs = 0
-        self.small_retrans = 0
-        self.syn = 0  # SYN without ACK
-        self.synack = 0  # SYN with ACK
-        self.syn_retrans = 0
-        self.fin = 0
-        self.fin_ts: float | None = None
-        self.fin_end: int | None = None  # relative seq just after the FIN
-        self.rst = 0
-        self.isn: int | None = None
-        self.base: int | None = None  # seq of the first payload byte
-        self.max_end: int = 0  # relative seq after the highest byte sent
-        self.last_ack: int | None = None  # absolute ack number last sent
-        self.last_win = -1
-        self.acked = False
-        self.ack_seen = False
-        self.first_ts: float | None = None
-        self.last_data_ts: float | None = None
-        self.ttl_last = -1
-        self.ttls: dict[int, int] = {}  # TTL -> packets (non-RST), changes only
-        self.ipid_last = -1
-        self.mss: int | None = None  # MSS this side advertised in its SYN
-        self.wscale: int | None = None
-        self.sack_perm = False
-        self.ts_opt = False
-        self.opt_kinds: list[str] | None = None  # SYN options, in order
-        self.zst = 0  # Zeek's endpoint state (connstate.INACTIVE...)
-
-    @property
-    def after_hs(self) -> int:
-        """Packets this side sent that were neither SYN nor RST."""
-        return self.pkts - self.syn - self.synack - self.rst
-
-
-class Exchange:
-    """One HTTP/1.x request and its response, as far as the capture shows."""
-
-    __slots__ = (
-        "req_ts", "method", "target", "req_bytes", "req_len", "req_start",
-        "resp_ts", "status", "resp_bytes", "resp_len", "chunked", "resp_end_ts",
-        "resp_start", "last_resp_ts", "interim",
-    )  # fmt: skip
-
-    def __init__(self, ts: float | None, method: str, target: str, start: int) -> None:
-        self.req_ts = ts
-        self.method = method
-        self.target = target
-        self.req_bytes = 0
-        self.req_len: int | None = None  # header + body when known
-        self.req_start = start
-        self.resp_ts: float | None = None
-        self.status: int | None = None
-        self.resp_bytes = 0
-        self.resp_len: int | None = None
-        self.chunked = False
-        self.resp_end_ts: float | None = None
-        self.resp_start = 0
-        self.last_resp_ts: float | None = None
-        self.interim = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.resp_end_ts is not None
-
-    def as_dict(self) -> dict:
-        return {
-            "req_ts": self.req_ts,
-            "method": self.method,
-            "target": self.target,
-            "req_bytes": self.req_bytes,
-            "resp_ts": self.resp_ts,
-            "status": self.status,
-            "resp_bytes": self.resp_bytes,
-            "resp_len": self.resp_len,
-            "resp_end_ts": self.resp_end_ts,
-        }
-
-
-class RstPacket:
-    __slots__ = (
-        "ts", "from_client", "flags", "seq", "ack", "ttl", "ipid", "optlen", "win",
-        "plen", "opts", "frame", "seq_vs_peer_ack", "in_window",
-    )  # fmt: skip
-
-    def __init__(
-        self, ts: float, from_client: bool, flags: int, seq: int, ack: int | None, ttl: int,
-        ipid: int, optlen: int, win: int, plen: int, opts: list[str] | None, frame: int,
-        seq_vs_peer_ack: int | None, in_window: bool | None,
-    ) -> None:  # fmt: skip
-        self.ts = ts
-        self.from_client = from_client
-        self.flags = flags
-        self.seq = seq
-        self.ack = ack  # None when the ACK flag is not set
-        self.ttl = ttl
-        self.ipid = ipid
-        self.optlen = optlen
-        self.win = win
-        self.plen = plen
-        self.opts = opts  # option kinds, in order
-        self.frame = frame  # (file_index << 40) | frame number
-        self.seq_vs_peer_ack = seq_vs_peer_ack  # seq minus the peer's last ACK (signed)
-        self.in_window = in_window
-
-    def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    # pickled as a tuple of the slots' values (pcapreset.packed keeps many)
-    def __getstate__(self) -> tuple:
-        return tuple([getattr(self, k) for k in RstPacket.__slots__])
-
-    def __setstate__(self, state: tuple) -> None:
-        for k, v in zip(RstPacket.__slots__, state, strict=True):
-            setattr(self, k, v)
-
-
-class RstEvent:
-    """One reset of a connection: its RST packets plus the state when it came."""
-
-    __slots__ = (
-        "conn", "ts", "from_client", "packets", "phase", "idle_before_s",
-        "since_last_packet_s", "since_last_data_s", "since_last_response_s",
-        "requests_before", "outstanding", "exchange", "sender_data_after",
-        "peer_data_after", "sender_fin_before", "peer_fin_before", "peer_data_after_fin",
-        "last_trigger_from_peer", "trigger_ts", "prev_pkt_from_peer", "index",
-        "peer_pkts_after",
-    )  # fmt: skip
-
-    def __init__(self, conn: Conn, pkt: RstPacket) -> None:
-        self.conn = conn
-        self.ts = pkt.ts
-        self.from_client = pkt.from_client
-        self.packets = [pkt]
-        self.phase = "unknown"
-        self.idle_before_s: float | None = None
-        self.since_last_packet_s: float | None = None
-        self.since_last_data_s: float | None = None
-        self.since_last_response_s: float | None = None
-        self.requests_before = 0
-        self.outstanding = False
-        self.exchange: Exchange | None = None
-        self.sender_data_after = 0  # data packets from the RST's sender after it
-        self.peer_data_after = 0
-        self.peer_pkts_after = 0
-        self.sender_fin_before = False
-        self.peer_fin_before = False
-        self.peer_data_after_fin = False  # peer sent data after sender's FIN
-        self.last_trigger_from_peer = False
-        self.trigger_ts: float | None = None
-        self.prev_pkt_from_peer = False
-        self.index = 0
-
-    @property
-    def both_directions(self) -> bool:
-        return len({p.from_client for p in self.packets}) == 2
-
-    # pickled as a tuple of the slots' values (pcapreset.packed keeps many)
-    def __getstate__(self) -> tuple:
-        return tuple([getattr(self, k) for k in RstEvent.__slots__])
-
-    def __setstate__(self, state: tuple) -> None:
-        for k, v in zip(RstEvent.__slots__, state, strict=True):
-            setattr(self, k, v)
-
-
-class Conn:
-    """One TCP connection (one incarnation of a 4-tuple)."""
-
-    __slots__ = (
-        "id", "client", "server", "role_rule", "start", "end", "c", "s",
-        "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
-        "hs_done", "hs_ts", "last_pkt_from_client", "last_data_ts",
-        "_cur_req", "_cur_resp", "syn_ts", "first_from_client", "resp_headers",
-        "zk", "expires_at",
-    )  # fmt: skip
-
-    def __init__(self, cid: int, client: int, server: int, rule: str, ts: float) -> None:
-        self.id = cid
-        self.client = client
-        self.server = server
-        self.role_rule = rule
-        self.start = ts
-        self.end = ts
-        self.c = Dir(True)
-        self.s = Dir(False)
-        self.hist: list[str] = []
-        self.hbits = 0
-        self.rst_events: list[RstEvent] = []
-        self.exchanges: list[Exchange] = []
-        self._rst_open = False  # last RST event still collecting packets
-        self.state_closed = False
-        self.hs_done = False
-        self.hs_ts: float | None = None
-        self.syn_ts: float | None = None
-        self.last_pkt_from_client = True
-        self.last_data_ts: float | None = None
-        self._cur_req: Exchange | None = None  # request still being sent
-        self._cur_resp: Exchange | None = None  # response still being received
-        self.first_from_client = True
-        #: Server / Keep-Alive / Connection headers of the last response seen
-        self.resp_headers: dict[str, str] = {}
-        #: Zeek's view (connstate): per-connection state, and when Zeek would drop it
-        self.zk = zeek.ZeekTcp()
-        self.expires_at = float("inf")
-
-    @property
-    def packets(self) -> int:
-        return self.c.pkts + self.s.pkts
-
-    @property
-    def history(self) -> str:
-        return "".join(self.hist)
-
-    @property
-    def requests(self) -> int:
-        return len(self.exchanges)
-
-    @property
-    def completed_exchanges(self) -> int:
-        return sum(1 for e in self.exchanges if e.complete)
-
-    def mark(self, bit: int, ch: str) -> None:
-        if not self.hbits & bit:
-            self.hbits |= bit
-            self.hist.append(ch)
-
-
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
-
-
-def conn_keys(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """A 64-bit key per packet, equal for both directions of a connection.
-
-    Integer keys make the per-packet table lookup cheaper than (lo, hi) tuples;
-    a lookup that finds a connection with other endpoints falls back to an
-    exact table (see FlowTracker.feed).
-    """
-    lo = np.minimum(src, dst).astype(np.uint64)
-    hi = np.maximum(src, dst).astype(np.uint64)
-    return (lo * _K1) ^ (hi * _K2)
 
 
 class FlowTracker:
@@ -369,6 +97,7 @@ class FlowTracker:
                 rule = "first-packet"
                 client, server = src, dst
         c = Conn(len(self.conns), client, server, rule, ts)
+        c.zk = zeek.ZeekTcp()
         c.first_from_client = src == client
         if src != client:
             c.hist.append("^")  # Zeek marks a flipped direction with '^'
@@ -381,7 +110,12 @@ class FlowTracker:
     def feed(self, b: TcpBatch) -> None:
         """Consume one batch of packets (in capture order). The hot path.
 
-        Compiled (flows.pxd), the columns are typed numpy views; uncompiled,
+        Per packet: find its connection (the previous packet's, a table
+        lookup, or :meth:`_resolve` off the common path), count it on its
+        side (:meth:`_count`), then follow SYN, FIN and RST (:meth:`_control`),
+        acknowledgements (:meth:`_ack`) and payload (:meth:`_payload`:
+        sequence space, retransmissions, HTTP). Compiled (flows.pxd), the
+        columns are typed numpy views and the steps C calls; uncompiled,
         Python lists. The rest of a packet is read by index ``i`` only where
         needed (new connections, control packets, HTTP).
         """
@@ -390,7 +124,6 @@ class FlowTracker:
             return
         active = self.active
         get = active.get
-        data_after_rst = self._data_after_rst
         bufs = b.bufs
         # message heads parsed ahead (pipeline.py's child), else here: only
         # packets whose first payload byte can start an HTTP message are read
@@ -425,13 +158,8 @@ class FlowTracker:
             ts = tss[i]
             src = srcs[i]
             seq = seqs[i]
-            ack = acks[i]
             flags = flagss[i]
-            win = wins[i]
             plen = plens[i]
-            ttl = ttls[i]
-            ipid = ipids[i]
-            optlen = optlens[i]
             if cached and key == cached_key:
                 conn = cached_conn
             else:
@@ -440,13 +168,12 @@ class FlowTracker:
             if conn is None:
                 conn = self._resolve(None, key, src, b, i, seq, flags, ts)
                 cached = False
-                from_client = src == conn.client
-            else:
-                from_client = src == conn.client
-                if (not from_client and src != conn.server) or ts >= conn.expires_at or flags & SYN:
-                    conn = self._resolve(conn, key, src, b, i, seq, flags, ts)
-                    cached = False
-                    from_client = src == conn.client
+            elif (
+                (src != conn.client and src != conn.server) or ts >= conn.expires_at or flags & SYN
+            ):
+                conn = self._resolve(conn, key, src, b, i, seq, flags, ts)
+                cached = False
+            from_client = src == conn.client
             if from_client:
                 d = conn.c
                 o = conn.s
@@ -456,14 +183,18 @@ class FlowTracker:
             if not d.pkts:
                 d.first_ts = ts
             d.pkts += 1
+            win = wins[i]
+            optlen = optlens[i]
             if flags & 0x07:  # SYN, FIN or RST: the careful path
+                ack = acks[i]
+                ttl = ttls[i]
                 if not flags & RST:
                     if ttl != d.ttl_last:
                         d.ttl_last = ttl
                         d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
-                    d.ipid_last = ipid
+                    d.ipid_last = ipids[i]
                 self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
-                              ipid, optlen, b, i, poffs[i],
+                              ipids[i], optlen, b, i, poffs[i],
                               buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
                 cached = False
                 if flags & RST:
@@ -471,16 +202,7 @@ class FlowTracker:
                     conn.last_pkt_from_client = from_client
                     continue
             else:
-                if not d.zst:  # Zeek state INACTIVE: this packet may change it
-                    zeek.update(conn, d, o, from_client, flags, seq, plen, ts)
-                if ttl != d.ttl_last:
-                    d.ttl_last = ttl
-                    d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
-                d.ipid_last = ipid
-                if not win:
-                    d.zero_win += 1
-                    if d.zero_win in _REPEAT_AT:
-                        conn.hist.append("W" if from_client else "w")
+                self._count(conn, d, o, from_client, flags, seq, plen, ts, ttls[i], ipids[i], win)
             base_o = d.base
             if base_o is None:
                 # first packet of this side without a SYN: sequence space starts here
@@ -488,84 +210,113 @@ class FlowTracker:
                 base = seq
             else:
                 base = base_o
-            if flags & ACK:
-                if not d.ack_seen:
-                    d.ack_seen = True
-                    if not conn.hs_done and from_client and conn.s.synack and conn.c.syn:
-                        if not flags & SYN:
-                            conn.hs_done = True
-                            conn.hs_ts = ts
-                if not plen:
-                    if not flags & 0x07:
-                        if not conn.hbits & d.hA:
-                            conn.hbits |= d.hA
-                            conn.hist.append(d.cA)
-                        la_o = d.last_ack
-                        if la_o is not None and win == d.last_win:
-                            la = la_o
-                            ob = o.base
-                            if ack == la and ob is not None:
-                                una = (o.max_end - ((ack - ob) & M32)) & M32
-                                if 0 < una < HALF:
-                                    d.dupacks += 1
-                    d.last_ack = ack
-                    d.last_win = win
-                    conn.end = ts
-                    conn.last_pkt_from_client = from_client
-                    continue
-                d.last_ack = ack
+            if flags & ACK and self._ack(conn, d, o, from_client, flags, plen, acks[i], win, ts):
+                conn.end = ts  # a pure ACK: nothing more to follow
+                conn.last_pkt_from_client = from_client
+                continue
             d.last_win = win
             if plen:
-                if not flags & 0x07 and not conn.hbits & d.hD:
-                    # Zeek's D: any payload packet without SYN/FIN/RST, retransmitted too
-                    conn.hbits |= d.hD
-                    conn.hist.append(d.cD)
-                # ---- sequence analysis (inline: most packets carry data)
-                end = (seq - base + plen) & M32
-                diff = (end - d.max_end) & M32
-                mss_o = o.mss
-                mss = -1 if mss_o is None else mss_o
-                if diff == 0 or diff >= HALF:
-                    d.retrans += 1
-                    if mss >= 0 and plen + optlen >= mss:
-                        d.mss_retrans += 1
-                    else:
-                        d.small_retrans += 1
-                    if d.retrans in _REPEAT_AT:
-                        conn.hist.append("T" if from_client else "t")
-                else:
-                    d.bytes += diff
-                    d.max_end = end
-                    d.data_pkts += 1
-                    if mss >= 0 and plen + optlen >= mss:
-                        d.mss_segs += 1
-                    else:
-                        d.small_segs += 1
-                    d.last_data_ts = ts
-                    conn.last_data_ts = ts
-                    if conn.rst_events:
-                        data_after_rst(conn, from_client)
-                    if from_client:
-                        self._http_client(conn, ts, (seq - base) & M32, plen, poffs[i], pcaps[i],
-                                    buf0 if bufidx is None else bufs[bufidx[i]],
-                                    heads.get(i))  # fmt: skip
-                    else:
-                        ex = conn._cur_resp
-                        rl_o = None if ex is None or ex.resp_end_ts is not None else ex.resp_len
-                        if rl_o is not None and ex is not None:
-                            # the common case: more of a response of known length
-                            rl = rl_o
-                            ex.resp_bytes += plen
-                            ex.last_resp_ts = ts
-                            if ex.resp_bytes >= rl:
-                                ex.resp_end_ts = ts
-                        else:
-                            self._http_server(conn, ts, plen, poffs[i], pcaps[i],
-                                        buf0 if bufidx is None else bufs[bufidx[i]],
-                                        heads.get(i))  # fmt: skip
+                self._payload(conn, d, o, from_client, ts, seq, base, plen, optlen, flags, i,
+                              poffs[i], pcaps[i], bufs, buf0, bufidx, heads)  # fmt: skip
             conn.end = ts
             conn.last_pkt_from_client = from_client
         self.last_ts = ts
+
+    def _count(self, conn: Conn, d: Dir, o: Dir, up: bool, flags: int, seq: int, plen: int,
+               ts: float, ttl: int, ipid: int, win: int) -> None:  # fmt: skip
+        """A packet without SYN, FIN or RST: Zeek's state while its side is
+        inactive, the side's TTLs and IP ID, zero windows."""
+        if not d.zst:  # Zeek state INACTIVE: this packet may change it
+            zeek.update(conn, d, o, up, flags, seq, plen, ts)
+        if ttl != d.ttl_last:
+            d.ttl_last = ttl
+            d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+        d.ipid_last = ipid
+        if not win:
+            d.zero_win += 1
+            if d.zero_win in _REPEAT_AT:
+                conn.hist.append("W" if up else "w")
+
+    def _ack(self, conn: Conn, d: Dir, o: Dir, up: bool, flags: int, plen: int, ack: int,
+             win: int, ts: float) -> bool:  # fmt: skip
+        """A packet with the ACK flag: the handshake's end, Zeek's A letter,
+        duplicate ACKs. True for a pure ACK (no payload): nothing follows."""
+        if not d.ack_seen:
+            d.ack_seen = True
+            if not conn.hs_done and up and conn.s.synack and conn.c.syn:
+                if not flags & SYN:
+                    conn.hs_done = True
+                    conn.hs_ts = ts
+        if plen:
+            d.last_ack = ack
+            return False
+        if not flags & 0x07:
+            if not conn.hbits & d.hA:
+                conn.hbits |= d.hA
+                conn.hist.append(d.cA)
+            la_o = d.last_ack
+            if la_o is not None and win == d.last_win:
+                la = la_o
+                ob = o.base
+                if ack == la and ob is not None:
+                    una = (o.max_end - ((ack - ob) & M32)) & M32
+                    if 0 < una < HALF:
+                        d.dupacks += 1
+        d.last_ack = ack
+        d.last_win = win
+        return True
+
+    def _payload(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, base: int,
+                 plen: int, optlen: int, flags: int, i: int, poff: int, pcap: int,
+                 bufs: list, buf0: bytes, bufidx: list | None, heads: dict) -> None:  # fmt: skip
+        """Packet ``i``'s payload: Zeek's D letter, new bytes or a
+        retransmission (full-MSS or small), then the HTTP exchange it
+        continues (its bytes at ``poff`` in its buffer, its message head
+        parsed ahead in ``heads``)."""
+        if not flags & 0x07 and not conn.hbits & d.hD:
+            # Zeek's D: any payload packet without SYN/FIN/RST, retransmitted too
+            conn.hbits |= d.hD
+            conn.hist.append(d.cD)
+        end = (seq - base + plen) & M32
+        diff = (end - d.max_end) & M32
+        mss_o = o.mss
+        mss = -1 if mss_o is None else mss_o
+        if diff == 0 or diff >= HALF:
+            d.retrans += 1
+            if mss >= 0 and plen + optlen >= mss:
+                d.mss_retrans += 1
+            else:
+                d.small_retrans += 1
+            if d.retrans in _REPEAT_AT:
+                conn.hist.append("T" if up else "t")
+            return
+        d.bytes += diff
+        d.max_end = end
+        d.data_pkts += 1
+        if mss >= 0 and plen + optlen >= mss:
+            d.mss_segs += 1
+        else:
+            d.small_segs += 1
+        d.last_data_ts = ts
+        conn.last_data_ts = ts
+        if conn.rst_events:
+            data_after_rst(conn, up)
+        if up:
+            buf = buf0 if bufidx is None else bufs[bufidx[i]]
+            http_client(conn, ts, (seq - base) & M32, plen, poff, pcap, buf, heads.get(i))
+            return
+        ex = conn._cur_resp
+        rl_o = None if ex is None or ex.resp_end_ts is not None else ex.resp_len
+        if rl_o is not None and ex is not None:
+            # the common case: more of a response of known length
+            rl = rl_o
+            ex.resp_bytes += plen
+            ex.last_resp_ts = ts
+            if ex.resp_bytes >= rl:
+                ex.resp_end_ts = ts
+        else:
+            buf = buf0 if bufidx is None else bufs[bufidx[i]]
+            http_server(conn, ts, plen, poff, pcap, buf, heads.get(i))
 
     def _resolve(
         self, conn: Conn | None, key: int, src: int, b: TcpBatch, i: int, seq: int, flags: int,
@@ -627,225 +378,11 @@ class FlowTracker:
             if d.fin and o.fin:
                 conn.state_closed = True
         if flags & RST:
-            self._rst(conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, b, i)
-
-    def _rst(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, ack: int,
-             flags: int, win: int, plen: int, ttl: int, ipid: int, optlen: int,
-             b: TcpBatch, i: int) -> None:  # fmt: skip
-        d.rst += 1  # (the R/r history letter comes from connstate.control_history)
-        opts: list[str] | None = None
-        if optlen:
-            poff = int(b.poff[i])
-            raw = bytes(_buf_of(b, i)[poff - optlen : poff])
-            opts = cast("list[str]", parse_tcp_options(raw)["kinds"])
-        frame = int(b.frame[i])
-        # where the RST's seq sits relative to what the peer acknowledged
-        peer_ack = o.last_ack
-        if peer_ack is None:
-            rel = None
-        else:
-            rel = (seq - peer_ack) & M32
-            if rel >= HALF:
-                rel -= 1 << 32
-        in_window = None
-        if d.base is not None:
-            nxt = (d.base + d.max_end) & M32
-            diff = (seq - nxt) & M32
-            in_window = diff < 65535 << 4 or diff > M32 - (65535 << 4)
-        pkt = RstPacket(
-            ts=ts, from_client=up, flags=flags, seq=seq, ack=ack if flags & ACK else None,
-            ttl=ttl, ipid=ipid, optlen=optlen, win=win, plen=plen, opts=opts, frame=frame,
-            seq_vs_peer_ack=rel, in_window=in_window,
-        )  # fmt: skip
-        if conn._rst_open and conn.rst_events:
-            ev = conn.rst_events[-1]
-            ev.packets.append(pkt)
-            return
-        ev = RstEvent(conn, pkt)
-        ev.index = len(conn.rst_events)
-        self._snapshot(conn, ev, d, o, up, ts)
-        conn.rst_events.append(ev)
-        conn._rst_open = True
-        if self.on_rst is not None:
-            self.on_rst(ev)
-
-    def _snapshot(self, conn: Conn, ev: RstEvent, d: Dir, o: Dir, up: bool, ts: float) -> None:
-        """Record where in the connection's life the RST came (observation only)."""
-        ex = conn.exchanges[-1] if conn.exchanges else None
-        done = sum(1 for e in conn.exchanges if e.complete)
-        ev.requests_before = done
-        ev.exchange = ex
-        ev.since_last_packet_s = ts - conn.end if conn.packets > 1 else None
-        ev.prev_pkt_from_peer = conn.packets > 1 and conn.last_pkt_from_client != up
-        ev.since_last_data_s = ts - conn.last_data_ts if conn.last_data_ts is not None else None
-        last_resp = None
-        for e in reversed(conn.exchanges):
-            if e.last_resp_ts is not None:
-                last_resp = e.last_resp_ts
-                break
-        ev.since_last_response_s = ts - last_resp if last_resp is not None else None
-        ev.sender_fin_before = d.fin_ts is not None
-        ev.peer_fin_before = o.fin_ts is not None
-        any_data = conn.c.data_pkts or conn.s.data_pkts
-        outstanding = ex is not None and not ex.complete
-        ev.outstanding = outstanding
-        # the activity that the RST ends: the outstanding request, else the RST itself
-        if outstanding and ex is not None and ex.req_ts is not None:
-            trigger = ex.req_ts
-        else:
-            trigger = ts
-        ev.trigger_ts = trigger
-        prev_data = _last_data_before(conn, trigger)
-        if prev_data is not None:
-            ev.idle_before_s = max(0.0, trigger - prev_data)
-        else:
-            ref = conn.hs_ts or conn.syn_ts or conn.start
-            ev.idle_before_s = max(0.0, trigger - ref) if trigger != ref else 0.0
-        if not any_data and not (d.fin or o.fin):
-            phase = "handshake"
-        elif outstanding and ex is not None:
-            phase = "response" if ex.resp_ts is not None else "request"
-        elif d.fin_ts is not None or o.fin_ts is not None:
-            phase = "closing"
-        elif ev.since_last_data_s is not None and ev.since_last_data_s < 1.0 and done:
-            phase = "after_response"
-        elif (
-            any_data
-            and not conn.exchanges
-            and ev.since_last_data_s is not None
-            and (ev.since_last_data_s < 1.0)
-        ):
-            phase = "request" if conn.last_pkt_from_client != up else "response"
-        else:
-            phase = "idle"
-        ev.phase = phase
-        if d.fin_ts is not None and o.last_data_ts is not None and o.last_data_ts > d.fin_ts:
-            ev.peer_data_after_fin = True
+            ev = rst_event(conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, b, i)
+            if ev is not None and self.on_rst is not None:
+                self.on_rst(ev)
 
     # ---------------------------------------------------------------- data
-    @staticmethod
-    def _data_after_rst(conn: Conn, up: bool) -> None:
-        conn._rst_open = False
-        ev = conn.rst_events[-1]
-        if up == ev.from_client:
-            ev.sender_data_after += 1
-        else:
-            ev.peer_data_after += 1
-
-    def _http_client(self, conn, ts, rel, plen, poff, pcap, buf, pre) -> None:
-        """Client payload: a new HTTP request, or more of the current one.
-
-        ``pre``: the entry of :func:`preparse_http` for this packet; None when
-        it starts no message.
-        """
-        cur = conn._cur_req
-        if cur is not None and cur.req_len is not None and cur.req_bytes < cur.req_len:
-            cur.req_bytes += plen
-            return
-        if pre is not None and pre[0] == "req":  # a request line: a new exchange
-            prev = conn._cur_resp
-            if prev is not None and prev.resp_end_ts is None and prev.resp_len is None:
-                # HTTP/1.1 without pipelining: a new request means the
-                # previous (length-unknown) response was over
-                prev.resp_end_ts = prev.last_resp_ts
-            ex = Exchange(ts, pre[1], pre[2], rel)
-            hl, _chunked, clen = pre[3]
-            if hl is not None:
-                ex.req_len = hl + (clen or 0)
-            ex.req_bytes = plen
-            conn.exchanges.append(ex)
-            conn._cur_req = ex
-            return
-        if cur is not None:
-            cur.req_bytes += plen
-
-    def _http_server(self, conn, ts, plen, poff, pcap, buf, pre) -> None:
-        """Server payload outside a known-length response: status line or body.
-
-        ``pre`` as in :meth:`_http_client`.
-        """
-        ex = conn._cur_resp
-        if pre is not None and pre[0] == "resp":
-            head, is_status, parsed = pre[1], True, pre
-        else:
-            head, is_status, parsed = b"", False, None
-            if ex is not None and ex.chunked and pcap == plen:
-                # the chunked-end test below reads the payload's tail
-                head = bytes(buf[poff : poff + (pcap if pcap < HTTP_HEAD_MAX else HTTP_HEAD_MAX)])
-        if ex is not None and ex.resp_end_ts is None:
-            if is_status and ex.resp_len is None and not ex.chunked:
-                # length was unknown (headers cut by the snaplen): a new status
-                # line starts the next response
-                ex.resp_end_ts = ex.last_resp_ts
-            else:
-                ex.resp_bytes += plen
-                ex.last_resp_ts = ts
-                if ex.resp_len is not None:
-                    if ex.resp_bytes >= ex.resp_len:
-                        ex.resp_end_ts = ts
-                elif ex.chunked and pcap == plen and head[-5:] == b"0\r\n\r\n":
-                    ex.resp_end_ts = ts
-                elif ex.chunked and pcap == plen:
-                    tail = bytes(buf[poff + max(0, pcap - 5) : poff + pcap])
-                    if tail == b"0\r\n\r\n":
-                        ex.resp_end_ts = ts
-                return
-        if not is_status:
-            return
-        try:
-            status = int(head[9:12])
-        except ValueError:
-            return
-        # attach to the oldest request still waiting for a response
-        target = None
-        for e in conn.exchanges:
-            if e.status is None or (e.status < 200 and e.resp_end_ts is None):
-                target = e
-                break
-        if target is None:
-            target = Exchange(None, "", "", 0)
-            conn.exchanges.append(target)
-        if target.resp_ts is None:
-            target.resp_ts = ts
-        target.status = status
-        target.resp_bytes = plen
-        target.last_resp_ts = ts
-        if parsed is not None:
-            hl, chunked, clen = parsed[2]
-            conn.resp_headers.update(parsed[3])
-        else:
-            hl, chunked, clen = _parse_headers(head, conn.resp_headers)
-        if status < 200:  # interim (100 Continue): the final status follows
-            target.interim += 1
-            if hl is not None and plen > hl:
-                # the final response may be in the same segment
-                rest = head[hl:]
-                if rest.startswith(b"HTTP/1."):
-                    try:
-                        target.status = int(rest[9:12])
-                    except ValueError:
-                        pass
-                    h2, chunked, clen = _parse_headers(rest, conn.resp_headers)
-                    hl = hl + h2 if h2 is not None else None
-                    status = target.status or status
-            if status < 200:
-                return
-        no_body = status in (204, 304) or target.method == "HEAD"
-        if hl is not None:
-            if no_body:
-                target.resp_len = hl
-            elif clen is not None:
-                target.resp_len = hl + clen
-            elif chunked:
-                target.chunked = True
-                if pcap == plen and head.endswith(b"0\r\n\r\n"):
-                    target.resp_end_ts = ts
-        conn._cur_resp = target
-        if target.resp_len is not None and target.resp_bytes >= target.resp_len:
-            target.resp_end_ts = ts
-        if conn._cur_req is target:
-            conn._cur_req = None
-
     def finish(self) -> list[Conn]:
         """Close out: responses that ended with the connection count as complete."""
         for conn in self.conns:
@@ -867,59 +404,6 @@ class FlowTracker:
                 and not conn.rst_events
             ):
                 ex.resp_end_ts = conn.s.fin_ts
-
-
-_C = TypeVar("_C", dict, list)
-#: most distinct containers :func:`freeze_conn` shares (bounds its table)
-SHARED_MAX = 4096
-
-
-def freeze_conn(conn: Conn, shared: dict) -> None:
-    """Slim a connection that can change no more, for a report that keeps it.
-
-    Call once it is closed and past Zeek's close delay (a packet of its
-    4-tuple would start a new connection) and out of the tracker's tables:
-    ``engine.Evictor`` does, for the connections with a reset it keeps to the
-    end. Every value evidence, rules, findings, the report, nginx log
-    matching and ``Report.conn_row`` read stays equal; only its storage
-    shrinks (~5.1 -> ~3.5 KB on the bench capture):
-
-    * ``zk`` keeps ``orig`` and its timers (:meth:`ZeekTcp.frozen`), not the
-      state machine's per-endpoint lists;
-    * ``hist`` becomes one interned string (``history`` is the same);
-    * equal small containers are one object, shared through ``shared`` (up to
-      :data:`SHARED_MAX` of them): the response headers, each side's TTL
-      table and SYN option kinds, the RST packets' option kinds;
-    * request methods and targets are interned strings.
-
-    Nothing may change a frozen connection: the tracker no longer finds it.
-    """
-    conn.zk = conn.zk.frozen()
-    conn.hist = [sys.intern("".join(conn.hist))]
-    conn.resp_headers = _shared(shared, conn.resp_headers)
-    for d in (conn.c, conn.s):
-        d.ttls = _shared(shared, d.ttls)
-        if d.opt_kinds is not None:
-            d.opt_kinds = _shared(shared, d.opt_kinds)
-    for ex in conn.exchanges:
-        ex.method = sys.intern(ex.method)
-        ex.target = sys.intern(ex.target)
-    for ev in conn.rst_events:
-        for p in ev.packets:
-            if p.opts is not None:
-                p.opts = _shared(shared, p.opts)
-
-
-def _shared(shared: dict, x: _C) -> _C:
-    """The object in ``shared`` equal to the dict or list ``x`` (in order),
-    else ``x`` (kept there while there is room)."""
-    key = (type(x), tuple(x.items()) if isinstance(x, dict) else tuple(x))
-    got = shared.get(key)
-    if got is not None:
-        return got
-    if len(shared) < SHARED_MAX:
-        shared[key] = x
-    return x
 
 
 _LINUX_SYN_KINDS = ["mss", "sackOK", "ts", "nop", "wscale"]
@@ -953,21 +437,3 @@ def _syn_options(d: Dir, buf: bytes, at: int, n: int) -> None:
     d.sack_perm = bool(opts.get("sack_perm"))
     d.ts_opt = "ts" in opts
     d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
-
-
-def _buf_of(b: TcpBatch, i: int) -> bytes:
-    """The buffer packet ``i`` of ``b`` points into."""
-    bufs = b.bufs
-    return bufs[0] if len(bufs) == 1 else bufs[int(b.bufidx[i])]
-
-
-def _last_data_before(conn: Conn, t: float) -> float | None:
-    """Time of the last payload packet strictly before ``t`` (from the exchanges)."""
-    best = None
-    for e in conn.exchanges:
-        for v in (e.req_ts, e.last_resp_ts, e.resp_end_ts):
-            if v is not None and v < t and (best is None or v > best):
-                best = v
-    if best is None and conn.last_data_ts is not None and conn.last_data_ts < t:
-        best = conn.last_data_ts
-    return best

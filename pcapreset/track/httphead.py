@@ -26,7 +26,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
-    from ..capture.decode import TcpBatch
+    from ..capture.tcp import TcpBatch
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled

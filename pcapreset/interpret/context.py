@@ -1,0 +1,368 @@
+"""context: what a capture says as a whole, computed once before any reset is read.
+
+Per server endpoint: SYN times (bursts of connects), the server's RST times
+(mass resets), refused connects, idle closes and the idle timeout they
+show, round-trip times; per host: its usual hop count; the vantage point.
+:func:`build_context` computes it over the connections held plus those the
+engine summarised (:class:`Summarised`). Also the per-connection readings
+both the context and the facts use (round-trip time, follow-up RSTs).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..capture.tcp import ACK
+from ..track.conn import Conn, RstEvent
+from .thresholds import MIN_IDLE_CLOSE_S, RACE_SLACK_S, RIGHT_AFTER_S
+from .vantage import Vantage, VantageVotes, Votes, conn_order, host_hop_votes, infer_vantage
+
+
+@dataclass
+class Context:
+    """Per-capture facts used by the per-RST facts."""
+
+    vantage: Vantage
+    #: server endpoint -> sorted SYN times of its connections (array("d"): one
+    #: per connection, evicted ones included)
+    syn_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted times of RST events sent by the server (array("d"))
+    server_rst_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted times of refused connects (RST,ACK to a SYN; array("d"))
+    refused_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> idle gaps (s) after which the server closed a keep-alive
+    #: connection: its last response -> its FIN (array("d"))
+    idle_closes: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> idle gaps (s) before requests the server reset as it closed
+    race_gaps: dict[int, list[float]] = field(default_factory=dict)
+    #: inferred idle timeout per server endpoint
+    idle_timeout: dict[int, float] = field(default_factory=dict)
+    #: server endpoint -> "idle closes" or "raced requests" (what the estimate rests on)
+    idle_timeout_basis: dict[int, str] = field(default_factory=dict)
+    #: server endpoint -> median handshake round-trip time (s)
+    rtt: dict[int, float] = field(default_factory=dict)
+    #: host (addr id) -> usual hop count of its non-RST packets, over all its flows
+    host_hops: dict[int, int] = field(default_factory=dict)
+
+
+def is_refused(conn: Conn, ev: RstEvent) -> bool:
+    return (
+        not ev.from_client
+        and conn.c.syn > 0
+        and conn.s.synack == 0
+        and conn.s.data_pkts == 0
+        and bool(ev.packets[0].flags & ACK)
+    )
+
+
+def last_response_end(conn: Conn) -> float | None:
+    for e in reversed(conn.exchanges):
+        if e.resp_end_ts is not None:
+            return e.resp_end_ts
+        if e.last_resp_ts is not None:
+            return e.last_resp_ts
+    return None
+
+
+def conn_rtt(conn: Conn) -> float | None:
+    """SYN -> the client's handshake ACK: one round trip from any vantage point."""
+    if conn.syn_ts is not None and conn.hs_ts is not None and conn.hs_ts > conn.syn_ts:
+        return conn.hs_ts - conn.syn_ts
+    return None
+
+
+def rtt_of(conn: Conn, ctx: Context) -> float:
+    r = conn_rtt(conn)
+    if r is None:
+        r = ctx.rtt.get(conn.server, 0.0)
+    return r
+
+
+def fin_crossed(conn: Conn, rtt_s: float) -> bool:
+    """The server's FIN and the client's last request crossed on the wire.
+
+    Either the request came after the FIN (backend-side view), or the FIN
+    arrived less than one round trip after the request left (nginx-side view):
+    the server cannot have seen the request when it decided to close.
+    """
+    fin = conn.s.fin_ts
+    if fin is None or not conn.exchanges:
+        return False
+    ex = conn.exchanges[-1]
+    if ex.req_ts is None or ex.resp_ts is not None:
+        return False
+    return ex.req_ts >= fin or fin - ex.req_ts <= rtt_s + RACE_SLACK_S
+
+
+def _idle_close_gap(c: Conn, rtt_s: float) -> float | None:
+    """Last complete response -> server FIN, on a connection the server closed idle."""
+    fin = c.s.fin_ts
+    if fin is None or not c.exchanges or (c.c.fin_ts is not None and c.c.fin_ts < fin):
+        return None
+    done = [e.resp_end_ts for e in c.exchanges if e.resp_end_ts is not None and e.resp_end_ts < fin]
+    if not done:
+        return None
+    for e in c.exchanges:
+        waiting = e.req_ts is not None and e.req_ts < fin and not e.complete
+        if waiting and not (e is c.exchanges[-1] and fin_crossed(c, rtt_s)):
+            return None  # the server closed with a request in hand: not an idle close
+    return fin - max(done)
+
+
+def _host_hops(conns: list[Conn], rollup: Summarised | None = None) -> dict[int, int]:
+    """Host (addr id) -> the hop count most of its flows' packets arrive with."""
+    votes: dict[int, Votes] = {}
+    if rollup is not None:
+        votes = {h: v.copy() for h, v in rollup.host_hops.items()}
+    for c in conns:
+        host_hop_votes(c, votes)
+    return {h: v.best()[0] for h, v in votes.items()}  # type: ignore[index]
+
+
+def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
+    """A RST that only answers segments already in flight when the previous one left.
+
+    Same sender as the previous RST event of the connection, no data from that
+    sender since, and within one round trip: one reset, not two (the flow
+    tracker splits events when the peer's in-flight data lands in between).
+    """
+    if ev.index == 0 or ev.index > len(conn.rst_events):
+        return False
+    prev = conn.rst_events[ev.index - 1]
+    return (
+        prev.from_client == ev.from_client
+        and not prev.sender_data_after
+        and ev.ts - prev.packets[-1].ts <= rtt_s + RACE_SLACK_S
+    )
+
+
+def idle_close_gap(c: Conn, rtt_s: float) -> float | None:
+    """The idle close gap :func:`build_context` counts for ``c``: at least
+    MIN_IDLE_CLOSE_S, else None."""
+    gap = _idle_close_gap(c, rtt_s)
+    return gap if gap is not None and gap >= MIN_IDLE_CLOSE_S else None
+
+
+class ContextSamples:
+    """What :func:`build_context`'s second pass takes from connections, per
+    server endpoint: SYN times, the server's RST times and refused connects,
+    idle close gaps (with the order key of the first connection that had one)
+    and the idle gaps before raced requests.
+
+    :meth:`add` takes one connection; a connection with its own round-trip
+    time can be counted as soon as it is over (``packed.Packed``: nothing it
+    adds depends on the rest of the capture), the others need the capture's
+    median round-trip time, known at the end. Merging is order-free: the
+    report sorts the times and takes medians, and keeps the least order key.
+    """
+
+    __slots__ = ("syn", "server_rst", "refused", "idle", "idle_first", "race")
+
+    def __init__(self) -> None:
+        self.syn: dict[int, array] = {}
+        self.server_rst: dict[int, array] = {}
+        self.refused: dict[int, array] = {}
+        self.idle: dict[int, array] = {}
+        self.idle_first: dict[int, tuple[float, int, int]] = {}
+        self.race: dict[int, list[float]] = {}
+
+    @staticmethod
+    def rtt_free(c: Conn) -> bool:
+        """Whether :meth:`add` does not read ``rtt_s`` for ``c`` (no exchange:
+        no idle close gap; at most one RST event: no follow-up)."""
+        return not c.exchanges and len(c.rst_events) <= 1
+
+    def add(self, c: Conn, rtt_s: float) -> None:
+        """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
+        if c.syn_ts is not None:
+            _samples(self.syn, c.server).append(c.syn_ts)
+        for ev in c.rst_events:
+            if ev.from_client or is_followup(c, ev, rtt_s):
+                continue
+            if is_refused(c, ev):
+                _samples(self.refused, c.server).append(ev.ts)
+            else:
+                _samples(self.server_rst, c.server).append(ev.ts)
+        gap = idle_close_gap(c, rtt_s)
+        if gap is not None:
+            _samples(self.idle, c.server).append(gap)
+            self.first_idle(c.server, conn_order(c))
+        first = c.rst_events[0] if c.rst_events else None
+        if (
+            first is not None
+            and not first.from_client
+            and first.outstanding
+            and first.requests_before
+            and first.idle_before_s is not None
+            and first.idle_before_s >= RIGHT_AFTER_S
+            and (first.exchange is None or first.exchange.resp_ts is None)
+            and (not c.s.ttls or first.packets[0].ttl in c.s.ttls)  # not a forged RST
+        ):
+            self.race.setdefault(c.server, []).append(first.idle_before_s)
+
+    def first_idle(self, srv: int, key: tuple[float, int, int]) -> None:
+        known = self.idle_first.get(srv)
+        if known is None or key < known:
+            self.idle_first[srv] = key
+
+    def merge(self, other: ContextSamples) -> None:
+        for a, b in (
+            (self.syn, other.syn),
+            (self.idle, other.idle),
+            (self.server_rst, other.server_rst),
+            (self.refused, other.refused),
+        ):
+            for srv, arr in b.items():
+                _samples(a, srv).extend(arr)
+        for srv, xs in other.race.items():
+            self.race.setdefault(srv, []).extend(xs)
+        for srv, key in other.idle_first.items():
+            self.first_idle(srv, key)
+
+
+class PackedSamples(Protocol):
+    """What :func:`build_context` reads of connections kept in packed form:
+    their round-trip times and their :class:`ContextSamples`, per server."""
+
+    rtts: dict[int, array]
+    samples: ContextSamples
+
+    def __len__(self) -> int: ...
+
+
+class Summarised(VantageVotes, Protocol):
+    """What the per-capture context reads of the connections no longer held
+    one by one (the engine's rollup fills it as the capture is read): their
+    votes, their samples per server endpoint (fresh containers at each
+    read: the context extends them), and those packed."""
+
+    @property
+    def host_hops(self) -> dict[int, Votes]: ...
+    @property
+    def rtts(self) -> dict[int, array]: ...
+    @property
+    def syn_times(self) -> dict[int, array]: ...
+    @property
+    def idle_gaps(self) -> dict[int, array]: ...
+    @property
+    def idle_first(self) -> dict[int, tuple[float, int, int]]: ...
+    @property
+    def packed(self) -> PackedSamples: ...
+
+
+def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Context:
+    """The per-capture context over ``conns`` plus, with ``rollup``, the
+    connections already summarised there (the same context as over all of them)."""
+    ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
+    packed = rollup.packed if rollup is not None else None
+    # per-connection samples stay in arrays: a list of boxed floats per
+    # evicted connection was the largest part of a report's memory. The
+    # rollup's are read back from its blocks at each call: ours to extend
+    rtts: dict[int, array] = {}
+    if rollup is not None:
+        rtts = rollup.rtts
+    if packed:
+        for srv, arr in packed.rtts.items():
+            _samples(rtts, srv).extend(arr)
+    for c in conns:
+        r = conn_rtt(c)
+        if r is not None:
+            _samples(rtts, c.server).append(r)
+    ctx.rtt = {k: median(v) for k, v in rtts.items()}
+    del rtts  # (before the SYN times and idle gaps are read)
+    s = ContextSamples()
+    if rollup is not None:
+        s.syn, s.idle, s.idle_first = rollup.syn_times, rollup.idle_gaps, rollup.idle_first
+    if packed:
+        s.merge(packed.samples)
+    for c in conns:
+        s.add(c, rtt_of(c, ctx))
+    # idle closes per server, servers in the order of their first sample in
+    # report order (the order of ctx.idle_timeout and of its ties)
+    ctx.idle_closes = {srv: s.idle[srv] for srv in sorted(s.idle, key=s.idle_first.__getitem__)}
+    ctx.syn_times = {srv: _sort(v) for srv, v in s.syn.items()}  # (s.syn is ours)
+    ctx.server_rst_times = {srv: _sort(v) for srv, v in s.server_rst.items()}
+    ctx.refused_times = {srv: _sort(v) for srv, v in s.refused.items()}
+    ctx.race_gaps = s.race
+    for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
+        if ctx.idle_closes.get(srv):
+            ctx.idle_timeout[srv] = median(ctx.idle_closes[srv])
+            ctx.idle_timeout_basis[srv] = "idle closes"
+        elif len(ctx.race_gaps.get(srv, ())) >= 2:
+            # a raced request came just before or just after the timer fired
+            ctx.idle_timeout[srv] = median(ctx.race_gaps[srv])
+            ctx.idle_timeout_basis[srv] = "raced requests"
+    return ctx
+
+
+def _samples(d: dict[int, array], srv: int) -> array:
+    a = d.get(srv)
+    if a is None:
+        a = d[srv] = array("d")
+    return a
+
+
+def _sort(a: array) -> array:
+    """``a`` (an array("d")) sorted in place."""
+    if a:
+        np.frombuffer(a, dtype=np.float64).sort()
+    return a
+
+
+def median(xs: Sequence[float]) -> float:
+    """``statistics.median`` of floats (the same float), sorted in an array
+    rather than in a list of boxed floats."""
+    s = np.sort(np.asarray(xs, np.float64))
+    n = len(s)
+    if not n:
+        raise ValueError("median of no data")
+    if n % 2:
+        return float(s[n // 2])
+    i = n // 2
+    return (float(s[i - 1]) + float(s[i])) / 2
+
+
+@dataclass(frozen=True)
+class IdleSummary:
+    """The backend idle timeout estimate for one server (see :func:`idle_summary`)."""
+
+    server: int
+    timeout_s: float
+    min_s: float
+    max_s: float
+    samples: int
+    basis: str
+    race_gaps: list[float]
+
+
+def idle_summary(ctx: Context) -> IdleSummary | None:
+    """The backend idle timeout estimate for the server with the most samples.
+
+    ``basis`` says what it rests on: "idle closes" (last response -> server FIN,
+    exact) or "raced requests" (idle gap before requests the server reset as it
+    closed: a lower bound within one round trip).
+    """
+    if not ctx.idle_timeout:
+        return None
+
+    def samples(srv: int) -> Sequence[float]:
+        if ctx.idle_timeout_basis.get(srv) == "idle closes":
+            return ctx.idle_closes[srv]
+        return ctx.race_gaps.get(srv, [])
+
+    srv = max(ctx.idle_timeout, key=lambda k: len(samples(k)))
+    xs = samples(srv)
+    return IdleSummary(
+        server=srv,
+        timeout_s=ctx.idle_timeout[srv],
+        min_s=min(xs),
+        max_s=max(xs),
+        samples=len(xs),
+        basis=ctx.idle_timeout_basis[srv],
+        race_gaps=sorted(ctx.race_gaps.get(srv, [])),
+    )

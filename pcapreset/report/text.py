@@ -1,0 +1,173 @@
+"""text: the 80-column text report, and the ``conns`` table."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+from .model import Report
+
+WIDTH = 80
+
+
+def _fmt_time(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
+def _wrap(text: str, indent: str, first: str | None = None) -> list[str]:
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=first if first is not None else indent, subsequent_indent=indent
+    ) or [first or indent]
+
+
+def render_text(rep: Report, verbose: bool = False) -> str:
+    """The text report (:func:`text_lines`) as one string."""
+    return "".join(line + "\n" for line in text_lines(rep, verbose))
+
+
+def write_text(rep: Report, out: TextIO, verbose: bool = False) -> None:
+    """:func:`render_text` written a line at a time (a long capture's table
+    of resets, with ``-v`` their evidence, is most of the text)."""
+    for line in text_lines(rep, verbose):
+        out.write(line + "\n")
+
+
+def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
+    """The 80-column text report, line by line."""
+    j = rep.to_json(resets=False)
+    cap = j["capture"]
+    names = ", ".join(os.path.basename(f["path"]) for f in cap["files"])
+    span = cap["span_s"]
+    when = ""
+    if cap["first_ts"] is not None:
+        when = time.strftime(" from %Y-%m-%d %H:%M:%SZ", time.gmtime(cap["first_ts"]))
+    head = f"{names}: {cap['packets']:,} packets"
+    if cap["packets"]:
+        head += f" ({cap['tcp_packets']:,} TCP)"
+    if span is not None:
+        head += f", {span:.1f} s{when}"
+    yield from _wrap(
+        f"{head}; {', '.join(cap['linktypes']) or 'no link type'}",
+        "  ",
+        "capture  ",
+    )
+    live = cap.get("live")
+    if live:
+        yield from _wrap(
+            f"{live.get('iface')} '{live.get('filter')}' for {live.get('duration_s')} s "
+            f"(stopped by {live.get('stopped_by')}): kernel queued "
+            f"{live.get('kernel_packets')}, dropped {live.get('kernel_drops')}"
+            + (f"; written to {live['write']}" if live.get("write") else ""),
+            "  ",
+            "live     ",
+        )
+    v = cap["vantage"]
+    yield from _wrap(f"{v['where']} ({v['basis']})", "  ", "vantage  ")
+    for w in cap["warnings"]:
+        yield from _wrap(w["message"], "  ", "warning  ")
+    s = j["summary"]
+    yield f"flows    {j['flows']:,} TCP connections, {s['resets']:,} reset events"
+    if s["server_idle_timeout_s"] is not None:
+        yield from _wrap(
+            f"backend closes idle connections after ~{s['server_idle_timeout_s']:.2f} s "
+            f"({s['server_idle_timeout_min_s']:.2f}-{s['server_idle_timeout_max_s']:.2f} s, "
+            f"{s['server_idle_timeout_samples']} {s['server_idle_timeout_basis']}); nginx "
+            f"reuses idle connections for up to {s['nginx_keepalive_timeout_s']:g} s "
+            f"({s['nginx_keepalive_timeout_source']})"
+            + (f"; backend looks like {s['backend']}" if s["backend"] else ""),
+            "  ",
+            "idle     ",
+        )
+    yield ""
+    if rep.resets:
+        yield "resets by cause"
+        senders: Counter[tuple[str, str]] = Counter()
+        causes: Counter[str] = Counter()
+        for cause, sender in rep.resets.pairs():
+            senders[(cause, sender)] += 1
+            causes[cause] += 1
+        for cause, n in causes.most_common():
+            who = ", ".join(f"{sd} {k}" for (c, sd), k in senders.items() if c == cause)
+            yield f"  {cause:20} {n:6,}  ({who})"
+        yield ""
+        yield from _reset_table(rep, verbose)
+    else:
+        yield "no TCP resets in this capture"
+    if rep.findings:
+        yield ""
+        yield "findings"
+        for f in rep.findings:
+            yield f"  {f['cause']:20} {f['count']:6,}"
+            for e in f["evidence"][:2]:
+                yield from _wrap(e, "      ", "    - ")
+    extra_lines = rep.extra.get("_text_lines")
+    if extra_lines:
+        yield ""
+        yield from extra_lines
+    if s["recommendations"]:
+        yield ""
+        yield "what to change"
+        for rec in s["recommendations"]:
+            yield from _wrap(rec, "    ", "  - ")
+
+
+def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
+    clients = rep.resets.clients()
+    servers = sorted(set(rep.resets.servers()))
+    short_client = len({c >> 16 for c in clients}) == 1
+    cw = max(len(rep.ep(c)) for c in clients)
+
+    def port(c: int) -> str:
+        return ":" + str(c & 0xFFFF)
+
+    name: Callable[[int], str] = rep.ep
+    if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 7 + 1 + 14 > WIDTH or short_client:
+        name = port
+        cw = max(6, max(len(port(c)) for c in clients))
+    multi_server = len(servers) > 1
+    if short_client:
+        ip = rep.ep(clients[0]).rsplit(":", 1)[0]
+        yield f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
+    elif not multi_server:
+        yield f"server {rep.ep(servers[0])}"
+    yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase"
+    last_server = None
+    for r in rep.resets:
+        cl = name(r.conn.client)
+        if multi_server and r.conn.server != last_server:
+            last_server = r.conn.server
+            yield f"-- server {rep.ep(r.conn.server)}"
+        ev = r.event
+        idle = "" if ev.idle_before_s is None else f"{ev.idle_before_s:7.2f}"
+        yield (
+            f"{_fmt_time(ev.ts):12} {cl:{cw}} {r.verdict.sender:9} {r.verdict.cause:18} "
+            f"{idle:>7} {ev.phase}"
+        )
+        if verbose:
+            yield from _wrap(
+                f"{r.verdict.says} [rule {r.verdict.rule}, confidence {r.verdict.confidence:.2f}]",
+                "      ",
+                "    = ",
+            )
+            matched = set(id(f) for f in r.verdict.matched)
+            for f in r.verdict.matched:
+                yield from _wrap(f.text, "      ", "    + ")
+            for f in r.verdict.evidence:
+                if id(f) not in matched:
+                    yield from _wrap(f.text, "      ", "    . ")
+
+
+def render_conns_text(rows: list[dict]) -> str:
+    out = [
+        f"{'client':21} {'server':21} {'state':6} {'dur_s':>7} {'c_bytes':>8} {'s_bytes':>8} rst"
+    ]
+    for r in rows:
+        out.append(
+            f"{r['client'][:21]:21} {r['server'][:21]:21} {r['conn_state']:6} "
+            f"{r['duration_s']:7.2f} {r['client_bytes']:8} {r['server_bytes']:8} {r['resets']:3}"
+        )
+    return "\n".join(out) + "\n"
