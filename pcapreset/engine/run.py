@@ -76,10 +76,9 @@ def run(
     """
     evict = evict and tracker is None
     if any(is_stream(os.fspath(p)) for p in paths):
-        # a stream is read once, by this process: no reader child, no shards
-        # (each would read it again), and no eviction (a clock going back
-        # behind an evicted connection means reading it again, below)
-        jobs, pipelined, evict = 1, False, False
+        # a stream is read once, by this process: no reader child (the inputs
+        # are probed before it starts) and no shards (each reads every input)
+        jobs, pipelined = 1, False
     if jobs > 1 and tracker is None:
         res = run_sharded(list(paths), port, jobs, progress, evict)
     elif pipelined and tracker is None and _pipeline_usable(paths):
@@ -90,10 +89,6 @@ def run(
         total = sum(r.size for r in readers)
         with paused_gc():
             res = _run_one(readers, dec, tracker, total, progress, port, evict)
-    if res.rollup is not None and res.rollup.reordered:
-        # the capture's clock went back behind an evicted connection: its
-        # packets may have belonged to it; analyse again keeping everything
-        return run(paths, port, progress, None, jobs, pipelined, evict=False)
     return res
 
 

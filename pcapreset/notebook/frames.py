@@ -13,6 +13,7 @@ packets when asked.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ except ImportError:
     ) from None
 
 from ..api import _paths, analyze
+from ..capture.outfile import open_output
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
@@ -372,9 +374,15 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
                 df = df.reset_index()  # (conn_id: a column in files, as in `conns`)
             if fmt == "parquet":
                 require("pyarrow", "Parquet export", " (or --export-format csv)")
-                df.to_parquet(path, index=False, schema=_arrow_schema(df))
-            else:
-                _for_csv(df).to_csv(path, index=False, date_format=CSV_TIME)
+            try:
+                with open_output(path) as f:
+                    if fmt == "parquet":
+                        df.to_parquet(f, index=False, schema=_arrow_schema(df))
+                    else:
+                        with io.TextIOWrapper(f, encoding="utf-8", newline="") as t:
+                            _for_csv(df).to_csv(t, index=False, date_format=CSV_TIME)
+            except OSError as e:
+                raise PcapResetError(f"cannot write {path}: {e.strerror or e}") from None
             written.append(path)
     except OSError as e:
         raise PcapResetError(f"cannot write to {d}: {e.strerror or e}") from None
@@ -403,7 +411,11 @@ def write_plots(
         d.mkdir(parents=True, exist_ok=True)
         out = []
         for name, fig in figs:
-            fig.savefig(d / name)
+            try:
+                with open_output(d / name) as f:
+                    fig.savefig(f, format="png")
+            except OSError as e:
+                raise PcapResetError(f"cannot write {d / name}: {e.strerror or e}") from None
             out.append(d / name)
     except OSError as e:
         raise PcapResetError(f"cannot write plots to {d}: {e.strerror or e}") from None

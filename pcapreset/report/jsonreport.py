@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -54,7 +53,7 @@ def write_jsonl(rep: Report, out: TextIO) -> None:
     ``json.dumps(jsonl_report(rep.to_json()))``, the resets' dicts made as
     they are written (not all at once, and not one string for the whole
     report)."""
-    dumps = json.dumps  # (no indent: the C encoder, no closures left behind)
+    dumps = jsonout.dumps  # (no indent: the C encoder; strict JSON)
     reset_json = rep.reset_json
     for r in rep.resets:
         out.write('{"type": "reset", ' + dumps(reset_json(r))[1:] + "\n")
