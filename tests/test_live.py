@@ -227,6 +227,7 @@ def test_live_jsonl_streams_and_stops_on_sigterm(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=40)
     assert p.returncode == 0, err
     lines = [json.loads(x) for x in out.splitlines()]
+    assert [x.pop("type") for x in lines] == ["reset"] * (len(lines) - 1) + ["report"]
     streamed, rep = lines[:-1], lines[-1]
     assert "capture" in rep and "summary" in rep
     assert rep["capture"]["live"]["stopped_by"] == "SIGTERM"

@@ -46,8 +46,10 @@ def compile_bpf(expr: str) -> list[tuple[int, int, int, int]]:
     """libpcap-compile ``expr`` for raw IP packets -> (code, jt, jf, k) list."""
     try:
         from scapy.arch.common import compile_filter
-    except ImportError as e:  # pragma: no cover - scapy is a dependency
-        raise CaptureSourceError(f"cannot compile capture filter: {e}") from None
+    except ImportError:
+        raise CaptureSourceError(
+            "live capture needs scapy to compile its filter: pip install 'pcapreset[live]'"
+        ) from None
     try:
         bp = compile_filter(expr, linktype=DLT_RAW)
     except Exception as e:  # scapy raises Scapy_Exception / ImportError / OSError

@@ -8,6 +8,7 @@ text report is :mod:`.text`, the JSON writers :mod:`.jsonout`.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from ..interpret.rules import CAUSES, HARMLESS, SENDERS
 from ..interpret.vantage import Votes
 from ..track.conn import Conn, RstEvent
 from ..track.connstate import conn_state
+from ..track.flowid import community_id
 
 
 @dataclass
@@ -332,14 +334,25 @@ class Report:
         return out
 
     # --------------------------------------------------------------- conns
-    def conn_row(self, c: Conn) -> dict:
+    def conn_row(self, c: Conn, reset_cause: str | None = None) -> dict:
+        """One connection's row, keys :data:`CONN_COLUMNS` (times: epoch
+        seconds; ``reset_cause``: its last reset's cause, if any)."""
+        client, server = self.ep(c.client), self.ep(c.server)
+        start, end = round(c.start, TIME_DECIMALS), round(c.end, TIME_DECIMALS)
+        cip, cport = split_endpoint(client)
+        sip, sport = split_endpoint(server)
         return {
-            "id": c.id,
-            "client": self.ep(c.client),
-            "server": self.ep(c.server),
-            "start": round(c.start, 6),
-            "end": round(c.end, 6),
-            "duration_s": round(c.end - c.start, 6),
+            "conn_id": c.id,
+            "client": client,
+            "client_ip": cip,
+            "client_port": cport,
+            "server": server,
+            "server_ip": sip,
+            "server_port": sport,
+            "community_id": community_id(cip, sip, cport, sport),
+            "start": start,
+            "end": end,
+            "duration_s": round(end - start, TIME_DECIMALS),
             "client_bytes": c.c.bytes,
             "server_bytes": c.s.bytes,
             "client_packets": c.c.pkts,
@@ -348,16 +361,53 @@ class Report:
             "conn_state": conn_state(c),
             "history": c.history,
             "requests": c.requests,
+            "completed_requests": c.completed_exchanges,
             "resets": len(c.rst_events),
+            "reset_cause": reset_cause,
             "client_retrans": c.c.retrans,
             "server_retrans": c.s.retrans,
             "role_rule": c.role_rule,
         }
 
+    def last_reset_causes(self) -> dict[int, str]:
+        """Connection id -> the cause of its last reset."""
+        return {r.conn.id: r.verdict.cause for r in self.resets}  # (sorted by time)
+
     def conn_rows(self) -> list[dict]:
         """One row per connection; needs them all (analyze(..., evict=False))."""
         require_all_conns(self.result)
-        return [self.conn_row(c) for c in self.result.conns]
+        causes = self.last_reset_causes()
+        return [self.conn_row(c, causes.get(c.id)) for c in self.result.conns]
+
+
+#: the columns of a connection, in order: ``pcapreset conns`` (json, csv)
+#: and the ``connections`` table of :func:`pcapreset.load` and ``--export``
+#: use this one vocabulary (units in the names; times UTC)
+CONN_COLUMNS = (
+    "conn_id", "client", "client_ip", "client_port", "server", "server_ip", "server_port",
+    "community_id", "start", "end", "duration_s", "client_bytes", "server_bytes", "client_packets",
+    "server_packets", "packets", "conn_state", "history", "requests", "completed_requests",
+    "resets", "reset_cause", "client_retrans", "server_retrans", "role_rule",
+)  # fmt: skip
+#: times are kept to the µs: pcap's resolution, and the finest a float64
+#: epoch time carries (a ns capture's times are rounded to it too)
+TIME_DECIMALS = 6
+#: how CSV writes a time (``conns --format csv``, ``--export-format csv``)
+CSV_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def split_endpoint(ep: str) -> tuple[str, int]:
+    """``"ip:port"`` / ``"[v6]:port"`` -> (ip, port)."""
+    ip, _, port = ep.rpartition(":")
+    return ip.strip("[]"), int(port)
+
+
+def csv_time(ts: float) -> str:
+    """Epoch seconds as CSV writes them: ISO 8601 UTC to the µs, ``Z``
+    (what pandas writes for the tables' datetime columns with :data:`CSV_TIME`)."""
+    us = round(ts * 1e6)
+    sec, frac = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:06d}Z"
 
 
 def _packed_conns(rollup: object) -> Iterator[Conn]:
