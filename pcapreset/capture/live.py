@@ -260,10 +260,11 @@ class LiveCapture:
                 reason = "duration"
                 break
             wait = tick_s if deadline is None else max(0.0, min(tick_s, deadline - now))
-            try:
-                poller.poll(wait * 1000.0)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                pass
+            if self.ring is None or not self.ring.ready():
+                try:
+                    poller.poll(wait * 1000.0)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    pass
             tick_end = time.monotonic() + tick_s
             yield self._batch(buf, mv, tick_end)
         # drain what the kernel queued before the stop (bounded); the ring
