@@ -1,18 +1,22 @@
 """live: capture from a network interface as another source of FrameBatches.
 
-A Linux packet socket (``AF_PACKET``, ``SOCK_DGRAM``: "cooked", like
-``tcpdump -i any``) with a kernel BPF filter for the port. The filter is
-compiled by libpcap through scapy (:func:`scapy.arch.common.compile_filter`)
-for raw IP, because a ``SOCK_DGRAM`` packet socket hands the filter and the
-reader the packet from its network header on. No scapy layer object is ever
-built: frames are received with ``recvmsg_into`` straight into a buffer that
-is laid out as pcap records (16-byte record header + 20-byte LINUX_SLL2 header
-built from the ``sockaddr_ll`` + the IP packet), so a batch is at the same time
+A Linux packet socket with a kernel BPF filter for the port: cooked
+(``AF_PACKET``, ``SOCK_DGRAM``, like ``tcpdump -i any``) for ``any`` and
+non-Ethernet interfaces, raw (``SOCK_RAW``) on one Ethernet interface. The
+filter is compiled by libpcap through scapy
+(:func:`scapy.arch.common.compile_filter`) for raw IP (a cooked socket hands
+the filter the packet from its network header on) or for Ethernet frames. No
+scapy layer object is ever built: packets come from a memory-mapped ring
+(:mod:`pcapreset.capture.ring`; ``recvmsg_into`` per packet when the kernel
+refuses the ring) into a buffer laid out as pcap records (16-byte record
+header + 20-byte LINUX_SLL2 header built from the ``sockaddr_ll`` + the IP
+packet; on Ethernet, the record header + the frame), so a batch is at the
+same time
 
-- a :class:`FrameBatch` for the decoder (link type 276, LINUX_SLL2), and
+- a :class:`FrameBatch` for the decoder (link type 276, LINUX_SLL2, or 1), and
 - the bytes appended to the ``--write`` file (a nanosecond pcap).
 
-Timestamps are the kernel's receive times (``SO_TIMESTAMPNS``). Kernel counts
+Timestamps are the kernel's receive times (the ring's, or ``SO_TIMESTAMPNS``). Kernel counts
 of packets queued to / dropped by the socket come from ``PACKET_STATISTICS``
 (packet(7); each read resets the kernel counters, so they are summed here).
 
