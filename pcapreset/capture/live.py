@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import CaptureSourceError
 from .bpf import attach_bpf, compile_bpf, port_filter, skip_loopback_outgoing
+from .outfile import open_output
 from .ring import BLOCK_BYTES, BLOCKS, RETIRE_MS, RxRing
 from .sources import FrameBatch, SourceInfo
 from .tcp import linktype_name
@@ -110,7 +111,7 @@ class PcapWriter:
         self, path: str, snaplen: int = SNAPLEN, linktype: int = LINKTYPE_LINUX_SLL2
     ) -> None:
         try:
-            self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+            self._fh: IO[bytes] = open_output(path)  # (closed in close())
         except OSError as e:
             raise CaptureSourceError(f"{path}: cannot write: {e.strerror or e}") from None
         self.path = path
