@@ -36,6 +36,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 from ..errors import CaptureError
+from .instream import is_stream, open_stream
 from .resync import PCAP_MAGICS, PcapLayout, is_pcap_header, ng_scan, pcap_layout, pcap_scan
 
 #: True when this module runs compiled (setup.py builds it with Cython)
@@ -87,6 +88,8 @@ class SourceInfo:
 
 
 def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
+    if is_stream(path):  # standard input, a pipe, a FIFO: read forwards only
+        return open_stream(path)
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
     except IsADirectoryError:

@@ -78,12 +78,17 @@ KNOWN_BACKENDS = (
 _BY_NAME = {b.name: b for b in KNOWN_BACKENDS}
 
 
+#: longest Server header value kept as the backend's name
+SERVER_NAME_MAX = 60
+
+
 def backend_from_headers(headers: dict[str, str]) -> str | None:
-    """Name the backend from a response's Server / Keep-Alive headers."""
-    srv = headers.get("server", "").lower()
-    for b in KNOWN_BACKENDS:
-        if any(key in srv for key in b.server_header):
-            return b.name
+    """Name the backend from a response's Server / Keep-Alive headers: the
+    Server header as sent (``Apache/2.4.62``, ``Microsoft-IIS/10.0``), else
+    Node.js's header pattern, else None."""
+    srv = headers.get("server", "").strip()
+    if srv:
+        return srv[:SERVER_NAME_MAX]
     ka = headers.get("keep-alive", "").lower().replace(" ", "")
     if not srv and ka.startswith("timeout=") and headers.get("connection") == "keep-alive":
         # Node's http.Server: no Server header, `Keep-Alive: timeout=N` and the
@@ -106,12 +111,31 @@ def advertised_timeout(headers: dict[str, str]) -> float | None:
     return None
 
 
-def guess_backend(timeout_s: float, named: str | None, quiet: bool = False) -> list[Backend]:
-    """Backends that fit: the one the headers name, else those whose default fits
-    the timing, and with ``quiet`` (the responses carried no Server, Connection
-    or Keep-Alive header) only those that send none by default."""
+def known_backend(named: str | None) -> Backend | None:
+    """The known backend a Server header names (``uvicorn``, ``gunicorn/23.0``,
+    ``nginx/1.27``, ``Apache/2.4.62``, Node.js), if any: by name, or by the
+    Server header substrings each backend's row lists."""
+    if not named:
+        return None
     if named in _BY_NAME:
-        return [_BY_NAME[named]]
+        return _BY_NAME[named]
+    low = named.lower()
+    for b in KNOWN_BACKENDS:
+        if low.startswith(b.name.lower()) or any(key in low for key in b.server_header):
+            return b
+    return None
+
+
+def guess_backend(timeout_s: float, named: str | None, quiet: bool = False) -> list[Backend]:
+    """Backends that fit: the one the headers name; none when the headers name
+    another server (its defaults are not known here); with ``quiet`` (the
+    responses carried no Server, Connection or Keep-Alive header) only those that
+    send none by default; else those whose default fits the timing."""
+    known = known_backend(named)
+    if known is not None:
+        return [known]
+    if named:
+        return []
     if quiet:  # every other known backend names itself in its headers
         return [b for b in KNOWN_BACKENDS if b.quiet]
     return [
@@ -132,11 +156,8 @@ def keepalive_advice(
     from_header: bool = False,
     quiet: bool = False,
     tls: bool = False,
-    pool_min_s: float | None = None,
 ) -> str:
     """The keep-alive race fix: backend idle timeout above nginx's, or nginx's below it.
-    ``pool_min_s``: the shortest idle close in the upstream pool (nginx's one
-    keepalive_timeout must stay below every backend's).
     ``quiet``: the backend's responses carried no Server / Connection / Keep-Alive
     header; ``tls``: nginx talks TLS to it (proxy_pass https://)."""
     nk = nginx_keepalive_s
@@ -149,12 +170,14 @@ def keepalive_advice(
             "the backend's; `proxy_next_upstream error timeout` only retries idempotent requests"
         )
     fits = guess_backend(idle_timeout_s, backend, quiet)
-    below = max(1, math.floor(min(idle_timeout_s, pool_min_s or idle_timeout_s) * 0.8))
-    whose = "the backend's" if pool_min_s is None else "every backend's in the pool"
+    below = max(1, math.floor(idle_timeout_s * 0.8))
     if backend is not None and len(fits) == 1:
         b = fits[0]
-        who = f" ({b.name}, named by its response headers; default {b.default_text})"
+        who = f" ({backend}, named by its response headers; default {b.default_text})"
         fix = f"set {b.value(above)}"
+    elif backend is not None:
+        who = f" ({backend}, named by its response headers)"
+        fix = f"raise {backend}'s keep-alive idle timeout to {above:g} s"
     elif fits:
         if quiet:
             names = " or ".join(f"{b.name} ({b.default_text})" for b in fits)
@@ -179,7 +202,7 @@ def keepalive_advice(
     return (
         f"{lead}{closes}{who}; nginx "
         f"reuses them for up to {nk:g} s ({src}): {fix}, or set nginx's upstream "
-        f"`keepalive_timeout {below}s` (below {whose})" + (TLS_NOTE if tls else "")
+        f"`keepalive_timeout {below}s` (below the backend's)" + (TLS_NOTE if tls else "")
     )
 
 
@@ -188,46 +211,6 @@ TLS_NOTE = (
     "; over TLS (proxy_pass https://) the same idle timeout applies to the TLS "
     "connection, and the RSTs that answer a close_notify after a close are harmless"
 )
-
-
-@dataclass(frozen=True)
-class ServerView:
-    """What the capture says about one upstream server, for its own advice line."""
-
-    server: str  # "ip:port"
-    idle_timeout_s: float | None
-    backend: str | None  # a known backend's name (:data:`KNOWN_BACKENDS`)
-    server_header: str | None  # the Server header as sent
-    raced: bool  # a keep-alive race (reset or finding) was seen on it
-    quiet: bool = False  # its responses carried no Server/Connection/Keep-Alive
-
-
-def per_server_advice(
-    servers: list[ServerView], nginx_keepalive_s: float, src: str, tls: bool = False
-) -> list[str]:
-    """A pool: one keep-alive line per server whose idle close is shorter than
-    nginx's reuse, named by its Server header when it sends one."""
-    short = [
-        (v, v.idle_timeout_s)
-        for v in servers
-        if v.idle_timeout_s is not None and v.idle_timeout_s < nginx_keepalive_s
-    ]
-    pool_min = min((t for _v, t in short), default=None)
-    out = []
-    for v, idle_s in short:
-        label = v.server_header or v.backend or "not named by its headers"
-        text = keepalive_advice(
-            idle_s,
-            v.backend,
-            nginx_keepalive_s,
-            src,
-            v.raced,
-            quiet=v.quiet,
-            tls=tls,
-            pool_min_s=pool_min,
-        )
-        out.append(f"{v.server} ({label}): {text}")
-    return out
 
 
 _FIXED = {
@@ -293,6 +276,71 @@ _FIXED = {
 }
 
 
+_FIXED["backend_restart"] = (
+    "the backend closed its connections together as it shut down or recycled a worker, and "
+    "nginx's requests met them: drain before exiting (stop accepting, finish in-flight "
+    "requests, then close idle keep-alive connections), spread worker recycling "
+    "(gunicorn `--max-requests-jitter`), and let nginx retry idempotent requests "
+    "(`proxy_next_upstream error timeout`, a second upstream server)"
+)
+_GENERIC_RESTART = (
+    "the server closed its connections together as it shut down or restarted, and the "
+    "clients' messages met them: drain before exiting and retry on the client side"
+)
+_FIXED["after_close"] = (
+    "harmless, nothing to change: a segment (a TLS close_notify or alert, a late ACK or FIN, "
+    "the rest of an answered message) reached a socket its host had already closed, and the "
+    "kernel answered with RST; nothing was lost"
+)
+_FIXED["probe"] = (
+    "harmless, nothing to change: health checks or scans opened connections without a request "
+    "and closed them with RST; if they are unwanted, find their source address"
+)
+
+#: the advice for connections that do not carry HTTP: no nginx, no backend settings
+_GENERIC = {
+    "backlog_overflow": (
+        "accept queue overflow on the server: raise its listen backlog together with "
+        "net.core.somaxconn, or make it accept faster"
+    ),
+    "backend_crash": (
+        "the server reset connections with requests in flight: check its logs, the OOM killer "
+        "(dmesg) and restarts at that time"
+    ),
+    "abortive_close": (
+        "connections were closed with RST instead of FIN after complete exchanges (SO_LINGER "
+        "0, or an end closing with unread data, as browsers and Windows services do): nothing "
+        "in flight was lost; change it only if an end logs errors for it"
+    ),
+    "connection_refused": (
+        "nothing listened on the port (the service was down or restarting, or a firewall "
+        "rejects with RST): check the service is up on that port"
+    ),
+    "client_abort": (
+        "the connecting side reset connections with data still in flight (it gave up, timed "
+        "out or exited): check its timeouts and logs"
+    ),
+    "middlebox": (
+        "a device in the path forged RSTs: check firewall, NAT and conntrack idle timeouts "
+        "(net.netfilter.nf_conntrack_tcp_timeout_established) and IPS policies on the path"
+    ),
+    "premature_close": (
+        "the server closed connections after receiving a request and before answering it: "
+        "check its logs for that time"
+    ),
+    "backend_restart": _GENERIC_RESTART,
+    "keepalive_race": (
+        "the server closed idle connections as the client reused them: keep the client's "
+        "idle timeout for pooled connections below the server's (for nginx with TLS "
+        "upstreams: upstream keepalive_timeout below the backend's idle timeout)"
+    ),
+    "upstream_timeout": (
+        "the client gave up waiting for the server's answer: compare its timeout with the "
+        "server's response times"
+    ),
+}
+
+
 def recommend(
     cause: str,
     idle_timeout_s: float | None = None,
@@ -302,8 +350,13 @@ def recommend(
     idle_from_header: bool = False,
     quiet: bool = False,
     tls: bool = False,
+    http: bool = True,
 ) -> str:
-    """One recommendation naming the setting to change, for a cause or finding code."""
+    """One recommendation naming the setting to change, for a cause or finding
+    code. ``http=False``: the traffic is not HTTP, so the advice speaks of the
+    client and the server, not of nginx and backends."""
+    if not http and cause in _GENERIC:
+        return _GENERIC[cause]
     nk = nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
     src = "nginx.conf" if nginx_from_conf else "nginx default"
     if cause == "keepalive_race":

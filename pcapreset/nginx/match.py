@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..engine.packed import full_conn
+from ..interpret.context import retry_burst
 from ..interpret.findings import conn_findings
 from ..track.conn import Conn
 
@@ -153,7 +154,7 @@ def wire_events(rep) -> list[WireEvent]:
             )
         )
     for c, _j in rep.result.each_conn():
-        for cause, _msg in conn_findings(c):
+        for cause, _msg in conn_findings(c, lambda x: retry_burst(x, rep.ctx)):
             get = _FINDING_TS.get(cause)
             ts = get(c) if get else None
             if ts is None:
