@@ -485,8 +485,13 @@ class CaptureReader:
                 cap8_at = _CAP8_AT[lay.endian]
                 pos = _walk(buf, pos, n, rec, lay.maxcap, lay.endian == ">", offs, cap8_at)
                 if pos + rec > n:
-                    if offs and not eof:
-                        pos = offs.pop()  # (see below: read again with the next chunk)
+                    if offs and not eof and pos < n:
+                        # a header cut by the end of the buffer: read the record
+                        # before it again with the next chunk (see below). At
+                        # the very end of the buffer nothing is cut: the
+                        # chunk's batch is every record read (a live stream's
+                        # verdicts follow the batches)
+                        pos = offs.pop()
                     break
                 if is_pcap_header(buf, pos, n):
                     # another capture's file header (`cat a.pcap b.pcap`): its
