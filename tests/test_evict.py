@@ -125,9 +125,9 @@ def test_stream_context_is_the_full_context(generated, monkeypatch):
     folded = []
     add_many = Rollup.add_many
 
-    def recording_add_many(self, conns):
+    def recording_add_many(self, conns, *args, **kwargs):
         folded.extend(conns)
-        add_many(self, conns)
+        add_many(self, conns, *args, **kwargs)
 
     monkeypatch.setattr(Rollup, "add_many", recording_add_many)
     checked = 0
