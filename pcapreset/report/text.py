@@ -214,4 +214,4 @@ def render_conns_text(rows: list[dict]) -> str:
             f"{r['client'][:21]:21} {r['server'][:21]:21} {r['conn_state']:6} "
             f"{r['duration_s']:7.2f} {r['client_bytes']:8} {r['server_bytes']:8} {r['resets']:3}"
         )
-    return clean("\n".join(out)) + "\n"
+    return "".join(clean(line) + "\n" for line in out)
