@@ -274,7 +274,7 @@ def analyze(
     )  # fmt: skip
     if not quiet:
         for w in rep.result.warnings:
-            if w["kind"] not in ("snaplen_truncated",):
+            if w["kind"] not in ("snaplen_truncated", "decapsulated"):
                 click.echo(f"pcapreset: warning: {w['message']}", err=True)
     if fmt == "jsonl":  # as live: one line per reset, then the whole report
         write_jsonl(rep, sys.stdout)

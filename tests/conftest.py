@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_pcaps"
-#: ../shared/corpus/public next to the repository (see SPEC.md "Data checked into the repo")
-CORPUS = REPO.parent / "shared" / "corpus" / "public"
+#: ../shared/corpus/public next to the repository (see SPEC.md "Data checked into the repo");
+#: PCAPRESET_CORPUS names it for a checkout elsewhere (a git worktree)
+CORPUS = Path(os.environ.get("PCAPRESET_CORPUS") or REPO.parent / "shared" / "corpus" / "public")
 MALFORMED = CORPUS / "malformed"
 
 settings.register_profile(

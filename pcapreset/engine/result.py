@@ -142,6 +142,17 @@ def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
                 "message": f"{count} packets on unsupported link type {linktype_name(lt)} skipped",
             }
         )
+    if st.tunnels:
+        kinds = ", ".join(f"{name} {n}" for name, n in sorted(st.tunnels.items()))
+        total = sum(st.tunnels.values())
+        out.append(
+            {
+                "kind": "decapsulated",
+                "count": total,
+                "message": f"{total} tunnelled packets opened ({kinds}): "
+                "the analysis uses their inner IP/TCP headers",
+            }
+        )
     if st.ip_fragments:
         out.append(
             {
