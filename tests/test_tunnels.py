@@ -233,30 +233,37 @@ def test_reference_decoder_agrees(tmp_path):
 # Reference counts from tshark 4.x: `tshark -r F -Y tcp | wc -l`,
 # `-Y tcp.flags.reset==1`, and the number of distinct tcp.stream values.
 CORPUS_TUNNELS = [
-    # two ERSPAN II sessions (GRE 0x88BE with sequence numbers) mirroring one host
-    ("suricata-verify__bug-5437-02__input.pcap", 60, 4, "ERSPAN II"),
+    # two ERSPAN II sessions (GRE 0x88BE with sequence numbers) mirroring one
+    # host: most packets arrive twice (pcapreset.capture.dedup analyses them once)
+    ("suricata-verify__bug-5437-02__input.pcap", 60, 4, "ERSPAN II", ["captured_twice"]),
     # an Aruba access point's GRE (0x8200) carrying 802.11 QoS data frames, in a VLAN
-    ("zeek__tunnels__gre-aruba.pcap", 2407, 2, "GRE (Aruba 802.11)"),
+    ("zeek__tunnels__gre-aruba.pcap", 2407, 2, "GRE (Aruba 802.11)", []),
 ]
 
 
-@pytest.mark.parametrize("name,tcp_pkts,rst_pkts,kind", CORPUS_TUNNELS, ids=lambda v: str(v))
-def test_corpus_tunnels(name, tcp_pkts, rst_pkts, kind):
+@pytest.mark.parametrize(
+    "name,tcp_pkts,rst_pkts,kind,more", CORPUS_TUNNELS, ids=[c[0] for c in CORPUS_TUNNELS]
+)
+def test_corpus_tunnels(name, tcp_pkts, rst_pkts, kind, more):
     from conftest import CORPUS
 
     from pcapreset.api import analyze
+    from pcapreset.capture.sources import CaptureReader
+    from pcapreset.capture.tcp import concat
 
     path = CORPUS / name
     if not path.exists():
         pytest.skip(f"public corpus not found at {CORPUS}")
-    b, st, _ = decode(path)
+    dec = Decoder(dedup=False)
+    b = concat([dec.decode(fb) for fb in CaptureReader(str(path)).batches()])
+    st = dec.stats
     assert st.tcp == len(b) == tcp_pkts == st.frames
     assert int(((b.flags & RST) != 0).sum()) == rst_pkts
     assert st.tunnels == {kind: tcp_pkts} and not st.undecodable
     rep = analyze(str(path))
     cap = rep.capture_json()
     assert cap["tcp_packets"] == tcp_pkts
-    assert [w["kind"] for w in cap["warnings"]] == ["decapsulated"]
+    assert [w["kind"] for w in cap["warnings"]] == ["decapsulated", *more]
     assert rep.resets  # the tunnels' RSTs are reset events
 
 
@@ -277,3 +284,29 @@ def test_real_vxlan_capture():
     assert got == [("abortive_close", "server", "192.168.200.2:3000")] * 3 + [
         ("connection_refused", "server", "192.168.200.2:3001")
     ]
+
+
+# tcpdump's GSO test captures (corpus malformed/: one oversized packet each);
+# inner TCP payload length from tshark's tcp.len
+GSO = [
+    ("tcpdump__gso-ipv4-vxlan-ipv4.pcap", "VXLAN", 6990),
+    ("tcpdump__gso-ipv4-vxlan-ipv6.pcap", "VXLAN", 4134),
+    ("tcpdump__gso-ipv6-vxlan-ipv4.pcap", "VXLAN", 6890),
+    ("tcpdump__gso-ipv6-vxlan-ipv6.pcap", "VXLAN", 4074),
+    ("tcpdump__gso-ipv4-geneve-ipv4.pcap", "Geneve", 6990),
+    ("tcpdump__gso-ipv4-geneve-ipv6.pcap", "Geneve", 4134),
+    ("tcpdump__gso-ipv6-geneve-ipv4.pcap", "Geneve", 6890),
+    ("tcpdump__gso-ipv6-geneve-ipv6.pcap", "Geneve", 6790),
+]
+
+
+@pytest.mark.parametrize("name,kind,tcp_len", GSO, ids=[g[0] for g in GSO])
+def test_corpus_gso_tunnels(name, kind, tcp_len):
+    from conftest import MALFORMED
+
+    path = MALFORMED / name
+    if not path.exists():
+        pytest.skip(f"malformed corpus not found at {MALFORMED}")
+    b, st, _ = decode(path)
+    assert (st.frames, st.tcp, st.tunnels, st.undecodable) == (1, 1, {kind: 1}, {})
+    assert int(b.plen[0]) == tcp_len

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import decode_kernel, tunnels
+from .dedup import CopyFilter
 from .sources import FrameBatch
 from .tcp import (
     _COLS,
@@ -156,18 +157,25 @@ class Decoder:
 
     ``kernel``: settle plain IPv4 frames with :mod:`pcapreset.decode_kernel`
     first (default: when it is compiled); the rest always goes through the
-    numpy code below. Same rows, same counts either way.
+    numpy code below. Same rows, same counts either way. ``dedup``: drop
+    packets captured twice (:mod:`pcapreset.capture.dedup`; counted in ``stats``).
     """
 
-    def __init__(self, book: AddressBook | None = None, kernel: bool | None = None) -> None:
+    def __init__(
+        self, book: AddressBook | None = None, kernel: bool | None = None, dedup: bool = True
+    ) -> None:
         self.book = book or AddressBook()
         self.stats = DecodeStats()
         self.kernel = decode_kernel.COMPILED if kernel is None else kernel
+        #: drops packets captured twice (``dedup``; state spans batches)
+        self.copies = CopyFilter(self.stats) if dedup else None
 
     def decode(self, fb: FrameBatch) -> TcpBatch:
         if self.kernel and len(fb.off) and _inside(fb):
-            return self._decode_kernel(fb)
-        return self._decode_numpy(fb)
+            b = self._decode_kernel(fb)
+        else:
+            b = self._decode_numpy(fb)
+        return self.copies.filter(b) if self.copies is not None else b
 
     def _decode_kernel(self, fb: FrameBatch) -> TcpBatch:
         """One compiled pass over the frames; what it leaves goes to numpy."""

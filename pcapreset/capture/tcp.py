@@ -102,6 +102,12 @@ class DecodeStats:
     #: tunnel name -> frames opened (:data:`pcapreset.capture.tunnels.NAMES`; each
     #: layer of a nested tunnel counts once)
     tunnels: dict[str, int] = field(default_factory=dict)
+    #: TCP packets captured twice and dropped (:mod:`pcapreset.capture.dedup`): with the
+    #: same addresses, and with one endpoint translated (NAT)
+    copies: int = 0
+    translated: int = 0
+    #: (endpoint dropped, endpoint kept) -> translated copies (a few pairs)
+    translated_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def bad(self, reason: str, count: int | np.integer) -> None:
         if count:

@@ -95,7 +95,7 @@ def assemble(
     lasts = [i.last_ts for i in infos if i.last_ts is not None]
     res.first_ts = min(firsts) if firsts else None
     res.last_ts = max(lasts) if lasts else None
-    res.warnings = collect_warnings(infos, st)
+    res.warnings = collect_warnings(infos, st, book)
     if st.frames == 0 and all(not i.warnings for i in infos):
         pass  # an empty but valid capture: the report says "0 packets"
     unsupported_only = st.frames > 0 and sum(st.unsupported.values()) == st.frames
@@ -108,7 +108,9 @@ def assemble(
     return res
 
 
-def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
+def collect_warnings(
+    infos: list[SourceInfo], st: DecodeStats, book: AddressBook | None = None
+) -> list[dict]:
     """Reader and decoder warnings, each with a count.
 
     Packet accounting (checked on every corpus file by tests/test_corpus.py)::
@@ -153,6 +155,8 @@ def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
                 "the analysis uses their inner IP/TCP headers",
             }
         )
+    if st.copies or st.translated:
+        out.append(captured_twice(st, book or AddressBook()))
     if st.ip_fragments:
         out.append(
             {
@@ -171,3 +175,21 @@ def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
             }
         )
     return out
+
+
+def captured_twice(st: DecodeStats, book: AddressBook) -> dict:
+    """The warning for packets captured twice (pcapreset.capture.dedup), naming
+    the address translations seen (the most frequent first)."""
+    n = st.copies + st.translated
+    msg = (
+        f"{n} TCP packets captured twice (same IP ID, sequence numbers, flags and payload "
+        "within 1 ms: several interfaces, a bridge or a mirror port), analysed once"
+    )
+    if st.translated:
+        pairs = sorted(st.translated_pairs.items(), key=lambda kv: -kv[1])[:3]
+        seen = ", ".join(f"{book.endpoint(a)} -> {book.endpoint(b)}" for (a, b), _ in pairs)
+        msg += (
+            f"; {st.translated} of them before and after address translation (NAT), "
+            f"analysed with the translated side's address: {seen}"
+        )
+    return {"kind": "captured_twice", "count": n, "message": msg}

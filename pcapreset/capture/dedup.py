@@ -1,0 +1,236 @@
+"""dedup: packets captured twice are analysed once.
+
+``tcpdump -i any`` on a host that forwards, bridges or translates traffic sees
+each packet on every interface it crosses (a Docker host: the outside
+interface, the bridge and the container's veth); a SPAN port or two mirror
+sessions deliver the same packet twice. Left in, every connection would count
+its packets two or three times, retransmission and duplicate-ACK counts would
+be wrong, and with address translation (Docker's DNAT, the same packet seen
+before and after it) each connection would appear twice, once per tuple.
+
+A *copy* is a later packet, at most :data:`WINDOW_S` after the first, with the
+same TCP sequence and acknowledgement numbers, flags, window, payload length,
+IP ID, TCP option bytes and first payload bytes, a TTL at most one lower or
+higher (a router decrements it), and either the same addresses and ports or
+exactly one endpoint different (address translation rewrote it). What tells a
+copy from a retransmission: a retransmission comes later than
+:data:`WINDOW_S` (Linux's minimum RTO is 200 ms, its tail-loss probe 10 ms)
+and, from stacks that number IPv4 packets, carries a new IP ID. Where the IP ID
+cannot tell (IPv6; IP ID 0, as Linux sends its bare RSTs and SYN-ACKs), two
+real packets can be identical: a closed socket answers a data segment and the
+FIN after it with two equal RSTs. Such packets are taken for copies only once
+the capture has shown a copy of a packet that nothing but a copy repeats within
+:data:`WINDOW_S` (a nonzero IPv4 ID, or a SYN); then a retransmission within
+:data:`WINDOW_S` of the original, with identical options and payload, would be
+taken for a copy too.
+
+Of a packet and its copies one row is kept. With address translation, it is
+the one with the addresses on the translated side, for both directions of a
+connection (so a connection keeps one tuple): when the destination differs
+(the request direction of a DNAT), the post-translation copy, which ``-i any``
+sees after the original; when the source differs (its replies, or the request
+direction of an SNAT), the first. So a Docker DNAT is analysed with the
+container's address and port, an SNAT with the private client's.
+
+Works on each decoded batch with numpy: every row is compared with the
+:data:`LOOK_BACK` rows before it (copies seen by ``-i any`` follow the
+original within microseconds, a few rows later; :data:`LOOK_BACK_SCAN` rows
+until the capture has shown a copy), and the last rows of the previous batch
+are kept for the next one. A copy whose original was in the
+previous batch is dropped (the original already went on, whatever its tuple).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: the longest gap between a packet and its copy
+WINDOW_S = 0.001
+#: rows before each row that are compared with it: LOOK_BACK_SCAN until the
+#: capture has shown a copy (most captures have none; this is their whole cost)
+LOOK_BACK, LOOK_BACK_SCAN = 16, 4
+#: TCP option bytes and first payload bytes compared between a packet and its copy
+_SIG_OPT, _SIG_PAY = 40, 16
+#: address pairs (outside endpoint key, inside endpoint key) kept for the warning
+MAX_PAIRS = 64
+
+
+class _Ctx:
+    """The previous batch's last rows: their columns (views of arrays the
+    batch owns) and, once the capture has shown copies, their option and
+    payload bytes (copied: the batch's buffer may be reused for the next one)."""
+
+    __slots__ = ("ts", "src", "dst", "ttl", "key", "sig", "cols")
+
+    def __init__(self, b, rows: slice | np.ndarray, key: np.ndarray, with_sig: bool) -> None:
+        self.ts, self.src, self.dst, self.ttl = b.ts[rows], b.src[rows], b.dst[rows], b.ttl[rows]
+        self.key = key[rows]
+        self.cols = [c[rows] for c in (b.seq, b.ack, b.flags, b.plen, b.ipid, b.win)]
+        self.sig = None
+        if with_sig:
+            idx = np.arange(len(b))[rows]
+            self.sig = _sig(b, idx)
+
+    @property
+    def exact(self) -> np.ndarray:
+        return np.stack(self.cols, axis=1)
+
+
+def _key(b) -> np.ndarray:
+    """Sequence and acknowledgement numbers, IP ID and payload length folded
+    into one int64: copies share it; the rows that share it are then compared
+    field by field."""
+    k = b.ack << 32
+    k ^= b.seq
+    k ^= b.ipid << 45
+    k ^= b.plen << 14
+    return k
+
+
+def _exact(b) -> np.ndarray:
+    """(n, 6) of the fields a copy shares exactly."""
+    return np.stack([b.seq, b.ack, b.flags, b.plen, b.ipid, b.win], axis=1)
+
+
+def _sig(b, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), 56) uint8: option bytes, then the first payload bytes (0-padded)."""
+    out = np.zeros((len(rows), _SIG_OPT + _SIG_PAY), dtype=np.uint8)
+    for bi in np.unique(b.bufidx[rows]).tolist():
+        sel = np.nonzero(b.bufidx[rows] == bi)[0]
+        r = rows[sel]
+        u8 = np.frombuffer(b.bufs[bi], dtype=np.uint8)
+        ostart = b.poff[r] - b.optlen[r]
+        olen = np.minimum(b.optlen[r], _SIG_OPT)
+        plen = np.minimum(b.pcap[r], _SIG_PAY)
+        j = np.arange(_SIG_OPT)
+        m = j[None, :] < olen[:, None]
+        idx = np.where(m, ostart[:, None] + j[None, :], 0)
+        out[sel, :_SIG_OPT] = np.where(m, u8[idx], 0)
+        j = np.arange(_SIG_PAY)
+        m = j[None, :] < plen[:, None]
+        idx = np.where(m, b.poff[r][:, None] + j[None, :], 0)
+        out[sel, _SIG_OPT:] = np.where(m, u8[idx], 0)
+    return out
+
+
+class CopyFilter:
+    """Drops copies from a stream of decoded batches (state: the last rows seen)."""
+
+    def __init__(self, stats: Any) -> None:
+        """``stats``: the decoder's DecodeStats (``copies``, ``translated``,
+        ``translated_pairs``: (endpoint dropped, endpoint kept) -> copies)."""
+        self.stats = stats
+        self._tail: _Ctx | None = None
+        #: copies seen of packets that only a copy repeats (see _resolve)
+        self.evidence = 0
+
+    def filter(self, b):  # TcpBatch -> TcpBatch (decode imports this module)
+        n = len(b)
+        if n == 0:
+            return b
+        key = _key(b)
+        t = self._tail
+        nt = 0 if t is None else len(t.ts)
+        allkey = key if t is None else np.concatenate([t.key, key])
+        # row i against rows i+1 .. i+w
+        w = LOOK_BACK if self.evidence else LOOK_BACK_SCAN
+        pi, pj = [], []
+        for d in range(1, min(w, len(allkey) - 1) + 1):
+            m = allkey[d:] == allkey[:-d]
+            if m.any():
+                i = np.flatnonzero(m)
+                pi.append(i)
+                pj.append(i + d)
+        keep = None
+        if pi:
+            ci, cj = np.concatenate(pi), np.concatenate(pj)
+            ts = b.ts if t is None else np.concatenate([t.ts, b.ts])
+            close = (np.abs(ts[cj] - ts[ci]) <= WINDOW_S) & (cj >= nt)
+            if close.any():
+                keep = self._resolve(b, t, nt, ci[close], cj[close])
+        lo = max(0, n - LOOK_BACK)
+        # copies dropped are not originals for the next batch
+        rows = slice(lo, n) if keep is None else np.nonzero(keep[lo:])[0] + lo
+        self._tail = _Ctx(b, rows, key, with_sig=self.evidence > 0)
+        if keep is None:
+            return b
+        return b.take(np.nonzero(keep)[0])
+
+    def _resolve(self, b, t, nt, ci, cj):
+        """Which rows of ``b`` to keep, given candidate pairs (indices over tail + batch)."""
+        n = len(b)
+        src = b.src if t is None else np.concatenate([t.src, b.src])
+        dst = b.dst if t is None else np.concatenate([t.dst, b.dst])
+        ttl = b.ttl if t is None else np.concatenate([t.ttl, b.ttl])
+        ex = _exact(b) if t is None else np.concatenate([t.exact, _exact(b)])
+        rows = np.unique(np.concatenate([ci, cj]))
+        cur = rows[rows >= nt]
+        sig = np.zeros((nt + n, _SIG_OPT + _SIG_PAY), dtype=np.uint8)
+        sig[cur] = _sig(b, cur - nt)
+        # the previous batch's bytes are kept once the capture has shown copies;
+        # before that only telling packets (below) are taken, bytes unchecked
+        if t is not None and t.sig is not None:
+            sig[:nt] = t.sig
+        same_bytes = (sig[ci] == sig[cj]).all(axis=1)
+        if t is not None and t.sig is None:
+            same_bytes |= ci < nt
+        same_src, same_dst = src[ci] == src[cj], dst[ci] == dst[cj]
+        ok = (
+            (same_src | same_dst)
+            & (np.abs(ttl[ci] - ttl[cj]) <= 1)
+            & (ex[ci] == ex[cj]).all(axis=1)
+            & same_bytes
+        )
+        # packets that only a copy repeats within WINDOW_S: an IPv4 ID other than 0,
+        # or a SYN; the others (IPv6, ID 0: a bare RST answering two segments is
+        # sent twice, identical) are copies only in a capture that has shown copies
+        telling = ok & ((ex[cj, 4] > 0) | ((ex[cj, 2] & 0x02) != 0))
+        self.evidence += int(np.count_nonzero(telling))
+        if not self.evidence:
+            ok = telling
+        ci, cj = ci[ok], cj[ok]
+        if not len(ci):
+            return None
+        # each copy's root: the earliest row it is a copy of (pairs with larger d come later)
+        order = np.argsort(cj - ci, kind="stable")
+        root = np.arange(nt + n)
+        root[cj[order]] = ci[order]
+        root = root[root]  # a copy of a copy belongs to the first's group
+        copy = root != np.arange(nt + n)
+        keep_all = ~copy
+        # translated groups whose destination differs: keep the last-destination copy
+        grp = np.nonzero(copy)[0]
+        r = root[grp]
+        moved = dst[grp] != dst[r]
+        if moved.any():
+            last = np.full(nt + n, -1)
+            np.maximum.at(last, r[moved], grp[moved])
+            roots = np.unique(r[moved])
+            for rt in roots.tolist():
+                if rt < nt:
+                    continue  # its original already went on: keep that one
+                members = np.concatenate([[rt], grp[r == rt]])
+                want = dst[last[rt]]
+                pick = int(members[np.argmax(dst[members] == want)])
+                keep_all[rt] = False
+                keep_all[pick] = True
+        # count what is dropped (in this batch) and the address pairs
+        st = self.stats
+        kept_of = np.full(nt + n, -1)
+        kept_rows = np.nonzero(keep_all)[0]
+        kept_of[root[kept_rows]] = kept_rows
+        dropped = np.nonzero(~keep_all[nt:])[0] + nt
+        k = kept_of[root[dropped]]
+        same = (src[dropped] == src[k]) & (dst[dropped] == dst[k])
+        st.copies += int(np.count_nonzero(same))
+        st.translated += int(np.count_nonzero(~same))
+        pairs = st.translated_pairs
+        for dr, kr in zip(dropped[~same].tolist(), k[~same].tolist(), strict=True):
+            pair = (
+                (int(dst[dr]), int(dst[kr])) if dst[dr] != dst[kr] else (int(src[dr]), int(src[kr]))
+            )
+            if pair in pairs or len(pairs) < MAX_PAIRS:
+                pairs[pair] = pairs.get(pair, 0) + 1
+        return keep_all[nt:]
