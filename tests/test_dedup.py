@@ -110,12 +110,14 @@ def dnat_conversation() -> list[tuple[float, bytes]]:
     return out
 
 
-def test_dnat_copies_keep_the_translated_side(tmp_path):
+def test_dnat_copies_keep_the_published_side(tmp_path):
+    """Both directions keep the addresses outside the translation: the published
+    VIP:8080 that nginx connects to and names in its error.log."""
     recs = dnat_conversation()
     b, dec = run(tmp_path, recs)
     ep = dec.book.endpoint
     tuples = {(ep(int(s)), ep(int(d))) for s, d in zip(b.src, b.dst, strict=True)}
-    assert tuples == {(f"{CLI}:40000", f"{BE}:3000"), (f"{BE}:3000", f"{CLI}:40000")}
+    assert tuples == {(f"{CLI}:40000", f"{VIP}:8080"), (f"{VIP}:8080", f"{CLI}:40000")}
     assert len(b) == len(recs) // 2
     st = dec.stats
     assert (st.copies, st.translated) == (0, len(recs) // 2)
@@ -134,10 +136,10 @@ def test_reset_events_are_not_doubled(tmp_path):
     p = write(tmp_path / "nat.pcap", pcap_bytes(dnat_conversation()))
     out = analyze(str(p)).to_json()
     assert out["flows"] == 1 and len(out["resets"]) == 1
-    assert out["resets"][0]["server"] == f"{BE}:3000"
+    assert out["resets"][0]["server"] == f"{VIP}:8080"
     w = [w for w in out["capture"]["warnings"] if w["kind"] == "captured_twice"]
     assert len(w) == 1 and w[0]["count"] == 6
-    assert f"{VIP}:8080 -> {BE}:3000" in w[0]["message"]
+    assert f"{VIP}:8080 (= {BE}:3000)" in w[0]["message"]
 
 
 def test_real_dnat_capture_with_i_any():
@@ -154,10 +156,33 @@ def test_real_dnat_capture_with_i_any():
     assert (cap["packets"], cap["tcp_packets"]) == (78, 78)
     w = {w["kind"]: w for w in cap["warnings"]}
     assert w["captured_twice"]["count"] == 52
-    assert "26 of them before and after address translation" in w["captured_twice"]["message"]
+    assert "52 of them before and after address translation" in w["captured_twice"]["message"]
     assert out["flows"] == 4
     got = sorted((r["cause"], r["client"].split(":")[0], r["server"]) for r in out["resets"])
-    assert got == [("abortive_close", "10.201.1.2", "172.31.0.2:3000")] * 3 + [
-        ("connection_refused", "10.201.1.2", "172.31.0.2:3001")
+    assert got == [("abortive_close", "10.201.1.2", "10.201.1.1:8080")] * 3 + [
+        ("connection_refused", "10.201.1.2", "10.201.1.1:8081")
     ]
+    assert "10.201.1.1:8080 (= 172.31.0.2:3000)" in w["captured_twice"]["message"]
     assert out["findings"] == []  # no backlog burst from the SYN copies
+
+
+def test_snat_copies_keep_the_public_source(tmp_path):
+    """An SNAT seen with -i any: requests before (private source) then after
+    (public source), replies before (to the public address) then after."""
+    pub, srv = "203.0.113.5", "198.51.100.80"
+    recs = []
+    for k, (fwd, flags, ipid) in enumerate([(True, SYN, 5), (False, SYN | ACK, 0), (True, ACK, 6)]):
+        t = T0 + k * 0.001
+        if fwd:
+            recs.append((t, seg(CLI, 40000, srv, 80, 7 + (flags == ACK), 0, flags, ipid, 64)))
+            recs.append(
+                (t + 2e-5, seg(pub, 40000, srv, 80, 7 + (flags == ACK), 0, flags, ipid, 63))
+            )
+        else:
+            recs.append((t, seg(srv, 80, pub, 40000, 90, 8, flags, ipid, 60)))
+            recs.append((t + 2e-5, seg(srv, 80, CLI, 40000, 90, 8, flags, ipid, 59)))
+    b, dec = run(tmp_path, recs)
+    ep = dec.book.endpoint
+    tuples = {(ep(int(s)), ep(int(d))) for s, d in zip(b.src, b.dst, strict=True)}
+    assert tuples == {(f"{pub}:40000", f"{srv}:80"), (f"{srv}:80", f"{pub}:40000")}
+    assert dec.stats.translated == 3

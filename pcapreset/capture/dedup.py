@@ -25,12 +25,14 @@ the capture has shown a copy of a packet that nothing but a copy repeats within
 taken for a copy too.
 
 Of a packet and its copies one row is kept. With address translation, it is
-the one with the addresses on the translated side, for both directions of a
-connection (so a connection keeps one tuple): when the destination differs
-(the request direction of a DNAT), the post-translation copy, which ``-i any``
-sees after the original; when the source differs (its replies, or the request
-direction of an SNAT), the first. So a Docker DNAT is analysed with the
-container's address and port, an SNAT with the private client's.
+the one with the addresses seen outside the translation, for both directions
+of a connection (so a connection keeps one tuple): when the destination
+differs (the request direction of a DNAT, or the replies of an SNAT), the
+first copy, which ``-i any`` sees before the translation; when the source
+differs (the replies of a DNAT, or the requests of an SNAT), the last, seen
+after it. So a Docker DNAT is analysed with the published address and port,
+the upstream nginx connects to and names in its error.log (and that a capture
+on nginx's host shows), an SNAT with the public source address.
 
 Works on each decoded batch with numpy: every row is compared with the
 :data:`LOOK_BACK` rows before it (copies seen by ``-i any`` follow the
@@ -120,7 +122,7 @@ class CopyFilter:
 
     def __init__(self, stats: Any) -> None:
         """``stats``: the decoder's DecodeStats (``copies``, ``translated``,
-        ``translated_pairs``: (endpoint dropped, endpoint kept) -> copies)."""
+        ``translated_pairs``: (endpoint outside the translation, inside) -> copies)."""
         self.stats = stats
         self._tail: _Ctx | None = None
         #: copies seen of packets that only a copy repeats (see _resolve)
@@ -200,10 +202,10 @@ class CopyFilter:
         root = root[root]  # a copy of a copy belongs to the first's group
         copy = root != np.arange(nt + n)
         keep_all = ~copy
-        # translated groups whose destination differs: keep the last-destination copy
+        # translated groups whose source differs: keep a copy with the last one's source
         grp = np.nonzero(copy)[0]
         r = root[grp]
-        moved = dst[grp] != dst[r]
+        moved = src[grp] != src[r]
         if moved.any():
             last = np.full(nt + n, -1)
             np.maximum.at(last, r[moved], grp[moved])
@@ -212,8 +214,8 @@ class CopyFilter:
                 if rt < nt:
                     continue  # its original already went on: keep that one
                 members = np.concatenate([[rt], grp[r == rt]])
-                want = dst[last[rt]]
-                pick = int(members[np.argmax(dst[members] == want)])
+                want = src[last[rt]]
+                pick = int(members[np.argmax(src[members] == want)])
                 keep_all[rt] = False
                 keep_all[pick] = True
         # count what is dropped (in this batch) and the address pairs
@@ -229,7 +231,7 @@ class CopyFilter:
         pairs = st.translated_pairs
         for dr, kr in zip(dropped[~same].tolist(), k[~same].tolist(), strict=True):
             pair = (
-                (int(dst[dr]), int(dst[kr])) if dst[dr] != dst[kr] else (int(src[dr]), int(src[kr]))
+                (int(dst[kr]), int(dst[dr])) if dst[dr] != dst[kr] else (int(src[kr]), int(src[dr]))
             )
             if pair in pairs or len(pairs) < MAX_PAIRS:
                 pairs[pair] = pairs.get(pair, 0) + 1

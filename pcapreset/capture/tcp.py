@@ -106,7 +106,8 @@ class DecodeStats:
     #: same addresses, and with one endpoint translated (NAT)
     copies: int = 0
     translated: int = 0
-    #: (endpoint dropped, endpoint kept) -> translated copies (a few pairs)
+    #: (endpoint kept: outside the translation, endpoint dropped: inside) -> translated
+    #: copies (a few pairs)
     translated_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def bad(self, reason: str, count: int | np.integer) -> None:

@@ -187,9 +187,9 @@ def captured_twice(st: DecodeStats, book: AddressBook) -> dict:
     )
     if st.translated:
         pairs = sorted(st.translated_pairs.items(), key=lambda kv: -kv[1])[:3]
-        seen = ", ".join(f"{book.endpoint(a)} -> {book.endpoint(b)}" for (a, b), _ in pairs)
+        seen = ", ".join(f"{book.endpoint(a)} (= {book.endpoint(b)})" for (a, b), _ in pairs)
         msg += (
             f"; {st.translated} of them before and after address translation (NAT), "
-            f"analysed with the translated side's address: {seen}"
+            f"analysed with the addresses outside it: {seen}"
         )
     return {"kind": "captured_twice", "count": n, "message": msg}
