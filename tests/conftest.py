@@ -50,12 +50,10 @@ LAB_PENDING: frozenset[str] = frozenset(
     {
         "backend_recycle_uvicorn",
         "backend_restart_go",
-        "dnat_any_twice",
         "probe_healthcheck",
         "tls13_upstream",
         "tls_after_close_go",
         "tls_upstream",
-        "vxlan_mirror",
     }
 )
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
@@ -63,10 +61,10 @@ LAB_PENDING: frozenset[str] = frozenset(
 LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset({"keepalive_race_apache", "pool_three_backends"})
 
 
-#: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input": VXLAN),
+#: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input"),
 #: so neither it nor the dpkt reference sees a TCP packet in them (strict xfail in
-#: tests/test_reference.py: remove the name when decoding lands).
-SAMPLES_NOT_DECODED: frozenset[str] = frozenset({"vxlan_mirror/mirror.pcap"})
+#: tests/test_reference.py: remove the name when decoding lands). None today.
+SAMPLES_NOT_DECODED: frozenset[str] = frozenset()
 
 
 def sample_captures() -> list[Path]:
