@@ -186,3 +186,22 @@ def test_snat_copies_keep_the_public_source(tmp_path):
     tuples = {(ep(int(s)), ep(int(d))) for s, d in zip(b.src, b.dst, strict=True)}
     assert tuples == {(f"{pub}:40000", f"{srv}:80"), (f"{srv}:80", f"{pub}:40000")}
     assert dec.stats.translated == 3
+
+
+def test_each_file_is_filtered_on_its_own(tmp_path):
+    """Two files analysed together (their batches interleave in the decoder): a
+    packet in both is not a copy; within each file, copies still are."""
+    from pcapreset.api import analyze
+
+    a = seg(CLI, 40000, BE, 3000, 100, 200, ACK | PSH, 7, payload=b"x")
+    p1 = write(tmp_path / "one.pcap", pcap_bytes([(T0, a), (T0 + 1e-5, a)]))
+    p2 = write(tmp_path / "two.pcap", pcap_bytes([(T0 + 2e-5, a)]))
+    dec = Decoder()
+    rows = sum(
+        len(dec.decode(fb))
+        for i, p in enumerate((p1, p2))
+        for fb in CaptureReader(str(p), file_index=i).batches()
+    )
+    assert rows == 2 and dec.stats.copies == 1
+    w = analyze([str(p1), str(p2)]).to_json()["capture"]["warnings"]
+    assert [x["count"] for x in w if x["kind"] == "captured_twice"] == [1]

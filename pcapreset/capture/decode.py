@@ -167,15 +167,22 @@ class Decoder:
         self.book = book or AddressBook()
         self.stats = DecodeStats()
         self.kernel = decode_kernel.COMPILED if kernel is None else kernel
-        #: drops packets captured twice (``dedup``; state spans batches)
-        self.copies = CopyFilter(self.stats) if dedup else None
+        #: drops packets captured twice (``dedup``): one filter per input file, since
+        #: its state spans the file's batches (several files' batches interleave)
+        self.dedup = dedup
+        self._copies: dict[int, CopyFilter] = {}
 
     def decode(self, fb: FrameBatch) -> TcpBatch:
         if self.kernel and len(fb.off) and _inside(fb):
             b = self._decode_kernel(fb)
         else:
             b = self._decode_numpy(fb)
-        return self.copies.filter(b) if self.copies is not None else b
+        if not self.dedup:
+            return b
+        f = self._copies.get(fb.file_index)
+        if f is None:
+            f = self._copies[fb.file_index] = CopyFilter(self.stats)
+        return f.filter(b)
 
     def _decode_kernel(self, fb: FrameBatch) -> TcpBatch:
         """One compiled pass over the frames; what it leaves goes to numpy."""
