@@ -123,11 +123,18 @@ def test_dnat_copies_keep_the_published_side(tmp_path):
     assert (st.copies, st.translated) == (0, len(recs) // 2)
     want = {(dec.book.id_of(VIP) << 16 | 8080, dec.book.id_of(BE) << 16 | 3000)}
     assert set(st.translated_pairs) == want
-    # across batch boundaries (a chunk of ~2 frames): the same rows are dropped, but where
-    # an original went on in the batch before, it stays (whatever its tuple)
-    b2, dec2 = run(tmp_path, recs, chunk=200)
-    assert dec2.stats.copies + dec2.stats.translated == len(recs) // 2
-    assert len(b2) == len(recs) // 2
+    # across batch boundaries (chunks of 2-3 frames, so copies fall into the next
+    # batch): the same rows are dropped; the translation learnt from a flow's first
+    # reply rewrites its later rows to the outside tuple at once. Only that first
+    # reply (frame 3, the SYN-ACK) keeps the inside tuple when its outside copy
+    # falls into the next batch (chunk 250 and 300 cut there): it already went on.
+    for chunk, inside in ((200, []), (250, [3]), (300, [3]), (350, []), (400, [])):
+        b2, dec2 = run(tmp_path, recs, chunk=chunk)
+        assert dec2.stats.copies + dec2.stats.translated == len(recs) // 2
+        assert len(b2) == len(recs) // 2
+        ep = dec2.book.endpoint
+        got = [f for f, s in zip(frames(b2), b2.src, strict=True) if ep(int(s)) == f"{BE}:3000"]
+        assert got == inside, chunk
 
 
 def test_reset_events_are_not_doubled(tmp_path):

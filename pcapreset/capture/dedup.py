@@ -38,8 +38,12 @@ Works on each decoded batch with numpy: every row is compared with the
 :data:`LOOK_BACK` rows before it (copies seen by ``-i any`` follow the
 original within microseconds, a few rows later; :data:`LOOK_BACK_SCAN` rows
 until the capture has shown a copy), and the last rows of the previous batch
-are kept for the next one. A copy whose original was in the
-previous batch is dropped (the original already went on, whatever its tuple).
+are kept for the next one. A copy whose original was in the previous batch
+is dropped (the original already went on, whatever its tuple). Translations
+whose source differs are learnt per flow, and the flow's later rows get the
+outside source before they are compared; so only the first such packet of a
+flow (usually its SYN-ACK or refusing RST) can keep the inside tuple, when its
+outside copy falls into the next batch.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ LOOK_BACK, LOOK_BACK_SCAN = 16, 4
 _SIG_OPT, _SIG_PAY = 40, 16
 #: address pairs (outside endpoint key, inside endpoint key) kept for the warning
 MAX_PAIRS = 64
+#: translated flows remembered (their later rows are rewritten to the outside source)
+MAX_FLOWS = 1 << 16
 
 
 class _Ctx:
@@ -89,6 +95,10 @@ def _key(b) -> np.ndarray:
     k ^= b.ipid << 45
     k ^= b.plen << 14
     return k
+
+
+def _pair_hash(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    return (src * 0x9E3779B1) ^ (dst * 0x85EBCA77 + 0x165667B1)
 
 
 def _exact(b) -> np.ndarray:
@@ -125,6 +135,13 @@ class CopyFilter:
         ``translated_pairs``: (endpoint outside the translation, inside) -> copies)."""
         self.stats = stats
         self._tail: _Ctx | None = None
+        #: (inside source, destination) -> outside source, learnt from translated
+        #: copies whose source differs: later rows of those flows are rewritten
+        #: at once, so a flow keeps the outside tuple even where a copy falls
+        #: into the next batch (at most MAX_FLOWS flows)
+        self._outside: dict[tuple[int, int], int] = {}
+        self._inside: dict[tuple[int, int], int] = {}  # (outside source, destination) -> inside
+        self._nat: tuple[np.ndarray, ...] | None = None
         #: copies seen of packets that only a copy repeats (see _resolve)
         self.evidence = 0
 
@@ -132,6 +149,7 @@ class CopyFilter:
         n = len(b)
         if n == 0:
             return b
+        rewritten = self._rewrite(b) if self._outside else None
         key = _key(b)
         t = self._tail
         nt = 0 if t is None else len(t.ts)
@@ -151,7 +169,7 @@ class CopyFilter:
             ts = b.ts if t is None else np.concatenate([t.ts, b.ts])
             close = (np.abs(ts[cj] - ts[ci]) <= WINDOW_S) & (cj >= nt)
             if close.any():
-                keep = self._resolve(b, t, nt, ci[close], cj[close])
+                keep = self._resolve(b, t, nt, ci[close], cj[close], rewritten)
         lo = max(0, n - LOOK_BACK)
         # copies dropped are not originals for the next batch
         rows = slice(lo, n) if keep is None else np.nonzero(keep[lo:])[0] + lo
@@ -160,7 +178,32 @@ class CopyFilter:
             return b
         return b.take(np.nonzero(keep)[0])
 
-    def _resolve(self, b, t, nt, ci, cj):
+    def _rewrite(self, b) -> np.ndarray | None:
+        """Rows of flows known to be translated get their outside source."""
+        if self._nat is None:
+            ins = np.array(list(self._outside), dtype=np.int64).reshape(-1, 2)
+            h = _pair_hash(ins[:, 0], ins[:, 1])
+            order = np.argsort(h)
+            out = np.array(list(self._outside.values()), dtype=np.int64)
+            self._nat = (h[order], ins[order, 0], ins[order, 1], out[order])
+        h0, s0, d0, o0 = self._nat
+        h = _pair_hash(b.src, b.dst)
+        pos = np.minimum(np.searchsorted(h0, h), len(h0) - 1)
+        m = (h0[pos] == h) & (s0[pos] == b.src) & (d0[pos] == b.dst)
+        if not m.any():
+            return None
+        src = b.src.copy()
+        src[m] = o0[pos[m]]
+        b.src = src
+        return m
+
+    def _learn(self, inside: int, dst: int, outside: int) -> None:
+        if len(self._outside) < MAX_FLOWS and (inside, dst) not in self._outside:
+            self._outside[(inside, dst)] = outside
+            self._inside[(outside, dst)] = inside
+            self._nat = None
+
+    def _resolve(self, b, t, nt, ci, cj, rewritten):
         """Which rows of ``b`` to keep, given candidate pairs (indices over tail + batch)."""
         n = len(b)
         src = b.src if t is None else np.concatenate([t.src, b.src])
@@ -211,10 +254,11 @@ class CopyFilter:
             np.maximum.at(last, r[moved], grp[moved])
             roots = np.unique(r[moved])
             for rt in roots.tolist():
+                want = src[last[rt]]
+                self._learn(int(src[rt]), int(dst[rt]), int(want))
                 if rt < nt:
                     continue  # its original already went on: keep that one
                 members = np.concatenate([[rt], grp[r == rt]])
-                want = src[last[rt]]
                 pick = int(members[np.argmax(src[members] == want)])
                 keep_all[rt] = False
                 keep_all[pick] = True
@@ -226,13 +270,20 @@ class CopyFilter:
         dropped = np.nonzero(~keep_all[nt:])[0] + nt
         k = kept_of[root[dropped]]
         same = (src[dropped] == src[k]) & (dst[dropped] == dst[k])
+        if rewritten is not None:  # compared with their outside source: translated
+            rew = np.concatenate([np.zeros(nt, dtype=bool), rewritten])
+            same &= ~rew[dropped] & ~rew[k]
         st.copies += int(np.count_nonzero(same))
         st.translated += int(np.count_nonzero(~same))
         pairs = st.translated_pairs
         for dr, kr in zip(dropped[~same].tolist(), k[~same].tolist(), strict=True):
-            pair = (
-                (int(dst[kr]), int(dst[dr])) if dst[dr] != dst[kr] else (int(src[kr]), int(src[dr]))
-            )
+            if dst[dr] != dst[kr]:
+                pair = (int(dst[kr]), int(dst[dr]))
+            elif src[dr] != src[kr]:
+                pair = (int(src[kr]), int(src[dr]))
+            else:  # rewritten to the outside source: name the inside one
+                o = int(src[kr])
+                pair = (o, self._inside.get((o, int(dst[kr])), o))
             if pair in pairs or len(pairs) < MAX_PAIRS:
                 pairs[pair] = pairs.get(pair, 0) + 1
         return keep_all[nt:]
