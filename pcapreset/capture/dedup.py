@@ -57,8 +57,8 @@ WINDOW_S = 0.001
 #: rows before each row that are compared with it: LOOK_BACK_SCAN until the
 #: capture has shown a copy (most captures have none; this is their whole cost)
 LOOK_BACK, LOOK_BACK_SCAN = 16, 4
-#: TCP option bytes and first payload bytes compared between a packet and its copy
-_SIG_OPT, _SIG_PAY = 40, 16
+#: TCP option and first payload bytes compared between a packet and its copy
+_SIG = 56
 #: address pairs (outside endpoint key, inside endpoint key) kept for the warning
 MAX_PAIRS = 64
 #: translated flows remembered (their later rows are rewritten to the outside source)
@@ -75,7 +75,7 @@ class _Ctx:
     def __init__(self, b, rows: slice | np.ndarray, key: np.ndarray, with_sig: bool) -> None:
         self.ts, self.src, self.dst, self.ttl = b.ts[rows], b.src[rows], b.dst[rows], b.ttl[rows]
         self.key = key[rows]
-        self.cols = [c[rows] for c in (b.seq, b.ack, b.flags, b.plen, b.ipid, b.win)]
+        self.cols = [c[rows] for c in (b.seq, b.ack, b.flags, b.plen, b.ipid, b.win, b.optlen)]
         self.sig = None
         if with_sig:
             idx = np.arange(len(b))[rows]
@@ -102,28 +102,27 @@ def _pair_hash(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def _exact(b) -> np.ndarray:
-    """(n, 6) of the fields a copy shares exactly."""
-    return np.stack([b.seq, b.ack, b.flags, b.plen, b.ipid, b.win], axis=1)
+    """(n, 7) of the fields a copy shares exactly."""
+    return np.stack([b.seq, b.ack, b.flags, b.plen, b.ipid, b.win, b.optlen], axis=1)
 
 
 def _sig(b, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), 56) uint8: option bytes, then the first payload bytes (0-padded)."""
-    out = np.zeros((len(rows), _SIG_OPT + _SIG_PAY), dtype=np.uint8)
+    """(len(rows), 56) uint8: the TCP option bytes and the payload bytes after
+    them, the first 56 of them captured (0-padded). Rows compared with it have
+    the same option and payload lengths (:func:`_exact`)."""
+    out = np.zeros((len(rows), _SIG), dtype=np.uint8)
+    j = np.arange(_SIG)
     for bi in np.unique(b.bufidx[rows]).tolist():
         sel = np.nonzero(b.bufidx[rows] == bi)[0]
         r = rows[sel]
         u8 = np.frombuffer(b.bufs[bi], dtype=np.uint8)
-        ostart = b.poff[r] - b.optlen[r]
-        olen = np.minimum(b.optlen[r], _SIG_OPT)
-        plen = np.minimum(b.pcap[r], _SIG_PAY)
-        j = np.arange(_SIG_OPT)
-        m = j[None, :] < olen[:, None]
-        idx = np.where(m, ostart[:, None] + j[None, :], 0)
-        out[sel, :_SIG_OPT] = np.where(m, u8[idx], 0)
-        j = np.arange(_SIG_PAY)
-        m = j[None, :] < plen[:, None]
-        idx = np.where(m, b.poff[r][:, None] + j[None, :], 0)
-        out[sel, _SIG_OPT:] = np.where(m, u8[idx], 0)
+        start = b.poff[r] - b.optlen[r]
+        n = np.minimum(b.optlen[r] + b.pcap[r], _SIG)
+        idx = start[:, None] + j
+        idx *= j < n[:, None]  # past the captured bytes: index 0, then zeroed
+        got = u8[idx]
+        got[idx == 0] = 0
+        out[sel] = got
     return out
 
 
@@ -135,13 +134,13 @@ class CopyFilter:
         ``translated_pairs``: (endpoint outside the translation, inside) -> copies)."""
         self.stats = stats
         self._tail: _Ctx | None = None
-        #: (inside source, destination) -> outside source, learnt from translated
-        #: copies whose source differs: later rows of those flows are rewritten
-        #: at once, so a flow keeps the outside tuple even where a copy falls
-        #: into the next batch (at most MAX_FLOWS flows)
-        self._outside: dict[tuple[int, int], int] = {}
-        self._inside: dict[tuple[int, int], int] = {}  # (outside source, destination) -> inside
-        self._nat: tuple[np.ndarray, ...] | None = None
+        #: translations learnt from copies whose source differs, per flow (inside
+        #: source, destination -> outside source): later rows of those flows are
+        #: rewritten at once, so a flow keeps the outside tuple even where a copy
+        #: falls into the next batch (at most MAX_FLOWS flows)
+        #: (hash, inside source, destination, outside source), sorted by hash
+        z = np.zeros(0, dtype=np.int64)
+        self._nat: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = (z, z, z, z)
         #: copies seen of packets that only a copy repeats (see _resolve)
         self.evidence = 0
 
@@ -149,7 +148,8 @@ class CopyFilter:
         n = len(b)
         if n == 0:
             return b
-        rewritten = self._rewrite(b) if self._outside else None
+        src0 = b.src
+        rewritten = self._rewrite(b) if len(self._nat[0]) else None
         key = _key(b)
         t = self._tail
         nt = 0 if t is None else len(t.ts)
@@ -169,7 +169,7 @@ class CopyFilter:
             ts = b.ts if t is None else np.concatenate([t.ts, b.ts])
             close = (np.abs(ts[cj] - ts[ci]) <= WINDOW_S) & (cj >= nt)
             if close.any():
-                keep = self._resolve(b, t, nt, ci[close], cj[close], rewritten)
+                keep = self._resolve(b, t, nt, ci[close], cj[close], rewritten, src0)
         lo = max(0, n - LOOK_BACK)
         # copies dropped are not originals for the next batch
         rows = slice(lo, n) if keep is None else np.nonzero(keep[lo:])[0] + lo
@@ -180,12 +180,6 @@ class CopyFilter:
 
     def _rewrite(self, b) -> np.ndarray | None:
         """Rows of flows known to be translated get their outside source."""
-        if self._nat is None:
-            ins = np.array(list(self._outside), dtype=np.int64).reshape(-1, 2)
-            h = _pair_hash(ins[:, 0], ins[:, 1])
-            order = np.argsort(h)
-            out = np.array(list(self._outside.values()), dtype=np.int64)
-            self._nat = (h[order], ins[order, 0], ins[order, 1], out[order])
         h0, s0, d0, o0 = self._nat
         h = _pair_hash(b.src, b.dst)
         pos = np.minimum(np.searchsorted(h0, h), len(h0) - 1)
@@ -197,13 +191,16 @@ class CopyFilter:
         b.src = src
         return m
 
-    def _learn(self, inside: int, dst: int, outside: int) -> None:
-        if len(self._outside) < MAX_FLOWS and (inside, dst) not in self._outside:
-            self._outside[(inside, dst)] = outside
-            self._inside[(outside, dst)] = inside
-            self._nat = None
+    def _learn(self, inside: np.ndarray, dst: np.ndarray, outside: np.ndarray) -> None:
+        room = MAX_FLOWS - len(self._nat[0])
+        if room <= 0:
+            return
+        new = (_pair_hash(inside, dst)[:room], inside[:room], dst[:room], outside[:room])
+        cols = [np.concatenate([a, b]) for a, b in zip(self._nat, new, strict=True)]
+        order = np.argsort(cols[0], kind="stable")
+        self._nat = (cols[0][order], cols[1][order], cols[2][order], cols[3][order])
 
-    def _resolve(self, b, t, nt, ci, cj, rewritten):
+    def _resolve(self, b, t, nt, ci, cj, rewritten, src0):
         """Which rows of ``b`` to keep, given candidate pairs (indices over tail + batch)."""
         n = len(b)
         src = b.src if t is None else np.concatenate([t.src, b.src])
@@ -212,7 +209,7 @@ class CopyFilter:
         ex = _exact(b) if t is None else np.concatenate([t.exact, _exact(b)])
         rows = np.unique(np.concatenate([ci, cj]))
         cur = rows[rows >= nt]
-        sig = np.zeros((nt + n, _SIG_OPT + _SIG_PAY), dtype=np.uint8)
+        sig = np.zeros((nt + n, _SIG), dtype=np.uint8)
         sig[cur] = _sig(b, cur - nt)
         # the previous batch's bytes are kept once the capture has shown copies;
         # before that only telling packets (below) are taken, bytes unchecked
@@ -253,15 +250,20 @@ class CopyFilter:
             last = np.full(nt + n, -1)
             np.maximum.at(last, r[moved], grp[moved])
             roots = np.unique(r[moved])
-            for rt in roots.tolist():
-                want = src[last[rt]]
-                self._learn(int(src[rt]), int(dst[rt]), int(want))
-                if rt < nt:
-                    continue  # its original already went on: keep that one
-                members = np.concatenate([[rt], grp[r == rt]])
-                pick = int(members[np.argmax(src[members] == want)])
-                keep_all[rt] = False
-                keep_all[pick] = True
+            want = src[last[roots]]
+            self._learn(src[roots], dst[roots], want)
+            roots, want = roots[roots >= nt], want[roots >= nt]  # else it already went on
+            if len(roots):
+                # in each group, the first member with the last one's source
+                wanted = np.full(nt + n, -1)
+                wanted[roots] = want
+                members = np.concatenate([roots, grp[np.isin(r, roots)]])
+                mroot = root[members]
+                hit = members[src[members] == wanted[mroot]]
+                pick = np.full(nt + n, nt + n)
+                np.minimum.at(pick, root[hit], hit)
+                keep_all[roots] = False
+                keep_all[pick[roots]] = True
         # count what is dropped (in this batch) and the address pairs
         st = self.stats
         kept_of = np.full(nt + n, -1)
@@ -275,15 +277,22 @@ class CopyFilter:
             same &= ~rew[dropped] & ~rew[k]
         st.copies += int(np.count_nonzero(same))
         st.translated += int(np.count_nonzero(~same))
-        pairs = st.translated_pairs
-        for dr, kr in zip(dropped[~same].tolist(), k[~same].tolist(), strict=True):
-            if dst[dr] != dst[kr]:
-                pair = (int(dst[kr]), int(dst[dr]))
-            elif src[dr] != src[kr]:
-                pair = (int(src[kr]), int(src[dr]))
-            else:  # rewritten to the outside source: name the inside one
-                o = int(src[kr])
-                pair = (o, self._inside.get((o, int(dst[kr])), o))
-            if pair in pairs or len(pairs) < MAX_PAIRS:
-                pairs[pair] = pairs.get(pair, 0) + 1
+        dr, kr = dropped[~same], k[~same]
+        if len(dr):
+            # (outside, inside) endpoint of each translated copy; the few distinct pairs
+            by_dst = dst[dr] != dst[kr]
+            by_src = ~by_dst & (src[dr] != src[kr])
+            outside = np.where(by_dst, dst[kr], src[kr])
+            inside = np.where(by_dst, dst[dr], src[dr])
+            redo = ~by_dst & ~by_src  # rewritten to the outside source: the original one
+            if redo.any():
+                orig = src0 if t is None else np.concatenate([t.src, src0])
+                inside[redo] = np.where(
+                    orig[dr[redo]] != src[dr[redo]], orig[dr[redo]], orig[kr[redo]]
+                )
+            uniq, cnt = np.unique(np.stack([outside, inside], 1), axis=0, return_counts=True)
+            pairs = st.translated_pairs
+            for (o, ins), c in zip(uniq.tolist(), cnt.tolist(), strict=True):
+                if (o, ins) in pairs or len(pairs) < MAX_PAIRS:
+                    pairs[(o, ins)] = pairs.get((o, ins), 0) + c
         return keep_all[nt:]
