@@ -212,3 +212,11 @@ def test_each_file_is_filtered_on_its_own(tmp_path):
     assert rows == 2 and dec.stats.copies == 1
     w = analyze([str(p1), str(p2)]).to_json()["capture"]["warnings"]
     assert [x["count"] for x in w if x["kind"] == "captured_twice"] == [1]
+
+
+def test_two_connections_of_one_host_are_not_copies(tmp_path):
+    """Generated traffic can give two connections the same ISN and IP ID: a
+    different port at the same address is another connection, not a NAT."""
+    syns = [seg(CLI, 40000 + i, BE, 3000, 1, 0, SYN, 9, opts=b"\x02\x04\x05\xb4") for i in range(3)]
+    b, dec = run(tmp_path, [(T0 + i * 1e-4, f) for i, f in enumerate(syns)])
+    assert frames(b) == [1, 2, 3] and dec.stats.copies == dec.stats.translated == 0

@@ -12,7 +12,9 @@ A *copy* is a later packet, at most :data:`WINDOW_S` after the first, with the
 same TCP sequence and acknowledgement numbers, flags, window, payload length,
 IP ID, TCP option bytes and first payload bytes, a TTL at most one lower or
 higher (a router decrements it), and either the same addresses and ports or
-exactly one endpoint different (address translation rewrote it). What tells a
+exactly one endpoint at another address (address translation rewrote it; two
+connections of one host, whose packets can look alike in generated traffic,
+differ in port only). What tells a
 copy from a retransmission: a retransmission comes later than
 :data:`WINDOW_S` (Linux's minimum RTO is 200 ms, its tail-loss probe 10 ms)
 and, from stacks that number IPv4 packets, carries a new IP ID. Where the IP ID
@@ -218,9 +220,14 @@ class CopyFilter:
         same_bytes = (sig[ci] == sig[cj]).all(axis=1)
         if t is not None and t.sig is None:
             same_bytes |= ci < nt
+        # the same tuple, or one endpoint rewritten to another address (a NAT
+        # changes the address; two connections of one host differ in port only)
         same_src, same_dst = src[ci] == src[cj], dst[ci] == dst[cj]
+        other_addr = np.where(
+            same_src, dst[ci] >> 16 != dst[cj] >> 16, src[ci] >> 16 != src[cj] >> 16
+        )
         ok = (
-            (same_src | same_dst)
+            ((same_src & same_dst) | ((same_src | same_dst) & other_addr))
             & (np.abs(ttl[ci] - ttl[cj]) <= 1)
             & (ex[ci] == ex[cj]).all(axis=1)
             & same_bytes
