@@ -34,7 +34,7 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PIP_E) -e '.[test,dev,lab]' || $(PY) -m pip install -q -e '.[test,dev,lab]'
+	$(PIP_E) -e '.[test,dev,lab,fleet]' || $(PY) -m pip install -q -e '.[test,dev,lab,fleet]'
 	touch $@
 
 # bytecode for the pure-Python modules, written once: with

@@ -19,6 +19,7 @@ from .errors import CaptureError, PcapResetError  # noqa: E402
 
 if TYPE_CHECKING:
     from .api import analyze
+    from .cluster.run import fleet
     from .notebook.frames import Analysis, load
 
 
@@ -30,6 +31,10 @@ def __getattr__(name: str) -> object:
         from .api import analyze
 
         return analyze
+    if name == "fleet":  # Dask is imported only when a fleet runs
+        from .cluster.run import fleet
+
+        return fleet
     if name in ("load", "Analysis"):
         from .notebook import frames
 
@@ -37,4 +42,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'pcapreset' has no attribute {name!r}")
 
 
-__all__ = ["analyze", "load", "Analysis", "CaptureError", "PcapResetError", "__version__"]
+__all__ = ["analyze", "fleet", "load", "Analysis", "CaptureError", "PcapResetError", "__version__"]

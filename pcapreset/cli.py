@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -13,6 +12,7 @@ import click
 
 from . import __version__
 from .api import analyze as analyze_files
+from .cluster.command import fleet
 from .engine import _malloc
 from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError
@@ -20,6 +20,7 @@ from .report import jsonout
 from .report.jsonreport import write_json, write_jsonl
 from .report.model import Report
 from .report.text import render_conns_text, write_text
+from .textsafe import clean
 
 EXAMPLES_ANALYZE = """
 \b
@@ -103,8 +104,13 @@ def _echo_report_text(rep: Report, verbose: bool) -> None:
     sys.stdout.flush()
 
 
+#: input paths: no checks by click (an unreadable or missing file would be a
+#: usage error, exit status 2): the readers say what is wrong, exit status 1
+_INPUT = click.Path(readable=False)
+
+
 def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return click.ClickException(clean(str(e).splitlines()[0]) if str(e) else type(e).__name__)
 
 
 def _run(files, port, quiet, **options) -> Report:
@@ -132,6 +138,7 @@ def main() -> None:
     \b
     pcapreset analyze backend.pcap      who sent each RST, when, why, what to change
     pcapreset conns backend.pcap        every TCP connection (Zeek-style conn_state)
+    pcapreset fleet caps/web1 caps/web2 many hosts' captures on Dask, one report
     pcapreset schema                    JSON Schema of `analyze --format json`
     pcapreset rules                     the table of rules that decides a cause
     """
@@ -194,9 +201,9 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
 
     def on_reset(r: dict) -> None:
         if fmt == "jsonl":
-            click.echo(json.dumps(r))
+            click.echo(jsonout.dumps(r))
         elif fmt == "text":
-            click.echo(reset_line(r))
+            click.echo(clean(reset_line(r)))
 
     def on_ready() -> None:
         if not quiet:
@@ -218,14 +225,14 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     if fmt == "json":
         _echo_report_json(rep)
     elif fmt == "jsonl":
-        click.echo(json.dumps(rep.to_json()))
+        click.echo(jsonout.dumps(rep.to_json()))
     else:
         click.echo("")
         _echo_report_text(rep, verbose)
 
 
 @main.command(epilog=EXAMPLES_ANALYZE)
-@click.argument("files", nargs=-1, type=click.Path(), required=False)  # the reader explains
+@click.argument("files", nargs=-1, type=_INPUT, required=False)  # the reader explains
 @click.option(
     "--format",
     "fmt",
@@ -250,12 +257,12 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     show_default=True, help="Table format for --export.",
 )  # fmt: skip
 @click.option(
-    "--nginx-log", "nginx_log", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+    "--nginx-log", "nginx_log", multiple=True, type=_INPUT, metavar="FILE",
     help="nginx error.log (repeat for an access.log with $upstream_addr $upstream_status): "
     "tie each upstream error line to its reset.",
 )  # fmt: skip
 @click.option(
-    "--nginx-conf", type=click.Path(dir_okay=False), metavar="FILE",
+    "--nginx-conf", type=_INPUT, metavar="FILE",
     help="nginx.conf: use its upstream keepalive_timeout and proxy timeouts.",
 )  # fmt: skip
 @click.option(
@@ -279,7 +286,7 @@ def analyze(
     if not quiet:
         for w in rep.result.warnings:
             if w["kind"] not in QUIET_WARNINGS:
-                click.echo(f"pcapreset: warning: {w['message']}", err=True)
+                click.echo(f"pcapreset: warning: {clean(w['message'])}", err=True)
     if fmt == "jsonl":  # as live: one line per reset, then the whole report
         write_jsonl(rep, sys.stdout)
         sys.stdout.flush()
@@ -292,7 +299,7 @@ def analyze(
 
 
 @main.command(epilog=EXAMPLES_CONNS)
-@click.argument("files", nargs=-1, type=click.Path(), required=True)  # the reader explains
+@click.argument("files", nargs=-1, type=_INPUT, required=True)  # the reader explains
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
 )
@@ -333,6 +340,9 @@ def rules() -> None:
     from .interpret.rules import table_text
 
     click.echo(table_text())
+
+
+main.add_command(fleet)
 
 
 def run() -> None:

@@ -50,15 +50,28 @@ LAB_PENDING: frozenset[str] = frozenset(
     {
         "backend_recycle_uvicorn",
         "backend_restart_go",
+        "php_fpm_max_children",
+        "php_fpm_terminate",
         "probe_healthcheck",
         "tls13_upstream",
         "tls_after_close_go",
         "tls_upstream",
+        "uwsgi_harakiri",
+        "websocket_backend_restart",
     }
 )
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
 #: (tests/test_nginxlog.py, strict xfail likewise).
-LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset({"keepalive_race_apache", "pool_three_backends"})
+LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset(
+    {
+        "keepalive_race_apache",
+        "keepalive_race_tomcat",
+        "php_fpm_max_children",
+        "php_fpm_too_big_header",
+        "pool_three_backends",
+        "uwsgi_harakiri",
+    }
+)
 
 
 #: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input"),

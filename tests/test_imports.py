@@ -15,13 +15,15 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "pcapreset"
 
-#: modules every package may import (errors, the Cython stand-in, the version)
-BASE = {"errors", "_nocython", "_build", "__version__"}
+#: modules every package may import (errors, the Cython stand-in, the version,
+#: what text output may print of untrusted strings)
+BASE = {"errors", "_nocython", "_build", "__version__", "textsafe"}
 
 #: package (or top-level module) -> the packages it may import, beyond BASE.
 #: The stages, lowest first: capture -> track -> interpret; the engine runs
 #: them (the stages never import it); the report renders the engine's result;
-#: nginx ties logs to it; api and cli are on top, notebook on the api.
+#: nginx ties logs to it; api and cli are on top, notebook and cluster (many
+#: hosts on Dask, each one api.analyze) on the api.
 MAY_IMPORT: dict[str, set[str]] = {
     "capture": set(),
     "track": {"capture"},
@@ -31,10 +33,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "nginx": {"track", "interpret", "engine"},
     "api": {"capture", "engine", "report", "nginx"},
     "notebook": {"api", "capture", "track", "interpret", "engine", "report"},
-    "cli": {"api", "engine", "interpret", "report", "notebook"},
+    "cluster": {"api", "interpret", "report"},
+    "cli": {"api", "engine", "interpret", "report", "notebook", "cluster"},
     "__main__": {"cli"},
-    "__init__": {"api", "notebook"},
+    "__init__": {"api", "notebook", "cluster"},
     "errors": set(),
+    "textsafe": set(),
     "_build": set(),
     "_nocython": set(),
 }

@@ -22,7 +22,7 @@ from pcapreset.report import jsonout
 
 def _both(obj: object) -> tuple[str, str]:
     a, b = io.StringIO(), io.StringIO()
-    json.dump(obj, a, indent=2)
+    json.dump(jsonout.finite(obj), a, indent=2)  # (strict: NaN and Infinity are null)
     jsonout.dump(obj, b)
     return a.getvalue(), b.getvalue()
 

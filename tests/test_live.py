@@ -212,6 +212,7 @@ def test_live_any_duration_json_equals_offline(tmp_path: Path) -> None:
     assert live["packets_received"] == rep["capture"]["packets"] > 0
     assert live["kernel_packets"] == live["packets_received"]
     assert live["write"] == str(pcap)
+    assert live["ring"].startswith("TPACKET_V3")  # read from the memory-mapped ring
     _check_verdicts(rep["resets"], ports)
     _check_written_file(pcap, rep, ports)
 

@@ -145,6 +145,14 @@ class TcpBatch:
     def take(self, idx: np.ndarray) -> TcpBatch:
         return TcpBatch(**{f: getattr(self, f)[idx] for f in _COLS}, bufs=self.bufs)
 
+    def part(self, lo: int, hi: int) -> TcpBatch:
+        """Packets ``lo:hi`` (views of the columns; the heads parsed ahead for them)."""
+        heads = self.heads
+        if heads is not None:
+            heads = {i - lo: h for i, h in heads.items() if lo <= i < hi}
+        cols = {f: getattr(self, f)[lo:hi] for f in _COLS}
+        return TcpBatch(**cols, bufs=self.bufs, heads=heads)
+
 
 _COLS = "ts src dst seq ack flags win plen ttl ipid optlen poff pcap bufidx frame".split()
 _INT_COLS = _COLS[1:]

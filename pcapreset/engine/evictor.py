@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..capture.tcp import TcpBatch
 from ..track.conn import Conn, conn_keys, freeze_conn
 from ..track.flows import FlowTracker
 from .packed import packable
@@ -26,6 +27,20 @@ COMPACT_SHARE = 0.25
 #: record's encoding cost ~45-60 us each). Only the excess is packed: of the
 #: 1,129 resets of the 1M bench file, 105.
 PACK_AFTER = 1024
+#: a connection attempt whose handshake never completed (SYNs and SYN-ACKs
+#: only) is folded into the rollup once it had no packet for this long: a
+#: Linux client gives up 127 s after its first SYN (tcp_syn_retries 6), its
+#: last wait 64 s; a listener drops a request after ~63 s (tcp_synack_retries 5)
+ATTEMPT_IDLE_S = 130.0
+#: ... and at most this many are tracked, as a kernel's SYN queue holds a
+#: bounded number (tcp_max_syn_backlog): beyond it the oldest are folded, down
+#: to half of it. Bounds the memory of a SYN flood (~3 KB per attempt tracked)
+ATTEMPT_CAP = 8192
+#: look for idle attempts when the capture clock advanced this much
+ATTEMPT_SWEEP_S = 10.0
+#: a batch is fed and evicted after in pieces of at most this many packets
+#: (:meth:`Evictor.feed`)
+FEED_MAX = 8192
 
 
 class Evictor:
@@ -42,8 +57,13 @@ class Evictor:
     New connections' provisional ids (their creation index, used by the live
     verdict stream) are kept as they would be without eviction. If a packet
     older than an evicted connection's close arrives later (a capture whose
-    clock goes backwards), ``rollup.reordered`` is set: :func:`run` then
-    analyses again without eviction.
+    clock goes backwards), ``rollup.reordered`` is set, and each connection
+    that begins before the latest evicted one ended is counted in
+    ``rollup.late`` (a warning says it may be a late packet of an evicted
+    one); eviction stays on, so memory stays bounded.
+
+    A connection attempt that never completes is evicted too, as a kernel's
+    SYN queue drops it (:func:`expired_attempts`).
 
     A connection with a RST event is kept for the report; once it is over
     (the same test) it leaves the tracker's tables and is slimmed
@@ -67,6 +87,25 @@ class Evictor:
         self.shared: dict = {}  # containers frozen connections share (flows.freeze_conn)
         self.frozen: list[Conn] = []  # slimmed ones that packing takes (packed.packable)
         self.pack_after = PACK_AFTER
+        #: sweep once the watch list is this long, whatever the clock (a flood
+        #: of new connections in little capture time)
+        self.watch_limit = 2 * ATTEMPT_CAP
+        self.next_attempt_sweep = float("-inf")
+
+    def feed(self, b: TcpBatch) -> None:
+        """Feed the tracker batch ``b`` and evict after it, in pieces of at
+        most :data:`FEED_MAX` packets: a batch of many new connections (a SYN
+        flood: ~60,000 in a 4 MB chunk) is not tracked whole before any of
+        them can be folded."""
+        n = len(b)
+        if n <= FEED_MAX:
+            self.ft.feed(b)
+            self.after(b.ts)
+            return
+        for lo in range(0, n, FEED_MAX):
+            part = b.part(lo, min(n, lo + FEED_MAX))
+            self.ft.feed(part)
+            self.after(part.ts)
 
     def after(self, ts: np.ndarray) -> None:
         """Call after the tracker was fed a batch with packet times ``ts``."""
@@ -80,7 +119,9 @@ class Evictor:
         if hi > self.clock:
             self.clock = hi
         self.work += n
-        if self.clock >= self.next_sweep and self.work >= SWEEP_WORK * len(self.watch):
+        if self.work >= SWEEP_WORK * len(self.watch) and (
+            self.clock >= self.next_sweep or len(self.watch) > self.watch_limit
+        ):
             self.next_sweep = self.clock + SWEEP_EVERY_S
             self.work = 0
             self.sweep(self.clock - EVICT_SLACK_S)
@@ -93,13 +134,28 @@ class Evictor:
             if self.removed:
                 for c in new:
                     c.id += self.removed  # created as len(tracker.conns)
+            until = self.evicted_until
+            if until > float("-inf"):
+                # (a packet older than a folded connection's end that found no
+                # connection: it may have been that connection's)
+                self.rollup.late += sum(1 for c in new if c.start < until)
             self.watch += new
             self.seen = len(conns)
 
     def sweep(self, horizon: float) -> None:
-        """Evict the watched connections that are over by ``horizon``."""
+        """Evict the watched connections that are over by ``horizon``, and
+        connection attempts that are over as a kernel would see them
+        (:func:`expired_attempts`)."""
         keep, out, frozen = rollup_split(self.watch, horizon)
+        if len(keep) > ATTEMPT_CAP or self.clock >= self.next_attempt_sweep:
+            self.next_attempt_sweep = self.clock + ATTEMPT_SWEEP_S
+            keep, idle, flood = expired_attempts(keep, horizon - ATTEMPT_IDLE_S, ATTEMPT_CAP)
+            out += idle  # (folded as any connection: the report is the same)
+            if flood:
+                self.rollup.attempts += len(flood)
+                self._evict(flood, hostless=True)
         self.watch = keep
+        self.watch_limit = max(2 * ATTEMPT_CAP, 2 * len(keep))
         if frozen:
             reachable = self._untrack(frozen)
             for c in frozen:
@@ -124,9 +180,9 @@ class Evictor:
         if len(dead) >= COMPACT_SHARE * len(self.ft.conns):
             self.compact()
 
-    def _evict(self, out: list[Conn]) -> None:
+    def _evict(self, out: list[Conn], hostless: bool = False) -> None:
         dead = self.dead
-        self.rollup.add_many(out)
+        self.rollup.add_many(out, hostless)
         for c in out:
             dead.add(id(c))
         self._untrack(out)
@@ -165,7 +221,7 @@ class Evictor:
                 t = (c.client, c.server) if c.client < c.server else (c.server, c.client)
                 if collided.get(t) is c:
                     del collided[t]
-            if c.zk.delete_at > until:
+            if until < c.zk.delete_at < _INF:
                 until = c.zk.delete_at
         self.evicted_until = until
         return left
@@ -181,3 +237,44 @@ class Evictor:
         self.removed += len(dead)
         self.seen = len(conns)
         dead.clear()
+
+
+_INF = float("inf")
+
+
+def half_open(c: Conn) -> bool:
+    """A connection attempt whose handshake never completed: SYNs and
+    SYN-ACKs only (no data, FIN or RST; no finding can come of it)."""
+    cl, sv = c.c, c.s
+    return (
+        not c.hs_done
+        and cl.pkts == cl.syn
+        and sv.pkts == sv.synack
+        and not c.rst_events
+        and (cl.syn_retrans == 0 or sv.synack == 0)  # (findings._silent_backlog)
+    )
+
+
+def expired_attempts(
+    watch: list[Conn], idle_before: float, cap: int
+) -> tuple[list[Conn], list[Conn], list[Conn]]:
+    """(the connections of ``watch`` to keep, the half-open attempts with no
+    packet since ``idle_before``, the oldest others beyond ``cap // 2`` when
+    more than ``cap`` are left: a flood)."""
+    attempts = [c for c in watch if half_open(c)]
+    if not attempts:
+        return watch, [], []
+    idle = [c for c in attempts if c.end < idle_before]
+    flood: list[Conn] = []
+    left = len(attempts) - len(idle)
+    if left > cap:
+        rest = sorted((c for c in attempts if c.end >= idle_before), key=_last_packet)
+        flood = rest[: left - cap // 2]
+    if not idle and not flood:
+        return watch, [], []
+    out = {id(c) for c in idle} | {id(c) for c in flood}
+    return [c for c in watch if id(c) not in out], idle, flood
+
+
+def _last_packet(c: Conn) -> float:
+    return c.end

@@ -44,6 +44,7 @@ from ..errors import PcapResetError
 from ..track.flows import preparse_http
 from . import spill
 from .gcpause import no_gc_in_this_process
+from .lifetime import die_with_parent
 from .result import EngineResult, Progress, assemble
 from .shard import shard_of
 from .tracking import Tracking
@@ -125,7 +126,13 @@ def _child(
     port: int | None,
     share: int,
     spill_to: int,
+    parent: int = 0,
+    parent_ends: tuple = (),
 ) -> None:
+    if parent:
+        die_with_parent(parent)
+    for c in parent_ends:  # (the parent's ends: with them open here, no EOF ever)
+        c.close()
     no_gc_in_this_process()
     if spill_to:
         spill.write_to(spill_to)  # (the parent's file: run_pipelined)
@@ -289,7 +296,9 @@ def run_pipelined(
     # connections come back as where they are in it (spill.py)
     spill_to = spill.shared_file() if share else 0
     child = ctx.Process(
-        target=_child, args=(paths, shm, out_w, free_r, port, share, spill_to), daemon=True
+        target=_child,
+        args=(paths, shm, out_w, free_r, port, share, spill_to, os.getpid(), (out_r, free_w)),
+        daemon=True,
     )
     try:
         child.start()

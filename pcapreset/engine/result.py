@@ -17,6 +17,7 @@ from ..capture.tcp import AddressBook, DecodeStats, linktype_name
 from ..errors import CaptureError
 from ..interpret.vantage import conn_order
 from ..track.conn import Conn
+from .evictor import ATTEMPT_CAP, EVICT_SLACK_S
 from .rollup import Rollup
 
 #: Called as progress(bytes_done, bytes_total, packets_done)
@@ -96,6 +97,28 @@ def assemble(
     res.first_ts = min(firsts) if firsts else None
     res.last_ts = max(lasts) if lasts else None
     res.warnings = collect_warnings(infos, st, book)
+    if rollup is not None and rollup.attempts:
+        res.warnings.append(
+            {
+                "kind": "attempts_summarised",
+                "count": rollup.attempts,
+                "message": f"{rollup.attempts} connection attempts that never completed "
+                f"(SYNs, SYN-ACKs, nothing else) were summarised beyond {ATTEMPT_CAP} open "
+                "at once (a SYN flood): counted in the flows, not kept one by one, and "
+                "they cast no per-host TTL vote",
+            }
+        )
+    if rollup is not None and rollup.late:
+        res.warnings.append(
+            {
+                "kind": "late_packets",
+                "count": rollup.late,
+                "message": f"{rollup.late} connections begin with a packet older than the end "
+                "of connections already summarised (the capture's clock went back by more "
+                f"than {EVICT_SLACK_S:g} s): any of them may be a late packet of a "
+                "summarised connection, counted as a connection of its own",
+            }
+        )
     if st.frames == 0 and all(not i.warnings for i in infos):
         pass  # an empty but valid capture: the report says "0 packets"
     unsupported_only = st.frames > 0 and sum(st.unsupported.values()) == st.frames

@@ -13,7 +13,7 @@ from pcapreset.track.conn cimport Conn, Dir, Exchange
     shost="long long", have=bint, last_ch="long long", last_sh="long long",
     last_chost="long long", last_shost="long long", last_sid="long long",
 )
-cdef _fold(object r, list conns, object fa, object ia)
+cdef _fold(object r, list conns, object fa, object ia, bint hostless=*)
 
 @cython.locals(reusable=bint)
 cdef tuple _sig(object r, long long ch, long long sh, long long chost, long long shost,

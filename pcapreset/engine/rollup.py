@@ -104,9 +104,14 @@ class Rollup:
         #: reset connections the report keeps, packed (see :mod:`pcapreset.packed`)
         self.packed = Packed()
         #: a packet older than an evicted connection's close came after it was
-        #: evicted (the capture's clock went backwards): the summary may not be
-        #: what the report would have computed; engine.run analyses again
+        #: evicted (the capture's clock went backwards)
         self.reordered = False
+        #: connections that began with such a packet (engine.Evictor): each
+        #: may be a late packet of an evicted connection (a warning says so)
+        self.late = 0
+        #: connection attempts folded because too many were open at once (a
+        #: flood: evictor.expired_attempts; among ``count``, without host votes)
+        self.attempts = 0
 
     def __len__(self) -> int:
         return self.count
@@ -116,19 +121,23 @@ class Rollup:
         with no RST event, no finding and its own round-trip time."""
         self.add_many([c])
 
-    def add_many(self, conns: list[Conn]) -> None:
-        """:meth:`add` for each of ``conns``, in order."""
+    def add_many(self, conns: list[Conn], hostless: bool = False) -> None:
+        """:meth:`add` for each of ``conns``, in order; ``hostless``: they cast
+        no per-host hop vote (a flood's attempts, from as many spoofed hosts)."""
         for c in conns:
             syn, hs = c.syn_ts, c.hs_ts
-            if syn is None or hs is None or hs <= syn or c.rst_events:
-                raise ValueError("only connections with a round-trip time and no reset are folded")
+            if c.rst_events or (hs is not None and (syn is None or hs <= syn)):
+                raise ValueError(
+                    "only connections with a round-trip time (or no handshake) and no reset "
+                    "are folded"
+                )
         n = len(conns)
         done = 0
         while done < n:
             at = self._n
             k = min(n - done, self.block - at)
             part = conns if k == n else conns[done : done + k]
-            _fold(self, part, self._f[at : at + k], self._i[at : at + k])
+            _fold(self, part, self._f[at : at + k], self._i[at : at + k], hostless)
             self._filled(k)
             done += k
 
@@ -256,10 +265,13 @@ class Rollup:
         out = {s: array("d") for s in (t.idle_first if col == _GAP else t.servers)}
         for f, i in self._each_block():
             srv, vals = i[:, _SERVER], f[:, col]
-            if col == _GAP:
-                has = ~np.isnan(vals)
+            # (NaN: no idle close gap; an attempt's round trip or missing SYN)
+            has = ~np.isnan(vals)
+            if not has.all():
                 srv, vals = srv[has], vals[has]
             _extend_by_server(out, srv, vals)
+        if col != _GAP:  # (a server whose rows were all attempts has no value)
+            out = {s: v for s, v in out.items() if len(v)}
         return out
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
@@ -279,7 +291,7 @@ class Rollup:
                 conly.add(ch, k0, n)
             elif sh is not None:
                 sonly.add(sh, k0, n)
-            if ch is not None:
+            if ch is not None and chost >= 0:
                 hosts.setdefault(chost, Votes()).add(ch, k0, n)
             if sh is not None:
                 hosts.setdefault(shost, Votes()).add(sh, k1, n)
@@ -324,6 +336,8 @@ class Rollup:
                 self._append(f, i, remap)
         self.packed.merge(other.packed)
         self.reordered = self.reordered or other.reordered
+        self.late += other.late
+        self.attempts += other.attempts
 
     def ranks(self, kept: list[Conn]) -> list[int]:
         """The ids of ``kept`` (sorted as engine.order_conns sorts) among all
@@ -355,7 +369,9 @@ class Rollup:
         return rank[:n].tolist()
 
 
-def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
+def _fold(
+    r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray, hostless: bool = False
+) -> None:
     """Fill the rows ``fa`` / ``ia`` of :meth:`Rollup.add_many` (a function, so
     that the compiled build types it)."""
     f = fa
@@ -366,8 +382,13 @@ def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
     last_h0 = last_h1 = last_h2 = None
     for k in range(len(conns)):
         c = conns[k]
-        syn = c.syn_ts
-        rtt = c.hs_ts - syn  # type: ignore[operator]  # evidence.conn_rtt (add_many checked)
+        sy, hs = c.syn_ts, c.hs_ts
+        if hs is None:  # an attempt (evictor.expired_attempts): no round trip
+            syn = _NAN if sy is None else sy
+            rtt = _NAN
+        else:
+            syn = sy  # type: ignore[assignment]  # (add_many checked: a SYN came first)
+            rtt = hs - syn  # evidence.conn_rtt
         f[k, _START] = c.start
         f[k, _RTT] = rtt
         f[k, _SYN] = syn
@@ -378,7 +399,9 @@ def _fold(r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray) -> None:
         ct, st = c.c.ttls, c.s.ttls
         ch = _HOPS[_mode(ct)] if ct else -1
         sh = _HOPS[_mode(st)] if st else -1
-        chost = c.client >> 16
+        # (a flood's attempts cast no per-host hop vote: spoofed addresses
+        # would make one signature per source host)
+        chost = -1 if hostless else c.client >> 16
         shost = c.server >> 16
         h = c.resp_headers
         if h:

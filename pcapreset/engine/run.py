@@ -84,10 +84,6 @@ def run(
         total = sum(r.size for r in readers)
         with paused_gc():
             res = _run_one(readers, dec, tracker, total, progress, port, evict)
-    if res.rollup is not None and res.rollup.reordered:
-        # the capture's clock went back behind an evicted connection: its
-        # packets may have belonged to it; analyse again keeping everything
-        return run(paths, port, progress, None, jobs, pipelined, evict=False)
     return res
 
 

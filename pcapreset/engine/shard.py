@@ -13,6 +13,7 @@ Workers are forked (Linux); shard 0 reports progress through shared counters.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..capture.tcp import AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from . import spill
 from .gcpause import no_gc_in_this_process, paused_gc
+from .lifetime import die_with_parent
 from .result import EngineResult, Progress, assemble
 from .tracking import Tracking
 
@@ -41,9 +43,11 @@ def shard_of(b: TcpBatch, n: int) -> np.ndarray:
     return (h % np.uint64(n)).astype(np.int64)
 
 
-def _init(counter: Any) -> None:
+def _init(counter: Any, parent: int = 0) -> None:
     global _progress_counter
     _progress_counter = counter
+    if parent:
+        die_with_parent(parent)  # (a pool worker also waits on pipes forever)
 
 
 def _worker(
@@ -87,7 +91,7 @@ def run_sharded(
     # results carry where (spill.py): copied a chunk at a time as they come in
     outs = [spill.shared_file() if evict else 0 for _ in range(jobs)]
     try:
-        with ctx.Pool(jobs, initializer=_init, initargs=(counter,)) as pool:
+        with ctx.Pool(jobs, initializer=_init, initargs=(counter, os.getpid())) as pool:
             pending = [
                 pool.apply_async(_worker, (paths, port, i, jobs, evict, outs[i]))
                 for i in range(jobs)

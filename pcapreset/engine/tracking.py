@@ -25,10 +25,12 @@ class Tracking:
         self.ev = Evictor(self.ft) if evict else None
 
     def feed(self, b: TcpBatch) -> None:
-        """Track one batch, then evict what it finished."""
-        self.ft.feed(b)
+        """Track one batch, then evict what it finished (in pieces:
+        :meth:`Evictor.feed`)."""
         if self.ev is not None:
-            self.ev.after(b.ts)
+            self.ev.feed(b)
+        else:
+            self.ft.feed(b)
 
     @property
     def rollup(self) -> Rollup | None:

@@ -75,9 +75,11 @@ def advertised_timeout(headers: dict[str, str]) -> float | None:
     for part in headers.get("keep-alive", "").replace(" ", "").split(","):
         if part.lower().startswith("timeout="):
             try:
-                return float(part.split("=", 1)[1])
+                t = float(part.split("=", 1)[1])
             except ValueError:
                 return None
+            # ("nan", "inf", "-5": not a timeout a server can mean)
+            return t if math.isfinite(t) and t >= 0 else None
     return None
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import glob
 import ipaddress
+import itertools
 import os
 import re
+import stat
 import textwrap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -283,11 +285,25 @@ class _Reader:
             self.conf.warnings.append(f"{path}: not read, more than {_MAX_FILES} files")
             return None
         try:
-            with open(path, "rb") as f:
+            # (O_NONBLOCK: opening a FIFO must not wait for a writer; only a
+            # regular file is read)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        except OSError as e:
+            self.conf.warnings.append(f"{path}: {e.strerror or e}")
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                self.conf.warnings.append(f"{path}: not a regular file, not read")
+                return None
+            with os.fdopen(fd, "rb") as f:
+                fd = -1
                 data = f.read(_MAX_BYTES + 1)
         except OSError as e:
             self.conf.warnings.append(f"{path}: {e.strerror or e}")
             return None
+        finally:
+            if fd >= 0:
+                os.close(fd)
         if len(data) > _MAX_BYTES:
             self.conf.warnings.append(f"{path}: larger than {_MAX_BYTES} bytes, truncated")
         self.conf.files.append(path)
@@ -357,9 +373,19 @@ class _Reader:
             self.conf.warnings.append(f"{where}: include nested deeper than {_MAX_DEPTH}")
             return
         full = pattern if os.path.isabs(pattern) else os.path.join(self.prefix, pattern)
-        paths = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
-        if not paths and not glob.has_magic(full):
-            self.conf.warnings.append(f"{where}: include {pattern}: not found")
+        if glob.has_magic(full):
+            # (lazily, and no further than the files that can still be read:
+            # `include /*/*/*/*/*/*;` would walk the whole file system)
+            room = _MAX_FILES - len(self.conf.files) + 1
+            paths = sorted(itertools.islice(glob.iglob(full), max(room, 1)))
+            if len(paths) >= room:
+                self.conf.warnings.append(
+                    f"{where}: include {pattern}: matches more than the {_MAX_FILES} files "
+                    "read at most; the rest not read"
+                )
+                paths = paths[: max(room - 1, 0)]
+        else:
+            paths = [full]
         for p in paths:
             self.walk(p, depth + 1)
 

@@ -15,15 +15,15 @@ import bisect
 import datetime as dt
 import os
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..engine.packed import full_conn
 from ..interpret.findings import conn_findings
+from ..textsafe import utc
 from ..track.conn import Conn
-from .parse import _ERRNO_RE, AccessLine, ErrorLine, LogSet, _fmt_offset
+from .parse import _ERRNO_RE, MAX_LINE, AccessLine, ErrorLine, LogSet, _fmt_offset
 
 WIDTH = 80
 #: how far (s) a wire event may lie outside the logged second and still match
@@ -248,6 +248,9 @@ def correlate(rep, logs: LogSet) -> tuple[dict, list[str]]:
     if "server" in rep.ctx.vantage.as_dict().get("where", ""):
         section["vantage_server_side"] = True
     hint = _tz_hint(logs.errors, inside, first, last)
+    if logs.long_lines:
+        skipped = f"{logs.long_lines} line(s) longer than {MAX_LINE} characters skipped"
+        hint = f"{hint}; {skipped}" if hint else skipped
     if hint:
         section["warning"] = hint
     if logs.access:
@@ -312,7 +315,7 @@ def _tz_hint(all_lines: list[ErrorLine], inside, first, last) -> str | None:
 
 # ------------------------------------------------------------------- text
 def _hms(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(ts))
+    return utc("%H:%M:%S", ts)
 
 
 def _wrap(text: str, first: str = "  ", rest: str = "    ") -> list[str]:

@@ -25,10 +25,12 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import stat
 import time
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from ..errors import PcapResetError
 from .conf import normalize_addr
@@ -236,37 +238,69 @@ class LogSet:
     access_has_upstream: bool = False
     access_offsets: set[int] = field(default_factory=set)  # UTC offsets seen (s)
     time_zone: str = ""  # how error.log times were read
+    long_lines: int = 0  # lines over MAX_LINE characters, skipped
 
 
 def resolve_tz(name: str | None) -> dt.tzinfo | None:
     """--nginx-tz: "UTC", "Europe/Berlin", "+02:00"; None/"" -> None (local zone)."""
     if not name:
         return None
+    shown = repr(name if len(name) <= 60 else name[:60] + "...")
     m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
     if m:
-        off = dt.timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        hours, minutes = int(m.group(2)), int(m.group(3))
+        if hours > 23 or minutes > 59:
+            raise NginxLogError(f"--nginx-tz {shown}: not a UTC offset (-23:59 to +23:59)")
+        off = dt.timedelta(hours=hours, minutes=minutes)
         return dt.timezone(-off if m.group(1) == "-" else off)
     if name.upper() in ("UTC", "Z", "GMT"):
         return dt.UTC
+    if len(name) > 255:  # (no zone name is this long; the file system refuses it)
+        raise NginxLogError(f"--nginx-tz {shown}: unknown time zone")
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
-        raise NginxLogError(f"--nginx-tz {name!r}: unknown time zone") from e
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as e:
+        raise NginxLogError(f"--nginx-tz {shown}: unknown time zone") from e
+
+
+#: the longest log line read (nginx's own error.log lines stay under ~4 KB;
+#: an access.log line with long URIs under ~16 KB); longer ones are skipped
+MAX_LINE = 64 << 10
 
 
 def read_logs(paths: Sequence[str | os.PathLike], tz: dt.tzinfo | None = None) -> LogSet:
-    """Read error.log and access.log files (told apart by their line format)."""
+    """Read error.log and access.log files (told apart by their line format),
+    a line at a time: lines over :data:`MAX_LINE` characters are skipped and
+    counted. A device or a directory is refused (a pipe is read)."""
     out = LogSet()
     for p in paths:
         path = os.fspath(p)
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.readlines()
+                mode = os.fstat(f.fileno()).st_mode
+                if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                    raise NginxLogError(f"{path}: not a log file (not a regular file or a pipe)")
+                out.files.append(path)
+                _read_lines(_bounded_lines(f, out), path, tz, out)
         except OSError as e:
             raise NginxLogError(f"{path}: {e.strerror or e}") from None
-        out.files.append(path)
-        _read_lines(lines, path, tz, out)
     return out
+
+
+def _bounded_lines(f: IO[str], out: LogSet) -> Iterator[str]:
+    """The lines of ``f``; one over :data:`MAX_LINE` is read past in pieces
+    and given as "" (line numbers stay right), counted in ``out.long_lines``."""
+    while True:
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            out.long_lines += 1
+            while line and not line.endswith("\n"):
+                line = f.readline(MAX_LINE)
+            yield ""
+            continue
+        yield line
 
 
 def _read_lines(lines: Iterable[str], path: str, tz: dt.tzinfo | None, out: LogSet) -> None:

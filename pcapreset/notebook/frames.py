@@ -13,6 +13,7 @@ packets when asked.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..api import _paths, analyze
+from ..capture.outfile import open_output
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
@@ -292,10 +294,15 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
         for name in ("connections", "resets", "findings"):
             df: pd.DataFrame = getattr(a, name)
             path = d / f"{name}.{fmt}"
-            if fmt == "parquet":
-                df.to_parquet(path, index=False)
-            else:
-                _for_csv(df).to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+            try:
+                with open_output(path) as f:
+                    if fmt == "parquet":
+                        df.to_parquet(f, index=False)
+                    else:
+                        with io.TextIOWrapper(f, encoding="utf-8", newline="") as t:
+                            _for_csv(df).to_csv(t, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+            except OSError as e:
+                raise PcapResetError(f"cannot write {path}: {e.strerror or e}") from None
             written.append(path)
     except OSError as e:
         raise PcapResetError(f"cannot write to {d}: {e.strerror or e}") from None
@@ -324,7 +331,11 @@ def write_plots(
         d.mkdir(parents=True, exist_ok=True)
         out = []
         for name, fig in figs:
-            fig.savefig(d / name)
+            try:
+                with open_output(d / name) as f:
+                    fig.savefig(f, format="png")
+            except OSError as e:
+                raise PcapResetError(f"cannot write {d / name}: {e.strerror or e}") from None
             out.append(d / name)
     except OSError as e:
         raise PcapResetError(f"cannot write plots to {d}: {e.strerror or e}") from None

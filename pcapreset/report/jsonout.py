@@ -1,4 +1,4 @@
-"""jsonout: ``json.dump(obj, fp, indent=2)``, the same bytes, ~3x faster.
+"""jsonout: ``json.dump(obj, fp, indent=2)``, the same bytes, ~3x faster; strict JSON.
 
 With ``indent`` set, the standard library encodes in pure Python through
 nested generators (its C encoder does not indent); on the 1M-packet bench
@@ -7,8 +7,11 @@ encoder walks the report's plain data (dicts, lists, tuples, str, int,
 float, bool, None) with one list of parts, strings through the standard
 library's C ``encode_basestring_ascii`` and numbers through their ``repr``,
 exactly as :mod:`json` does with its defaults (``ensure_ascii``,
-``allow_nan``, insertion order, separators ``","`` / ``": "``). It writes to
-``fp`` every few thousand parts, so a large report is never one string.
+insertion order, separators ``","`` / ``": "``), except that a float that is
+not finite is written ``null``: ``NaN`` and ``Infinity`` are not JSON, and
+strict parsers reject them (:func:`dumps` does the same for one-line
+output). It writes to ``fp`` every few thousand parts, so a large report is
+never one string.
 
 Anything else raises ``TypeError`` as :mod:`json` does; circular references
 are not checked (the report is a tree). tests/test_jsonout.py compares it
@@ -17,6 +20,8 @@ with :func:`json.dump` on every report and on generated data.
 
 from __future__ import annotations
 
+import json
+import math
 from json.encoder import encode_basestring_ascii as _enc
 from typing import IO, Any
 
@@ -26,6 +31,13 @@ _FLUSH = 8192
 
 
 def _float(o: float) -> str:
+    if o != o or o == _INF or o == -_INF:
+        return "null"  # (strict JSON has no NaN or Infinity)
+    return float.__repr__(o)
+
+
+def _key_float(o: float) -> str:
+    # (a key is a string: json's spelling of a non-finite one is valid JSON)
     if o != o:
         return "NaN"
     if o == _INF:
@@ -35,12 +47,35 @@ def _float(o: float) -> str:
     return float.__repr__(o)
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every float value that is not finite replaced by None,
+    and every such key by json's spelling of it (a copy)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {
+            _key_float(k) if isinstance(k, float) and not math.isfinite(k) else k: finite(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """``json.dumps(obj)`` as strict JSON: non-finite floats written ``null``."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:  # (rare: walk the data only then)
+        return json.dumps(finite(obj), allow_nan=False)
+
+
 def _key(k: object) -> str:
     # json's key conversion: str as is, then float, bool, None, int
     if isinstance(k, str):
         return k
     if isinstance(k, float):
-        return _float(k)
+        return _key_float(k)
     if k is True:
         return "true"
     if k is False:
@@ -136,7 +171,7 @@ class _Writer:
 
 
 def dump(obj: Any, fp: IO[str]) -> None:
-    """``json.dump(obj, fp, indent=2)`` for plain data."""
+    """``json.dump(obj, fp, indent=2)`` for plain data, as strict JSON."""
     w = _Writer(fp)
     w.value(obj, 0)
     w.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -42,7 +41,7 @@ def write_jsonl(rep: Report, out: TextIO) -> None:
     dict), then the whole report on one line: the bytes of
     ``json.dumps(rep.to_json())``, the resets' dicts made as they are written
     (not all at once, and not one string for the whole report)."""
-    dumps = json.dumps  # (no indent: the C encoder, no closures left behind)
+    dumps = jsonout.dumps  # (no indent: the C encoder; strict JSON)
     reset_json = rep.reset_json
     for r in rep.resets:
         out.write(dumps(reset_json(r)) + "\n")

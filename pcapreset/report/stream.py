@@ -13,6 +13,7 @@ from ..engine.records import Records
 from ..engine.result import EngineResult
 from ..interpret.context import build_context
 from ..interpret.resets import ResetRecord, conn_resets
+from ..textsafe import utc
 from .model import Report
 
 
@@ -104,7 +105,7 @@ class VerdictStream:
 
 def reset_line(r: dict) -> str:
     """One text line per streamed verdict."""
-    t = time.strftime("%H:%M:%S", time.gmtime(r["ts"])) + f".{int(r['ts'] % 1 * 1000):03d}"
+    t = utc("%H:%M:%S", r["ts"]) + f".{int(r['ts'] % 1 * 1000):03d}"
     idle = "" if r["idle_before_s"] is None else f" {r['idle_before_s']:.2f}s"
     line = f"{t} {r['client']} > {r['server']} {r['sender']} {r['cause']} {r['phase']}{idle}"
     if len(line) > 80:  # long (IPv6) endpoints: drop the server, the report names it

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from ..textsafe import clean, utc
 from .model import Report
 
 WIDTH = 80
 
 
 def _fmt_time(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+    return utc("%H:%M:%S", ts) + f".{int((ts % 1) * 1000):03d}"
 
 
 def _wrap(text: str, indent: str, first: str | None = None) -> list[str]:
@@ -37,14 +37,21 @@ def write_text(rep: Report, out: TextIO, verbose: bool = False) -> None:
 
 
 def text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
-    """The 80-column text report, line by line."""
+    """The 80-column text report, line by line; control characters from the
+    capture, logs and nginx.conf written as ``\\xNN`` (no escape sequence
+    reaches the terminal)."""
+    for line in _text_lines(rep, verbose):
+        yield clean(line)
+
+
+def _text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
     j = rep.to_json(resets=False)
     cap = j["capture"]
     names = ", ".join(os.path.basename(f["path"]) for f in cap["files"])
     span = cap["span_s"]
     when = ""
     if cap["first_ts"] is not None:
-        when = time.strftime(" from %Y-%m-%d %H:%M:%SZ", time.gmtime(cap["first_ts"]))
+        when = " from " + utc("%Y-%m-%d %H:%M:%SZ", cap["first_ts"])
     head = f"{names}: {cap['packets']:,} packets"
     if cap["packets"]:
         head += f" ({cap['tcp_packets']:,} TCP)"
@@ -170,4 +177,4 @@ def render_conns_text(rows: list[dict]) -> str:
             f"{r['client'][:21]:21} {r['server'][:21]:21} {r['conn_state']:6} "
             f"{r['duration_s']:7.2f} {r['client_bytes']:8} {r['server_bytes']:8} {r['resets']:3}"
         )
-    return "\n".join(out) + "\n"
+    return clean("\n".join(out)) + "\n"

@@ -52,6 +52,14 @@ server.on('connection', (s) => {
   });
 });
 if (keepAliveMs !== null) server.keepAliveTimeout = keepAliveMs;
+// optional 6th argument: server.maxConnections (connections beyond it are accepted and
+// destroyed at once; Node emits 'drop' for each)
+if (process.argv[6]) {
+  server.maxConnections = parseInt(process.argv[6], 10);
+  server.on('drop', (d) => log('drop', { peer: (d.remoteAddress.includes(':')
+    ? `[${d.remoteAddress}]` : d.remoteAddress) + ':' + d.remotePort,
+    maxConnections: server.maxConnections }));
+}
 server.listen(port, host, () => log('listening', { host, port, pid: process.pid,
   keepAliveTimeout_ms: server.keepAliveTimeout, headersTimeout_ms: server.headersTimeout,
   node: process.version }));

@@ -1,0 +1,121 @@
+"""ring: a memory-mapped ``AF_PACKET`` receive ring (``TPACKET_V3``), read by block.
+
+The kernel writes the packets that pass the socket's filter into blocks of a
+ring shared with this process (packet(7), the kernel's
+Documentation/networking/packet_mmap.rst): no system call per packet. A block
+is handed over (``TP_STATUS_USER``) when it is full or ``RETIRE_MS`` after its
+first packet; :meth:`RxRing.take` turns it into pcap records laid out as
+:mod:`pcapreset.capture.live` lays out its batches (16-byte record header,
+20-byte LINUX_SLL2 header built from the packet's ``sockaddr_ll``, the packet
+from its network header on) and gives the block back (``TP_STATUS_KERNEL``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import struct
+
+import numpy as np
+
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+BLOCK_BYTES = 1 << 20
+BLOCKS = 64  # 64 MiB: what the socket buffer was without a ring
+FRAME_BYTES = 2048  # (V3 packs packets by size; the kernel checks only this arithmetic)
+RETIRE_MS = 10
+#: tpacket3_hdr (48 bytes with TPACKET_ALIGN) then sockaddr_ll
+SLL_AT = 48
+REC_HDR = 16
+SLL2_HDR = 20
+HDR = REC_HDR + SLL2_HDR
+#: the record + SLL2 header of one packet, as live.py writes them
+_HDR_DT = np.dtype(
+    [("sec", "<u4"), ("nsec", "<u4"), ("cap", "<u4"), ("wire", "<u4"), ("proto", ">u2"),
+     ("res", ">u2"), ("ifindex", ">u4"), ("hatype", ">u2"), ("pkttype", "u1"), ("halen", "u1"),
+     ("addr", "V8")]
+)  # fmt: skip
+_R8 = np.arange(8, dtype=np.int64)
+_R36 = np.arange(HDR, dtype=np.int64)
+
+
+class RxRing:
+    """The receive ring of packet socket ``sock`` (set up here; raises OSError
+    when the kernel refuses it)."""
+
+    def __init__(self, sock: socket.socket, blocks: int = BLOCKS) -> None:
+        self.blocks = blocks
+        req = struct.pack(
+            "7I", BLOCK_BYTES, blocks, FRAME_BYTES, BLOCK_BYTES // FRAME_BYTES * blocks,
+            RETIRE_MS, 0, 0,
+        )  # fmt: skip
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self.mm = mmap.mmap(
+            sock.fileno(), BLOCK_BYTES * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self.mv = memoryview(self.mm)
+        self.u32 = self.mv.cast("I")
+        self.u16 = self.mv.cast("H")
+        self.u8 = np.frombuffer(self.mm, dtype=np.uint8)
+        self.next = 0  # the block to read next
+
+    def ready(self) -> bool:
+        """Whether the next block is ours."""
+        return bool(self.u32[self.next * BLOCK_BYTES // 4 + 2] & TP_STATUS_USER)
+
+    def take(self, out: bytearray, at: int) -> tuple[int, list[int]]:
+        """Append the next block's packets to ``out`` from ``at`` on as pcap
+        records; give the block back. (End position, record starts.)"""
+        base = self.next * BLOCK_BYTES
+        u32, u16, mv = self.u32, self.u16, self.mv
+        n = u32[base // 4 + 3]
+        o = base + u32[base // 4 + 4]
+        om = memoryview(out)
+        heads: list[int] = []
+        starts: list[int] = []
+        pos = at
+        for _ in range(n):
+            snap = u32[o // 4 + 3]
+            net = o + u16[o // 2 + 13]  # tp_net: the network header (a cooked socket)
+            om[pos + HDR : pos + HDR + snap] = mv[net : net + snap]
+            heads.append(o)
+            starts.append(pos)
+            pos += HDR + snap
+            o += u32[o // 4]  # tp_next_offset
+        if n:
+            self._headers(np.asarray(heads, dtype=np.int64), out, starts)
+        u32[base // 4 + 2] = TP_STATUS_KERNEL
+        self.next = (self.next + 1) % self.blocks
+        return pos, starts
+
+    def _headers(self, h: np.ndarray, out: bytearray, starts: list[int]) -> None:
+        """Write the record and SLL2 headers of the packets whose tpacket3
+        headers are at ``h`` (all at once)."""
+        u8 = self.u8
+        w = u8.view("<u4")
+        s = h + SLL_AT
+        hdr = np.zeros(len(h), dtype=_HDR_DT)
+        hdr["sec"] = w[h // 4 + 1]
+        hdr["nsec"] = w[h // 4 + 2]
+        hdr["cap"] = w[h // 4 + 3] + SLL2_HDR
+        hdr["wire"] = w[h // 4 + 4] + SLL2_HDR
+        hdr["proto"] = u8[s + 2].astype(np.uint16) << 8 | u8[s + 3]  # (network order)
+        hdr["ifindex"] = w[(s + 4) // 4]
+        hdr["hatype"] = u8.view("<u2")[(s + 8) // 2]
+        hdr["pkttype"] = u8[s + 10]
+        hdr["halen"] = u8[s + 11]
+        hdr["addr"] = u8[(s + 12)[:, None] + _R8].view("V8").ravel()
+        dst = np.frombuffer(out, dtype=np.uint8)
+        at = np.asarray(starts, dtype=np.int64)
+        dst[at[:, None] + _R36] = hdr.view(np.uint8).reshape(-1, HDR)
+
+    def close(self) -> None:
+        for v in (self.u32, self.u16, self.mv):
+            v.release()
+        self.u8 = np.zeros(0, dtype=np.uint8)
+        self.mm.close()
