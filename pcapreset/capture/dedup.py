@@ -72,10 +72,13 @@ class _Ctx:
     batch owns) and, once the capture has shown copies, their option and
     payload bytes (copied: the batch's buffer may be reused for the next one)."""
 
-    __slots__ = ("ts", "src", "dst", "ttl", "key", "sig", "cols")
+    __slots__ = ("ts", "src", "src0", "dst", "ttl", "key", "sig", "cols")
 
-    def __init__(self, b, rows: slice | np.ndarray, key: np.ndarray, with_sig: bool) -> None:
+    def __init__(
+        self, b, rows: slice | np.ndarray, key: np.ndarray, with_sig: bool, src0: np.ndarray
+    ) -> None:
         self.ts, self.src, self.dst, self.ttl = b.ts[rows], b.src[rows], b.dst[rows], b.ttl[rows]
+        self.src0 = src0[rows]  # the sources as captured (``src``: after translation)
         self.key = key[rows]
         self.cols = [c[rows] for c in (b.seq, b.ack, b.flags, b.plen, b.ipid, b.win, b.optlen)]
         self.sig = None
@@ -142,7 +145,8 @@ class CopyFilter:
         #: falls into the next batch (at most MAX_FLOWS flows)
         #: (hash, inside source, destination, outside source), sorted by hash
         z = np.zeros(0, dtype=np.int64)
-        self._nat: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = (z, z, z, z)
+        self._nat: tuple[np.ndarray, ...] = (z, z, z, z, z)
+        self._learnt = False
         #: copies seen of packets that only a copy repeats (see _resolve)
         self.evidence = 0
 
@@ -152,6 +156,7 @@ class CopyFilter:
             return b
         src0 = b.src
         rewritten = self._rewrite(b) if len(self._nat[0]) else None
+        self._learnt = False
         key = _key(b)
         t = self._tail
         nt = 0 if t is None else len(t.ts)
@@ -172,17 +177,21 @@ class CopyFilter:
             close = (np.abs(ts[cj] - ts[ci]) <= WINDOW_S) & (cj >= nt)
             if close.any():
                 keep = self._resolve(b, t, nt, ci[close], cj[close], rewritten, src0)
+        if self._learnt:
+            # translations learnt from this batch apply to its other rows too (a
+            # flow's later packet whose copy falls into the next batch)
+            self._rewrite(b)
         lo = max(0, n - LOOK_BACK)
         # copies dropped are not originals for the next batch
         rows = slice(lo, n) if keep is None else np.nonzero(keep[lo:])[0] + lo
-        self._tail = _Ctx(b, rows, key, with_sig=self.evidence > 0)
+        self._tail = _Ctx(b, rows, key, with_sig=self.evidence > 0, src0=src0)
         if keep is None:
             return b
         return b.take(np.nonzero(keep)[0])
 
     def _rewrite(self, b) -> np.ndarray | None:
         """Rows of flows known to be translated get their outside source."""
-        h0, s0, d0, o0 = self._nat
+        h0, s0, d0, o0, t0 = self._nat
         h = _pair_hash(b.src, b.dst)
         pos = np.minimum(np.searchsorted(h0, h), len(h0) - 1)
         m = (h0[pos] == h) & (s0[pos] == b.src) & (d0[pos] == b.dst)
@@ -191,16 +200,32 @@ class CopyFilter:
         src = b.src.copy()
         src[m] = o0[pos[m]]
         b.src = src
+        ttl = b.ttl.copy()  # and the TTL of the copy beyond the translating router
+        ttl[m] += t0[pos[m]]
+        b.ttl = ttl
         return m
 
-    def _learn(self, inside: np.ndarray, dst: np.ndarray, outside: np.ndarray) -> None:
+    def _learn(
+        self, inside: np.ndarray, dst: np.ndarray, outside: np.ndarray, dttl: np.ndarray
+    ) -> None:
         room = MAX_FLOWS - len(self._nat[0])
         if room <= 0:
             return
-        new = (_pair_hash(inside, dst)[:room], inside[:room], dst[:room], outside[:room])
-        cols = [np.concatenate([a, b]) for a, b in zip(self._nat, new, strict=True)]
+        h = _pair_hash(inside, dst)
+        h, first = np.unique(h, return_index=True)  # one entry per flow
+        inside, dst, outside, dttl = inside[first], dst[first], outside[first], dttl[first]
+        h0, s0, d0, _, _ = self._nat
+        if len(h0):
+            pos = np.minimum(np.searchsorted(h0, h), len(h0) - 1)
+            new = ~((h0[pos] == h) & (s0[pos] == inside) & (d0[pos] == dst))
+            h, inside, dst, outside, dttl = h[new], inside[new], dst[new], outside[new], dttl[new]
+        if not len(h):
+            return
+        new_cols = (h[:room], inside[:room], dst[:room], outside[:room], dttl[:room])
+        cols = [np.concatenate([a, b]) for a, b in zip(self._nat, new_cols, strict=True)]
         order = np.argsort(cols[0], kind="stable")
-        self._nat = (cols[0][order], cols[1][order], cols[2][order], cols[3][order])
+        self._nat = tuple(c[order] for c in cols)
+        self._learnt = True
 
     def _resolve(self, b, t, nt, ci, cj, rewritten, src0):
         """Which rows of ``b`` to keep, given candidate pairs (indices over tail + batch)."""
@@ -252,13 +277,18 @@ class CopyFilter:
         # translated groups whose source differs: keep a copy with the last one's source
         grp = np.nonzero(copy)[0]
         r = root[grp]
+        # a destination translated (DNAT requests) tells the replies' translation:
+        # from the inside destination back to the source, the outside one
+        dm = dst[grp] != dst[r]
+        if dm.any():
+            self._learn(dst[grp[dm]], src[grp[dm]], dst[r[dm]], ttl[grp[dm]] - ttl[r[dm]])
         moved = src[grp] != src[r]
         if moved.any():
             last = np.full(nt + n, -1)
             np.maximum.at(last, r[moved], grp[moved])
             roots = np.unique(r[moved])
             want = src[last[roots]]
-            self._learn(src[roots], dst[roots], want)
+            self._learn(src[roots], dst[roots], want, ttl[last[roots]] - ttl[roots])
             roots, want = roots[roots >= nt], want[roots >= nt]  # else it already went on
             if len(roots):
                 # in each group, the first member with the last one's source
@@ -271,6 +301,21 @@ class CopyFilter:
                 np.minimum.at(pick, root[hit], hit)
                 keep_all[roots] = False
                 keep_all[pick[roots]] = True
+        # a group whose kept row was given its outside source keeps, where the batch
+        # has it, the copy captured with that source (the outside interface's view:
+        # its TTL and timing match the flow's other direction)
+        orig0 = src0 if t is None else np.concatenate([t.src0, src0])
+        kr = np.flatnonzero(keep_all)
+        kr = kr[(kr >= nt) & (orig0[kr] != src[kr]) & copy.any()]
+        if len(kr):
+            members = grp[np.isin(root[grp], kr) & (orig0[grp] == src[grp])]
+            members = members[src[members] == src[root[members]]]
+            if len(members):
+                best = np.full(nt + n, nt + n)
+                np.minimum.at(best, root[members], members)
+                swap = kr[best[kr] < nt + n]
+                keep_all[swap] = False
+                keep_all[best[swap]] = True
         # count what is dropped (in this batch) and the address pairs
         st = self.stats
         kept_of = np.full(nt + n, -1)
@@ -279,9 +324,8 @@ class CopyFilter:
         dropped = np.nonzero(~keep_all[nt:])[0] + nt
         k = kept_of[root[dropped]]
         same = (src[dropped] == src[k]) & (dst[dropped] == dst[k])
-        if rewritten is not None:  # compared with their outside source: translated
-            rew = np.concatenate([np.zeros(nt, dtype=bool), rewritten])
-            same &= ~rew[dropped] & ~rew[k]
+        # compared with an outside source they were given: translated
+        same &= (orig0[dropped] == src[dropped]) & (orig0[k] == src[k])
         st.copies += int(np.count_nonzero(same))
         st.translated += int(np.count_nonzero(~same))
         dr, kr = dropped[~same], k[~same]
@@ -293,7 +337,7 @@ class CopyFilter:
             inside = np.where(by_dst, dst[dr], src[dr])
             redo = ~by_dst & ~by_src  # rewritten to the outside source: the original one
             if redo.any():
-                orig = src0 if t is None else np.concatenate([t.src, src0])
+                orig = src0 if t is None else np.concatenate([t.src0, src0])
                 inside[redo] = np.where(
                     orig[dr[redo]] != src[dr[redo]], orig[dr[redo]], orig[kr[redo]]
                 )
