@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   - virtualenv, install, analyze a bundled real capture
 #   make test   - virtualenv with test extras, system packages, the whole suite
+#   make wheels - sdist and manylinux wheels into dist/ (scripts/build-wheels)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_PCAP ?= sample_pcaps/keepalive_race_node/backend.pcap
@@ -10,7 +11,7 @@ DEMO_PCAP ?= sample_pcaps/keepalive_race_node/backend.pcap
 EDITABLE = --config-settings editable_mode=compat
 PIP_E = $(PY) -m pip install -q $(EDITABLE)
 
-.PHONY: demo test venv venv-test sysdeps lint clean
+.PHONY: demo test venv venv-test sysdeps lint clean wheels
 
 $(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -56,12 +57,15 @@ sysdeps:
 test: venv-test sysdeps
 	$(PY) -m pytest -q -p no:cacheprovider
 
+wheels: venv-test
+	TOOL_PYTHON=$(PY) PYTHONS=$(PY) bash scripts/build-wheels
+
 lint: venv-test
 	$(VENV)/bin/ruff check pcapreset tests scripts
 	$(VENV)/bin/ruff format --check pcapreset tests
 	$(VENV)/bin/mypy pcapreset
 
 clean:
-	rm -rf $(VENV) build *.egg-info pcapreset/_built_sources.json
+	rm -rf $(VENV) build dist *.egg-info pcapreset/_built_sources.json
 	rm -rf pcapreset/*.so pcapreset/*/*.so pcapreset/*.c pcapreset/*/*.c
 	rm -rf pcapreset/__pycache__ pcapreset/*/__pycache__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from .capture.instream import is_stream
 from .engine import _malloc
 from .engine.gcpause import paused_gc
 from .engine.run import Progress, auto_jobs, run
@@ -15,6 +16,11 @@ def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         return [os.fspath(paths)]
     return [os.fspath(p) for p in paths]
+
+
+def streamed(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The inputs that are streams (``-``, pipes, FIFOs): read once, forwards."""
+    return [p for p in (str(os.fspath(x)) for x in paths) if is_stream(p)]
 
 
 def analyze(

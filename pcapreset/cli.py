@@ -12,13 +12,14 @@ import click
 
 from . import __version__
 from .api import analyze as analyze_files
+from .api import streamed
 from .cluster.command import fleet
 from .engine import _malloc
 from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError
 from .report import jsonout
-from .report.jsonreport import write_json, write_jsonl
-from .report.model import Report
+from .report.jsonreport import jsonl_report, jsonl_reset, write_json, write_jsonl
+from .report.model import CONN_COLUMNS, Report, csv_time
 from .report.text import render_conns_text, write_text
 from .textsafe import clean
 
@@ -27,6 +28,7 @@ EXAMPLES_ANALYZE = """
 Examples:
   pcapreset analyze backend.pcap
   pcapreset analyze backend.pcap -v              # evidence for every reset
+  tcpdump -i any -w - port 3000 | pcapreset analyze -   # - : standard input
   pcapreset analyze rotated-*.pcap --format json # one timeline over several files
   pcapreset analyze nginx-side.pcapng.gz --port 3000
   pcapreset analyze --iface any --port 3000       # live, verdicts as they happen
@@ -34,13 +36,6 @@ Examples:
   pcapreset analyze backend.pcap --nginx-log error.log --nginx-conf nginx.conf
   pcapreset analyze backend.pcap --plot plots/ --export tables/ --export-format csv
 """
-
-#: CSV header of `conns` (also when there is no connection): Report.conn_row's keys
-CONN_COLUMNS = (
-    "id client server start end duration_s client_bytes server_bytes client_packets "
-    "server_packets packets conn_state history requests resets client_retrans "
-    "server_retrans role_rule"
-).split()
 
 EXAMPLES_CONNS = """
 \b
@@ -141,16 +136,39 @@ def main() -> None:
     pcapreset fleet caps/web1 caps/web2 many hosts' captures on Dask, one report
     pcapreset schema                    JSON Schema of `analyze --format json`
     pcapreset rules                     the table of rules that decides a cause
+
+    \b
+    Exit status: 0 done, 1 error (one line on stderr), 2 usage error,
+    3 `analyze --fail-on-reset` found a reset.
+    Shell completion (bash; zsh, fish likewise):
+      eval "$(_PCAPRESET_COMPLETE=bash_source pcapreset)"
     """
+
+
+def _table_modules(plot_dir, export_dir, export_format) -> None:
+    """--plot / --export need pcapreset[notebook]: checked before the analysis
+    runs, so a missing extra is a one-line hint instead of a late failure."""
+    from .errors import require
+
+    try:
+        require("pcapreset.notebook.frames", "--export and --plot")
+        if plot_dir:
+            require("pcapreset.notebook.plots", "--plot")
+        if export_dir and export_format == "parquet":
+            require("pyarrow", "Parquet export", " (or --export-format csv)")
+    except PcapResetError as e:
+        raise _fail(e) from None
 
 
 def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
     """--plot / --export: pandas and matplotlib are imported only when asked for."""
     from .notebook.frames import from_report, write_plots
 
-    a = from_report(rep, list(files), port)
     try:
-        paths = write_plots(a, plot_dir) if plot_dir else []
+        a = from_report(rep, list(files), port)
+        paths = []
+        if plot_dir:
+            paths += write_plots(a, plot_dir)
         paths += a.export(export_dir, export_format) if export_dir else []
     except PcapResetError as e:
         raise _fail(e) from None
@@ -178,14 +196,17 @@ def _live_options(f):
         if unsupported:
             opt = "--" + unsupported[0].replace("_dir", "").replace("_", "-")
             raise click.UsageError(f"{opt} works on capture files: use --write, then analyze it")
-        _analyze_live(iface, duration, write, kw["fmt"], kw["port"], kw["verbose"], kw["quiet"])
+        rep = _analyze_live(
+            iface, duration, write, kw["fmt"], kw["port"], kw["verbose"], kw["quiet"]
+        )
+        _exit_status(rep, kw["fail_on_reset"])
 
     for opt in reversed(_LIVE_OPTIONS):
         wrapper = opt(wrapper)
     return wrapper
 
 
-_LIVE_KEYS = {"files", "fmt", "port", "verbose", "quiet", "export_format"}
+_LIVE_KEYS = {"files", "fmt", "port", "verbose", "quiet", "export_format", "fail_on_reset"}
 _LIVE_OPTIONS = [
     click.option("--iface", metavar="IFACE", help="Capture live on IFACE ('any': all)."),
     click.option("--duration", type=click.FloatRange(min=0), metavar="S",
@@ -195,13 +216,13 @@ _LIVE_OPTIONS = [
 ]  # fmt: skip
 
 
-def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
+def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> Report:
     from .api import analyze_live
     from .report.stream import reset_line
 
     def on_reset(r: dict) -> None:
         if fmt == "jsonl":
-            click.echo(jsonout.dumps(r))
+            click.echo(jsonout.dumps(jsonl_reset(r)))
         elif fmt == "text":
             click.echo(clean(reset_line(r)))
 
@@ -225,13 +246,34 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     if fmt == "json":
         _echo_report_json(rep)
     elif fmt == "jsonl":
-        click.echo(jsonout.dumps(rep.to_json()))
+        click.echo(jsonout.dumps(jsonl_report(rep.to_json())))
     else:
         click.echo("")
         _echo_report_text(rep, verbose)
+    return rep
 
 
-@main.command(epilog=EXAMPLES_ANALYZE)
+#: `pcapreset analyze --fail-on-reset`: the capture had a reset
+EXIT_RESETS = 3
+_EXIT_COMMON = """
+\b
+Exit status:
+  0  done{}
+  1  error: unreadable input, missing extra, failed capture (one line on stderr)
+  2  usage error (bad option or argument)
+"""
+EXIT_CODES = _EXIT_COMMON.format(" (with --fail-on-reset: and no reset found)") + (
+    f"  {EXIT_RESETS}  --fail-on-reset and at least one reset found\n"
+)
+
+
+def _exit_status(rep: Report, fail_on_reset: bool) -> None:
+    if fail_on_reset and rep.resets:
+        sys.stdout.flush()
+        raise SystemExit(EXIT_RESETS)
+
+
+@main.command(epilog=EXAMPLES_ANALYZE + EXIT_CODES)
 @click.argument("files", nargs=-1, type=_INPUT, required=False)  # the reader explains
 @click.option(
     "--format",
@@ -239,7 +281,8 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     type=click.Choice(["text", "json", "jsonl"]),
     default="text",
     show_default=True,
-    help="jsonl: one JSON object per reset, then the report on one line.",
+    help='jsonl: one JSON object per reset ("type": "reset"), then the report '
+    '("type": "report"), one per line.',
 )
 @click.option("--port", type=int, help="Backend port: decides roles when the SYN was not captured.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the evidence of every reset.")
@@ -273,12 +316,25 @@ def _analyze_live(iface, duration, write, fmt, port, verbose, quiet) -> None:
     "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
     help="Processes for connection tracking (0: automatic). Results do not depend on it.",
 )  # fmt: skip
+@click.option(
+    "--fail-on-reset", is_flag=True,
+    help=f"Exit with status {EXIT_RESETS} when the capture has a reset (for scripts and CI).",
+)  # fmt: skip
 @_live_options
 def analyze(
     files, fmt, port, verbose, quiet, plot_dir, export_dir, export_format,
-    nginx_log, nginx_conf, nginx_tz, jobs,
+    nginx_log, nginx_conf, nginx_tz, jobs, fail_on_reset,
 ) -> None:  # fmt: skip
-    """Analyse capture FILES: who reset each connection, when, why, what to change."""
+    """Analyse capture FILES: who reset each connection, when, why, what to change.
+
+    FILES may be pcap, pcapng, or gzip/bzip2/xz-compressed; `-` reads standard
+    input (pipes, FIFOs and /dev/stdin are read as streams, once)."""
+    if plot_dir and streamed(files):
+        raise click.UsageError(
+            "--plot reads a connection's packets again: save the stream to a file first"
+        )
+    if plot_dir or export_dir:
+        _table_modules(plot_dir, export_dir, export_format)
     rep = _run(
         files, port, quiet, nginx_log=nginx_log, nginx_conf=nginx_conf, nginx_tz=nginx_tz,
         jobs=jobs, evict=not (plot_dir or export_dir),  # the tables need every connection
@@ -296,9 +352,10 @@ def analyze(
         _echo_report_text(rep, verbose)
     if plot_dir or export_dir:
         _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet)
+    _exit_status(rep, fail_on_reset)
 
 
-@main.command(epilog=EXAMPLES_CONNS)
+@main.command(epilog=EXAMPLES_CONNS + _EXIT_COMMON.format(""))
 @click.argument("files", nargs=-1, type=_INPUT, required=True)  # the reader explains
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
@@ -315,12 +372,12 @@ def conns(files, fmt, port, quiet, jobs) -> None:
     rows = rep.conn_rows()
     if fmt == "json":
         _echo_json(rows)
-    elif fmt == "csv":
+    elif fmt == "csv":  # the columns and time format of `--export-format csv`
         buf = io.StringIO()
-        fields = list(rows[0]) if rows else CONN_COLUMNS
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=CONN_COLUMNS, lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        for r in rows:
+            w.writerow(r | {"start": csv_time(r["start"]), "end": csv_time(r["end"])})
         click.echo(buf.getvalue(), nl=False)
     else:
         click.echo(render_conns_text(rows), nl=False)

@@ -48,14 +48,8 @@ settings.load_profile(
 #: xfail): once the classifier gets one right, its name must leave this set.
 LAB_PENDING: frozenset[str] = frozenset(
     {
-        "backend_recycle_uvicorn",
-        "backend_restart_go",
         "php_fpm_max_children",
         "php_fpm_terminate",
-        "probe_healthcheck",
-        "tls13_upstream",
-        "tls_after_close_go",
-        "tls_upstream",
         "uwsgi_harakiri",
         "websocket_backend_restart",
     }

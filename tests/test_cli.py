@@ -16,14 +16,13 @@ from conftest import REPO, ether, ng_idb, ng_shb, pcap_bytes, sample_captures, t
 from pcapreset import __version__, analyze
 from pcapreset.cli import main
 from pcapreset.report.jsonreport import write_json, write_jsonl
+from pcapreset.report.model import CONN_COLUMNS, csv_time
 
 CAPS = sample_captures()
+#: folder name -> its backend-side capture
+SAMPLES_BY_NAME = {p.parent.name: p for p in CAPS if p.name == "backend.pcap"}
 needs_samples = pytest.mark.skipif(not CAPS, reason="no captures in sample_pcaps/ yet")
 ids = {"ids": lambda p: f"{p.parent.name}/{p.name}"}
-CONN_COLUMNS = (
-    "client server start end duration_s client_bytes server_bytes packets conn_state history "
-    "requests resets"
-).split()
 
 
 def run(*args: str):
@@ -86,19 +85,22 @@ def test_json_is_json_dump_of_the_report(path):
 @pytest.mark.parametrize("path", CAPS, **ids)
 def test_jsonl_is_each_reset_then_the_report(path):
     """``--format jsonl`` offline writes each reset's line and then the whole
-    report on one line (report.write_jsonl): the bytes of json.dumps of each
-    reset's dict and of the report."""
+    report on one line (report.write_jsonl), each with its ``type`` first:
+    the bytes of json.dumps of each reset's dict and of the report."""
     rep = analyze(path, evict=False, nginx_log=path.parent / "error.log", nginx_tz="UTC")
     for r in (rep, analyze(path)):
         j = r.to_json()
-        want = "".join(json.dumps(x) + "\n" for x in j["resets"]) + json.dumps(j) + "\n"
+        want = "".join(json.dumps({"type": "reset", **x}) + "\n" for x in j["resets"])
+        want += json.dumps({"type": "report", **j}) + "\n"
         out = io.StringIO()
         write_jsonl(r, out)
         assert out.getvalue() == want
         assert want.count("\n") == len(j["resets"]) + 1
     j = analyze(path).to_json()
     lines = run("analyze", "--format", "jsonl", str(path)).stdout.splitlines()
-    assert [json.loads(x) for x in lines] == [*j["resets"], j]
+    got = [json.loads(x) for x in lines]
+    assert [x.pop("type") for x in got] == ["reset"] * len(j["resets"]) + ["report"]
+    assert got == [*j["resets"], j]
 
 
 @needs_samples
@@ -129,16 +131,15 @@ def test_conns_text_json_csv_agree(path):
     assert len(rows) == flows
     cs = run("conns", "--format", "csv", str(path))
     reader = csv.DictReader(io.StringIO(cs.stdout))
-    assert set(CONN_COLUMNS) <= set(reader.fieldnames or [])
+    assert reader.fieldnames == list(CONN_COLUMNS)
     got = list(reader)
     assert len(got) == len(rows)
     for a, b in zip(got, rows, strict=True):
         assert a["client"] == b["client"] and a["server"] == b["server"]
         assert a["conn_state"] == b["conn_state"] and a["history"] == b["history"]
         assert int(a["resets"]) == b["resets"] and int(a["packets"]) == b["packets"]
-        assert float(a["duration_s"]) == pytest.approx(
-            float(a["end"]) - float(a["start"]), abs=2e-6
-        )
+        assert float(a["duration_s"]) == b["duration_s"] == round(b["end"] - b["start"], 6)
+        assert a["start"] == csv_time(b["start"]) and a["start"].endswith("Z")
     text = run("conns", str(path)).stdout
     for r in rows:
         assert r["client"].rsplit(":", 1)[0] in text
@@ -149,7 +150,7 @@ def test_conns_csv_header_without_connections(tmp_path):
     res = run("conns", "--format", "csv", str(p))
     assert res.exit_code == 0
     header = res.stdout.splitlines()[0].split(",")
-    assert set(CONN_COLUMNS) <= set(header)
+    assert header == list(CONN_COLUMNS)
 
 
 def test_help_shows_examples():
@@ -328,3 +329,60 @@ def test_no_progress_without_a_terminal_or_with_quiet(monkeypatch, tmp_path):
         made.clear()
         assert CliRunner().invoke(main, args).exit_code == 0
         assert made == [want], args
+
+
+@needs_samples
+def test_fail_on_reset_exit_status():
+    """--fail-on-reset: 3 when the capture has a reset (after the full output), else 0."""
+    with_rst = SAMPLES_BY_NAME["keepalive_race_node"]
+    res = run("analyze", "--fail-on-reset", "--format", "json", str(with_rst))
+    assert res.exit_code == 3
+    assert json.loads(res.stdout)["resets"]  # the report is written first
+    assert run("analyze", "--format", "json", str(with_rst)).exit_code == 0
+    quiet = [p for p in CAPS if not analyze(p).resets]
+    if quiet:
+        assert run("analyze", "--fail-on-reset", "-q", str(quiet[0])).exit_code == 0
+    # the console script keeps the status (os._exit path in cli.run)
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapreset", "analyze", "--fail-on-reset", "-q", str(with_rst)],
+        capture_output=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 3 and b"keepalive_race" in out.stdout
+
+
+def test_exit_codes_and_completion_are_in_help():
+    for args in (["--help"], ["analyze", "--help"], ["conns", "--help"]):
+        text = run(*args).stdout
+        assert "Exit status" in text and "usage error" in text, args
+    assert "3  --fail-on-reset" in run("analyze", "--help").stdout
+    assert "_PCAPRESET_COMPLETE=bash_source pcapreset" in run("--help").stdout
+
+
+def test_shell_completion_as_documented():
+    """`_PCAPRESET_COMPLETE=bash_source pcapreset` prints a completion script,
+    and that script's requests complete subcommands and options."""
+    r = CliRunner().invoke(main, [], prog_name="pcapreset",
+                           env={"_PCAPRESET_COMPLETE": "bash_source"})  # fmt: skip
+    assert r.exit_code == 0 and "complete -o nosort -F" in r.stdout and "pcapreset" in r.stdout
+    env = {"_PCAPRESET_COMPLETE": "bash_complete", "COMP_WORDS": "pcapreset ana", "COMP_CWORD": "1"}
+    r = CliRunner().invoke(main, [], prog_name="pcapreset", env=env)
+    assert "analyze" in r.stdout
+    env |= {"COMP_WORDS": "pcapreset analyze --fail", "COMP_CWORD": "2"}
+    r = CliRunner().invoke(main, [], prog_name="pcapreset", env=env)
+    assert "--fail-on-reset" in r.stdout
+
+
+@needs_samples
+@pytest.mark.parametrize("name", ["keepalive_race_node", "keepalive_race_node_ipv6"])
+def test_conns_csv_is_the_export_csv(name, tmp_path):
+    """`conns --format csv` and `--export-format csv`'s connections.csv: the
+    same columns, the same time format, the same bytes."""
+    path = SAMPLES_BY_NAME[name]
+    conns = run("conns", "--format", "csv", str(path)).stdout
+    res = run("analyze", "-q", str(path), "--export", str(tmp_path), "--export-format", "csv")
+    assert res.exit_code == 0
+    assert conns == (tmp_path / "connections.csv").read_text()
+    header = conns.splitlines()[0].split(",")
+    assert header == list(CONN_COLUMNS)
+    row = next(csv.DictReader(io.StringIO(conns)))
+    assert row["start"].endswith("Z") and "T" in row["start"]

@@ -58,9 +58,10 @@ def test_capture_report_identical_with_eviction(path):
 # ------------------------------------------------------------ generated capture
 def _kept_rows_match(evicted, full) -> None:
     """Each kept connection has the id (and row) it has when nothing is evicted."""
-    rows = {r["id"]: r for r in full.conn_rows()}
+    rows = {r["conn_id"]: r for r in full.conn_rows()}
+    causes = evicted.last_reset_causes()
     for c in evicted.result.conns:
-        assert evicted.conn_row(c) == rows[c.id]
+        assert evicted.conn_row(c, causes.get(c.id)) == rows[c.id]
 
 
 def test_generated_capture_evicts_and_reports_thesame_report(generated):
@@ -125,9 +126,9 @@ def test_stream_context_is_the_full_context(generated, monkeypatch):
     folded = []
     add_many = Rollup.add_many
 
-    def recording_add_many(self, conns):
+    def recording_add_many(self, conns, *args):
         folded.extend(conns)
-        add_many(self, conns)
+        add_many(self, conns, *args)
 
     monkeypatch.setattr(Rollup, "add_many", recording_add_many)
     checked = 0

@@ -190,30 +190,46 @@ def test_forged_rst_ttl_is_middlebox_from_both_vantage_points(tmp_path: Path, va
 
 
 @pytest.mark.parametrize(
-    ("ipid", "sttl", "forged"),
+    ("ipid", "host_rst_zero", "forged"),
     [
-        (30000, 64, True),  # TTL copied, IP ID far from the Linux per-socket counter
-        (0, 64, False),  # the Linux kernel's own stateless RST: IP ID 0
-        (5004, 64, False),  # the socket's own RST: next value of its counter
-        (30000, 128, False),  # Windows: one global counter, a gap is no evidence
+        (30000, True, True),  # TTL copied, IP ID neither 0 (the host's RSTs) nor its counter
+        (30000, False, False),  # the host's RST shape unknown: an IP ID jump alone is nothing
+        (0, True, False),  # the Linux kernel's own stateless RST: IP ID 0
+        (5010, True, False),  # the socket's own RST: near the next value of its counter
     ],
 )
-def test_forged_rst_with_copied_ttl_is_caught_by_ip_id(
-    tmp_path: Path, ipid: int, sttl: int, forged: bool
+def test_forged_rst_with_copied_ttl_needs_the_hosts_rst_shape(
+    tmp_path: Path, ipid: int, host_rst_zero: bool, forged: bool
 ) -> None:
-    """A RST with the sender's exact TTL: only the IP ID can tell (scripts/lab
-    middlebox_injector_ttl63 is the real capture of this)."""
+    """A RST with the sender's exact TTL: only the IP ID can tell, and only
+    against the host's own baseline (scripts/lab middlebox_injector_ttl63 is
+    the real capture of this): its packets count up and its other RSTs carry
+    IP ID 0."""
     out: list = []
-    w = Wire(out, "client", 40006)
-    w.sttl = sttl
+    if host_rst_zero:  # another connection where the backend's kernel answers with IP ID 0
+        a = Wire(out, "client", 40005)
+        a.handshake()
+        a.exchange()
+        a.exchange()
+        a.pkt(False, FIN | ACK, dt=0.2)
+        a.pkt(True, PSH | ACK, REQ, dt=0.3)
+        a.pkt(False, RST, dt=0.0003, seq=a.sseq, ipid=0)
+    w = Wire(out, "client", 40006, t=T0 + 5)
     w.handshake()
     w.exchange()
+    w.exchange()
+    w.exchange()
     w.pkt(False, RST, dt=0.5, seq=w.sseq, ipid=ipid)
-    (r,) = analyze(tmp_path, out)["resets"]
+    r = analyze(tmp_path, out)["resets"][-1]
+    assert r["client"].endswith(":40006")
     assert "ttl_mismatch" not in r["facts"]
-    assert ("ipid_out_of_sequence" in r["facts"]) is forged
+    assert ("rst_shape_mismatch" in r["facts"]) is forged
     if forged:
-        assert (r["cause"], r["sender"], r["rule"]) == ("middlebox", "middlebox", "forged_ipid")
+        assert (r["cause"], r["sender"], r["rule"]) == (
+            "middlebox",
+            "middlebox",
+            "forged_rst_shape",
+        )
     else:
         assert r["cause"] != "middlebox"
 

@@ -115,8 +115,8 @@ def test_timestamps_units_and_split_endpoints(race: pcapreset.Analysis) -> None:
 def test_packets_drill_down_matches_the_connection(race: pcapreset.Analysis) -> None:
     lab = _labels(RACE)
     truth = {x["client"]: x["per_capture"]["backend.pcap"] for x in lab["connections"]}
-    for _, conn in race.connections.iterrows():
-        p = race.packets(conn["conn_id"])
+    for conn_id, conn in race.connections.iterrows():
+        p = race.packets(int(conn_id))
         assert len(p) == conn["packets"]
         assert (p["direction"] == "client").sum() == conn["client_packets"]
         assert (p["direction"] == "server").sum() == conn["server_packets"]
@@ -170,7 +170,7 @@ def test_several_files_are_one_timeline(race: pcapreset.Analysis, tmp_path: Path
         two.resets[["client", "cause", "ts"]], race.resets[["client", "cause", "ts"]]
     )
     # a connection that spans both files comes back whole, each packet from its file
-    spans = two.connections[two.connections["packets"] > 0]["conn_id"]
+    spans = two.connections[two.connections["packets"] > 0].index
     for cid in spans:
         p = two.packets(int(cid))
         if p["file"].nunique() == 2:

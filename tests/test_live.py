@@ -227,6 +227,7 @@ def test_live_jsonl_streams_and_stops_on_sigterm(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=40)
     assert p.returncode == 0, err
     lines = [json.loads(x) for x in out.splitlines()]
+    assert [x.pop("type") for x in lines] == ["reset"] * (len(lines) - 1) + ["report"]
     streamed, rep = lines[:-1], lines[-1]
     assert "capture" in rep and "summary" in rep
     assert rep["capture"]["live"]["stopped_by"] == "SIGTERM"
@@ -282,3 +283,83 @@ def test_no_cap_net_raw_is_one_line_error() -> None:
 def test_write_needs_iface() -> None:
     r = _cli("x.pcap", "--write", "y.pcap")
     assert r.returncode == 2 and "--write need --iface" in r.stderr
+
+
+SERVE_ABORT = textwrap.dedent(
+    """
+    import socket, struct, sys, time
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((sys.argv[1], 3000))
+    srv.listen(16)
+    srv.settimeout(20)
+    print("ready", flush=True)
+    for _ in range(int(sys.argv[2])):
+        c, _a = srv.accept()
+        data = b""
+        while b"\\r\\n\\r\\n" not in data:
+            data += c.recv(4096)
+        c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+        time.sleep(0.05)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    """
+)
+
+CLIENT = textwrap.dedent(
+    """
+    import socket, sys
+    for _ in range(int(sys.argv[2])):
+        s = socket.create_connection((sys.argv[1], 3000), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: backend\\r\\n\\r\\n")
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        s.close()
+    """
+)
+
+
+def test_live_one_ethernet_interface(tmp_path: Path) -> None:
+    """--iface on one Ethernet interface (a veth pair between two namespaces):
+    Ethernet frames as they are, link type 1, in the report and the --write
+    file, and offline analysis of that file gives the same resets."""
+    pcap = tmp_path / "eth.pcap"
+    with netns() as a, netns() as b:
+        ip = ["ip", "-n", a]
+        subprocess.run([*ip, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+                        "netns", b], check=True, timeout=10)  # fmt: skip
+        subprocess.run([*ip, "addr", "add", "10.77.9.1/24", "dev", "veth0"], check=True)
+        subprocess.run(["ip", "-n", b, "addr", "add", "10.77.9.2/24", "dev", "veth1"], check=True)
+        subprocess.run([*ip, "link", "set", "veth0", "up"], check=True)
+        subprocess.run(["ip", "-n", b, "link", "set", "veth1", "up"], check=True)
+        srv = subprocess.Popen(
+            ["ip", "netns", "exec", b, PY, "-c", SERVE_ABORT, "10.77.9.2", str(N_ABORT)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        cmd = ["ip", "netns", "exec", a, PY, "-m", "pcapreset", "analyze", "--iface", "veth0",
+               "--port", "3000", "--duration", "5", "--write", str(pcap),
+               "--format", "json"]  # fmt: skip
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert p.stderr is not None
+        ready, _, _ = select.select([p.stderr], [], [], 30)
+        assert ready and "capturing" in p.stderr.readline()
+        subprocess.run(["ip", "netns", "exec", a, PY, "-c", CLIENT, "10.77.9.2", str(N_ABORT)],
+                       check=True, timeout=30)  # fmt: skip
+        srv.wait(timeout=20)
+        out, err = p.communicate(timeout=40)
+    assert p.returncode == 0, err
+    rep = json.loads(out)
+    live = rep["capture"]["live"]
+    assert live["linktype"] == "EN10MB(1)" and rep["capture"]["linktypes"] == ["EN10MB(1)"]
+    assert live["ring"].startswith("TPACKET_V3") and live["kernel_drops"] == 0
+    assert live["packets_received"] == rep["capture"]["packets"] >= 7 * N_ABORT
+    got = Counter((r["cause"], r["sender"], r["server"]) for r in rep["resets"])
+    assert got == {("abortive_close", "server", "10.77.9.2:3000"): N_ABORT}
+    off = _offline(pcap)
+    assert off["capture"]["linktypes"] == ["EN10MB(1)"]
+    assert off["capture"]["packets"] == rep["capture"]["packets"]
+    assert off["resets"] == rep["resets"]

@@ -48,7 +48,17 @@ def test_the_checked_in_notebook_is_executed() -> None:
     assert code and all(c.execution_count is not None for c in code)
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert len(_outputs(nb, "image/png")) == 3
+    assert len(_outputs(nb, "image/png")) == 4
+
+
+def _streams(nb: nbformat.NotebookNode) -> str:
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
 
 
 def test_notebook_executes_without_errors(venv_kernel: str) -> None:
@@ -69,10 +79,17 @@ def test_notebook_executes_without_errors(venv_kernel: str) -> None:
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]  # fmt: skip
     assert not errors
-    # the three plots rendered inline, the tables came out, every cause is listed
-    assert len(_outputs(nb, "image/png")) == 3
+    # the plots rendered inline (the three, and two captures side by side on
+    # given Axes), the tables came out, every cause is listed
+    assert len(_outputs(nb, "image/png")) == 4
+    assert "with 2 Axes" in "\n".join(_outputs(nb, "text/plain"))
     text = "\n".join(_outputs(nb, "text/plain"))
-    assert "<Analysis backend.pcap:" in text
+    assert "<Analysis backend.pcap:" in text and "<Analysis nginx.pcap:" in text
+    html = "\n".join(_outputs(nb, "text/html"))
+    assert "<b>pcapreset</b> backend.pcap" in html  # Analysis._repr_html_
+    # both captures' flows joined on community_id; their exports read back as one table
+    assert "conn_state_nginx" in text and "reset_cause_nginx" in text
+    assert "{'connections': 14, 'resets': 10, 'findings': 0}" in _streams(nb)
     value_counts = next(t for t in _outputs(nb, "text/plain") if t.startswith("cause\n"))
     assert all(cause in value_counts for cause in CAUSES)
     counts = dict(ln.split() for ln in value_counts.splitlines()[1:] if ln.split()[0] in CAUSES)

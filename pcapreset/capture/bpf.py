@@ -42,14 +42,17 @@ def port_filter(port: int | None) -> str:
     return f"tcp port {port}" if port else "tcp"
 
 
-def compile_bpf(expr: str) -> list[tuple[int, int, int, int]]:
-    """libpcap-compile ``expr`` for raw IP packets -> (code, jt, jf, k) list."""
+def compile_bpf(expr: str, dlt: int = DLT_RAW) -> list[tuple[int, int, int, int]]:
+    """libpcap-compile ``expr`` for raw IP packets (or link type ``dlt``, e.g.
+    1 for Ethernet frames) -> (code, jt, jf, k) list."""
     try:
         from scapy.arch.common import compile_filter
-    except ImportError as e:  # pragma: no cover - scapy is a dependency
-        raise CaptureSourceError(f"cannot compile capture filter: {e}") from None
+    except ImportError:
+        raise CaptureSourceError(
+            "live capture needs scapy to compile its filter: pip install 'pcapreset[live]'"
+        ) from None
     try:
-        bp = compile_filter(expr, linktype=DLT_RAW)
+        bp = compile_filter(expr, linktype=dlt)
     except Exception as e:  # scapy raises Scapy_Exception / ImportError / OSError
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CaptureSourceError(f"bad capture filter {expr!r}: {msg}") from None

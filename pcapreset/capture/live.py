@@ -1,18 +1,22 @@
 """live: capture from a network interface as another source of FrameBatches.
 
-A Linux packet socket (``AF_PACKET``, ``SOCK_DGRAM``: "cooked", like
-``tcpdump -i any``) with a kernel BPF filter for the port. The filter is
-compiled by libpcap through scapy (:func:`scapy.arch.common.compile_filter`)
-for raw IP, because a ``SOCK_DGRAM`` packet socket hands the filter and the
-reader the packet from its network header on. No scapy layer object is ever
-built: frames are received with ``recvmsg_into`` straight into a buffer that
-is laid out as pcap records (16-byte record header + 20-byte LINUX_SLL2 header
-built from the ``sockaddr_ll`` + the IP packet), so a batch is at the same time
+A Linux packet socket with a kernel BPF filter for the port: cooked
+(``AF_PACKET``, ``SOCK_DGRAM``, like ``tcpdump -i any``) for ``any`` and
+non-Ethernet interfaces, raw (``SOCK_RAW``) on one Ethernet interface. The
+filter is compiled by libpcap through scapy
+(:func:`scapy.arch.common.compile_filter`) for raw IP (a cooked socket hands
+the filter the packet from its network header on) or for Ethernet frames. No
+scapy layer object is ever built: packets come from a memory-mapped ring
+(:mod:`pcapreset.capture.ring`; ``recvmsg_into`` per packet when the kernel
+refuses the ring) into a buffer laid out as pcap records (16-byte record
+header + 20-byte LINUX_SLL2 header built from the ``sockaddr_ll`` + the IP
+packet; on Ethernet, the record header + the frame), so a batch is at the
+same time
 
-- a :class:`FrameBatch` for the decoder (link type 276, LINUX_SLL2), and
+- a :class:`FrameBatch` for the decoder (link type 276, LINUX_SLL2, or 1), and
 - the bytes appended to the ``--write`` file (a nanosecond pcap).
 
-Timestamps are the kernel's receive times (``SO_TIMESTAMPNS``). Kernel counts
+Timestamps are the kernel's receive times (the ring's, or ``SO_TIMESTAMPNS``). Kernel counts
 of packets queued to / dropped by the socket come from ``PACKET_STATISTICS``
 (packet(7); each read resets the kernel counters, so they are summed here).
 
@@ -45,8 +49,11 @@ from .bpf import attach_bpf, compile_bpf, port_filter, skip_loopback_outgoing
 from .outfile import open_output
 from .ring import BLOCK_BYTES, BLOCKS, RETIRE_MS, RxRing
 from .sources import FrameBatch, SourceInfo
+from .tcp import linktype_name
 
 LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_ETHERNET = 1
+ARPHRD_ETHER = 1
 SNAPLEN = 65535  # libpcap's compiled filter accepts this many bytes per packet
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -65,6 +72,15 @@ _SLL2 = struct.Struct(">HHIHBB8s")
 _TS = struct.Struct("@qq")
 _STATS = struct.Struct("@II")
 _R16 = np.arange(16, dtype=np.int64)
+
+
+def _hatype(name: str) -> int | None:
+    """The ARPHRD type of interface ``name`` (1: Ethernet), or None."""
+    try:
+        with open(f"/sys/class/net/{name}/type") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _ifindex(name: str) -> int:
@@ -89,16 +105,18 @@ class LiveStats:
 
 
 class PcapWriter:
-    """A nanosecond pcap (LINUX_SLL2) written batch by batch, flushed each time."""
+    """A nanosecond pcap (LINUX_SLL2, or Ethernet) written batch by batch, flushed each time."""
 
-    def __init__(self, path: str, snaplen: int = SNAPLEN) -> None:
+    def __init__(
+        self, path: str, snaplen: int = SNAPLEN, linktype: int = LINKTYPE_LINUX_SLL2
+    ) -> None:
         try:
             self._fh: IO[bytes] = open_output(path)  # (closed in close())
         except OSError as e:
             raise CaptureSourceError(f"{path}: cannot write: {e.strerror or e}") from None
         self.path = path
-        hdr = struct.pack("<IHHiIII", PCAP_NS_MAGIC, 2, 4, 0, 0, snaplen + SLL2_HDR,
-                          LINKTYPE_LINUX_SLL2)  # fmt: skip
+        link_hdr = SLL2_HDR if linktype == LINKTYPE_LINUX_SLL2 else 0
+        hdr = struct.pack("<IHHiIII", PCAP_NS_MAGIC, 2, 4, 0, 0, snaplen + link_hdr, linktype)
         self._fh.write(hdr)
         self._fh.flush()
 
@@ -135,12 +153,18 @@ class LiveCapture:
         self.port = port
         self.filter = bpf_filter or port_filter(port)
         self.stats = LiveStats()
-        self.info = SourceInfo(
-            path=f"live:{iface}", file_format="live", linktypes=[LINKTYPE_LINUX_SLL2]
-        )
+        # one Ethernet interface: its frames as they are (link type Ethernet);
+        # else cooked packets with an SLL2 header built for each (as `-i any`)
+        self.ethernet = iface != "any" and _hatype(iface) == ARPHRD_ETHER
+        self.linktype = LINKTYPE_ETHERNET if self.ethernet else LINKTYPE_LINUX_SLL2
+        self._hdr = REC_HDR if self.ethernet else HDR
+        self.info = SourceInfo(path=f"live:{iface}", file_format="live", linktypes=[self.linktype])
         self._names: dict[str, int] = {}
         self._frame_no = 0
-        prog = skip_loopback_outgoing(compile_bpf(self.filter))
+        if self.ethernet:
+            prog = compile_bpf(self.filter, dlt=LINKTYPE_ETHERNET)
+        else:
+            prog = skip_loopback_outgoing(compile_bpf(self.filter))
         if iface != "any" and not _ifindex(iface):
             raise CaptureSourceError(f"no such network interface: {iface!r}")
         self.sock = self._open_socket(prog, rcvbuf_bytes)
@@ -153,7 +177,7 @@ class LiveCapture:
                 self.ring = None
         self.writer: PcapWriter | None = None
         try:
-            self.writer = PcapWriter(write) if write else None
+            self.writer = PcapWriter(write, linktype=self.linktype) if write else None
         except BaseException:
             self.sock.close()
             raise
@@ -161,7 +185,8 @@ class LiveCapture:
 
     def _open_socket(self, prog: list, rcvbuf_bytes: int) -> socket.socket:
         try:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            kind = socket.SOCK_RAW if self.ethernet else socket.SOCK_DGRAM
+            s = socket.socket(socket.AF_PACKET, kind, socket.htons(ETH_P_ALL))
         except PermissionError:
             raise CaptureSourceError(
                 "live capture needs root or CAP_NET_RAW (run with sudo, or "
@@ -240,10 +265,11 @@ class LiveCapture:
                 reason = "duration"
                 break
             wait = tick_s if deadline is None else max(0.0, min(tick_s, deadline - now))
-            try:
-                poller.poll(wait * 1000.0)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                pass
+            if self.ring is None or not self.ring.ready():
+                try:
+                    poller.poll(wait * 1000.0)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    pass
             tick_end = time.monotonic() + tick_s
             yield self._batch(buf, mv, tick_end)
         # drain what the kernel queued before the stop (bounded); the ring
@@ -269,14 +295,16 @@ class LiveCapture:
         unpack_ts = _TS.unpack
         names = self._names
         trunc = socket.MSG_TRUNC
-        limit = len(buf) - HDR - SNAPLEN
+        hl = self._hdr
+        sll = not self.ethernet
+        limit = len(buf) - hl - SNAPLEN
         pos = 0
         offs: list[int] = []
         add = offs.append
         n_pk = 0
         while pos <= limit and n_pk < MAX_BATCH_PKTS:
             try:
-                n, anc, _fl, addr = recv([mv[pos + HDR : pos + HDR + SNAPLEN]], 64, trunc)
+                n, anc, _fl, addr = recv([mv[pos + hl : pos + hl + SNAPLEN]], 64, trunc)
             except (BlockingIOError, InterruptedError):
                 break
             if anc:
@@ -289,10 +317,13 @@ class LiveCapture:
             if idx is None:
                 idx = names[ifname] = _ifindex(ifname)
             cap = n if n < SNAPLEN else SNAPLEN
-            pack_rec(buf, pos, sec, nsec, cap + SLL2_HDR, n + SLL2_HDR)
-            pack_sll(buf, pos + REC_HDR, proto, 0, idx, hatype, pkttype, len(haddr), haddr)
+            if sll:
+                pack_rec(buf, pos, sec, nsec, cap + SLL2_HDR, n + SLL2_HDR)
+                pack_sll(buf, pos + REC_HDR, proto, 0, idx, hatype, pkttype, len(haddr), haddr)
+            else:
+                pack_rec(buf, pos, sec, nsec, cap, n)
             add(pos)
-            pos += HDR + cap
+            pos += hl + cap
             n_pk += 1
             if not n_pk & 255 and time.monotonic() >= until:
                 break
@@ -305,7 +336,7 @@ class LiveCapture:
         pos = 0
         offs: list[int] = []
         while pos + BLOCK_BYTES <= len(buf) and ring.ready():
-            pos, starts = ring.take(buf, pos)
+            pos, starts = ring.take(buf, pos, self.ethernet)
             offs += starts
             if time.monotonic() >= until:
                 break
@@ -333,7 +364,7 @@ class LiveCapture:
             caplen=caplen,
             wirelen=wirelen,
             ts=ts,
-            linktype=np.full(n, LINKTYPE_LINUX_SLL2, dtype=np.int32),
+            linktype=np.full(n, self.linktype, dtype=np.int32),
             frame_no=np.arange(self._frame_no + 1, self._frame_no + n + 1, dtype=np.int64),
             file_index=0,
         )
@@ -356,7 +387,7 @@ class LiveCapture:
         return {
             "iface": self.iface,
             "filter": self.filter,
-            "linktype": "LINUX_SLL2(276)",
+            "linktype": linktype_name(self.linktype),
             "snaplen": SNAPLEN,
             "started": round(st.started, 6),
             "duration_s": round(end - st.started, 3),

@@ -24,10 +24,13 @@ PACKET_VERSION = 10
 TPACKET_V3 = 2
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
-BLOCK_BYTES = 1 << 20
-BLOCKS = 64  # 64 MiB: what the socket buffer was without a ring
+BLOCK_BYTES = 1 << 18
+BLOCKS = 256  # 64 MiB, as the socket buffer without a ring
 FRAME_BYTES = 2048  # (V3 packs packets by size; the kernel checks only this arithmetic)
-RETIRE_MS = 10
+#: a block is handed over when full or this long after it was opened: a block
+#: is in use for at least that long, so the ring holds at least BLOCKS x this
+#: much time of traffic (12.8 s; at 10 ms it was 0.64 s and dropped at 50k/s)
+RETIRE_MS = 50
 #: tpacket3_hdr (48 bytes with TPACKET_ALIGN) then sockaddr_ll
 SLL_AT = 48
 REC_HDR = 16
@@ -40,6 +43,7 @@ _HDR_DT = np.dtype(
      ("addr", "V8")]
 )  # fmt: skip
 _R8 = np.arange(8, dtype=np.int64)
+_R16 = np.arange(REC_HDR, dtype=np.int64)
 _R36 = np.arange(HDR, dtype=np.int64)
 
 
@@ -68,9 +72,11 @@ class RxRing:
         """Whether the next block is ours."""
         return bool(self.u32[self.next * BLOCK_BYTES // 4 + 2] & TP_STATUS_USER)
 
-    def take(self, out: bytearray, at: int) -> tuple[int, list[int]]:
+    def take(self, out: bytearray, at: int, ethernet: bool = False) -> tuple[int, list[int]]:
         """Append the next block's packets to ``out`` from ``at`` on as pcap
-        records; give the block back. (End position, record starts.)"""
+        records; give the block back. (End position, record starts.)
+        ``ethernet``: the socket is a raw one on an Ethernet interface, and
+        the records hold its frames as they are (no SLL2 header)."""
         base = self.next * BLOCK_BYTES
         u32, u16, mv = self.u32, self.u16, self.mv
         n = u32[base // 4 + 3]
@@ -79,39 +85,45 @@ class RxRing:
         heads: list[int] = []
         starts: list[int] = []
         pos = at
+        hl = REC_HDR if ethernet else HDR
+        field = 12 if ethernet else 13  # tp_mac: the frame; tp_net: a cooked packet
         for _ in range(n):
             snap = u32[o // 4 + 3]
-            net = o + u16[o // 2 + 13]  # tp_net: the network header (a cooked socket)
-            om[pos + HDR : pos + HDR + snap] = mv[net : net + snap]
+            data = o + u16[o // 2 + field]
+            om[pos + hl : pos + hl + snap] = mv[data : data + snap]
             heads.append(o)
             starts.append(pos)
-            pos += HDR + snap
+            pos += hl + snap
             o += u32[o // 4]  # tp_next_offset
         if n:
-            self._headers(np.asarray(heads, dtype=np.int64), out, starts)
+            self._headers(np.asarray(heads, dtype=np.int64), out, starts, ethernet)
         u32[base // 4 + 2] = TP_STATUS_KERNEL
         self.next = (self.next + 1) % self.blocks
         return pos, starts
 
-    def _headers(self, h: np.ndarray, out: bytearray, starts: list[int]) -> None:
-        """Write the record and SLL2 headers of the packets whose tpacket3
+    def _headers(self, h: np.ndarray, out: bytearray, starts: list[int], ethernet: bool) -> None:
+        """Write the record (and SLL2) headers of the packets whose tpacket3
         headers are at ``h`` (all at once)."""
         u8 = self.u8
         w = u8.view("<u4")
         s = h + SLL_AT
         hdr = np.zeros(len(h), dtype=_HDR_DT)
+        link = 0 if ethernet else SLL2_HDR
         hdr["sec"] = w[h // 4 + 1]
         hdr["nsec"] = w[h // 4 + 2]
-        hdr["cap"] = w[h // 4 + 3] + SLL2_HDR
-        hdr["wire"] = w[h // 4 + 4] + SLL2_HDR
+        hdr["cap"] = w[h // 4 + 3] + link
+        hdr["wire"] = w[h // 4 + 4] + link
+        dst = np.frombuffer(out, dtype=np.uint8)
+        at = np.asarray(starts, dtype=np.int64)
+        if ethernet:
+            dst[at[:, None] + _R16] = hdr.view(np.uint8).reshape(-1, HDR)[:, :REC_HDR]
+            return
         hdr["proto"] = u8[s + 2].astype(np.uint16) << 8 | u8[s + 3]  # (network order)
         hdr["ifindex"] = w[(s + 4) // 4]
         hdr["hatype"] = u8.view("<u2")[(s + 8) // 2]
         hdr["pkttype"] = u8[s + 10]
         hdr["halen"] = u8[s + 11]
         hdr["addr"] = u8[(s + 12)[:, None] + _R8].view("V8").ravel()
-        dst = np.frombuffer(out, dtype=np.uint8)
-        at = np.asarray(starts, dtype=np.int64)
         dst[at[:, None] + _R36] = hdr.view(np.uint8).reshape(-1, HDR)
 
     def close(self) -> None:

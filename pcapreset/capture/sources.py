@@ -36,6 +36,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 from ..errors import CaptureError
+from .instream import is_stream, open_stream
 from .resync import PCAP_MAGICS, PcapLayout, is_pcap_header, ng_scan, pcap_layout, pcap_scan
 
 #: True when this module runs compiled (setup.py builds it with Cython)
@@ -87,6 +88,8 @@ class SourceInfo:
 
 
 def _open_maybe_compressed(path: str) -> tuple[IO[bytes], str, bytes]:
+    if is_stream(path):  # standard input, a pipe, a FIFO: read forwards only
+        return open_stream(path)
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
     except IsADirectoryError:
@@ -482,8 +485,13 @@ class CaptureReader:
                 cap8_at = _CAP8_AT[lay.endian]
                 pos = _walk(buf, pos, n, rec, lay.maxcap, lay.endian == ">", offs, cap8_at)
                 if pos + rec > n:
-                    if offs and not eof:
-                        pos = offs.pop()  # (see below: read again with the next chunk)
+                    if offs and not eof and pos < n:
+                        # a header cut by the end of the buffer: read the record
+                        # before it again with the next chunk (see below). At
+                        # the very end of the buffer nothing is cut: the
+                        # chunk's batch is every record read (a live stream's
+                        # verdicts follow the batches)
+                        pos = offs.pop()
                     break
                 if is_pcap_header(buf, pos, n):
                     # another capture's file header (`cat a.pcap b.pcap`): its

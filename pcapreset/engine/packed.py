@@ -30,6 +30,7 @@ import numpy as np
 
 from ..interpret.advice import advertised_timeout, backend_from_headers
 from ..interpret.context import ContextSamples, conn_rtt
+from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
 from ..interpret.vantage import Votes, host_hop_votes, vantage_votes
 from ..track.conn import Conn, RstEvent
 from .spill import Spill
@@ -54,6 +55,8 @@ class Packed:
         #: server endpoint -> handshake round-trip times (s)
         self.rtts: dict[int, array] = {}
         self.samples = ContextSamples()
+        #: the host baselines (interpret.hosts) of the packed connections
+        self.host_bases: dict[int, HostBase] = {}
 
     def __len__(self) -> int:
         return len(self.blobs)
@@ -85,6 +88,7 @@ class Packed:
                     r = self.rtts[c.server] = array("d")
                 r.append(rtt)
             self.samples.add(c, 0.0 if rtt is None else rtt)  # (0.0: not read)
+            add_host_bases([c], self.host_bases)
             # the evictor's letting go frees it, GC paused or not
             _let_go(c)
 
@@ -100,6 +104,7 @@ class Packed:
         for srv, arr in other.rtts.items():
             self.rtts.setdefault(srv, array("d")).extend(arr)
         self.samples.merge(other.samples)
+        merge_host_bases(self.host_bases, other.host_bases)
 
     def votes_into(
         self, pairs: Votes, conly: Votes, sonly: Votes, hosts: dict[int, Votes], backends: Votes,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import marshal
 from array import array
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import overload
 
 import numpy as np
 
 from ..interpret.evidence import Fact
-from ..interpret.resets import ResetRecord
+from ..interpret.resets import ResetRecord, record_app
 from ..interpret.rules import Verdict
 from .packed import ConnStub, EventStub, Packed
 from .spill import Spill
@@ -39,6 +40,8 @@ class Records(Sequence[ResetRecord]):
         self._pair = array("H")
         self._pairs: list[tuple[str, str]] = []
         self._pair_ids: dict[tuple[str, str], int] = {}
+        #: cause -> resets of it on connections that carry HTTP (or WebSocket)
+        self.http_causes: Counter[str] = Counter()
         #: positions in time order (None: in the order added)
         self._order: array[int] | None = None
 
@@ -58,6 +61,8 @@ class Records(Sequence[ResetRecord]):
             pid = self._pair_ids[pair] = len(self._pairs)
             self._pairs.append(pair)
         self._pair.append(pid)
+        if record_app(r) in ("http", "websocket"):
+            self.http_causes[r.verdict.cause] += 1
         self._order = None
 
     def done(self) -> None:
@@ -132,7 +137,7 @@ def _encode(r: ResetRecord) -> bytes:
         (
             r.conn.fields(),  # type: ignore[attr-defined]  # (a ConnStub here)
             r.event.fields(),  # type: ignore[attr-defined]  # (an EventStub)
-            (v.cause, v.sender, v.confidence, v.rule, v.says),
+            (v.cause, v.sender, v.confidence, v.rule, v.says, v.best_guess),
             [(f.name, f.text) for f in table],
             n,
             matched,
@@ -147,7 +152,7 @@ def _decode(b: bytes, packed: Packed) -> ResetRecord:
     conn = ConnStub.of(cf, packed)
     fs = [Fact(name, text) for name, text in table]
     facts = fs[:n]
-    cause, sender, confidence, rule, says = vf
+    cause, sender, confidence, rule, says, guess = vf
     verdict = Verdict(
         cause,
         sender,
@@ -156,6 +161,7 @@ def _decode(b: bytes, packed: Packed) -> ResetRecord:
         says,
         [fs[k] for k in matched],
         facts if evidence is None else [fs[k] for k in evidence],
+        guess,
     )
     return ResetRecord(
         conn,  # type: ignore[arg-type]  # (stubs that read like a Conn and its RstEvent)

@@ -31,6 +31,7 @@ except ImportError:  # no Cython installed: plain Python
 from ..interpret.advice import advertised_timeout, backend_from_headers
 from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
+from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
 from ..interpret.thresholds import MIN_IDLE_CLOSE_S
 from ..interpret.vantage import Votes, hops
 from ..track.conn import Conn
@@ -103,6 +104,8 @@ class Rollup:
         self._tally_of: tuple[int, _Summary] | None = None
         #: reset connections the report keeps, packed (see :mod:`pcapreset.packed`)
         self.packed = Packed()
+        #: the host baselines (interpret.hosts) of the folded connections
+        self.host_bases: dict[int, HostBase] = {}
         #: a packet older than an evicted connection's close came after it was
         #: evicted (the capture's clock went backwards)
         self.reordered = False
@@ -131,6 +134,8 @@ class Rollup:
                     "only connections with a round-trip time (or no handshake) and no reset "
                     "are folded"
                 )
+        if not hostless:
+            add_host_bases(conns, self.host_bases)
         n = len(conns)
         done = 0
         while done < n:
@@ -335,6 +340,7 @@ class Rollup:
             for f, i in other._each_block():
                 self._append(f, i, remap)
         self.packed.merge(other.packed)
+        merge_host_bases(self.host_bases, other.host_bases)
         self.reordered = self.reordered or other.reordered
         self.late += other.late
         self.attempts += other.attempts

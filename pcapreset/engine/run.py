@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 from ..capture.decode import Decoder
+from ..capture.instream import is_stream
 from ..capture.sources import FrameBatch, SourceInfo
 from ..capture.tcp import AddressBook
 from ..capture.timeline import decoded_timeline, open_readers
@@ -74,6 +75,10 @@ def run(
     others. The report built from it is the same. Ignored with ``tracker``.
     """
     evict = evict and tracker is None
+    if any(is_stream(os.fspath(p)) for p in paths):
+        # a stream is read once, by this process: no reader child (the inputs
+        # are probed before it starts) and no shards (each reads every input)
+        jobs, pipelined = 1, False
     if jobs > 1 and tracker is None:
         res = run_sharded(list(paths), port, jobs, progress, evict)
     elif pipelined and tracker is None and _pipeline_usable(paths):

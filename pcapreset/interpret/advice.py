@@ -55,12 +55,17 @@ KNOWN_BACKENDS = (
 _BY_NAME = {b.name: b for b in KNOWN_BACKENDS}
 
 
+#: longest Server header value kept as the backend's name
+SERVER_NAME_MAX = 60
+
+
 def backend_from_headers(headers: dict[str, str]) -> str | None:
-    """Name the backend from a response's Server / Keep-Alive headers."""
-    srv = headers.get("server", "").lower()
-    for key, name in (("uvicorn", "uvicorn"), ("gunicorn", "gunicorn"), ("nginx", "nginx")):
-        if key in srv:
-            return name
+    """Name the backend from a response's Server / Keep-Alive headers: the
+    Server header as sent (``Apache/2.4.62``, ``Microsoft-IIS/10.0``), else
+    Node.js's header pattern, else None."""
+    srv = headers.get("server", "").strip()
+    if srv:
+        return srv[:SERVER_NAME_MAX]
     ka = headers.get("keep-alive", "").lower().replace(" ", "")
     if not srv and ka.startswith("timeout=") and headers.get("connection") == "keep-alive":
         # Node's http.Server: no Server header, `Keep-Alive: timeout=N` and the
@@ -83,10 +88,29 @@ def advertised_timeout(headers: dict[str, str]) -> float | None:
     return None
 
 
-def guess_backend(timeout_s: float, named: str | None) -> list[Backend]:
-    """Backends that fit: the one the headers name, else those whose default fits."""
+def known_backend(named: str | None) -> Backend | None:
+    """The known backend a Server header names (``uvicorn``, ``gunicorn/23.0``,
+    ``nginx/1.27``, Node.js), if any."""
+    if not named:
+        return None
     if named in _BY_NAME:
-        return [_BY_NAME[named]]
+        return _BY_NAME[named]
+    low = named.lower()
+    for b in KNOWN_BACKENDS:
+        if low.startswith(b.name.lower()):
+            return b
+    return None
+
+
+def guess_backend(timeout_s: float, named: str | None) -> list[Backend]:
+    """Backends that fit: the one the headers name; none when the headers name
+    another server (its defaults are not known here); else those whose default
+    fits the timing."""
+    known = known_backend(named)
+    if known is not None:
+        return [known]
+    if named:
+        return []
     return [
         b for b in KNOWN_BACKENDS if any(abs(t - timeout_s) <= MATCH * t for t in b.idle_close_s)
     ]
@@ -118,8 +142,11 @@ def keepalive_advice(
     below = max(1, math.floor(idle_timeout_s * 0.8))
     if backend is not None and len(fits) == 1:
         b = fits[0]
-        who = f" ({b.name}, named by its response headers; default {b.default_text})"
+        who = f" ({backend}, named by its response headers; default {b.default_text})"
         fix = f"set {b.value(above)}"
+    elif backend is not None:
+        who = f" ({backend}, named by its response headers)"
+        fix = f"raise {backend}'s keep-alive idle timeout to {above:g} s"
     elif fits:
         names = " or ".join(f"{b.name}'s default ({b.default_text})" for b in fits)
         who = f" (the timing fits {names}; the headers do not name the backend)"
@@ -197,6 +224,71 @@ _FIXED = {
 }
 
 
+_FIXED["backend_restart"] = (
+    "the backend closed its connections together as it shut down or recycled a worker, and "
+    "nginx's requests met them: drain before exiting (stop accepting, finish in-flight "
+    "requests, then close idle keep-alive connections), spread worker recycling "
+    "(gunicorn `--max-requests-jitter`), and let nginx retry idempotent requests "
+    "(`proxy_next_upstream error timeout`, a second upstream server)"
+)
+_GENERIC_RESTART = (
+    "the server closed its connections together as it shut down or restarted, and the "
+    "clients' messages met them: drain before exiting and retry on the client side"
+)
+_FIXED["after_close"] = (
+    "harmless, nothing to change: a segment (a TLS close_notify or alert, a late ACK or FIN, "
+    "the rest of an answered message) reached a socket its host had already closed, and the "
+    "kernel answered with RST; nothing was lost"
+)
+_FIXED["probe"] = (
+    "harmless, nothing to change: health checks or scans opened connections without a request "
+    "and closed them with RST; if they are unwanted, find their source address"
+)
+
+#: the advice for connections that do not carry HTTP: no nginx, no backend settings
+_GENERIC = {
+    "backlog_overflow": (
+        "accept queue overflow on the server: raise its listen backlog together with "
+        "net.core.somaxconn, or make it accept faster"
+    ),
+    "backend_crash": (
+        "the server reset connections with requests in flight: check its logs, the OOM killer "
+        "(dmesg) and restarts at that time"
+    ),
+    "abortive_close": (
+        "connections were closed with RST instead of FIN after complete exchanges (SO_LINGER "
+        "0, or an end closing with unread data, as browsers and Windows services do): nothing "
+        "in flight was lost; change it only if an end logs errors for it"
+    ),
+    "connection_refused": (
+        "nothing listened on the port (the service was down or restarting, or a firewall "
+        "rejects with RST): check the service is up on that port"
+    ),
+    "client_abort": (
+        "the connecting side reset connections with data still in flight (it gave up, timed "
+        "out or exited): check its timeouts and logs"
+    ),
+    "middlebox": (
+        "a device in the path forged RSTs: check firewall, NAT and conntrack idle timeouts "
+        "(net.netfilter.nf_conntrack_tcp_timeout_established) and IPS policies on the path"
+    ),
+    "premature_close": (
+        "the server closed connections after receiving a request and before answering it: "
+        "check its logs for that time"
+    ),
+    "backend_restart": _GENERIC_RESTART,
+    "keepalive_race": (
+        "the server closed idle connections as the client reused them: keep the client's "
+        "idle timeout for pooled connections below the server's (for nginx with TLS "
+        "upstreams: upstream keepalive_timeout below the backend's idle timeout)"
+    ),
+    "upstream_timeout": (
+        "the client gave up waiting for the server's answer: compare its timeout with the "
+        "server's response times"
+    ),
+}
+
+
 def recommend(
     cause: str,
     idle_timeout_s: float | None = None,
@@ -204,8 +296,13 @@ def recommend(
     nginx_keepalive_s: float | None = None,
     nginx_from_conf: bool = False,
     idle_from_header: bool = False,
+    http: bool = True,
 ) -> str:
-    """One recommendation naming the setting to change, for a cause or finding code."""
+    """One recommendation naming the setting to change, for a cause or finding
+    code. ``http=False``: the traffic is not HTTP, so the advice speaks of the
+    client and the server, not of nginx and backends."""
+    if not http and cause in _GENERIC:
+        return _GENERIC[cause]
     nk = nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
     src = "nginx.conf" if nginx_from_conf else "nginx default"
     if cause == "keepalive_race":

@@ -10,6 +10,7 @@ both the context and the facts use (round-trip time, follow-up RSTs).
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..capture.tcp import ACK
 from ..track.conn import Conn, RstEvent
+from .hosts import HostBase, host_bases
 from .thresholds import MIN_IDLE_CLOSE_S, RACE_SLACK_S, RIGHT_AFTER_S
 from .vantage import Vantage, VantageVotes, Votes, conn_order, host_hop_votes, infer_vantage
 
@@ -48,15 +49,26 @@ class Context:
     rtt: dict[int, float] = field(default_factory=dict)
     #: host (addr id) -> usual hop count of its non-RST packets, over all its flows
     host_hops: dict[int, int] = field(default_factory=dict)
+    #: host (addr id) -> what its stack looks like over all its connections
+    hosts: dict[int, HostBase] = field(default_factory=dict)
+    #: server endpoint -> sorted SYN times of connections with a retransmitted SYN
+    #: or SYN-ACK (array("d"))
+    retry_times: dict[int, Sequence[float]] = field(default_factory=dict)
+    #: server endpoint -> sorted times of the server's FINs that came less than
+    #: RIGHT_AFTER_S after its last data, on connections that then had a RST
+    #: (no idle timer fires that soon: the server closed them for another reason)
+    short_fins: dict[int, Sequence[float]] = field(default_factory=dict)
 
 
 def is_refused(conn: Conn, ev: RstEvent) -> bool:
+    """The server answered the SYN with RST (RST,ACK from a kernel; a bare RST
+    from some stacks and crafted traffic): no SYN-ACK, no data."""
     return (
         not ev.from_client
         and conn.c.syn > 0
         and conn.s.synack == 0
         and conn.s.data_pkts == 0
-        and bool(ev.packets[0].flags & ACK)
+        and conn.c.data_pkts == 0
     )
 
 
@@ -127,8 +139,8 @@ def _host_hops(conns: list[Conn], rollup: Summarised | None = None) -> dict[int,
 def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
     """A RST that only answers segments already in flight when the previous one left.
 
-    Same sender as the previous RST event of the connection, no data from that
-    sender since, and within one round trip: one reset, not two (the flow
+    Same sender (and TTL) as the previous RST event of the connection, no data
+    from that sender since, and within one round trip: one reset, not two (the flow
     tracker splits events when the peer's in-flight data lands in between).
     """
     if ev.index == 0 or ev.index > len(conn.rst_events):
@@ -136,6 +148,7 @@ def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
     prev = conn.rst_events[ev.index - 1]
     return (
         prev.from_client == ev.from_client
+        and prev.packets[0].ttl == ev.packets[0].ttl  # the same stack sent both
         and not prev.sender_data_after
         and ev.ts - prev.packets[-1].ts <= rtt_s + RACE_SLACK_S
     )
@@ -161,7 +174,9 @@ class ContextSamples:
     report sorts the times and takes medians, and keeps the least order key.
     """
 
-    __slots__ = ("syn", "server_rst", "refused", "idle", "idle_first", "race")
+    __slots__ = (
+        "syn", "server_rst", "refused", "idle", "idle_first", "race", "retry", "short_fins",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.syn: dict[int, array] = {}
@@ -170,6 +185,8 @@ class ContextSamples:
         self.idle: dict[int, array] = {}
         self.idle_first: dict[int, tuple[float, int, int]] = {}
         self.race: dict[int, list[float]] = {}
+        self.retry: dict[int, array] = {}
+        self.short_fins: dict[int, array] = {}
 
     @staticmethod
     def rtt_free(c: Conn) -> bool:
@@ -181,6 +198,10 @@ class ContextSamples:
         """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
         if c.syn_ts is not None:
             _samples(self.syn, c.server).append(c.syn_ts)
+            if c.c.syn_retrans or c.s.synack >= 2:
+                _samples(self.retry, c.server).append(c.syn_ts)
+        if c.rst_events and short_idle_fin(c):
+            _samples(self.short_fins, c.server).append(c.s.fin_ts)  # type: ignore[arg-type]
         for ev in c.rst_events:
             if ev.from_client or is_followup(c, ev, rtt_s):
                 continue
@@ -216,6 +237,8 @@ class ContextSamples:
             (self.idle, other.idle),
             (self.server_rst, other.server_rst),
             (self.refused, other.refused),
+            (self.retry, other.retry),
+            (self.short_fins, other.short_fins),
         ):
             for srv, arr in b.items():
                 _samples(a, srv).extend(arr)
@@ -231,6 +254,7 @@ class PackedSamples(Protocol):
 
     rtts: dict[int, array]
     samples: ContextSamples
+    host_bases: dict[int, HostBase]
 
     def __len__(self) -> int: ...
 
@@ -253,12 +277,20 @@ class Summarised(VantageVotes, Protocol):
     def idle_first(self) -> dict[int, tuple[float, int, int]]: ...
     @property
     def packed(self) -> PackedSamples: ...
+    @property
+    def host_bases(self) -> dict[int, HostBase]: ...
 
 
 def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Context:
     """The per-capture context over ``conns`` plus, with ``rollup``, the
     connections already summarised there (the same context as over all of them)."""
-    ctx = Context(vantage=infer_vantage(conns, rollup), host_hops=_host_hops(conns, rollup))
+    ctx = Context(
+        vantage=infer_vantage(conns, rollup),
+        host_hops=_host_hops(conns, rollup),
+        hosts=host_bases(conns)
+        if rollup is None
+        else host_bases(conns, rollup.host_bases, rollup.packed.host_bases),
+    )
     packed = rollup.packed if rollup is not None else None
     # per-connection samples stay in arrays: a list of boxed floats per
     # evicted connection was the largest part of a report's memory. The
@@ -288,6 +320,8 @@ def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Contex
     ctx.syn_times = {srv: _sort(v) for srv, v in s.syn.items()}  # (s.syn is ours)
     ctx.server_rst_times = {srv: _sort(v) for srv, v in s.server_rst.items()}
     ctx.refused_times = {srv: _sort(v) for srv, v in s.refused.items()}
+    ctx.retry_times = {srv: _sort(v) for srv, v in s.retry.items()}
+    ctx.short_fins = {srv: _sort(v) for srv, v in s.short_fins.items()}
     ctx.race_gaps = s.race
     for srv in set(ctx.idle_closes) | set(ctx.race_gaps):
         if ctx.idle_closes.get(srv):
@@ -298,6 +332,35 @@ def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Contex
             ctx.idle_timeout[srv] = median(ctx.race_gaps[srv])
             ctx.idle_timeout_basis[srv] = "raced requests"
     return ctx
+
+
+#: a silent accept-queue overflow shows as several connection attempts with
+#: SYN or SYN-ACK retransmissions within this long of each other (one lost
+#: SYN or SYN-ACK is ordinary loss)
+RETRY_BURST_S = 1.0
+RETRY_BURST = 3
+#: this many short-idle server FINs (short_idle_fin) on reset connections
+#: within RESTART_CLOSES_S of each other: the server closed them together
+RESTART_CLOSES = 2
+RESTART_CLOSES_S = 1.0
+
+
+def short_idle_fin(c: Conn) -> bool:
+    """The server's FIN came less than RIGHT_AFTER_S after its own last data:
+    no idle timer (>= 1 s in every server we know) closed the connection."""
+    fin, last = c.s.fin_ts, c.s.last_data_ts
+    return fin is not None and last is not None and 0 <= fin - last < RIGHT_AFTER_S
+
+
+def retry_burst(conn: Conn, ctx: Context) -> bool:
+    """``conn``'s SYN lies in a burst of connection attempts with retransmitted
+    SYNs or SYN-ACKs to its server (RETRY_BURST within RETRY_BURST_S)."""
+    times = ctx.retry_times.get(conn.server)
+    if conn.syn_ts is None or not times:
+        return False
+    lo = bisect.bisect_left(times, conn.syn_ts - RETRY_BURST_S)
+    hi = bisect.bisect_right(times, conn.syn_ts + RETRY_BURST_S)
+    return hi - lo >= RETRY_BURST
 
 
 def _samples(d: dict[int, array], srv: int) -> array:

@@ -34,7 +34,17 @@ from dataclasses import dataclass
 
 from ..capture.tcp import ACK
 from ..track.conn import Conn, RstEvent
-from .context import Context, fin_crossed, is_refused, rtt_of
+from .context import (
+    RESTART_CLOSES,
+    RESTART_CLOSES_S,
+    Context,
+    fin_crossed,
+    is_refused,
+    rtt_of,
+    short_idle_fin,
+)
+from .conversation import GOODBYE_MAX, conn_app, conversation_facts, waiting_at
+from .hosts import ODD_TTL_MAX
 from .thresholds import (
     BURST_CONNECTS,
     INSTANT_S,
@@ -44,7 +54,7 @@ from .thresholds import (
     RIGHT_AFTER_S,
     TIMEOUT_MATCH,
 )
-from .vantage import hops, initial_ttl, side_ttl
+from .vantage import hops
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,8 @@ def _count_within(times: Sequence[float], t: float, before: float, after: float)
     return hi - lo
 
 
+#: an RST IP ID this close to the other end's counter was copied from its segment
+PEER_IPID_NEAR = 16
 #: Fact objects by (name, text), shared between resets (most texts are
 #: constant; a report keeps every reset's facts); at most _SHARED_FACTS_MAX
 _shared_facts: dict[tuple[str, str], Fact] = {}
@@ -133,6 +145,15 @@ def _handshake_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             "rst_after_handshake",
             "RST answered the first segments after the handshake, before the backend read anything",
         )
+    p0 = ev.packets[0]
+    if not ev.from_client and p0.ack is not None and conn.c.base is not None and conn.c.max_end:
+        acked = (p0.ack - conn.c.base) & 0xFFFFFFFF
+        if 0 < acked < 1 << 30:
+            f.add(
+                "rst_acks_payload",
+                f"the RST acknowledges {min(acked, conn.c.max_end)} payload byte(s): an open "
+                "socket had received them",
+            )
     if conn.c.syn_retrans:
         f.add("syn_retransmitted", f"the client retransmitted its SYN {conn.c.syn_retrans} time(s)")
     if conn.s.synack > 1:
@@ -146,12 +167,30 @@ def _handshake_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             )
 
 
-def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
-    """Where the RST fell relative to requests and responses."""
+def _http_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """Where the RST fell relative to HTTP requests and responses."""
+    ex = ev.exchange
+    fin = conn.s.fin_ts
+    if (
+        ev.phase == "response"
+        and ex is not None
+        and ex.status is not None
+        and ex.resp_len is None
+        and not ex.chunked
+        and fin is not None
+        and fin <= ev.ts
+        and (ex.last_resp_ts is None or ex.last_resp_ts <= fin)
+    ):
+        # a response without a length ends with the server's FIN (HTTP/1.0,
+        # Connection: close): complete when the FIN came before the RST
+        f.add(
+            "response_ended_by_fin",
+            "the response had no length and the server's FIN ended it before the RST: complete",
+        )
+    elif ev.phase == "response":
+        f.add("response_partial", "the response had started but was not complete")
     if ev.outstanding and ev.phase == "request":
         f.add("request_outstanding", "a request was sent and no response had started")
-    if ev.phase == "response":
-        f.add("response_partial", "the response had started but was not complete")
     if ev.phase == "after_response":
         f.add(
             "after_complete_response",
@@ -161,17 +200,15 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
         f.add("idle_connection", "the connection was idle (no request outstanding)")
     if ev.requests_before:
         f.add("reused_connection", f"{ev.requests_before} request(s) completed earlier on it")
-    if ev.idle_before_s is not None and ev.idle_before_s >= RIGHT_AFTER_S:
-        f.add(
-            "idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST"
-        )
-    if not ev.from_client and ev.sender_fin_before:
-        f.add("server_fin_before", "the server had sent a FIN before the RST")
-    if ev.from_client and ev.sender_fin_before:
-        f.add("client_fin_before", "the client had sent a FIN before the RST")
-    if ev.peer_data_after_fin:
-        who = "client" if not ev.from_client else "server"
-        f.add("data_after_fin", f"the {who} sent data after the other side's FIN")
+        cfin = conn.c.fin_ts
+        if not ev.outstanding and not (
+            cfin is not None and cfin <= ev.ts and waiting_at(conn, cfin)
+        ):
+            f.add(
+                "exchanges_complete",
+                f"every request on the connection ({ev.requests_before}) had its complete "
+                "response: nothing in flight",
+            )
     rtt = rtt_of(conn, ctx)
     if not ev.from_client and ev.sender_fin_before and ev.outstanding and fin_crossed(conn, rtt):
         f.add(
@@ -191,6 +228,26 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             f"RST {1000 * (ev.ts - ev.trigger_ts):.1f} ms after the request "
             f"(round trip {1000 * rtt:.1f} ms): no time for the backend to work on it",
         )
+
+
+def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context, http: bool) -> None:
+    """Where the RST fell relative to requests and responses (``http``: the
+    connection carries HTTP; otherwise only the protocol-free facts)."""
+    if http:
+        _http_facts(f, conn, ev, ctx)
+    if ev.idle_before_s is not None and ev.idle_before_s >= RIGHT_AFTER_S:
+        f.add(
+            "idle_gap", f"{ev.idle_before_s:.3f} s idle before the activity that ended in the RST"
+        )
+    if not ev.from_client and ev.sender_fin_before:
+        f.add("server_fin_before", "the server had sent a FIN before the RST")
+    if ev.from_client and ev.sender_fin_before:
+        f.add("client_fin_before", "the client had sent a FIN before the RST")
+    if ev.peer_data_after_fin:
+        who = "client" if not ev.from_client else "server"
+        f.add("data_after_fin", f"the {who} sent data after the other side's FIN")
+    if not http and not ev.from_client:
+        _crossing_facts(f, conn, ev, ctx)
     p0 = ev.packets[0]
     if p0.ack is not None and not ev.from_client and conn.c.base is not None:
         acked = (p0.ack - conn.c.base) & 0xFFFFFFFF
@@ -198,6 +255,34 @@ def _exchange_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
             f.add(
                 "client_data_unacked", "the RST does not acknowledge all the data the client sent"
             )
+
+
+def _crossing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
+    """A protocol we do not parse (TLS included): the client's next message
+    after an idle gap and the server's FIN crossed on the wire, and the
+    server's closed socket reset the message (fin_crossed's rule, without
+    HTTP's request boundaries: the client's last message, after the server's
+    last, is the request)."""
+    fin, c_last, s_last = conn.s.fin_ts, conn.c.last_data_ts, conn.s.last_data_ts
+    if fin is None or c_last is None or fin > ev.ts or c_last > ev.ts:
+        return
+    if s_last is not None and s_last >= c_last:
+        return  # the server answered it
+    if conn.c.last_plen <= GOODBYE_MAX:
+        return  # a goodbye, not a request (conversation: after_close)
+    rtt = rtt_of(conn, ctx)
+    idle = c_last - s_last if s_last is not None else None
+    if (
+        (c_last >= fin or fin - c_last <= rtt + RACE_SLACK_S)
+        and idle is not None
+        and idle >= RIGHT_AFTER_S
+    ):
+        f.add(
+            "message_crossed_close",
+            f"the client's next message ({conn.c.last_plen} bytes, after {idle:.2f} s idle) "
+            "and the server's FIN crossed: the server closed the idle connection as the "
+            "client reused it",
+        )
 
 
 def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
@@ -215,6 +300,18 @@ def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
     n = _count_within(ctx.server_rst_times.get(conn.server, []), ev.ts, INSTANT_S, INSTANT_S)
     if n >= MASS_RESETS:
         f.add("mass_reset", f"{n} connections reset by the server within {INSTANT_S * 1000:.0f} ms")
+    fin = conn.s.fin_ts
+    if ev.sender_fin_before and fin is not None and short_idle_fin(conn):
+        k = _count_within(
+            ctx.short_fins.get(conn.server, []), fin, RESTART_CLOSES_S, RESTART_CLOSES_S
+        )
+        if k >= RESTART_CLOSES:
+            f.add(
+                "restart_closes",
+                f"the server closed {k} connections within {RESTART_CLOSES_S:g} s, each less "
+                f"than {RIGHT_AFTER_S:g} s after its last answer (no idle timer), and they were "
+                "then used: it was shutting down or recycling",
+            )
     r = _count_within(ctx.refused_times.get(conn.server, []), ev.ts, 0.0, RESTART_WINDOW_S)
     if r and not is_refused(conn, ev):
         f.add(
@@ -224,53 +321,108 @@ def _timing_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
 
 
 def _forgery_facts(f: _Facts, conn: Conn, ev: RstEvent, ctx: Context) -> None:
-    """Does the RST fit the claimed sender's other packets (Weaver/Sommer/Paxson)?
+    """Does the RST fit the claimed sender's own stack (Weaver/Sommer/Paxson)?
 
-    TTL is compared with the same sender's other packets *in this flow*, so a
-    capture on either host (where one side arrives un-decremented) is no
-    evidence by itself. Only when the sender sent nothing else in this flow is
-    the RST compared with that host's packets in other flows.
+    Judged against the sender's baseline (:class:`HostBase`): the TTLs its
+    packets arrive with in this flow and in its other flows, its IP ID
+    behaviour and the IP IDs of its other RSTs. A value the host's stack also
+    produces elsewhere is no evidence; nor is any TTL when the host's packets
+    carry TTL 1-2 (set on purpose, as eBGP speakers do: no distance to
+    compare). TTLs within the flow are compared, so a capture on either host
+    (where one side arrives un-decremented) is no evidence by itself.
     """
     p0 = ev.packets[0]
     sender = conn.c if ev.from_client else conn.s
+    host = (conn.client if ev.from_client else conn.server) >> 16
+    hb = ctx.hosts.get(host)
+    host_ttls = hb.ttls if hb is not None else {}
     others = sender.ttls
+    rst_hops = hops(p0.ttl)
     if others:
         seen = "/".join(str(t) for t in sorted(others))
-        if p0.ttl not in others:
+        flow_hops = {hops(t) for t in others if t > ODD_TTL_MAX}
+        if p0.ttl in others:
+            f.add("ttl_consistent", f"RST TTL {p0.ttl} matches the sender's other packets")
+        elif p0.ttl in host_ttls:
             f.add(
-                "ttl_mismatch", f"RST TTL {p0.ttl} differs from the sender's other packets ({seen})"
+                "ttl_consistent",
+                f"RST TTL {p0.ttl} differs from the sender's packets in this flow ({seen}) but "
+                "is one its packets in other connections arrive with",
+            )
+        elif p0.ttl <= ODD_TTL_MAX or not flow_hops:
+            f.add(
+                "ttl_family_differs",
+                f"RST TTL {p0.ttl} differs from the sender's other packets ({seen}), which "
+                "are set on purpose (TTL 1-2, as eBGP and GTSM do): no distance to compare",
             )
         else:
-            f.add("ttl_consistent", f"RST TTL {p0.ttl} matches the sender's other packets")
-    else:
-        host = (conn.client if ev.from_client else conn.server) >> 16
-        usual = ctx.host_hops.get(host)
-        if usual is not None and hops(p0.ttl) != usual:
+            f.add(
+                "ttl_mismatch",
+                f"RST TTL {p0.ttl} ({rst_hops} hop(s) below its initial TTL) differs from "
+                f"every TTL of the sender's packets ({seen}) in this and its other flows: "
+                "another stack sent it",
+            )
+    elif hb is not None and hb.hop_counts() and p0.ttl > ODD_TTL_MAX:
+        if p0.ttl in host_ttls or rst_hops in hb.hop_counts():
+            f.add("ttl_consistent", f"RST TTL {p0.ttl} fits this host's packets in other flows")
+        else:
+            usual = "/".join(str(h) for h in sorted(hb.hop_counts()))
             f.add(
                 "ttl_mismatch_host",
-                f"RST arrives {hops(p0.ttl)} hop(s) below its initial TTL; this host's packets "
+                f"RST arrives {rst_hops} hop(s) below its initial TTL; this host's packets "
                 f"in other connections arrive {usual} hop(s) below",
             )
-    if p0.ipid > 0 and sender.ipid_last > 0:
-        gap = (p0.ipid - sender.ipid_last) & 0xFFFF
+    before = ev.sender_ipid if ev.sender_ipid > 0 else sender.ipid_last
+    if p0.ipid > 0 and before > 0:
+        gap = (p0.ipid - before) & 0xFFFF
         if gap > 1024:
             f.add(
                 "ipid_jump",
-                f"RST IP ID {p0.ipid} far from the sender's sequence ({sender.ipid_last})",
+                f"RST IP ID {p0.ipid} far from the sender's sequence ({before}); no evidence alone",
             )
-            usual = side_ttl(sender)
-            if usual is not None and initial_ttl(usual) == 64:
-                # Linux gives a connected TCP socket's DF packets a per-socket IP ID
-                # counter (ip_select_ident_segs, include/net/ip.h): its own RST
-                # (tcp_send_active_reset) takes the next value, a stateless RST
-                # (tcp_v4_send_reset, unconnected control socket) gets 0.  A non-zero
-                # IP ID far from the counter fits neither: someone else sent it.
+            kind = hb.ipid_kind() if hb is not None else "unknown"
+            if kind == "counter" and hb is not None and hb.rst_zero:
+                # the host's packets count up and its other RSTs carry IP ID 0
+                # (Linux: the socket's counter for its own RST, 0 for the
+                # kernel's stateless one): a far-off non-zero ID is neither
                 f.add(
-                    "ipid_out_of_sequence",
-                    f"RST IP ID {p0.ipid} is neither 0 nor the next value of the sender's "
-                    f"per-connection counter ({sender.ipid_last}, TTL 64 stack): a Linux "
-                    "stack's own RSTs always are one of the two",
+                    "rst_shape_mismatch",
+                    f"RST IP ID {p0.ipid} is neither 0, as this host's {hb.rst_zero} other "
+                    f"RST(s) in the capture, nor near its packets' counter "
+                    f"({sender.ipid_last}): not this host's stack",
                 )
+    if (
+        "ipid_jump" in f
+        and ev.sender_ipid > 0
+        and ev.peer_ipid > 0
+        and min((p0.ipid - ev.peer_ipid) & 0xFFFF, (ev.peer_ipid - p0.ipid) & 0xFFFF)
+        <= PEER_IPID_NEAR
+    ):
+        # an injector that builds its RST from the segment it intercepted
+        # copies that segment's IP ID: the other end's counter, not the sender's
+        f.add(
+            "rst_ipid_of_peer",
+            f"RST IP ID {p0.ipid} is the other end's counter ({ev.peer_ipid}), not the "
+            f"claimed sender's ({before}): built from an intercepted segment",
+        )
+    after = sender.ipid_last
+    if (
+        ev.sender_data_after
+        and p0.ipid > 0
+        and after > 0
+        and hb is not None
+        and hb.ipid_kind() == "counter"
+        and ((after - p0.ipid) & 0xFFFF) > 1024
+        and ((p0.ipid - after) & 0xFFFF) > 1024
+    ):
+        # the sender kept sending after the RST, its IP ID counter running
+        # on to `after`: had it sent the RST, `after` would be a few steps
+        # past the RST's IP ID
+        f.add(
+            "ipid_counter_skips_rst",
+            f"the sender's IP ID counter runs on to {after} after the RST (IP ID {p0.ipid}), "
+            "not from it: the RST is not in its sequence",
+        )
     dirs = {p.from_client for p in ev.packets if p.ts - ev.ts <= INSTANT_S}
     if len(dirs) == 2:
         f.add("rst_both_directions", "RSTs went towards both ends in the same instant")
@@ -288,9 +440,10 @@ def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
     f = _Facts()
     _packet_facts(f, conn, ev)
     _handshake_facts(f, conn, ev, ctx)
-    _exchange_facts(f, conn, ev, ctx)
+    _exchange_facts(f, conn, ev, ctx, conn_app(conn) == "http")
     _timing_facts(f, conn, ev, ctx)
     _forgery_facts(f, conn, ev, ctx)
+    conversation_facts(f, conn, ev)
     return dict(f)
 
 
@@ -300,14 +453,26 @@ FACT_NAMES = frozenset(
         "from_client", "from_server", "rst_with_ack", "bare_rst", "seq_is_peer_ack",
         "no_options", "stateless_rst", "active_rst", "repeated_rst",
         "rst_answers_syn", "rst_after_handshake", "syn_retransmitted", "synack_retransmitted",
-        "concurrent_connects",
+        "concurrent_connects", "rst_acks_payload",
         "request_outstanding", "response_partial", "after_complete_response",
+        "exchanges_complete",
         "idle_connection", "reused_connection", "idle_gap", "server_fin_before",
         "client_fin_before", "data_after_fin", "fin_crossed_request", "rst_soon_after_request",
         "client_data_unacked",
         "idle_matches_server_timeout", "mass_reset", "refused_after",
-        "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ipid_jump",
-        "ipid_out_of_sequence",
+        "ttl_mismatch", "ttl_consistent", "ttl_mismatch_host", "ttl_family_differs",
+        "ipid_jump", "rst_shape_mismatch", "ipid_counter_skips_rst", "late_request_after_close",
+        "peer_bulk", "reset_after_own_fin", "reply_after_client_close", "client_said_little",
+        "tls_reply_not_tls", "client_waited", "tls_handshake_only", "rst_soon_after_peer",
+        "client_unanswered", "sender_gave_up", "client_said_goodbye", "rst_ipid_of_peer",
+        "socket_reset_before", "message_crossed_close", "restart_closes", "peer_still_sending",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
+        "app_http", "app_websocket", "app_tls", "app_other", "app_none",
+        "server_spoke_first", "no_request", "syn_seen", "odd_handshake", "nothing_in_flight",
+        "health_check_request", "both_spoke",
+        "peer_spoke_last", "sender_spoke_last", "peer_data_unread", "own_data_unacked",
+        "peer_goodbye_unread", "own_goodbye_unacked", "peer_closed_first",
+        "response_ended_by_fin", "syn_retries_refused",
+        "late_segment_no_request",
     }
 )  # fmt: skip

@@ -158,6 +158,10 @@ def _premature_close(c: Conn) -> str | None:
     for ex in c.exchanges:
         if ex.req_ts is None or ex.req_ts >= fin or ex.complete:
             continue
+        if ex.resp_ts is not None and ex.resp_len is None and not ex.chunked:
+            # no length (HTTP/1.0, Connection: close, multipart/byteranges
+            # without Content-Length): the server's FIN is the response's end
+            continue
         if ex is c.exchanges[-1] and fin_crossed(c, rtt):
             return None  # keep-alive race: the server closed before it saw the request
         if any(not ev.from_client and ev.ts <= fin + RACE_SLACK_S for ev in c.rst_events):
@@ -224,11 +228,17 @@ def no_finding(c: Conn) -> bool:
     return ex.resp_end_ts is not None and ex.resp_end_ts <= fin
 
 
-def conn_findings(c: Conn) -> list[tuple[str, str]]:
+def conn_findings(c: Conn, burst: Callable[[Conn], bool] | None = None) -> list[tuple[str, str]]:
+    """The connection's findings. ``burst``: whether its connection attempt
+    was one of a burst with retransmitted SYNs or SYN-ACKs
+    (:func:`pcapreset.evidence.retry_burst`); the silent backlog_overflow
+    needs one (a single lost SYN or SYN-ACK is ordinary loss)."""
     out = []
     taken = False
     for r in FINDING_RULES:
         if r.exclusive and taken:
+            continue
+        if r.test is _silent_backlog and burst is not None and not burst(c):
             continue
         msg = r.test(c)
         if msg:

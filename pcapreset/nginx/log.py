@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..engine.packed import full_conn
+from ..interpret.context import retry_burst
 from ..interpret.findings import conn_findings
 from ..textsafe import utc
 from ..track.conn import Conn
@@ -96,7 +97,7 @@ def wire_events(rep) -> list[WireEvent]:
             )
         )
     for c, _j in rep.result.each_conn():
-        for cause, _msg in conn_findings(c):
+        for cause, _msg in conn_findings(c, lambda x: retry_burst(x, rep.ctx)):
             get = _FINDING_TS.get(cause)
             ts = get(c) if get else None
             if ts is None:
@@ -122,6 +123,7 @@ COMPAT: dict[str, dict[tuple[str, str], float]] = {
     "refused": {("reset", "connection_refused"): 0.0},
     "reset": {
         ("reset", "keepalive_race"): 0.0,
+        ("reset", "backend_restart"): 0.0,
         ("reset", "backend_crash"): 0.0,
         ("reset", "abortive_close"): 0.0,
         ("reset", "middlebox"): 0.0,
@@ -138,6 +140,7 @@ COMPAT: dict[str, dict[tuple[str, str], float]] = {
     "premature": {
         ("finding", "premature_close"): 0.0,
         ("reset", "keepalive_race"): 0.0,  # nginx read the FIN before the RST
+        ("reset", "backend_restart"): 0.0,  # the same, the FIN from a shutdown
         ("reset", "backend_crash"): 0.1,
         ("reset", "unknown"): 0.2,
     },

@@ -21,5 +21,5 @@ def _utc(seconds: Any) -> pd.DatetimeIndex:
     us = np.round(np.asarray(seconds, dtype="float64") * 1e6)
     bad = ~np.isfinite(us) | (np.abs(us) >= 2.0**62)
     arr = np.where(bad, 0, us).astype("int64").view("datetime64[us]")
-    arr[bad] = np.datetime64("NaT")
+    arr[bad] = np.datetime64("NaT", "us")
     return pd.DatetimeIndex(arr).tz_localize("UTC")

@@ -21,19 +21,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+from ..errors import MissingExtraError, require
+from ..errors import extra_hint as hint
+
+try:
+    import pandas as pd
+except ImportError:
+    raise MissingExtraError(
+        hint("pandas", "the notebook API (pcapreset.load, --export, --plot)")
+    ) from None
 
 from ..api import _paths, analyze
 from ..capture.outfile import open_output
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
-from ..report.model import Report, require_all_conns
+from ..report.model import CONN_COLUMNS, CSV_TIME, TIME_DECIMALS, Report, require_all_conns
 from ..track.connstate import CONN_STATES, conn_state
+from ..track.flowid import community_id
 from .dtypes import DIRECTIONS, _cat, _utc
 from .packets import packets_frame
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 EXPORT_FORMATS = ("parquet", "csv")
@@ -103,21 +114,27 @@ class _Endpoints:
 
 # ------------------------------------------------------------------ tables
 def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
-    """One row per TCP connection (the rows of ``pcapreset conns``, typed)."""
+    """One row per TCP connection (the rows of ``pcapreset conns``, typed),
+    indexed by ``conn_id`` (the ``conn_id`` column of the resets table)."""
     eps = eps or _Endpoints(rep)
     conns = rep.result.conns
-    last_cause: dict[int, str] = {}
-    for r in rep.resets:  # sorted by time: the last one wins
-        last_cause[r.conn.id] = r.verdict.cause
-    start = np.asarray([c.start for c in conns], dtype="float64")
-    end = np.asarray([c.end for c in conns], dtype="float64")
+    last_cause = rep.last_reset_causes()
+    start = np.round(np.asarray([c.start for c in conns], dtype="float64"), TIME_DECIMALS)
+    end = np.round(np.asarray([c.end for c in conns], dtype="float64"), TIME_DECIMALS)
     cols: dict[str, Any] = {"conn_id": np.asarray([c.id for c in conns], dtype="int64")}
     cols |= eps.columns([c.client for c in conns], "client")
     cols |= eps.columns([c.server for c in conns], "server")
+    cols["community_id"] = pd.array(
+        [
+            community_id(eps.ip(c.client), eps.ip(c.server), c.client & 0xFFFF, c.server & 0xFFFF)
+            for c in conns
+        ],
+        dtype="string",
+    )
     cols |= {
         "start": _utc(start),
         "end": _utc(end),
-        "duration_s": end - start,
+        "duration_s": np.round(end - start, TIME_DECIMALS),
         "client_bytes": [c.c.bytes for c in conns],
         "server_bytes": [c.s.bytes for c in conns],
         "client_packets": [c.c.pkts for c in conns],
@@ -133,10 +150,10 @@ def connections_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFram
         "server_retrans": [c.s.retrans for c in conns],
         "role_rule": pd.array([c.role_rule for c in conns], dtype="string"),
     }
-    df = pd.DataFrame(cols)
+    df = pd.DataFrame(cols)[list(CONN_COLUMNS)]  # (the vocabulary of `pcapreset conns`)
     for k in ("client_bytes", "server_bytes", "client_packets", "server_packets", "packets"):
         df[k] = df[k].astype("int64")
-    return df
+    return df.set_index("conn_id")
 
 
 def resets_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
@@ -210,6 +227,43 @@ class Analysis:
             f"{len(self.resets)} resets, {len(self.findings)} findings>"
         )
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the capture, the resets by cause, the backend's idle
+        timeout and what to change (the tables are attributes)."""
+        from html import escape
+
+        cap, s = self.capture, self.summary
+        names = ", ".join(escape(os.path.basename(p)) for p in self.paths)
+        span = cap.get("span_s")
+        facts = [
+            f"{cap.get('packets', 0):,} packets" + (f" over {span:.1f} s" if span else ""),
+            f"{len(self.connections):,} connections",
+            f"{len(self.resets):,} resets",
+            f"{len(self.findings):,} findings",
+        ]
+        vantage = (cap.get("vantage") or {}).get("where")
+        rows = "".join(
+            f"<tr><td>{escape(str(c))}</td><td style='text-align:right'>{n:,}</td></tr>"
+            for c, n in (s.get("by_cause") or {}).items()
+        )
+        parts = [f"<div><b>pcapreset</b> {names}: {escape(', '.join(facts))}"]
+        if vantage:
+            parts.append(f"<br>vantage: {escape(str(vantage))}")
+        idle = s.get("server_idle_timeout_s")
+        if idle is not None:
+            parts.append(f"<br>backend idle timeout: ~{idle:g} s")
+        if rows:
+            parts.append(f"<table><tr><th>cause</th><th>resets</th></tr>{rows}</table>")
+        recs = s.get("recommendations") or []
+        if recs:
+            items = "".join(f"<li>{escape(r)}</li>" for r in recs)
+            parts.append(f"what to change:<ul>{items}</ul>")
+        warnings = cap.get("warnings") or []
+        if warnings:
+            items = "".join(f"<li>{escape(str(w.get('message', w)))}</li>" for w in warnings)
+            parts.append(f"warnings:<ul>{items}</ul>")
+        return "".join(parts) + "</div>"
+
     @property
     def capture(self) -> dict:
         """The ``capture`` section of the JSON report (files, span, vantage, warnings)."""
@@ -231,42 +285,46 @@ class Analysis:
         if len(self.resets):
             return int(self.resets["conn_id"].iloc[0])
         if len(self.connections):
-            return int(self.connections["conn_id"].iloc[self.connections["packets"].argmax()])
+            return int(self.connections.index[self.connections["packets"].argmax()])
         return None
 
     # ------------------------------------------------------------- plots
-    def plot_resets_over_time(self) -> Figure:
+    def plot_resets_over_time(self, ax: Axes | None = None) -> Figure:
+        """Resets per time bin by cause, on ``ax`` if given (its Figure is returned)."""
         from .plots import resets_over_time
 
         res = self.report.result
         span = None
         if res.first_ts is not None and res.last_ts is not None:
             span = (res.first_ts, res.last_ts)
-        return resets_over_time(self.resets, span=span)
+        return resets_over_time(self.resets, span=span, ax=ax)
 
-    def plot_idle_histogram(self) -> Figure:
+    def plot_idle_histogram(self, ax: Axes | None = None) -> Figure:
+        """Idle time before each reset, with both timeouts, on ``ax`` if given."""
         from .plots import idle_histogram
 
         return idle_histogram(
             self.resets,
             self.summary.get("server_idle_timeout_s"),
             self.summary.get("nginx_keepalive_timeout_s"),
+            ax=ax,
         )
 
-    def plot_time_sequence(self, conn_id: int | None = None) -> Figure:
+    def plot_time_sequence(self, conn_id: int | None = None, ax: Axes | None = None) -> Figure:
+        """Time-sequence graph of ``conn_id`` (default: :meth:`default_conn_id`),
+        on ``ax`` if given (its Figure is returned)."""
         from .plots import time_sequence
 
         if conn_id is None:
             conn_id = self.default_conn_id()
             if conn_id is None:
                 raise PcapResetError("no TCP connection in this capture")
-        row = self.connections[self.connections["conn_id"] == conn_id]
-        if row.empty:
+        if conn_id not in self.connections.index:
             raise PcapResetError(f"no connection with id {conn_id}")
         rst = self.resets[self.resets["conn_id"] == conn_id]
-        r = row.iloc[0]
+        r = self.connections.loc[conn_id]
         title = f"connection {conn_id}: {r['client']} -> {r['server']} ({r['conn_state']})"
-        return time_sequence(self.packets(conn_id), rst, title=title)
+        return time_sequence(self.packets(conn_id), rst, title=title, ax=ax)
 
     # ------------------------------------------------------------ export
     def export(self, directory: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
@@ -284,6 +342,24 @@ def _for_csv(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: the list-valued columns (lists of strings) of the tables
+LIST_COLUMNS = ("evidence", "facts", "flows")
+
+
+def _arrow_schema(df: pd.DataFrame) -> Any:
+    """The table's Arrow schema, list columns typed ``list<string>`` even when
+    the table is empty (else they are ``null`` columns, and two captures'
+    files cannot be read together: pandas.read_parquet([a, b]), DuckDB)."""
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(df, preserve_index=False)
+    for name in LIST_COLUMNS:
+        i = schema.get_field_index(name)
+        if i >= 0:
+            schema = schema.set(i, pa.field(name, pa.list_(pa.string())))
+    return schema
+
+
 def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet") -> list[Path]:
     if fmt not in EXPORT_FORMATS:
         raise PcapResetError(f"unknown export format {fmt!r} (use parquet or csv)")
@@ -294,13 +370,17 @@ def export_tables(a: Analysis, directory: str | os.PathLike, fmt: str = "parquet
         for name in ("connections", "resets", "findings"):
             df: pd.DataFrame = getattr(a, name)
             path = d / f"{name}.{fmt}"
+            if name == "connections":
+                df = df.reset_index()  # (conn_id: a column in files, as in `conns`)
+            if fmt == "parquet":
+                require("pyarrow", "Parquet export", " (or --export-format csv)")
             try:
                 with open_output(path) as f:
                     if fmt == "parquet":
-                        df.to_parquet(f, index=False)
+                        df.to_parquet(f, index=False, schema=_arrow_schema(df))
                     else:
                         with io.TextIOWrapper(f, encoding="utf-8", newline="") as t:
-                            _for_csv(df).to_csv(t, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+                            _for_csv(df).to_csv(t, index=False, date_format=CSV_TIME)
             except OSError as e:
                 raise PcapResetError(f"cannot write {path}: {e.strerror or e}") from None
             written.append(path)

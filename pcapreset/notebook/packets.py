@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..capture.decode import Decoder
+from ..capture.instream import display_name, is_stream
 from ..capture.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers
 from ..errors import PcapResetError
@@ -103,6 +104,12 @@ def packets_frame(paths: Sequence[str], rep: Report, conn_id: int) -> pd.DataFra
     if not 0 <= conn_id < len(conns) or conns[conn_id].id != conn_id:
         raise PcapResetError(f"no connection with id {conn_id} (0..{len(conns) - 1})")
     c = conns[conn_id]
+    streams = [p for p in paths if is_stream(p)]
+    if streams:
+        raise PcapResetError(
+            f"{display_name(streams[0])} was read as a stream: its packets cannot be read "
+            "again (save it to a file)"
+        )
     dec = Decoder(rep.result.book)  # same address ids as the main pass
     parts = list(_conn_batches(paths, dec, (c.client, c.server), *_position(rep, conn_id)))
     cols = {

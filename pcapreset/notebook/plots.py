@@ -8,13 +8,25 @@ Figure shows inline (``%matplotlib inline``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from ..errors import MissingExtraError
+from ..errors import extra_hint as hint
+
+try:
+    import pandas as pd
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ImportError as e:
+    raise MissingExtraError(hint(e.name or "matplotlib", "plotting (--plot)")) from None
 
 from ..interpret.rules import CAUSES
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 #: one fixed colour per cause code, so every plot (and every capture) agrees
 CAUSE_COLORS = {
@@ -38,6 +50,15 @@ def _naive_utc(ts: pd.Series) -> np.ndarray:
     return ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
 
 
+def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
+    """``ax`` and its Figure, or a new Figure with one Axes."""
+    if ax is not None:
+        # (an Axes of a SubFigure: that SubFigure)
+        return ax.figure, ax  # type: ignore[return-value]
+    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
+    return fig, fig.add_subplot()
+
+
 def _empty(ax, text: str) -> None:  # type: ignore[no-untyped-def]
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
@@ -46,14 +67,16 @@ def resets_over_time(
     resets: pd.DataFrame,
     span: tuple[float, float] | None = None,
     bins: int | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
     """Reset events per time bin, stacked and coloured by cause.
 
     ``span`` (epoch seconds, e.g. the capture's first and last packet) sets the
-    time axis, so quiet stretches of the capture show as empty bins.
+    time axis, so quiet stretches of the capture show as empty bins. Drawn on
+    ``ax`` when given (every plot here takes one), else on a new Figure; the
+    Figure is returned.
     """
-    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax)
     ax.set_title("TCP resets over time, by cause")
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel("reset events")
@@ -88,7 +111,9 @@ def resets_over_time(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend
     ax.legend(loc="upper left", fontsize="small", frameon=False, ncols=3)
-    fig.autofmt_xdate()
+    for label in ax.get_xticklabels():  # (this Axes only: the Figure may hold others)
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
     return fig
 
 
@@ -96,10 +121,10 @@ def idle_histogram(
     resets: pd.DataFrame,
     server_idle_timeout_s: float | None,
     nginx_keepalive_timeout_s: float | None,
+    ax: Axes | None = None,
 ) -> Figure:
     """``idle_before_s`` of the resets, with the two timeouts that race marked."""
-    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax)
     ax.set_title("idle time before each reset")
     ax.set_xlabel("idle_before_s (s)")
     ax.set_ylabel("reset events")
@@ -146,7 +171,10 @@ def idle_histogram(
 
 
 def time_sequence(
-    packets: pd.DataFrame, resets: pd.DataFrame | None = None, title: str = ""
+    packets: pd.DataFrame,
+    resets: pd.DataFrame | None = None,
+    title: str = "",
+    ax: Axes | None = None,
 ) -> Figure:
     """Stevens / tcptrace time-sequence graph of one connection.
 
@@ -155,8 +183,7 @@ def time_sequence(
     ACKs as a step line in the same colour, SYN / FIN as markers, RSTs as red
     crosses labelled with their cause.
     """
-    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax)
     ax.set_title(title or "time-sequence graph", fontsize="medium")
     ax.set_xlabel("time since first packet (s)")
     ax.set_ylabel("relative sequence number (bytes)")

@@ -36,18 +36,30 @@ def write_json(rep: Report, out: TextIO) -> None:
     jsonout.dump(top, out)
 
 
+def jsonl_reset(r: dict) -> dict:
+    """A reset's ``--format jsonl`` line: ``{"type": "reset"}`` and the reset's
+    object as the report gives it."""
+    return {"type": "reset", **r}
+
+
+def jsonl_report(j: dict) -> dict:
+    """The last ``--format jsonl`` line: ``{"type": "report"}`` and the report."""
+    return {"type": "report", **j}
+
+
 def write_jsonl(rep: Report, out: TextIO) -> None:
-    """``--format jsonl`` offline: one line per reset (``json.dumps`` of its
-    dict), then the whole report on one line: the bytes of
-    ``json.dumps(rep.to_json())``, the resets' dicts made as they are written
-    (not all at once, and not one string for the whole report)."""
+    """``--format jsonl`` offline: one line per reset (``json.dumps`` of
+    :func:`jsonl_reset`), then the whole report on one line: the bytes of
+    ``json.dumps(jsonl_report(rep.to_json()))``, the resets' dicts made as
+    they are written (not all at once, and not one string for the whole
+    report)."""
     dumps = jsonout.dumps  # (no indent: the C encoder; strict JSON)
     reset_json = rep.reset_json
     for r in rep.resets:
-        out.write(dumps(reset_json(r)) + "\n")
-    out.write("{")
-    for n, (k, v) in enumerate(rep.to_json(resets=False).items()):
-        out.write((", " if n else "") + dumps(k) + ": ")
+        out.write('{"type": "reset", ' + dumps(reset_json(r))[1:] + "\n")
+    out.write('{"type": "report"')
+    for k, v in rep.to_json(resets=False).items():
+        out.write(", " + dumps(k) + ": ")
         if k != "resets":
             out.write(dumps(v))
             continue

@@ -8,7 +8,9 @@ text report is :mod:`.text`, the JSON writers :mod:`.jsonout`.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import __version__
@@ -23,13 +25,21 @@ from ..interpret.advice import (
     backend_from_headers,
     recommend,
 )
-from ..interpret.context import Context, build_context, idle_summary
+from ..interpret.context import (
+    Context,
+    build_context,
+    idle_summary,
+    is_refused,
+    retry_burst,
+)
+from ..interpret.evidence import Fact
 from ..interpret.findings import conn_findings
-from ..interpret.resets import ResetRecord, conn_resets
-from ..interpret.rules import CAUSES, SENDERS
+from ..interpret.resets import ResetRecord, conn_resets, record_app
+from ..interpret.rules import CAUSES, HARMLESS, SENDERS
 from ..interpret.vantage import Votes
-from ..track.conn import Conn
+from ..track.conn import Conn, RstEvent
 from ..track.connstate import conn_state
+from ..track.flowid import community_id
 
 
 @dataclass
@@ -67,6 +77,59 @@ class Report:
         best = names.best()
         return None if best is None else best[0]
 
+    def backend_names(self) -> dict[int, str]:
+        """Server host (addr id) -> the backend name most of its connections'
+        response headers give (the evicted connections' too)."""
+        votes: dict[int, Votes] = {}
+        rollup = self.result.rollup
+        if rollup is not None:
+            for (_ch, _sh, _chost, shost, name, _t), (n, first) in rollup.sigs.items():
+                if name:
+                    votes.setdefault(shost, Votes()).add(name, (*first, 0), n)
+            for c in _packed_conns(rollup):
+                n = backend_from_headers(c.resp_headers)
+                if n:
+                    votes.setdefault(c.server >> 16, Votes()).add(
+                        n, (c.start, c.client, c.server, 0)
+                    )
+        for c in self.result.conns:
+            n = backend_from_headers(c.resp_headers)
+            if n:
+                votes.setdefault(c.server >> 16, Votes()).add(n, (c.start, c.client, c.server, 0))
+        return {h: v.best()[0] for h, v in votes.items()}  # type: ignore[index]
+
+    def http_seen(self) -> bool:
+        """Whether the capture carries HTTP (then the advice speaks of nginx and
+        backends; otherwise of clients and servers)."""
+        if self.resets.http_causes or self.backend_name() is not None:
+            return True
+        return any(c.exchanges for c in self.result.conns)
+
+    def servers_json(self, by_server: dict[int, Counter[str]], nk: float) -> list[dict]:
+        """SPEC ``summary.servers``: one object per upstream server address."""
+        servers = {c.server for c in self.result.conns}
+        rollup = self.result.rollup
+        if rollup is not None:
+            servers |= rollup.server_set
+        servers |= set(by_server)
+        names = self.backend_names()
+        out = []
+        for srv in sorted(servers, key=lambda k: (-sum(by_server.get(k, {}).values()), self.ep(k))):
+            counts = by_server.get(srv, Counter())
+            to = self.ctx.idle_timeout.get(srv)
+            out.append(
+                {
+                    "server": self.ep(srv),
+                    "backend": names.get(srv >> 16),
+                    "idle_timeout_s": None if to is None else round(to, 3),
+                    "idle_timeout_basis": self.ctx.idle_timeout_basis.get(srv),
+                    "nginx_keepalive_timeout_s": nk,
+                    "resets": sum(counts.values()),
+                    "by_cause": {c: counts[c] for c in CAUSES if counts.get(c)},
+                }
+            )
+        return out
+
     def advertised_timeout(self) -> float | None:
         """The Keep-Alive: timeout=N most responses advertised, if any."""
         rollup = self.result.rollup
@@ -101,20 +164,25 @@ class Report:
             "direction": "client" if ev.from_client else "server",
             "conn_id": c.id,
             "role_rule": c.role_rule,
+            "app": record_app(r),
+            "best_guess": v.best_guess,
+            "harmless": v.cause in HARMLESS,
         }
 
     def summary(self) -> dict:
         by_cause: Counter[str] = Counter()
         by_sender: Counter[str] = Counter()
-        for cause, sender in self.resets.pairs():
+        by_server: dict[int, Counter[str]] = {}
+        for (cause, sender), srv in zip(self.resets.pairs(), self.resets.servers(), strict=True):
             by_cause[cause] += 1
             by_sender[sender] += 1
+            by_server.setdefault(srv, Counter())[cause] += 1
         idle = idle_summary(self.ctx)
         timeout = None if idle is None else idle.timeout_s
         backend = self.backend_name()
         nk = self.nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
         advertised = self.advertised_timeout()
-        recs = self.recommendations(by_cause, timeout, advertised, backend, nk)
+        recs = self.recommendations(by_cause, timeout, advertised, backend, nk, by_server)
         return {
             "resets": len(self.resets),
             "by_cause": {c: by_cause.get(c, 0) for c in CAUSES if by_cause.get(c)},
@@ -134,7 +202,39 @@ class Report:
             "nginx_keepalive_timeout_s": nk,
             "nginx_keepalive_timeout_source": "nginx.conf" if self.nginx_from_conf else "default",
             "recommendations": recs,
+            "harmless": {c: by_cause[c] for c in HARMLESS if by_cause.get(c)},
+            "servers": self.servers_json(by_server, nk),
         }
+
+    def _keepalive_per_server(
+        self, by_server: dict[int, Counter[str]], nginx_keepalive_s: float, http: bool
+    ) -> list[str] | None:
+        """With several upstream servers of their own idle timeouts, the
+        keep-alive advice once per server that raced (its timeout, its name);
+        None with one server (the capture-wide advice says it)."""
+        if len(self.ctx.idle_timeout) < 2 and len(by_server) < 2:
+            return None
+        names = self.backend_names()
+        out = []
+        raced = [srv for srv, counts in by_server.items() if counts.get("keepalive_race")]
+        waiting = [
+            srv
+            for srv, to in self.ctx.idle_timeout.items()
+            if srv not in raced and to < nginx_keepalive_s
+        ]
+        for srv in raced + waiting:
+            out.append(
+                f"server {self.ep(srv)}: "
+                + recommend(
+                    "keepalive_race" if srv in raced else "keepalive_risk",
+                    idle_timeout_s=self.ctx.idle_timeout.get(srv),
+                    backend=names.get(srv >> 16),
+                    nginx_keepalive_s=nginx_keepalive_s,
+                    nginx_from_conf=self.nginx_from_conf,
+                    http=http,
+                )
+            )
+        return out
 
     def recommendations(
         self,
@@ -143,8 +243,12 @@ class Report:
         advertised_s: float | None,
         backend: str | None,
         nginx_keepalive_s: float,
+        by_server: dict[int, Counter[str]] | None = None,
     ) -> list[str]:
-        """One recommendation per reset cause and finding, plus the keep-alive risk."""
+        """One recommendation per reset cause and finding, plus the keep-alive
+        risk; with several upstream servers, the keep-alive lines per server."""
+
+        http = self.http_seen()
 
         def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
             return recommend(
@@ -154,13 +258,18 @@ class Report:
                 nginx_keepalive_s=nginx_keepalive_s,
                 nginx_from_conf=self.nginx_from_conf,
                 idle_from_header=from_header,
+                http=http and (cause not in by_cause or cause in self.resets.http_causes),
             )
 
         recs: list[str] = []
         seen: set[str] = set()
+        per_server = self._keepalive_per_server(by_server or {}, nginx_keepalive_s, http)
         for cause, _n in by_cause.most_common():
             if cause != "unknown" and cause not in seen:
                 seen.add(cause)
+                if cause == "keepalive_race" and per_server:
+                    recs.extend(per_server)
+                    continue
                 recs.append(rec(cause, idle_timeout_s))
         for f in self.findings:
             if f["cause"] not in seen:
@@ -169,7 +278,10 @@ class Report:
         risk, from_header = idle_timeout_s, False
         if idle_timeout_s is None and advertised_s is not None:
             risk, from_header = advertised_s, True  # no idle close seen: use what it announces
-        if risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
+        if per_server is not None:
+            if "keepalive_race" not in seen:
+                recs.extend(per_server)  # several backends: each one's idle timeout
+        elif risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
             # the backend gives up on idle connections before nginx does: a race waiting
             recs.append(rec("keepalive_risk", risk, from_header))
         return recs
@@ -222,14 +334,25 @@ class Report:
         return out
 
     # --------------------------------------------------------------- conns
-    def conn_row(self, c: Conn) -> dict:
+    def conn_row(self, c: Conn, reset_cause: str | None = None) -> dict:
+        """One connection's row, keys :data:`CONN_COLUMNS` (times: epoch
+        seconds; ``reset_cause``: its last reset's cause, if any)."""
+        client, server = self.ep(c.client), self.ep(c.server)
+        start, end = round(c.start, TIME_DECIMALS), round(c.end, TIME_DECIMALS)
+        cip, cport = split_endpoint(client)
+        sip, sport = split_endpoint(server)
         return {
-            "id": c.id,
-            "client": self.ep(c.client),
-            "server": self.ep(c.server),
-            "start": round(c.start, 6),
-            "end": round(c.end, 6),
-            "duration_s": round(c.end - c.start, 6),
+            "conn_id": c.id,
+            "client": client,
+            "client_ip": cip,
+            "client_port": cport,
+            "server": server,
+            "server_ip": sip,
+            "server_port": sport,
+            "community_id": community_id(cip, sip, cport, sport),
+            "start": start,
+            "end": end,
+            "duration_s": round(end - start, TIME_DECIMALS),
             "client_bytes": c.c.bytes,
             "server_bytes": c.s.bytes,
             "client_packets": c.c.pkts,
@@ -238,16 +361,61 @@ class Report:
             "conn_state": conn_state(c),
             "history": c.history,
             "requests": c.requests,
+            "completed_requests": c.completed_exchanges,
             "resets": len(c.rst_events),
+            "reset_cause": reset_cause,
             "client_retrans": c.c.retrans,
             "server_retrans": c.s.retrans,
             "role_rule": c.role_rule,
         }
 
+    def last_reset_causes(self) -> dict[int, str]:
+        """Connection id -> the cause of its last reset."""
+        return {r.conn.id: r.verdict.cause for r in self.resets}  # (sorted by time)
+
     def conn_rows(self) -> list[dict]:
         """One row per connection; needs them all (analyze(..., evict=False))."""
         require_all_conns(self.result)
-        return [self.conn_row(c) for c in self.result.conns]
+        causes = self.last_reset_causes()
+        return [self.conn_row(c, causes.get(c.id)) for c in self.result.conns]
+
+
+#: the columns of a connection, in order: ``pcapreset conns`` (json, csv)
+#: and the ``connections`` table of :func:`pcapreset.load` and ``--export``
+#: use this one vocabulary (units in the names; times UTC)
+CONN_COLUMNS = (
+    "conn_id", "client", "client_ip", "client_port", "server", "server_ip", "server_port",
+    "community_id", "start", "end", "duration_s", "client_bytes", "server_bytes", "client_packets",
+    "server_packets", "packets", "conn_state", "history", "requests", "completed_requests",
+    "resets", "reset_cause", "client_retrans", "server_retrans", "role_rule",
+)  # fmt: skip
+#: times are kept to the µs: pcap's resolution, and the finest a float64
+#: epoch time carries (a ns capture's times are rounded to it too)
+TIME_DECIMALS = 6
+#: how CSV writes a time (``conns --format csv``, ``--export-format csv``)
+CSV_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def split_endpoint(ep: str) -> tuple[str, int]:
+    """``"ip:port"`` / ``"[v6]:port"`` -> (ip, port)."""
+    ip, _, port = ep.rpartition(":")
+    return ip.strip("[]"), int(port)
+
+
+def csv_time(ts: float) -> str:
+    """Epoch seconds as CSV writes them: ISO 8601 UTC to the µs, ``Z``
+    (what pandas writes for the tables' datetime columns with :data:`CSV_TIME`)."""
+    us = round(ts * 1e6)
+    sec, frac = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:06d}Z"
+
+
+def _packed_conns(rollup: object) -> Iterator[Conn]:
+    """The packed connections of a rollup, unpacked one at a time."""
+    packed = getattr(rollup, "packed", None)
+    if not packed:
+        return iter(())
+    return (c for c, _j in packed.conns())
 
 
 def require_all_conns(result: EngineResult) -> None:
@@ -260,6 +428,48 @@ def require_all_conns(result: EngineResult) -> None:
         )
 
 
+#: a SYN retransmitted this long after the refused one is still the same
+#: attempt (Linux gives up after ~127 s of backoff, Windows after ~21 s)
+SYN_RETRY_S = 130.0
+#: refused attempts held back for their retries before the oldest are added
+REFUSED_HELD_MAX = 256
+
+
+def _syn_retry(
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], c: Conn, ev: RstEvent
+) -> bool:
+    """``ev`` refuses a retransmission of a SYN already refused (the same
+    client ISN on the same 4-tuple): one connection attempt, one event; the
+    refused record counts its RST packets and says so."""
+    held = refused.get((c.client, c.server))
+    if held is None or c.c.isn is None or held[0] != c.c.isn or not is_refused(c, ev):
+        return False
+    r = held[1]
+    if ev.ts - r.event.ts > SYN_RETRY_S:
+        return False
+    r.rst_packets += len(ev.packets)
+    n = r.facts.get("syn_retries_refused")
+    k = 1 if n is None else int(n.text.split()[0]) + 1
+    fact = Fact(
+        "syn_retries_refused",
+        f"{k} retransmitted SYN(s) of this attempt (same ISN) refused too: one event",
+    )
+    r.facts[fact.name] = fact
+    r.verdict.evidence = [f for f in r.verdict.evidence if f.name != fact.name] + [fact]
+    return True
+
+
+def _first_refused(c: Conn, ev: RstEvent) -> bool:
+    return ev.index == 0 and is_refused(c, ev)
+
+
+def _flush_refused(
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], resets: Records, before: float
+) -> None:
+    for k in [k for k, (_isn, r) in refused.items() if r.event.ts < before]:
+        resets.add(refused.pop(k)[1])
+
+
 def build(
     result: EngineResult,
     nginx_keepalive_s: float | None = None,
@@ -269,23 +479,40 @@ def build(
     resets = Records(result.rollup.packed if result.rollup is not None else None)
     agg: dict[str, dict] = {}
     book = result.book
+    #: (client, server) -> (client ISN, the refused attempt's record, not yet added)
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]] = {}
     for c, j in result.each_conn():
         mine = conn_resets(c, ctx)
-        for cause, msg in conn_findings(c):
+        if mine and _syn_retry(refused, c, mine[0].event):
+            mine.pop(0)  # a retransmitted SYN of an attempt already refused
+        for cause, msg in conn_findings(c, lambda x: retry_burst(x, ctx)):
             a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})
             a["count"] += 1
             if len(a["evidence"]) < 5 and msg not in a["evidence"]:
                 a["evidence"].append(msg)
             if len(a["flows"]) < 50:
                 a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
+        # (the events are the connection's own here, not yet stubs)
+        hold = [_first_refused(c, r.event) for r in mine]
         if j is not None:  # a packed connection: its records keep stubs
             assert resets.packed is not None
             stub = ConnStub(c, resets.packed, j)
             for r in mine:
                 r.conn = stub  # type: ignore[assignment]
                 r.event = EventStub(r.event, stub)  # type: ignore[assignment, arg-type]
-        for r in mine:
-            resets.add(r)
+        for r, held_back in zip(mine, hold, strict=True):
+            if held_back:
+                # held back: the attempt's retransmitted SYNs may follow
+                k = (c.client, c.server)
+                held = refused.pop(k, None)
+                if held is not None:
+                    resets.add(held[1])
+                refused[k] = (c.c.isn, r)
+                if len(refused) > REFUSED_HELD_MAX:
+                    _flush_refused(refused, resets, c.start - SYN_RETRY_S)
+            else:
+                resets.add(r)
+    _flush_refused(refused, resets, float("inf"))
     resets.done()
     findings = sorted(agg.values(), key=lambda a: -a["count"])
     return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)

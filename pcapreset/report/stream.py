@@ -92,15 +92,20 @@ class VerdictStream:
         # each due event's connection grouped as the report groups it (all
         # its events so far): an event that starts a reset is emitted, a
         # follow-up or an aftermath belongs to the reset before it
+        # (by their first RST packet: an event whose RSTs came from several
+        # sources gives several resets, each starting at one of its packets)
         starts: dict[int, dict[int, ResetRecord]] = {}
         for ev, conn in sorted(due, key=lambda d: d[0].ts):
             mine = starts.get(id(conn))
             if mine is None:
-                mine = starts[id(conn)] = {id(r.event): r for r in conn_resets(conn, ctx)}
-            r = mine.get(id(ev))
-            if r is not None:
-                self.emit(rep.reset_json(r))
-                self.emitted += 1
+                mine = starts[id(conn)] = {
+                    id(r.event.packets[0]): r for r in conn_resets(conn, ctx)
+                }
+            for p in ev.packets:
+                r = mine.get(id(p))
+                if r is not None:
+                    self.emit(rep.reset_json(r))
+                    self.emitted += 1
 
 
 def reset_line(r: dict) -> str:

@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from ..interpret.resets import ResetRecord
+from ..interpret.rules import HARMLESS
 from ..textsafe import clean, utc
 from .model import Report
 
@@ -99,7 +101,8 @@ def _text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
             causes[cause] += 1
         for cause, n in causes.most_common():
             who = ", ".join(f"{sd} {k}" for (c, sd), k in senders.items() if c == cause)
-            yield f"  {cause:20} {n:6,}  ({who})"
+            note = "  harmless" if cause in HARMLESS else ""
+            yield f"  {cause:20} {n:6,}  ({who}){note}"
         yield ""
         yield from _reset_table(rep, verbose)
     else:
@@ -122,7 +125,15 @@ def _text_lines(rep: Report, verbose: bool = False) -> Iterator[str]:
             yield from _wrap(rec, "    ", "  - ")
 
 
+def _shape(r: ResetRecord) -> tuple:
+    """What makes two resets "the same" in the text table: server, verdict and phase."""
+    v = r.verdict
+    return (r.conn.server, v.cause, v.sender, v.rule, v.best_guess, r.event.phase)
+
+
 def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
+    """One line per reset, its verdict's confidence shown; identical resets
+    (same server, cause, sender, rule and phase) on one line with a count."""
     clients = rep.resets.clients()
     servers = sorted(set(rep.resets.servers()))
     short_client = len({c >> 16 for c in clients}) == 1
@@ -132,38 +143,64 @@ def _reset_table(rep: Report, verbose: bool) -> Iterator[str]:
         return ":" + str(c & 0xFFFF)
 
     name: Callable[[int], str] = rep.ep
-    if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 7 + 1 + 14 > WIDTH or short_client:
+    if 12 + 1 + cw + 1 + 9 + 1 + 18 + 1 + 4 + 1 + 7 + 1 + 14 > WIDTH or short_client:
         name = port
         cw = max(6, max(len(port(c)) for c in clients))
     multi_server = len(servers) > 1
     if short_client:
         ip = rep.ep(clients[0]).rsplit(":", 1)[0]
-        yield f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
+        head = f"client {ip}" + ("" if multi_server else f"  ->  server {rep.ep(servers[0])}")
+        if len(head) <= WIDTH:
+            yield head
+        else:  # long IPv6 addresses: one line each
+            yield f"client {ip}"
+            yield f"server {rep.ep(servers[0])}"
     elif not multi_server:
         yield f"server {rep.ep(servers[0])}"
-    yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'idle_s':>7} phase"
+    yield f"{'time':12} {'client':{cw}} {'sender':9} {'cause':18} {'conf':>4} {'idle_s':>7} phase"
+    # identical resets: counted, shown once (where the first one is)
+    groups: dict[tuple, list] = {}
+    for r in rep.resets:
+        g = groups.get(_shape(r))
+        if g is None:
+            groups[_shape(r)] = [1, r.event.ts]
+        else:
+            g[0] += 1
+            g[1] = r.event.ts
+    shown: set[tuple] = set()
     last_server = None
     for r in rep.resets:
+        key = _shape(r)
+        if key in shown:
+            continue
+        shown.add(key)
+        count, last_ts = groups[key]
         cl = name(r.conn.client)
         if multi_server and r.conn.server != last_server:
             last_server = r.conn.server
             yield f"-- server {rep.ep(r.conn.server)}"
-        ev = r.event
+        ev, v = r.event, r.verdict
         idle = "" if ev.idle_before_s is None else f"{ev.idle_before_s:7.2f}"
-        yield (
-            f"{_fmt_time(ev.ts):12} {cl:{cw}} {r.verdict.sender:9} {r.verdict.cause:18} "
+        cause = v.cause if v.best_guess is None else f"unknown ({v.best_guess}?)"
+        line = (
+            f"{_fmt_time(ev.ts):12} {cl:{cw}} {v.sender:9} {cause:18} {v.confidence:4.2f} "
             f"{idle:>7} {ev.phase}"
         )
+        if count > 1:
+            more = f"  x{count:,} to {_fmt_time(last_ts)}"
+            line += more if len(line) + len(more) <= WIDTH else f" x{count:,}"
+        yield line
         if verbose:
+            guess = f"; best guess {v.best_guess}" if v.best_guess else ""
             yield from _wrap(
-                f"{r.verdict.says} [rule {r.verdict.rule}, confidence {r.verdict.confidence:.2f}]",
+                f"{v.says} [rule {v.rule}, confidence {v.confidence:.2f}{guess}]",
                 "      ",
                 "    = ",
             )
-            matched = set(id(f) for f in r.verdict.matched)
-            for f in r.verdict.matched:
+            matched = set(id(f) for f in v.matched)
+            for f in v.matched:
                 yield from _wrap(f.text, "      ", "    + ")
-            for f in r.verdict.evidence:
+            for f in v.evidence:
                 if id(f) not in matched:
                     yield from _wrap(f.text, "      ", "    . ")
 

@@ -11,6 +11,8 @@ cdef class Dir:
     cdef public long long syn, synack, syn_retrans, fin, rst
     cdef public object fin_ts, fin_end, isn, base, last_ack, first_ts, last_data_ts
     cdef public long long max_end, last_win, ttl_last, ipid_last, zst, hA, hD
+    cdef public long long ipid_zero, ipid_steps, ipid_jumps, last_plen
+    cdef public object head, head_ts, late, late_ts
     cdef public bint acked, ack_seen, sack_perm, ts_opt
     cdef public dict ttls
     cdef public object mss, wscale, opt_kinds, cA, cD

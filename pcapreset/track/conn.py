@@ -36,7 +36,8 @@ class Dir:
         "max_end", "last_ack", "last_win", "acked", "first_ts",
         "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
         "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
-        "hA", "cA", "hD", "cD", "zst",
+        "hA", "cA", "hD", "cD", "zst", "ipid_zero", "ipid_steps", "ipid_jumps",
+        "head", "head_ts", "late", "late_ts", "last_plen",
     )  # fmt: skip
 
     def __init__(self, client: bool = True) -> None:
@@ -78,6 +79,20 @@ class Dir:
         self.ts_opt = False
         self.opt_kinds: list[str] | None = None  # SYN options, in order
         self.zst = 0  # Zeek's endpoint state (connstate.INACTIVE...)
+        # IP ID behaviour of this side's non-RST packets (IPv4): IDs equal to 0,
+        # steps of 1..1024 from the previous packet (a counter), larger steps
+        self.ipid_zero = 0
+        self.ipid_steps = 0
+        self.ipid_jumps = 0
+        #: the first bytes (up to flows.HEAD_BYTES) of this side's stream, and when
+        #: its first payload came
+        self.head: bytes | None = None
+        self.head_ts: float | None = None
+        #: payload bytes of this side's last new segment
+        self.last_plen = 0
+        #: the first bytes of this side's first new payload after the peer's FIN
+        self.late: bytes | None = None
+        self.late_ts: float | None = None
 
     @property
     def after_hs(self) -> int:
@@ -176,7 +191,7 @@ class RstEvent:
         "requests_before", "outstanding", "exchange", "sender_data_after",
         "peer_data_after", "sender_fin_before", "peer_fin_before", "peer_data_after_fin",
         "last_trigger_from_peer", "trigger_ts", "prev_pkt_from_peer", "index",
-        "peer_pkts_after",
+        "peer_pkts_after", "sender_ipid", "peer_ipid",
     )  # fmt: skip
 
     def __init__(self, conn: Conn, pkt: RstPacket) -> None:
@@ -202,6 +217,10 @@ class RstEvent:
         self.trigger_ts: float | None = None
         self.prev_pkt_from_peer = False
         self.index = 0
+        #: the IP ID of the sender's / the other end's last non-RST packet before
+        #: the RST (-1: none)
+        self.sender_ipid = -1
+        self.peer_ipid = -1
 
     @property
     def both_directions(self) -> bool:

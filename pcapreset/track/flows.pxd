@@ -8,7 +8,7 @@ from pcapreset.track.http cimport http_client, http_server
 from pcapreset.track.rst cimport data_after_rst, rst_event
 
 # module constants as C values (no Python int arithmetic in the loop)
-cdef long long M32, HALF, ACK, FIN, RST, SYN
+cdef long long M32, HALF, ACK, FIN, RST, SYN, HEAD_BYTES, IPID_STEP_MAX
 
 
 cdef class FlowTracker:

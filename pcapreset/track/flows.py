@@ -47,6 +47,10 @@ M32 = 0xFFFFFFFF
 HALF = 1 << 31
 #: ports treated as "server" ports for connections whose start was not seen
 WELL_KNOWN_MAX = 1024
+#: payload bytes kept from a side's first segment (and its first after the peer's FIN)
+HEAD_BYTES = 8
+#: IP ID steps up to this are a counter's; larger ones (or backwards) a jump
+IPID_STEP_MAX = 1024
 #: Zeek repeats T/W letters when their counts reach these values
 _REPEAT_AT = {1, 10, 100, 1000, 10000}
 
@@ -231,6 +235,13 @@ class FlowTracker:
         if ttl != d.ttl_last:
             d.ttl_last = ttl
             d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
+        if ipid == 0:
+            d.ipid_zero += 1
+        elif ipid > 0 and d.ipid_last > 0:
+            if ((ipid - d.ipid_last) & 0xFFFF) <= IPID_STEP_MAX:
+                d.ipid_steps += 1
+            else:
+                d.ipid_jumps += 1
         d.ipid_last = ipid
         if not win:
             d.zero_win += 1
@@ -289,6 +300,9 @@ class FlowTracker:
                 d.small_retrans += 1
             if d.retrans in _REPEAT_AT:
                 conn.hist.append("T" if up else "t")
+            if d.head is None and ((seq - base) & M32) == 0:
+                # the stream's first bytes, arriving after later ones
+                _head(d, o, ts, poff, pcap, buf0 if bufidx is None else bufs[bufidx[i]], True)
             return
         d.bytes += diff
         d.max_end = end
@@ -298,7 +312,11 @@ class FlowTracker:
         else:
             d.small_segs += 1
         d.last_data_ts = ts
+        d.last_plen = plen
         conn.last_data_ts = ts
+        if d.head is None or (o.fin_ts is not None and d.late_ts is None):
+            _head(d, o, ts, poff, pcap, buf0 if bufidx is None else bufs[bufidx[i]],
+                  ((seq - base) & M32) == 0)  # fmt: skip
         if conn.rst_events:
             data_after_rst(conn, up)
         if up:
@@ -437,3 +455,17 @@ def _syn_options(d: Dir, buf: bytes, at: int, n: int) -> None:
     d.sack_perm = bool(opts.get("sack_perm"))
     d.ts_opt = "ts" in opts
     d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
+
+
+def _head(d: Dir, o: Dir, ts: float, poff: int, pcap: int, buf: bytes, first: bool) -> None:
+    """Keep the first bytes of a side's stream (``first``: this segment starts
+    it) and of its first payload after the peer's FIN (what the peer's closed
+    socket got); called once or twice per side, off the per-packet path."""
+    head = bytes(buf[poff : poff + (pcap if pcap < HEAD_BYTES else HEAD_BYTES)])
+    if d.head_ts is None:
+        d.head_ts = ts
+    if d.head is None and first:
+        d.head = head
+    if o.fin_ts is not None and d.late_ts is None:
+        d.late = head
+        d.late_ts = ts

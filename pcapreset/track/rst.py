@@ -84,6 +84,8 @@ def _snapshot(conn: Conn, ev: RstEvent, d: Dir, o: Dir, up: bool, ts: float) -> 
             break
     ev.since_last_response_s = ts - last_resp if last_resp is not None else None
     ev.sender_fin_before = d.fin_ts is not None
+    ev.sender_ipid = d.ipid_last
+    ev.peer_ipid = o.ipid_last
     ev.peer_fin_before = o.fin_ts is not None
     any_data = conn.c.data_pkts or conn.s.data_pkts
     outstanding = ex is not None and not ex.complete

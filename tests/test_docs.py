@@ -1,0 +1,24 @@
+"""Links in the README and docs/ point at files inside the repository (an
+sdist or a clone has nothing next to it)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_relative_links_resolve_inside_the_repository() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    checked = 0
+    for page in pages:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL, or an anchor in the page
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.is_relative_to(REPO), f"{page.name}: {target} is outside the repository"
+            assert path.exists(), f"{page.name}: {target} does not exist"
+            checked += 1
+    assert checked > 5  # the pages do link to each other
