@@ -121,6 +121,10 @@ def _run(files, port, quiet, **options) -> Report:
         prog.close()
 
 
+#: capture warnings left off stderr: notes, not problems (still in the report)
+QUIET_WARNINGS = ("snaplen_truncated", "decapsulated")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pcapreset")
 def main() -> None:
@@ -337,7 +341,7 @@ def analyze(
     )  # fmt: skip
     if not quiet:
         for w in rep.result.warnings:
-            if w["kind"] not in ("snaplen_truncated",):
+            if w["kind"] not in QUIET_WARNINGS:
                 click.echo(f"pcapreset: warning: {clean(w['message'])}", err=True)
     if fmt == "jsonl":  # as live: one line per reset, then the whole report
         write_jsonl(rep, sys.stdout)

@@ -21,6 +21,13 @@ What dpkt does, and what this file adds around it:
   ``dpkt.sll.SLL``, ``dpkt.sll2.SLL2``, FDDI (13-byte header by hand, then
   ``dpkt.llc.LLC``), ``dpkt.loopback.Loopback`` (NULL/LOOP;
   dpkt does not know Linux's AF_INET6 = 10), raw IPv4/IPv6 by version nibble.
+* 802.11 data frames (link type 105): ``dpkt.ieee80211.IEEE80211`` (its
+  QoS data field), then ``dpkt.llc.LLC``.
+* tunnels, opened here by hand from the RFCs and vendor documents (dpkt has no
+  ERSPAN, VXLAN or Geneve): GRE (fields from ``dpkt.gre.GRE``; IPv4, IPv6,
+  transparent Ethernet bridging, ERSPAN I/II/III, Aruba 802.11), VXLAN on UDP
+  4789/8472 and Geneve on UDP 6081 (``dpkt.udp.UDP``); the inner frame is
+  decoded like a frame of its link type, at most 4 tunnels deep.
 * IPv4/IPv6/TCP: ``dpkt.ip.IP``, ``dpkt.ip6.IP6``, ``dpkt.tcp.TCP``. dpkt only
   notices an IPv6 non-first fragment when the fragment header comes first, so
   the extension header chain is checked here. Payload length comes from the IP
@@ -166,14 +173,17 @@ def _l3(lt: int, buf: bytes) -> tuple[object, bool]:
     return l3, skipped
 
 
+def _eth(eth: dpkt.ethernet.Ethernet) -> tuple[object, bool]:
+    if getattr(eth, "mpls_labels", None):
+        return None, isinstance(eth.data, dpkt.ip.IP | dpkt.ip6.IP6)
+    if isinstance(eth.data, dpkt.llc.LLC):
+        return None, isinstance(eth.data.data, dpkt.ip.IP | dpkt.ip6.IP6)
+    return eth.data, False
+
+
 def _link(lt: int, buf: bytes) -> tuple[object, bool]:
     if lt == 1:
-        eth = dpkt.ethernet.Ethernet(buf)
-        if getattr(eth, "mpls_labels", None):
-            return None, isinstance(eth.data, dpkt.ip.IP | dpkt.ip6.IP6)
-        if isinstance(eth.data, dpkt.llc.LLC):
-            return None, isinstance(eth.data.data, dpkt.ip.IP | dpkt.ip6.IP6)
-        return eth.data, False
+        return _eth(dpkt.ethernet.Ethernet(buf))
     if lt == 10:  # FDDI: dpkt has no FDDI class; 13-byte MAC header, then dpkt's 802.2 LLC
         return dpkt.llc.LLC(buf[13:]).data, False
     if lt == 113:
@@ -182,6 +192,12 @@ def _link(lt: int, buf: bytes) -> tuple[object, bool]:
         return dpkt.sll2.SLL2(buf).data, False
     if lt in (0, 108):
         return dpkt.loopback.Loopback(buf).data, False
+    if lt == 105:  # 802.11 data frames, then LLC/SNAP
+        w = dpkt.ieee80211.IEEE80211(buf)
+        if w.type != 2 or w.subtype & 4 or w.wep:
+            return None, False
+        body = w.qos_data.data if w.subtype & 8 else w.data
+        return dpkt.llc.LLC(body).data, False
     if lt in (12, 14, 101, 228, 229):
         if not buf:
             return None, False
@@ -201,11 +217,72 @@ def _fmt(ip: bytes, port: int) -> str:
     return f"[{socket.inet_ntop(socket.AF_INET6, ip)}]:{port}"
 
 
-def decode_frame(ts: float, lt: int, buf: bytes, frame_no: int) -> tuple[RefPacket | None, bool]:
+def _tunnel(l3: object) -> tuple[int, bytes] | tuple[None, object] | None:
+    """The inner frame of a GRE / VXLAN / Geneve packet: (link type, bytes),
+    or (None, the inner IP object dpkt's GRE already decoded), else None.
+    (Never ``bytes()`` of a dpkt object: packing rewrites lengths.)"""
+    if isinstance(l3, dpkt.ip.IP) and l3.offset != 0:
+        return None
+    if not isinstance(l3, dpkt.ip.IP | dpkt.ip6.IP6):
+        return None
+    t = l3.data
+    if isinstance(t, dpkt.gre.GRE):
+        f = t.flags
+        if t.v != 0 or f & dpkt.gre.GRE_RP:
+            return None
+        if t.p in (0x0800, 0x86DD):
+            return (None, t.data) if not isinstance(t.data, bytes) else None
+        if t.p == 0x6558:
+            return (None, _eth(t.data)[0]) if not isinstance(t.data, bytes) else None
+        body = t.data
+        if not isinstance(body, bytes):
+            return None
+        if t.p == 0x8200:
+            return 105, body
+        if t.p == 0x88BE and not f & dpkt.gre.GRE_SP:  # ERSPAN type I
+            return 1, body
+        if t.p in (0x88BE, 0x22EB) and body:
+            if body[0] >> 4 == 1 and t.p == 0x88BE:  # type II
+                return 1, body[8:]
+            if body[0] >> 4 == 2 and len(body) >= 12:  # type III
+                sub = 8 if body[11] & 1 else 0
+                ft = body[10] >> 2 & 0x1F
+                if ft in (0, 2):
+                    return (1 if ft == 0 else 12), body[12 + sub :]
+        return None
+    if isinstance(t, dpkt.udp.UDP) and isinstance(t.data, bytes) and len(t.data) >= 8:
+        inner = t.data
+        if t.dport in (4789, 8472) and inner[0] & 0x08:
+            return 1, inner[8:]
+        if t.dport == 6081 and inner[0] >> 6 == 0:
+            hl = 8 + (inner[0] & 0x3F) * 4
+            lt = {0x6558: 1, 0x0800: 228, 0x86DD: 229}.get(int.from_bytes(inner[2:4], "big"))
+            if lt is not None and len(inner) >= hl:
+                return lt, inner[hl:]
+    return None
+
+
+def decode_frame(
+    ts: float, lt: int, buf: bytes, frame_no: int, depth: int = 0
+) -> tuple[RefPacket | None, bool]:
     try:
         l3, skipped = _l3(lt, buf)
     except (dpkt.NeedData, dpkt.UnpackError, struct.error, IndexError):
         return None, False
+    return _from_l3(ts, l3, skipped, frame_no, depth)
+
+
+def _from_l3(
+    ts: float, l3: object, skipped: bool, frame_no: int, depth: int
+) -> tuple[RefPacket | None, bool]:
+    try:
+        inner = _tunnel(l3) if depth < 4 else None
+    except (dpkt.NeedData, dpkt.UnpackError, struct.error, IndexError):
+        return None, False
+    if inner is not None:
+        if inner[0] is None:
+            return _from_l3(ts, inner[1], False, frame_no, depth + 1)
+        return decode_frame(ts, inner[0], inner[1], frame_no, depth + 1)
     if isinstance(l3, dpkt.ip.IP):
         if l3.v != 4 or l3.offset != 0 or l3.p != 6:
             return None, skipped

@@ -32,7 +32,8 @@ PAY = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
 def decode(path: Path, chunk: int = 1 << 22) -> tuple[TcpBatch, DecodeStats, Decoder]:
-    dec = Decoder()
+    """Every TCP row (the same packet in several frames too: tests/test_dedup.py)."""
+    dec = Decoder(dedup=False)
     r = CaptureReader(str(path), chunk=chunk)
     out = [dec.decode(fb) for fb in r.batches()]
     return concat(out), dec.stats, dec

@@ -21,7 +21,7 @@ CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else
 
 
 def fast(path: str) -> tuple[list[tuple], TcpBatch, Decoder]:
-    dec = Decoder()
+    dec = Decoder(dedup=False)  # decoding only: pcapreset.dedup is tested on its own
     r = CaptureReader(path)
     b = concat([dec.decode(fb) for fb in r.batches()] or [])
     rows = []

@@ -6,8 +6,10 @@ in the chunk) instead of one Python object per layer per packet.
 
 Supported link types: Ethernet (1) with 802.1Q / QinQ tags and PPPoE, Linux
 cooked SLL (113) and SLL2 (276), raw IP (12, 14, 101), raw IPv4 (228), raw IPv6
-(229), BSD null (0) and loop (108). IPv4 with options (non-first fragments are
-counted, not reassembled), IPv6 with extension headers.
+(229), BSD null (0) and loop (108), 802.11 data frames (105). IPv4 with options
+(non-first fragments are counted, not reassembled), IPv6 with extension headers.
+Tunnels (GRE, ERSPAN, VXLAN, Geneve; :mod:`pcapreset.capture.tunnels`) are opened and
+their inner frames decoded the same way, up to :data:`MAX_NESTING` deep.
 
 Every frame ends up either as a TCP row or in one of the counters of
 :class:`DecodeStats`; nothing is dropped silently.
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import decode_kernel
+from . import decode_kernel, tunnels
+from .dedup import CopyFilter
 from .sources import FrameBatch
 from .tcp import (
     _COLS,
@@ -31,6 +34,8 @@ from .tcp import (
 )
 
 _IPV6_EXT = (0, 43, 44, 51, 60, 135, 139, 140)
+#: tunnels inside tunnels are opened this deep; deeper ones are counted undecodable
+MAX_NESTING = 4
 
 
 def _inside(fb: FrameBatch) -> bool:
@@ -115,6 +120,24 @@ def _link(u8: np.ndarray, lt: int, off: np.ndarray, cap: np.ndarray):
             ver[nib == 4] = 4
             ver[nib == 6] = 6
             ok &= (nib == 4) | (nib == 6)
+    elif lt == 105:
+        # 802.11 (no radiotap): data frames only; MAC header of 24 bytes, +6 with
+        # four addresses, +2 QoS control, +4 HT control; then LLC/SNAP. Other
+        # frames (management, control, no body, encrypted) are not IP
+        ok = cap >= 24
+        o = np.where(ok, off, 0)
+        fc0, fc1 = u8[o].astype(np.int64), u8[o + 1].astype(np.int64)
+        data = ok & ((fc0 & 0x0F) == 0x08) & ((fc0 & 0x40) == 0) & ((fc1 & 0x40) == 0)
+        qos = (fc0 & 0x80) != 0
+        hl = 24 + 6 * ((fc1 & 3) == 3) + 2 * qos + 4 * (qos & ((fc1 & 0x80) != 0))
+        ok &= ~(data & (cap < hl + 8))
+        data &= ok
+        p = np.where(data, off + hl, 0)
+        snap = data & (u8[p] == 0xAA) & (u8[p + 1] == 0xAA) & (u8[p + 2] == 0x03)
+        et = np.where(snap, _be16(u8, p + 6), 0)
+        l3 = off + hl + 8
+        ver[et == 0x0800] = 4
+        ver[et == 0x86DD] = 6
     else:  # 0 (NULL, host byte order) and 108 (LOOP, network byte order)
         ok = cap >= 4
         o = np.where(ok, off, 0)
@@ -134,18 +157,32 @@ class Decoder:
 
     ``kernel``: settle plain IPv4 frames with :mod:`pcapreset.decode_kernel`
     first (default: when it is compiled); the rest always goes through the
-    numpy code below. Same rows, same counts either way.
+    numpy code below. Same rows, same counts either way. ``dedup``: drop
+    packets captured twice (:mod:`pcapreset.capture.dedup`; counted in ``stats``).
     """
 
-    def __init__(self, book: AddressBook | None = None, kernel: bool | None = None) -> None:
+    def __init__(
+        self, book: AddressBook | None = None, kernel: bool | None = None, dedup: bool = True
+    ) -> None:
         self.book = book or AddressBook()
         self.stats = DecodeStats()
         self.kernel = decode_kernel.COMPILED if kernel is None else kernel
+        #: drops packets captured twice (``dedup``): one filter per input file, since
+        #: its state spans the file's batches (several files' batches interleave)
+        self.dedup = dedup
+        self._copies: dict[int, CopyFilter] = {}
 
     def decode(self, fb: FrameBatch) -> TcpBatch:
         if self.kernel and len(fb.off) and _inside(fb):
-            return self._decode_kernel(fb)
-        return self._decode_numpy(fb)
+            b = self._decode_kernel(fb)
+        else:
+            b = self._decode_numpy(fb)
+        if not self.dedup:
+            return b
+        f = self._copies.get(fb.file_index)
+        if f is None:
+            f = self._copies[fb.file_index] = CopyFilter(self.stats)
+        return f.filter(b)
 
     def _decode_kernel(self, fb: FrameBatch) -> TcpBatch:
         """One compiled pass over the frames; what it leaves goes to numpy."""
@@ -207,10 +244,13 @@ class Decoder:
         both = TcpBatch(ts=ts, **cols, bufs=[fb.buf])  # type: ignore[arg-type]
         return both.take(np.argsort(both.frame, kind="stable"))
 
-    def _decode_numpy(self, fb: FrameBatch) -> TcpBatch:
+    def _decode_numpy(self, fb: FrameBatch, depth: int = 0) -> TcpBatch:
+        """``depth`` > 0: ``fb`` holds the inner frames of tunnels at that
+        depth (counted already as frames of their outer link type)."""
         st = self.stats
         n = len(fb.off)
-        st.frames += n
+        if not depth:
+            st.frames += n
         u8 = np.frombuffer(fb.buf, dtype=np.uint8)
         off, cap, lt_col = fb.off, fb.caplen, fb.linktype
         l3 = np.zeros(n, dtype=np.int64)
@@ -221,7 +261,8 @@ class Decoder:
             lt = int(lt)
             m = lt_col == lt if len(lts) > 1 else slice(None)
             cnt = int(np.count_nonzero(lt_col == lt)) if len(lts) > 1 else n
-            st.linktypes[lt] = st.linktypes.get(lt, 0) + cnt
+            if not depth:
+                st.linktypes[lt] = st.linktypes.get(lt, 0) + cnt
             if lt not in SUPPORTED_LINKTYPES:
                 st.unsupported[lt] = st.unsupported.get(lt, 0) + cnt
                 continue
@@ -240,10 +281,11 @@ class Decoder:
         # ---------------------------------------------------------- IPv6
         i6 = np.nonzero(is6)[0]
         r6 = self._ipv6(u8, i6, l3[i6], end[i6], fb.wirelen[i6] - (l3[i6] - off[i6]))
+        inner = self._tunnels(u8, fb, end, r4[7], r6[7], depth)
 
         idx = np.concatenate([r4[0], r6[0]])
         if len(idx) == 0:
-            return _empty(fb.buf)
+            return inner if inner is not None else _empty(fb.buf)
         l4 = np.concatenate([r4[1], r6[1]])
         l4len = np.concatenate([r4[2], r6[2]])
         ttl = np.concatenate([r4[3], r6[3]])
@@ -306,10 +348,53 @@ class Decoder:
             frame=frame,
             bufs=[fb.buf],
         )
-        if len(r4[0]) and len(r6[0]):
+        if inner is not None and len(inner):
+            # inner frames of tunnels: the same buffer, back to frame order
+            both = {f: np.concatenate([getattr(b, f), getattr(inner, f)]) for f in _INT_COLS}
+            ts = np.concatenate([b.ts, inner.ts])
+            b = TcpBatch(ts=ts, **both, bufs=[fb.buf])  # type: ignore[arg-type]
+            b = b.take(np.argsort(b.frame, kind="stable"))
+        elif len(r4[0]) and len(r6[0]):
             # IPv4 rows come first, then IPv6: back to file order
             b = b.take(np.argsort(idx, kind="stable"))
         return b
+
+    def _tunnels(self, u8, fb: FrameBatch, end, t4, t6, depth: int) -> TcpBatch | None:
+        """The TCP rows inside the tunnel candidates ``t4``, ``t6`` (frame
+        index, transport header offset, IP packet end, protocol), or None."""
+        idx = np.concatenate([t4[0], t6[0]])
+        if not len(idx):
+            return None
+        st = self.stats
+        l4 = np.concatenate([t4[1], t6[1]])
+        ipend = np.concatenate([t4[2], t6[2]])
+        cend = np.minimum(end[idx], ipend)
+        inner, bad, non_tcp = tunnels.decapsulate(u8, l4, cend, np.concatenate([t4[3], t6[3]]))
+        st.non_tcp += non_tcp
+        for reason, cnt in bad.items():
+            st.bad(reason, cnt)
+        if not len(inner.sel):
+            return None
+        if depth >= MAX_NESTING:
+            st.bad(f"tunnels nested more than {MAX_NESTING} deep", len(inner.sel))
+            return None
+        for k, cnt in zip(*np.unique(inner.kind, return_counts=True), strict=True):
+            name = tunnels.NAMES[int(k)]
+            st.tunnels[name] = st.tunnels.get(name, 0) + int(cnt)
+        order = np.argsort(idx[inner.sel], kind="stable")  # IPv4 and IPv6: frame order
+        sel, ioff = inner.sel[order], inner.off[order]
+        fi = idx[sel]
+        sub = FrameBatch(
+            buf=fb.buf,
+            off=ioff,
+            caplen=np.maximum(cend[sel] - ioff, 0),
+            wirelen=np.maximum(ipend[sel] - ioff, 0),
+            ts=fb.ts[fi],
+            linktype=inner.lt[order].astype(np.int32),
+            frame_no=fb.frame_no[fi],
+            file_index=fb.file_index,
+        )
+        return self._decode_numpy(sub, depth + 1)
 
     def _ipv4(self, u8, idx, l3, end, wire_l3):
         st = self.stats
@@ -329,8 +414,13 @@ class Decoder:
         frag = _be16(u8, l3 + 6) & 0x1FFF
         tcp = lenok & (proto == 6)
         nonfirst = tcp & (frag != 0)
-        st.ip_fragments += int(np.count_nonzero(nonfirst))
-        st.non_tcp += int(np.count_nonzero(lenok & (proto != 6)))
+        tun = lenok & ((proto == 47) | (proto == 17))
+        gre_frag = tun & (proto == 47) & (frag != 0)  # a piece of a tunnelled packet
+        tun &= frag == 0
+        st.ip_fragments += int(np.count_nonzero(nonfirst | gre_frag))
+        st.non_tcp += int(np.count_nonzero(lenok & (proto != 6) & ~tun & ~gre_frag))
+        ti = np.nonzero(tun)[0]
+        t = (idx[ti], l3[ti] + ihl[ti], l3[ti] + tot[ti], proto[ti].astype(np.int64))
         sel = np.nonzero(tcp & ~nonfirst)[0]
         l3s = l3[sel]
         return (
@@ -341,6 +431,7 @@ class Decoder:
             _be16(u8, l3s + 4),
             _be32(u8, l3s + 12),
             _be32(u8, l3s + 16),
+            t,
         )
 
     def _ipv6(self, u8, idx, l3, end, wire_l3):
@@ -380,8 +471,13 @@ class Decoder:
             rest = np.where(fits, rest - elen, rest)
         tcp = alive & (nh == 6) & (rest >= 0)
         nonfirst = tcp & frag
-        st.ip_fragments += int(np.count_nonzero(nonfirst))
-        st.non_tcp += int(np.count_nonzero(alive & (nh != 6)))
+        tun = alive & ((nh == 47) | (nh == 17)) & (rest >= 0)
+        gre_frag = tun & (nh == 47) & frag
+        tun &= ~frag
+        st.ip_fragments += int(np.count_nonzero(nonfirst | gre_frag))
+        st.non_tcp += int(np.count_nonzero(alive & (nh != 6) & ~tun & ~gre_frag))
+        ti = np.nonzero(tun)[0]
+        t = (idx[ti], l4[ti], l4[ti] + rest[ti], nh[ti])
         st.bad("bad IPv6 payload length", np.count_nonzero(alive & (nh == 6) & (rest < 0)))
         sel = np.nonzero(tcp & ~nonfirst)[0]
         l3s = l3[sel]
@@ -395,4 +491,5 @@ class Decoder:
             np.full(len(sel), -1, dtype=np.int64),
             self.book.v6_ids(srcraw),
             self.book.v6_ids(dstraw),
+            t,
         )

@@ -9,6 +9,7 @@ import cython
     o=Py_ssize_t, c=Py_ssize_t, lt=int, et="long long", l3=Py_ssize_t, e=Py_ssize_t,
     b0="long long", ihl="long long", tot="long long", l4=Py_ssize_t, b12="long long",
     doff="long long", plen="long long", poff=Py_ssize_t, pc="long long", w="long long",
+    pr="long long", dp="long long",
 )
 cpdef Py_ssize_t ipv4_tcp(object buf, const long long[::1] off, const long long[::1] cap,
                           const long long[::1] wirelen, const int[::1] lts, long long[::1] sel,

@@ -4,7 +4,8 @@
 :func:`ipv4_tcp` walks a batch's frames once and settles every frame that is
 plain IPv4 on Ethernet (no VLAN tag, no PPPoE), Linux cooked SLL/SLL2 or raw
 IP: a TCP row, or a count (not IP, not TCP, a non-first fragment). Anything
-else (IPv6, tags, BSD loopback, anything cut short or malformed) is left to
+else (IPv6, tags, BSD loopback, GRE and UDP to a tunnel port
+(:data:`pcapreset.capture.tunnels.TUNNEL_PORTS`), anything cut short or malformed) is left to
 the numpy code in :mod:`pcapreset.decode`, which knows every case; the two
 agree on every frame the kernel settles (tests/test_decode_kernel.py).
 
@@ -115,7 +116,19 @@ def ipv4_tcp(buf, off, cap, wirelen, lts, sel, out, slow, counts) -> int:  # noq
             slow[ns] = i
             ns += 1
             continue
-        if v[l3 + 9] != 6:
+        pr = v[l3 + 9]
+        if pr != 6:
+            # GRE, and UDP to a tunnel port (decode.tunnels), are left to numpy
+            if pr == 47:
+                slow[ns] = i
+                ns += 1
+                continue
+            if pr == 17 and e - l3 >= ihl + 4:
+                dp = v[l3 + ihl + 2] << 8 | v[l3 + ihl + 3]
+                if dp == 4789 or dp == 8472 or dp == 6081:
+                    slow[ns] = i
+                    ns += 1
+                    continue
             non_tcp += 1
             continue
         if (v[l3 + 6] & 0x1F) or v[l3 + 7]:  # fragment offset

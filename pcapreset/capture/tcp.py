@@ -18,6 +18,7 @@ LINKTYPE_NAMES = {
     12: "RAW",
     14: "RAW",
     101: "RAW",
+    105: "IEEE802_11",
     108: "LOOP",
     113: "LINUX_SLL",
     228: "IPV4",
@@ -98,6 +99,16 @@ class DecodeStats:
     unsupported: dict[int, int] = field(default_factory=dict)
     snap_truncated: int = 0  # TCP packets whose payload was cut by the snaplen
     linktypes: dict[int, int] = field(default_factory=dict)
+    #: tunnel name -> frames opened (:data:`pcapreset.capture.tunnels.NAMES`; each
+    #: layer of a nested tunnel counts once)
+    tunnels: dict[str, int] = field(default_factory=dict)
+    #: TCP packets captured twice and dropped (:mod:`pcapreset.capture.dedup`): with the
+    #: same addresses, and with one endpoint translated (NAT)
+    copies: int = 0
+    translated: int = 0
+    #: (endpoint kept: outside the translation, endpoint dropped: inside) -> translated
+    #: copies (a few pairs)
+    translated_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def bad(self, reason: str, count: int | np.integer) -> None:
         if count:

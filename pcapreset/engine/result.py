@@ -96,7 +96,7 @@ def assemble(
     lasts = [i.last_ts for i in infos if i.last_ts is not None]
     res.first_ts = min(firsts) if firsts else None
     res.last_ts = max(lasts) if lasts else None
-    res.warnings = collect_warnings(infos, st)
+    res.warnings = collect_warnings(infos, st, book)
     if rollup is not None and rollup.attempts:
         res.warnings.append(
             {
@@ -131,7 +131,9 @@ def assemble(
     return res
 
 
-def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
+def collect_warnings(
+    infos: list[SourceInfo], st: DecodeStats, book: AddressBook | None = None
+) -> list[dict]:
     """Reader and decoder warnings, each with a count.
 
     Packet accounting (checked on every corpus file by tests/test_corpus.py)::
@@ -165,6 +167,19 @@ def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
                 "message": f"{count} packets on unsupported link type {linktype_name(lt)} skipped",
             }
         )
+    if st.tunnels:
+        kinds = ", ".join(f"{name} {n}" for name, n in sorted(st.tunnels.items()))
+        total = sum(st.tunnels.values())
+        out.append(
+            {
+                "kind": "decapsulated",
+                "count": total,
+                "message": f"{total} tunnelled packets opened ({kinds}): "
+                "the analysis uses their inner IP/TCP headers",
+            }
+        )
+    if st.copies or st.translated:
+        out.append(captured_twice(st, book or AddressBook()))
     if st.ip_fragments:
         out.append(
             {
@@ -183,3 +198,21 @@ def collect_warnings(infos: list[SourceInfo], st: DecodeStats) -> list[dict]:
             }
         )
     return out
+
+
+def captured_twice(st: DecodeStats, book: AddressBook) -> dict:
+    """The warning for packets captured twice (pcapreset.capture.dedup), naming
+    the address translations seen (the most frequent first)."""
+    n = st.copies + st.translated
+    msg = (
+        f"{n} TCP packets captured twice (same IP ID, sequence numbers, flags and payload "
+        "within 1 ms: several interfaces, a bridge or a mirror port), analysed once"
+    )
+    if st.translated:
+        pairs = sorted(st.translated_pairs.items(), key=lambda kv: -kv[1])[:3]
+        seen = ", ".join(f"{book.endpoint(a)} (= {book.endpoint(b)})" for (a, b), _ in pairs)
+        msg += (
+            f"; {st.translated} of them before and after address translation (NAT), "
+            f"analysed with the addresses outside it: {seen}"
+        )
+    return {"kind": "captured_twice", "count": n, "message": msg}
