@@ -22,3 +22,19 @@ def test_relative_links_resolve_inside_the_repository() -> None:
             assert path.exists(), f"{page.name}: {target} does not exist"
             checked += 1
     assert checked > 5  # the pages do link to each other
+
+
+def test_readme_demo_output_is_the_real_output() -> None:
+    """The README's quickstart shows what `make demo` prints, to the byte."""
+    import subprocess
+    import sys
+
+    cmd = "pcapreset analyze sample_pcaps/keepalive_race_node/backend.pcap"
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(f"$ {cmd}\n") + len(f"$ {cmd}\n")
+    shown = readme[start : readme.index("```", start)]
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapreset", *cmd.split()[1:]],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
+    )  # fmt: skip
+    assert shown == out.stdout
