@@ -256,3 +256,35 @@ def test_share_of_upstream_error_lines_explained(d: Path) -> None:
             explained += e["explained_by"] is not None
             assert (e["explained_by"] is None) == ("unexplained" in e), e
     assert total == 0 or explained / total >= MIN_SHARE, (d.name, explained, total)
+
+
+# ------------------------------------ lines about configuration, not the wire
+@pytest.mark.parametrize(
+    ("message", "kind", "words"),
+    [
+        (
+            "connect() to 10.77.3.2:3000 failed (13: Permission denied) while connecting to "
+            "upstream",
+            "denied",
+            ("permission matter the wire does not show", "httpd_can_network_connect"),
+        ),
+        ("no live upstreams while connecting to upstream", "no_live", ("max_fails", "backup")),
+        (
+            "upstream sent too big header while reading response header from upstream",
+            "protocol",
+            ("configuration matter the wire does not show", "fastcgi_buffer_size"),
+        ),
+    ],
+)
+def test_config_matters_are_named_as_such(
+    tmp_path: Path, message: str, kind: str, words: tuple[str, ...]
+) -> None:
+    # backlog_overflow_abort: 7 resets right after the handshake at 11:21:13 and
+    # no reset by nginx; a permission-denied connect sent no packet, so it must
+    # not take one of them
+    log = _log(tmp_path, "2026/11/28 11:21:13", message, 1)
+    sec = _section(SAMPLES / "backlog_overflow_abort" / "nginx.pcap", log)
+    (e,) = sec["errors"]
+    assert e["kind"] == kind and e["explained_by"] is None
+    for w in words:
+        assert w in e["unexplained"], e["unexplained"]

@@ -338,8 +338,34 @@ def _augment(
 
 
 # ------------------------------------------------------------ left over
+#: error.log messages about a configuration or permission matter the wire does
+#: not show: (substring of the message, what it means and what to change);
+#: first match wins
+CONFIG_MATTERS = (
+    (
+        "upstream sent too big header",
+        "a configuration matter the wire does not show: the backend's response header "
+        "did not fit nginx's header buffer; raise fastcgi_buffer_size (fastcgi_pass), "
+        "uwsgi_buffer_size (uwsgi_pass) or proxy_buffer_size (proxy_pass), e.g. to 16k or "
+        "32k, or make the backend send fewer or shorter headers (cookies)",
+    ),
+    (
+        "(13: Permission denied) while connecting to upstream",
+        "a permission matter the wire does not show: the kernel refused nginx's connect "
+        "before any packet left (SELinux: `setsebool -P httpd_can_network_connect 1`; "
+        "for a unix socket, its file permissions and the nginx user)",
+    ),
+    (
+        "no live upstreams",
+        "a configuration matter the wire does not show: every server of the upstream group "
+        "was marked down after earlier failures (max_fails / fail_timeout), so nginx tried "
+        "none; look at the failures before it, and add a second server or a `backup`",
+    ),
+)
+
 _NO_TRACE = {
     "no_live": "nginx tried no connection (every server of the group was marked down)",
+    "denied": "the kernel refused nginx's connect before any packet was sent",
     "other": "the message names no failure that leaves a TCP trace",
 }
 _WHAT = {
@@ -379,6 +405,9 @@ class Leftovers:
 
     def reason(self, e: ErrorLine) -> tuple[str, str]:
         """(what this line's capture shows, if anything particular; the general reason)."""
+        for needle, why in CONFIG_MATTERS:
+            if needle in e.message:
+                return "", why
         if e.kind in _NO_TRACE:
             return "", _NO_TRACE[e.kind] + ": nothing on the wire to tie it to"
         up = e.upstream if e.upstream and e.upstream[:1] in "0123456789[" else None

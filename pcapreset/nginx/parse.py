@@ -59,7 +59,9 @@ class ErrorLine:
     level: str
     errno: int | None
     message: str
-    kind: str  # refused | reset | timeout | premature | no_live | protocol | connect | other
+    kind: (
+        str  # refused | reset | timeout | premature | no_live | denied | protocol | connect | other
+    )
     upstream: str | None  # "ip:port", "[v6]:port", "unix:/path" or a group name
     upstream_uri: str | None
     request: str | None
@@ -89,6 +91,8 @@ def failure_kind(message: str, errno: int | None) -> str:
     if m.startswith("upstream prematurely closed"):
         return "premature"
     if m.startswith("connect()"):
+        if errno == 13:  # EACCES: refused by the kernel (SELinux), no packet sent
+            return "denied"
         return "refused" if errno == 111 else "connect"
     if errno in (104, 32):  # ECONNRESET; EPIPE (write after the peer's RST)
         return "reset"
