@@ -102,10 +102,14 @@ def _analyze(
         rep.tls_upstream = any(
             st.args[:1] and st.args[0].startswith("https://") for st in conf.get("proxy_pass")
         )
+        rep.evidence |= conf.evidence()
         rep.extra["nginx_conf"] = conf.as_dict(servers)
         rep.extra.setdefault("_text_lines", []).extend(nginxconf.text_lines(conf, servers))
     if logs is not None:
         from .nginx import log as nginxlog
+
+        if any("upstream sent too big header" in e.message for e in logs.errors):
+            rep.evidence.add("too_big_header")
 
         nginxlog.attach(rep, logs)
     return rep

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dpkt
+import pytest
 from conftest import SAMPLES
 
 from pcapreset import api
@@ -14,6 +15,7 @@ from pcapreset.interpret.advice import (
     KNOWN_BACKENDS,
     backend_from_headers,
     guess_backend,
+    header_evidence,
     known_backend,
     recommend,
 )
@@ -99,3 +101,57 @@ def test_tls_note_from_nginx_conf(tmp_path: Path) -> None:
     assert any("server.keepAliveTimeout = 65000" in r and "close_notify" in r for r in recs)
     plain = api.analyze(d / "nginx.pcap", nginx_conf=d / "nginx.conf").to_json()["summary"]
     assert not any("close_notify" in r for r in plain["recommendations"])
+
+
+# ------------------------------------------- advice in the backend's own terms
+def _recs(sample: str, cap: str = "nginx.pcap") -> list[str]:
+    d = SAMPLES / sample
+    rep = api.analyze(
+        d / cap, nginx_conf=d / "nginx.conf", nginx_log=[d / "error.log"], nginx_tz="UTC"
+    )
+    return rep.to_json()["summary"]["recommendations"]
+
+
+def test_too_big_header_under_fastcgi_pass_names_fastcgi_buffer_size() -> None:
+    recs = " ".join(_recs("php_fpm_too_big_header"))
+    assert "fastcgi_buffer_size" in recs
+    assert "proxy_read_timeout" not in recs and "connecting side" not in recs
+
+
+def test_http10_upstream_names_proxy_http_version_once() -> None:
+    recs = _recs("backend_crash_http10")
+    hits = [r for r in recs if "proxy_http_version 1.1" in r]
+    assert len(hits) == 1 and 'Connection ""' in hits[0]
+
+
+def test_without_nginx_conf_the_advice_stays_generic() -> None:
+    rep = api.analyze(SAMPLES / "backend_crash_http10" / "nginx.pcap")
+    recs = " ".join(rep.to_json()["summary"]["recommendations"])
+    assert "proxy_http_version" not in recs and "OOM killer" in recs
+
+
+@pytest.mark.parametrize(
+    ("cause", "evidence", "words"),
+    [
+        ("client_abort", {"fastcgi", "too_big_header"}, "fastcgi_buffer_size"),
+        ("client_abort", {"uwsgi", "too_big_header"}, "uwsgi_buffer_size"),
+        ("client_abort", {"too_big_header"}, "proxy_buffer_size"),
+        ("backend_crash", {"fastcgi"}, "request_terminate_timeout"),
+        ("backlog_overflow", {"fastcgi"}, "pm.max_children"),
+        ("upstream_timeout", {"fastcgi"}, "listen.backlog"),
+        ("backend_restart", {"fastcgi"}, "pm.max_requests"),
+        ("premature_close", {"uwsgi"}, "harakiri"),
+        ("backend_restart", {"uwsgi"}, "max-requests-delta"),
+        ("backlog_overflow", {"uwsgi"}, "`processes`"),
+        ("keepalive_race", {"tomcat"}, "keepAliveTimeout"),
+        ("premature_close", {"http10"}, "proxy_http_version 1.1"),
+    ],
+)
+def test_each_backend_row_answers_its_causes(cause: str, evidence: set, words: str) -> None:
+    assert words in recommend(cause, evidence=evidence)
+    assert words not in recommend(cause)  # no evidence: today's generic advice
+
+
+def test_tomcat_is_named_by_its_server_header() -> None:
+    assert header_evidence("Apache-Coyote/1.1") == {"tomcat"}
+    assert header_evidence("Apache/2.4.62") == set()

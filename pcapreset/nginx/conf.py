@@ -50,6 +50,7 @@ PROXY_DIRECTIVES = (
     "proxy_http_version",
     "proxy_pass",
 )
+PASS_DIRECTIVES = ("proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass")
 _TIME_DIRECTIVES = {
     "proxy_read_timeout",
     "proxy_connect_timeout",
@@ -185,6 +186,8 @@ class NginxConf:
     upstreams: list[Upstream] = field(default_factory=list)
     proxy: list[Setting] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the upstream protocols nginx speaks here: fastcgi_pass, uwsgi_pass, ...
+    passes: set[str] = field(default_factory=set)
 
     def upstream_for(self, servers: Iterable[str]) -> Upstream | None:
         """The upstream block whose servers were seen in the capture, else the only one."""
@@ -209,6 +212,17 @@ class NginxConf:
         if not u.keepalive:
             return None
         return u.keepalive_timeout_s, u.keepalive_timeout_source
+
+    def evidence(self) -> set[str]:
+        """What the configuration shows for the advice table
+        (:data:`pcapreset.interpret.advice.BACKEND_ADVICE`): ``fastcgi`` / ``uwsgi``
+        (the pass directive), ``http10`` (proxy_pass with an upstream ``keepalive`` but
+        no ``proxy_http_version 1.1``: nginx speaks HTTP/1.0 and never reuses)."""
+        out = {p.removesuffix("_pass") for p in self.passes if p != "proxy_pass"}
+        v11 = any(st.args[:1] == ["1.1"] for st in self.get("proxy_http_version"))
+        if "proxy_pass" in self.passes and any(u.keepalive for u in self.upstreams) and not v11:
+            out.add("http10")
+        return out
 
     def get(self, directive: str) -> list[Setting]:
         return [s for s in self.proxy if s.directive == directive]
@@ -365,6 +379,10 @@ class _Reader:
             self.include(args[0], where, depth)
         elif self.upstream is not None and len(self.ctx) == self.upstream_depth:
             self.upstream_directive(name, args, where)
+        elif name in PASS_DIRECTIVES:
+            self.conf.passes.add(name)
+            if name in PROXY_DIRECTIVES:
+                self.conf.proxy.append(Setting(name, args, " > ".join(self.ctx), where))
         elif name in PROXY_DIRECTIVES:
             self.conf.proxy.append(Setting(name, args, " > ".join(self.ctx), where))
 

@@ -23,6 +23,7 @@ from ..interpret.advice import (
     NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
     advertised_timeout,
     backend_from_headers,
+    header_evidence,
     recommend,
 )
 from ..interpret.context import (
@@ -66,6 +67,9 @@ class Report:
     nginx_from_conf: bool = False
     extra: dict = field(default_factory=dict)  # e.g. nginx_log section
     tls_upstream: bool = False  # nginx.conf: proxy_pass https://
+    #: what nginx.conf, error.log and the headers show for the backend advice
+    #: table (advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header"
+    evidence: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------ helpers
     def ep(self, key: int) -> str:
@@ -279,9 +283,12 @@ class Report:
         # header statistics only where the advice depends on them
         quiet = backend is None and self.header_stats().quiet
 
+        seen_here = self.evidence | header_evidence(backend)
+
         def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
             return recommend(
                 cause,
+                evidence=seen_here,
                 idle_timeout_s=idle_s,
                 backend=backend,
                 nginx_keepalive_s=nginx_keepalive_s,
@@ -315,7 +322,7 @@ class Report:
         elif risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
             # the backend gives up on idle connections before nginx does: a race waiting
             recs.append(rec("keepalive_risk", risk, from_header))
-        return recs
+        return list(dict.fromkeys(recs))  # one backend row can answer several causes
 
     def capture_json(self) -> dict:
         res = self.result
