@@ -144,6 +144,8 @@ def test_without_nginx_conf_the_advice_stays_generic() -> None:
         ("backend_restart", {"uwsgi"}, "max-requests-delta"),
         ("backlog_overflow", {"uwsgi"}, "`processes`"),
         ("keepalive_race", {"tomcat"}, "keepAliveTimeout"),
+        ("upstream_timeout", {"websocket"}, "WebSocket"),
+        ("backlog_overflow", {"node"}, "server.maxConnections"),
         ("premature_close", {"http10"}, "proxy_http_version 1.1"),
     ],
 )
@@ -155,3 +157,13 @@ def test_each_backend_row_answers_its_causes(cause: str, evidence: set, words: s
 def test_tomcat_is_named_by_its_server_header() -> None:
     assert header_evidence("Apache-Coyote/1.1") == {"tomcat"}
     assert header_evidence("Apache/2.4.62") == set()
+    assert header_evidence("Node.js") == {"node"}
+
+
+def test_websocket_idle_past_proxy_read_timeout_is_named() -> None:
+    recs = " ".join(_recs("websocket_idle_timeout"))
+    assert "WebSocket" in recs and "proxy_read_timeout" in recs
+
+
+def test_node_resets_after_handshake_name_max_connections() -> None:
+    assert "server.maxConnections" in " ".join(_recs("node_max_connections"))

@@ -396,6 +396,17 @@ BACKEND_ADVICE = (
     _row("uWSGI", "uwsgi", "backlog_overflow upstream_timeout",
          "uWSGI had no free worker (uwsgi_pass): raise `processes` / `threads`, `listen` "
          "(its backlog, default 100) with net.core.somaxconn, or make requests faster"),
+    _row("WebSocket", "websocket", "upstream_timeout",
+         "an upgraded WebSocket connection lay silent past nginx's proxy_read_timeout (default "
+         "60s), which applies between two reads on the upgraded connection too: raise "
+         "`proxy_read_timeout` in the WebSocket location (e.g. 3600s), or have the backend "
+         "send pings more often than it"),
+    _row("Node.js", "node", "backlog_overflow",
+         "Node.js reset connections right after the handshake: a `server.maxConnections` "
+         "limit destroys every connection above it as it is accepted (else the listen "
+         "backlog overflowed); raise or unset server.maxConnections, run more processes, "
+         "raise the backlog (`server.listen({backlog})`) with net.core.somaxconn, or cap "
+         "nginx with upstream `server ... max_conns=N` below the limit"),
     _row("Tomcat", "tomcat", "keepalive_race keepalive_risk",
          "Tomcat closes idle keep-alive connections after its Connector's `keepAliveTimeout` "
          "(default: connectionTimeout, 20000 ms in the shipped server.xml) while nginx still "
@@ -410,7 +421,7 @@ BACKEND_ADVICE = (
 )  # fmt: skip
 
 #: lower-case Server header substrings -> evidence for BACKEND_ADVICE
-_HEADER_EVIDENCE = (("tomcat", "tomcat"), ("coyote", "tomcat"))
+_HEADER_EVIDENCE = (("tomcat", "tomcat"), ("coyote", "tomcat"), ("node.js", "node"))
 
 
 def header_evidence(backend: str | None) -> set[str]:

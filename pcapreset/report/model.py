@@ -68,7 +68,8 @@ class Report:
     extra: dict = field(default_factory=dict)  # e.g. nginx_log section
     tls_upstream: bool = False  # nginx.conf: proxy_pass https://
     #: what nginx.conf, error.log and the headers show for the backend advice
-    #: table (advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header"
+    #: table (advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header";
+    #: the headers and exchanges add "tomcat", "node", "websocket"
     evidence: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------ helpers
@@ -284,6 +285,8 @@ class Report:
         quiet = backend is None and self.header_stats().quiet
 
         seen_here = self.evidence | header_evidence(backend)
+        if any(e.status == 101 for c in self.result.conns for e in c.exchanges):
+            seen_here.add("websocket")  # an Upgrade answered with 101 Switching Protocols
 
         def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
             return recommend(
