@@ -128,7 +128,8 @@ def analyze_live(
     after it was seen; ``write`` also saves the packets as a pcap. Raises
     :class:`pcapreset.errors.CaptureSourceError` when capturing is not possible.
     """
-    from .capture.live import LiveCapture, StopFlag
+    from .capture.live import LiveCapture
+    from .capture.stopflag import StopFlag
     from .engine.run import run_batches
     from .report.stream import VerdictStream
 

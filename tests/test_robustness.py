@@ -581,7 +581,7 @@ def test_plot_does_not_follow_a_planted_symlink(tmp_path):
 def test_live_write_does_not_follow_a_planted_symlink(tmp_path):
     import os
 
-    from pcapreset.capture.live import PcapWriter
+    from pcapreset.capture.pcapwriter import PcapWriter
     from pcapreset.errors import CaptureSourceError
 
     victim = _planted(tmp_path / "out", "live.pcap")
