@@ -9,7 +9,8 @@ from .capture.instream import is_stream
 from .engine import _malloc
 from .engine.gcpause import paused_gc
 from .engine.run import Progress, auto_jobs, run
-from .report.model import Report, build
+from .report.build import build
+from .report.model import Report
 
 
 def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
