@@ -9,7 +9,8 @@ from .capture.instream import is_stream
 from .engine import _malloc
 from .engine.gcpause import paused_gc
 from .engine.run import Progress, auto_jobs, run
-from .report.model import Report, build
+from .report.build import build
+from .report.model import Report
 
 
 def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -132,7 +133,8 @@ def analyze_live(
     after it was seen; ``write`` also saves the packets as a pcap. Raises
     :class:`pcapreset.errors.CaptureSourceError` when capturing is not possible.
     """
-    from .capture.live import LiveCapture, StopFlag
+    from .capture.live import LiveCapture
+    from .capture.stopflag import StopFlag
     from .engine.run import run_batches
     from .report.stream import VerdictStream
 

@@ -18,8 +18,9 @@ from .engine import _malloc
 from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError
 from .report import jsonout
+from .report.columns import CONN_COLUMNS, csv_time
 from .report.jsonreport import jsonl_report, jsonl_reset, write_json, write_jsonl
-from .report.model import CONN_COLUMNS, Report, csv_time
+from .report.model import Report
 from .report.text import render_conns_text, write_text
 from .textsafe import clean
 

@@ -15,8 +15,8 @@ from conftest import REPO, ether, ng_idb, ng_shb, pcap_bytes, sample_captures, t
 
 from pcapreset import __version__, analyze
 from pcapreset.cli import main
+from pcapreset.report.columns import CONN_COLUMNS, csv_time
 from pcapreset.report.jsonreport import write_json, write_jsonl
-from pcapreset.report.model import CONN_COLUMNS, csv_time
 
 CAPS = sample_captures()
 #: folder name -> its backend-side capture

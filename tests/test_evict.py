@@ -30,7 +30,7 @@ from pcapreset.errors import PcapResetError
 from pcapreset.interpret.context import build_context, conn_rtt
 from pcapreset.interpret.findings import conn_findings
 from pcapreset.interpret.vantage import Votes, conn_order
-from pcapreset.report.model import build
+from pcapreset.report.build import build
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 

@@ -24,7 +24,7 @@ from pcapreset.engine import run as engine
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret.context import median
 from pcapreset.interpret.evidence import rst_facts
-from pcapreset.report.model import build
+from pcapreset.report.build import build
 from pcapreset.report.text import render_text
 from pcapreset.track.conn import SHARED_MAX, freeze_conn
 from pcapreset.track.connstate import conn_state

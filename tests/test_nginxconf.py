@@ -8,13 +8,8 @@ import pytest
 from conftest import SAMPLES
 
 from pcapreset import api
-from pcapreset.nginx.conf import (
-    NginxConfError,
-    load_conf,
-    normalize_addr,
-    parse_time_s,
-    read_conf,
-)
+from pcapreset.nginx.conf import NginxConfError, load_conf, read_conf
+from pcapreset.nginx.conf_model import normalize_addr, parse_time_s
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from pcapreset.engine.rollup import Rollup
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret.context import build_context, conn_rtt
 from pcapreset.interpret.evidence import rst_facts
-from pcapreset.report.model import build
+from pcapreset.report.build import build
 from pcapreset.track.conn import freeze_conn
 from pcapreset.track.connstate import conn_state
 

@@ -12,7 +12,7 @@ from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.engine.result import EngineResult
 from pcapreset.errors import CaptureError
-from pcapreset.report.model import build
+from pcapreset.report.build import build
 
 ROOT = Path(__file__).resolve().parents[1]
 

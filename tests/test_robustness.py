@@ -212,7 +212,7 @@ def test_syn_flood_tracks_a_bounded_number_of_attempts(tmp_path, monkeypatch):
     assert len(res.conns) + res.rollup.count == n
     kinds = {w["kind"]: w for w in res.warnings}
     assert kinds["attempts_summarised"]["count"] == res.rollup.attempts
-    from pcapreset.report.model import build
+    from pcapreset.report.build import build
 
     assert build(res).to_json()["flows"] == n
 
@@ -581,7 +581,7 @@ def test_plot_does_not_follow_a_planted_symlink(tmp_path):
 def test_live_write_does_not_follow_a_planted_symlink(tmp_path):
     import os
 
-    from pcapreset.capture.live import PcapWriter
+    from pcapreset.capture.pcapwriter import PcapWriter
     from pcapreset.errors import CaptureSourceError
 
     victim = _planted(tmp_path / "out", "live.pcap")

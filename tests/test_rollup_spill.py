@@ -29,7 +29,7 @@ from pcapreset.engine.pipeline import run_pipelined
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret.context import conn_rtt
 from pcapreset.interpret.findings import conn_findings
-from pcapreset.report.model import build
+from pcapreset.report.build import build
 
 CAPTURES = sample_captures() + (sorted(CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else [])
 _PLAIN: list = []

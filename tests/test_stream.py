@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from conftest import sample_captures, stream_live_batches
 
-from pcapreset.report.model import build
+from pcapreset.report.build import build
 
 
 @pytest.mark.parametrize("evict", [True, False], ids=["evict", "keep"])

@@ -1,8 +1,9 @@
 """decode: raw frames -> columns of TCP packet fields.
 
-The only module that knows link types. Works on a whole :class:`FrameBatch`
-at once with numpy gathers (one fancy-index per header field for every frame
-in the chunk) instead of one Python object per layer per packet.
+With :mod:`.linklayer`, the only module that knows link types. Works on a
+whole :class:`FrameBatch` at once with numpy gathers (one fancy-index per
+header field for every frame in the chunk) instead of one Python object per
+layer per packet.
 
 Supported link types: Ethernet (1) with 802.1Q / QinQ tags and PPPoE, Linux
 cooked SLL (113) and SLL2 (276), raw IP (12, 14, 101), raw IPv4 (228), raw IPv6
@@ -21,6 +22,7 @@ import numpy as np
 
 from . import decode_kernel, tunnels
 from .dedup import CopyFilter
+from .linklayer import be16, be32, link_layer
 from .sources import FrameBatch
 from .tcp import (
     _COLS,
@@ -45,111 +47,6 @@ def _inside(fb: FrameBatch) -> bool:
         and int(fb.caplen.min()) >= 0
         and int((fb.off + fb.caplen).max()) <= len(fb.buf)
     )
-
-
-def _be16(u8: np.ndarray, i: np.ndarray) -> np.ndarray:
-    return (u8[i].astype(np.int64) << 8) | u8[i + 1]
-
-
-def _be32(u8: np.ndarray, i: np.ndarray) -> np.ndarray:
-    return (
-        (u8[i].astype(np.int64) << 24)
-        | (u8[i + 1].astype(np.int64) << 16)
-        | (u8[i + 2].astype(np.int64) << 8)
-        | u8[i + 3]
-    )
-
-
-def _link(u8: np.ndarray, lt: int, off: np.ndarray, cap: np.ndarray):
-    """Per link type: (l3 absolute offset, ip version 4/6/0, ok mask).
-
-    ``ok`` False means the frame is too short for its link header (undecodable);
-    version 0 with ok True means "not IP" (ARP and friends).
-    """
-    n = len(off)
-    ver = np.zeros(n, dtype=np.int64)
-    if lt == 1:
-        ok = cap >= 14
-        o = np.where(ok, off, 0)
-        et = np.where(ok, _be16(u8, o + 12), 0)
-        l3 = off + 14
-        for _ in range(3):  # 802.1Q, QinQ (802.1ad), old QinQ 0x9100
-            tagged = ok & ((et == 0x8100) | (et == 0x88A8) | (et == 0x9100))
-            if not tagged.any():
-                break
-            fits = tagged & (cap >= (l3 - off) + 4)
-            ok &= ~(tagged & ~fits)
-            et = np.where(fits, _be16(u8, np.where(fits, l3 + 2, 0)), et)
-            l3 = np.where(fits, l3 + 4, l3)
-        pppoe = ok & (et == 0x8864)
-        if pppoe.any():
-            fits = pppoe & (cap >= (l3 - off) + 8)
-            ok &= ~(pppoe & ~fits)
-            proto = np.where(fits, _be16(u8, np.where(fits, l3 + 6, 0)), 0)
-            et = np.where(fits & (proto == 0x0021), 0x0800, et)
-            et = np.where(fits & (proto == 0x0057), 0x86DD, et)
-            l3 = np.where(fits, l3 + 8, l3)
-        ver[et == 0x0800] = 4
-        ver[et == 0x86DD] = 6
-    elif lt == 10:
-        # FDDI: frame control + two MACs (13 bytes), then 802.2 LLC/SNAP
-        # (AA AA 03, OUI, ethertype): the IP header starts at +21
-        ok = cap >= 21
-        o = np.where(ok, off, 0)
-        snap = ok & (u8[o + 13] == 0xAA) & (u8[o + 14] == 0xAA) & (u8[o + 15] == 0x03)
-        et = np.where(snap, _be16(u8, o + 19), 0)
-        l3 = off + 21
-        ver[et == 0x0800] = 4
-        ver[et == 0x86DD] = 6
-    elif lt == 113 or lt == 276:
-        hl, po = (16, 14) if lt == 113 else (20, 0)
-        ok = cap >= hl
-        et = np.where(ok, _be16(u8, np.where(ok, off + po, 0)), 0)
-        l3 = off + hl
-        ver[et == 0x0800] = 4
-        ver[et == 0x86DD] = 6
-    elif lt in (12, 14, 101, 228, 229):
-        ok = cap >= 1
-        l3 = off.copy()
-        if lt == 228:
-            ver[:] = 4
-        elif lt == 229:
-            ver[:] = 6
-        else:
-            nib = np.where(ok, u8[np.where(ok, off, 0)] >> 4, 0)
-            ver[nib == 4] = 4
-            ver[nib == 6] = 6
-            ok &= (nib == 4) | (nib == 6)
-    elif lt == 105:
-        # 802.11 (no radiotap): data frames only; MAC header of 24 bytes, +6 with
-        # four addresses, +2 QoS control, +4 HT control; then LLC/SNAP. Other
-        # frames (management, control, no body, encrypted) are not IP
-        ok = cap >= 24
-        o = np.where(ok, off, 0)
-        fc0, fc1 = u8[o].astype(np.int64), u8[o + 1].astype(np.int64)
-        data = ok & ((fc0 & 0x0F) == 0x08) & ((fc0 & 0x40) == 0) & ((fc1 & 0x40) == 0)
-        qos = (fc0 & 0x80) != 0
-        hl = 24 + 6 * ((fc1 & 3) == 3) + 2 * qos + 4 * (qos & ((fc1 & 0x80) != 0))
-        ok &= ~(data & (cap < hl + 8))
-        data &= ok
-        p = np.where(data, off + hl, 0)
-        snap = data & (u8[p] == 0xAA) & (u8[p + 1] == 0xAA) & (u8[p + 2] == 0x03)
-        et = np.where(snap, _be16(u8, p + 6), 0)
-        l3 = off + hl + 8
-        ver[et == 0x0800] = 4
-        ver[et == 0x86DD] = 6
-    else:  # 0 (NULL, host byte order) and 108 (LOOP, network byte order)
-        ok = cap >= 4
-        o = np.where(ok, off, 0)
-        b0, b3 = u8[o].astype(np.int64), u8[o + 3].astype(np.int64)
-        le = b0 if lt == 0 else np.full(n, -1)
-        be = b3
-        fam = np.where((le == 2) | (be == 2), 4, 0)
-        is6 = np.isin(le, (10, 24, 28, 30)) | np.isin(be, (10, 24, 28, 30))
-        fam = np.where(is6, 6, fam)
-        ver[:] = fam
-        l3 = off + 4
-    return l3, ver, ok
 
 
 class Decoder:
@@ -266,7 +163,7 @@ class Decoder:
             if lt not in SUPPORTED_LINKTYPES:
                 st.unsupported[lt] = st.unsupported.get(lt, 0) + cnt
                 continue
-            a, v, k = _link(u8, lt, off[m], cap[m])
+            a, v, k = link_layer(u8, lt, off[m], cap[m])
             l3[m], ver[m], ok[m] = a, v, k
         supported = np.isin(lt_col, list(SUPPORTED_LINKTYPES)) if n else np.zeros(0, bool)
         st.bad("link header cut short", np.count_nonzero(supported & ~ok))
@@ -302,14 +199,14 @@ class Decoder:
             idx, l4, l4len, ttl, ipid, saddr, daddr, e = (
                 x[keep] for x in (idx, l4, l4len, ttl, ipid, saddr, daddr, e)
             )
-        sport = _be16(u8, l4)
-        dport = _be16(u8, l4 + 2)
-        seq = _be32(u8, l4 + 4)
-        ack = _be32(u8, l4 + 8)
+        sport = be16(u8, l4)
+        dport = be16(u8, l4 + 2)
+        seq = be32(u8, l4 + 4)
+        ack = be32(u8, l4 + 8)
         b12 = u8[l4 + 12].astype(np.int64)
         doff = (b12 >> 4) * 4
         flags = ((b12 & 1) << 8) | u8[l4 + 13]
-        win = _be16(u8, l4 + 14)
+        win = be16(u8, l4 + 14)
         plen = l4len - doff
         good = (doff >= 20) & (plen >= 0)
         st.bad("bad TCP header length", np.count_nonzero(~good))
@@ -406,12 +303,12 @@ class Decoder:
         good = ((b0 >> 4) == 4) & (ihl >= 20) & ((end - l3) >= ihl)
         st.bad("bad IPv4 header", np.count_nonzero(~good))
         idx, l3, end, wire_l3, ihl = idx[good], l3[good], end[good], wire_l3[good], ihl[good]
-        tot = _be16(u8, l3 + 2)
+        tot = be16(u8, l3 + 2)
         tot = np.where(tot == 0, wire_l3, tot)  # TSO/GSO captures write 0
         lenok = tot >= ihl
         st.bad("bad IPv4 total length", np.count_nonzero(~lenok))
         proto = u8[l3 + 9]
-        frag = _be16(u8, l3 + 6) & 0x1FFF
+        frag = be16(u8, l3 + 6) & 0x1FFF
         tcp = lenok & (proto == 6)
         nonfirst = tcp & (frag != 0)
         tun = lenok & ((proto == 47) | (proto == 17))
@@ -428,9 +325,9 @@ class Decoder:
             l3s + ihl[sel],
             tot[sel] - ihl[sel],
             u8[l3s + 8].astype(np.int64),
-            _be16(u8, l3s + 4),
-            _be32(u8, l3s + 12),
-            _be32(u8, l3s + 16),
+            be16(u8, l3s + 4),
+            be32(u8, l3s + 12),
+            be32(u8, l3s + 16),
             t,
         )
 
@@ -439,7 +336,7 @@ class Decoder:
         hdr = ((end - l3) >= 40) & ((u8[np.where((end - l3) >= 1, l3, 0)] >> 4) == 6)
         st.bad("IPv6 header cut short or bad version", np.count_nonzero(~hdr))
         idx, l3, end, wire_l3 = idx[hdr], l3[hdr], end[hdr], wire_l3[hdr]
-        plen = _be16(u8, l3 + 4)
+        plen = be16(u8, l3 + 4)
         plen = np.where(plen == 0, wire_l3 - 40, plen)  # jumbo / GSO
         nh = u8[l3 + 6].astype(np.int64)
         l4 = l3 + 40
@@ -463,7 +360,7 @@ class Decoder:
                     (u8[p + 1].astype(np.int64) + 1) * 8,
                 ),
             )
-            isfrag = fits & (nh == 44) & ((_be16(u8, p + 2) >> 3) != 0)
+            isfrag = fits & (nh == 44) & ((be16(u8, p + 2) >> 3) != 0)
             frag |= isfrag
             new_nh = u8[p].astype(np.int64)
             nh = np.where(fits, new_nh, nh)

@@ -31,41 +31,33 @@ The verdicts streamed while capturing come from :mod:`pcapreset.report.stream`.
 from __future__ import annotations
 
 import errno
-import os
 import select
-import signal
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
 
 import numpy as np
 
 from ..errors import CaptureSourceError
 from .bpf import attach_bpf, compile_bpf, port_filter, skip_loopback_outgoing
-from .outfile import open_output
+from .pcapwriter import LINKTYPE_LINUX_SLL2, SLL2_HDR, SNAPLEN, PcapWriter
 from .ring import BLOCK_BYTES, BLOCKS, RETIRE_MS, RxRing
 from .sources import FrameBatch, SourceInfo
 from .tcp import linktype_name
 
-LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_ETHERNET = 1
 ARPHRD_ETHER = 1
-SNAPLEN = 65535  # libpcap's compiled filter accepts this many bytes per packet
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h (SO_TIMESTAMPNS_OLD; 64-bit time_t on 64-bit)
 SO_RCVBUFFORCE = 33
 REC_HDR = 16  # pcap record header
-SLL2_HDR = 20
 HDR = REC_HDR + SLL2_HDR
 BATCH_BYTES = 4 << 20
 MAX_BATCH_PKTS = 20000
-PCAP_NS_MAGIC = 0xA1B23C4D
 
 _REC = struct.Struct("<IIII")
 _SLL2 = struct.Struct(">HHIHBB8s")
@@ -102,33 +94,6 @@ class LiveStats:
     stopped: float | None = None
     stop_reason: str = ""
     extra: dict = field(default_factory=dict)
-
-
-class PcapWriter:
-    """A nanosecond pcap (LINUX_SLL2, or Ethernet) written batch by batch, flushed each time."""
-
-    def __init__(
-        self, path: str, snaplen: int = SNAPLEN, linktype: int = LINKTYPE_LINUX_SLL2
-    ) -> None:
-        try:
-            self._fh: IO[bytes] = open_output(path)  # (closed in close())
-        except OSError as e:
-            raise CaptureSourceError(f"{path}: cannot write: {e.strerror or e}") from None
-        self.path = path
-        link_hdr = SLL2_HDR if linktype == LINKTYPE_LINUX_SLL2 else 0
-        hdr = struct.pack("<IHHiIII", PCAP_NS_MAGIC, 2, 4, 0, 0, snaplen + link_hdr, linktype)
-        self._fh.write(hdr)
-        self._fh.flush()
-
-    def write(self, records: bytes | memoryview) -> None:
-        self._fh.write(records)
-        self._fh.flush()
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
 
 
 class LiveCapture:
@@ -409,31 +374,3 @@ class LiveCapture:
         finally:
             if self.writer is not None:
                 self.writer.close()
-
-
-# ------------------------------------------------------------------ stopping
-class StopFlag:
-    """Set by SIGINT / SIGTERM while installed (main thread only), or by hand."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.signal: str | None = None
-        self._old: dict[int, object] = {}
-
-    def __call__(self) -> bool:
-        return self.stop
-
-    def _handler(self, signum: int, _frame: object) -> None:
-        self.stop = True
-        self.signal = signal.Signals(signum).name
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handler)
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)  # type: ignore[arg-type]
-        self._old.clear()

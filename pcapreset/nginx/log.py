@@ -17,8 +17,9 @@ import textwrap
 from collections import Counter
 
 from ..textsafe import utc
-from .match import COMPAT, MATCH_WINDOW_S, Leftovers, WireEvent, match, wire_events
+from .match import COMPAT, MATCH_WINDOW_S, Leftovers, match
 from .parse import _ERRNO_RE, MAX_LINE, AccessLine, ErrorLine, LogSet, _fmt_offset
+from .wire import WireEvent, wire_events
 
 __all__ = ["COMPAT", "MATCH_WINDOW_S", "Leftovers", "WireEvent", "match", "wire_events"]
 

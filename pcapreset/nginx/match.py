@@ -1,11 +1,12 @@
 """match: nginx's upstream error lines -> the resets and findings on the wire.
 
 The candidates are the capture's resets and the connections with a finding,
-each with the time nginx noticed it; a line and a candidate can be tied when
-the time, the upstream address, the kind of failure (:data:`COMPAT`) and, where
-the capture shows it, the request agree. The assignment is one to one and
-explains as many lines as possible. A line left over gets a sentence saying
-what the capture shows instead (:func:`unexplained_reason`).
+each with the time nginx noticed it (:mod:`pcapreset.nginx.wire`); a line and a
+candidate can be tied when the time, the upstream address, the kind of failure
+(:data:`COMPAT`) and, where the capture shows it, the request agree. The
+assignment is one to one and explains as many lines as possible. A line left
+over gets a sentence saying what the capture shows instead
+(:func:`unexplained_reason`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..engine.packed import full_conn
-from ..interpret.context import retry_burst
-from ..interpret.findings import conn_findings
 from ..track.conn import Conn
+from .wire import WireEvent, idle_from
 
 if TYPE_CHECKING:
     from .parse import ErrorLine
@@ -28,153 +26,6 @@ if TYPE_CHECKING:
 MATCH_WINDOW_S = 1.0
 
 
-# ------------------------------------------------------------ wire events
-@dataclass
-class WireEvent:
-    kind: str  # "reset" | "finding"
-    cause: str
-    sender: str | None
-    client: str
-    server: str
-    ts: float  # the reset's / finding's time, as reported
-    match_ts: float  # when nginx noticed (e.g. its own FIN before its RST)
-    target: str | None  # request target outstanding on the wire, if seen
-    #: completed exchanges on the connection before the event (resets)
-    requests_before: int = 0
-    #: the event came within HANDSHAKE_S of the connection's first packet
-    at_handshake: bool = False
-    #: (from, to): the connection lay idle in between and the reset at ``to``
-    #: came from a device in the path, which may have reset it towards nginx
-    #: earlier, out of this capture's sight
-    unseen_span: tuple[float, float] | None = None
-    how: str = ""  # set by the matcher: how the line was tied
-
-    def as_dict(self) -> dict:
-        d = {
-            "kind": self.kind,
-            "cause": self.cause,
-            "client": self.client,
-            "server": self.server,
-            "ts": round(self.ts, 6),
-        }
-        if self.how:
-            d["how"] = self.how
-        return d
-
-
-#: a reset this soon after the connection's first packet answers the handshake
-HANDSHAKE_S = 1.0
-#: a device's later reset ties to an earlier line only after this much idle time
-UNSEEN_IDLE_S = 1.0
-
-
-def _target(c: Conn, at: float | None = None) -> str | None:
-    """The request outstanding at ``at`` (or the last one) on connection ``c``."""
-    exs = [x for x in c.exchanges if x.req_ts is not None and (at is None or x.req_ts <= at)]
-    return exs[-1].target if exs else None
-
-
-def _gave_up_ts(c: Conn, rst_ts: float) -> float:
-    """For nginx's own RST: its FIN before the RST with a request outstanding (a timeout)."""
-    fin = c.c.fin_ts
-    if fin is None or fin >= rst_ts:
-        return rst_ts
-    for x in c.exchanges:
-        if (
-            x.req_ts is not None
-            and x.req_ts < fin
-            and (x.resp_end_ts is None or x.resp_end_ts > fin)
-        ):
-            return fin
-    return rst_ts
-
-
-def _nginx_closed_ts(c: Conn) -> float | None:
-    """When nginx closed the connection: its FIN or its first RST, whichever came first."""
-    rst = [ev.ts for ev in c.rst_events if ev.from_client]
-    times = [t for t in (c.c.fin_ts, min(rst) if rst else None) if t is not None]
-    return min(times) if times else None
-
-
-def _idle_from(c: Conn, before: float) -> float | None:
-    """The end of the last exchange before ``before`` (the connection was idle since)."""
-    last = None
-    for x in c.exchanges:
-        if x.req_ts is None or x.req_ts >= before:
-            continue
-        t = max(v for v in (x.req_ts, x.resp_end_ts, x.last_resp_ts) if v is not None)
-        last = t if last is None else max(last, t)
-    return last
-
-
-_FINDING_TS = {
-    "premature_close": lambda c: c.s.fin_ts,
-    "keepalive_race": lambda c: c.s.fin_ts,  # nginx reads the backend's FIN
-    "upstream_timeout": lambda c: c.c.fin_ts,
-    "mtu_blackhole": lambda c: c.c.fin_ts or c.end,
-    # nginx gave up on a connection the backend never accepted: its FIN or RST
-    "backlog_overflow": lambda c: _nginx_closed_ts(c) or c.end,
-}
-
-
-def _unseen_span(c: Conn, ev, sender: str | None) -> tuple[float, float] | None:
-    """A device's reset after an idle spell: the span in which it may have reset
-    nginx's side already (conntrack / NAT state gone: nginx's request rejected
-    towards nginx only, the backend's later packet rejected towards the backend)."""
-    if sender not in ("middlebox", "unknown"):
-        return None
-    start = _idle_from(c, ev.ts)
-    if start is None or ev.ts - start < UNSEEN_IDLE_S:
-        return None
-    return (start, ev.ts)
-
-
-def wire_events(rep) -> list[WireEvent]:
-    """Resets and per-connection findings of a Report, with the time nginx saw them."""
-    out = []
-    # on nginx's own host every reset nginx got is in the capture: no unseen ones
-    on_nginx_host = rep.ctx.vantage.where == "client host (nginx side)"
-    for r in rep.resets:
-        c, ev, v = full_conn(r.conn), r.event, r.verdict
-        match_ts = _gave_up_ts(c, ev.ts) if v.sender == "client" else ev.ts
-        tgt = ev.exchange.target if ev.exchange is not None else _target(c, ev.ts)
-        out.append(
-            WireEvent(
-                "reset",
-                v.cause,
-                v.sender,
-                rep.ep(c.client),
-                rep.ep(c.server),
-                ev.ts,
-                match_ts,
-                tgt,
-                requests_before=ev.requests_before,
-                at_handshake=ev.requests_before == 0 and ev.ts - c.start <= HANDSHAKE_S,
-                unseen_span=None if on_nginx_host else _unseen_span(c, ev, v.sender),
-            )
-        )
-    for c, _j in rep.result.each_conn():
-        for cause, _msg in conn_findings(c, lambda x: retry_burst(x, rep.ctx)):
-            get = _FINDING_TS.get(cause)
-            ts = get(c) if get else None
-            if ts is None:
-                continue
-            out.append(
-                WireEvent(
-                    "finding",
-                    cause,
-                    None,
-                    rep.ep(c.client),
-                    rep.ep(c.server),
-                    ts,
-                    ts,
-                    _target(c, ts),
-                )
-            )
-    return out
-
-
-# --------------------------------------------------------------- matching
 #: line kind -> {(event kind, cause): preference cost}; sender filters in _edge_cost
 COMPAT: dict[str, dict[tuple[str, str], float]] = {
     "refused": {("reset", "connection_refused"): 0.0},
@@ -449,7 +300,7 @@ class Leftovers:
             ends += [ev.ts for ev in c.rst_events]
             if ends and min(ends) < e.ts:
                 continue  # closed before the line
-            since = _idle_from(c, hi)
+            since = idle_from(c, hi)
             if since is not None and since < lo and (best is None or since > best[0]):
                 best = (since, cli)
         return best

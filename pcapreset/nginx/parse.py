@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from ..errors import PcapResetError
-from .conf import normalize_addr
+from .conf_model import normalize_addr
 
 _LEVELS = {"error", "crit", "alert", "emerg"}
 

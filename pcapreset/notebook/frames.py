@@ -37,7 +37,8 @@ from ..capture.outfile import open_output
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
 from ..interpret.rules import CAUSES, PHASES, SENDERS
-from ..report.model import CONN_COLUMNS, CSV_TIME, TIME_DECIMALS, Report, require_all_conns
+from ..report.columns import CONN_COLUMNS, CSV_TIME, TIME_DECIMALS
+from ..report.model import Report, require_all_conns
 from ..track.connstate import CONN_STATES, conn_state
 from ..track.flowid import community_id
 from .dtypes import DIRECTIONS, _cat, _utc

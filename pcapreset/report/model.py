@@ -1,6 +1,6 @@
 """model: the report of a capture (verdicts, findings, summary) as values.
 
-:func:`build` interprets an :class:`EngineResult` (context, then each
+:func:`.build.build` interprets an :class:`EngineResult` (context, then each
 connection's resets and findings) and returns a :class:`Report`;
 :meth:`Report.to_json` is the ``--format json`` contract of SPEC.md. The
 text report is :mod:`.text`, the JSON writers :mod:`.jsonout`.
@@ -8,14 +8,12 @@ text report is :mod:`.text`, the JSON writers :mod:`.jsonout`.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import __version__
 from ..capture.tcp import linktype_name
-from ..engine.packed import ConnStub, EventStub
 from ..engine.records import Records
 from ..engine.result import EngineResult
 from ..errors import PcapResetError
@@ -28,19 +26,15 @@ from ..interpret.advice import (
 )
 from ..interpret.context import (
     Context,
-    build_context,
     idle_summary,
-    is_refused,
-    retry_burst,
 )
-from ..interpret.evidence import Fact
-from ..interpret.findings import conn_findings
-from ..interpret.resets import ResetRecord, conn_resets, record_app
+from ..interpret.resets import ResetRecord, record_app
 from ..interpret.rules import CAUSES, HARMLESS, SENDERS
 from ..interpret.vantage import Votes
-from ..track.conn import Conn, RstEvent
+from ..track.conn import Conn
 from ..track.connstate import conn_state
 from ..track.flowid import community_id
+from .columns import TIME_DECIMALS, split_endpoint
 
 
 @dataclass
@@ -376,7 +370,7 @@ class Report:
 
     # --------------------------------------------------------------- conns
     def conn_row(self, c: Conn, reset_cause: str | None = None) -> dict:
-        """One connection's row, keys :data:`CONN_COLUMNS` (times: epoch
+        """One connection's row, keys :data:`.columns.CONN_COLUMNS` (times: epoch
         seconds; ``reset_cause``: its last reset's cause, if any)."""
         client, server = self.ep(c.client), self.ep(c.server)
         start, end = round(c.start, TIME_DECIMALS), round(c.end, TIME_DECIMALS)
@@ -424,33 +418,6 @@ class Report:
 #: the columns of a connection, in order: ``pcapreset conns`` (json, csv)
 #: and the ``connections`` table of :func:`pcapreset.load` and ``--export``
 #: use this one vocabulary (units in the names; times UTC)
-CONN_COLUMNS = (
-    "conn_id", "client", "client_ip", "client_port", "server", "server_ip", "server_port",
-    "community_id", "start", "end", "duration_s", "client_bytes", "server_bytes", "client_packets",
-    "server_packets", "packets", "conn_state", "history", "requests", "completed_requests",
-    "resets", "reset_cause", "client_retrans", "server_retrans", "role_rule",
-)  # fmt: skip
-#: times are kept to the µs: pcap's resolution, and the finest a float64
-#: epoch time carries (a ns capture's times are rounded to it too)
-TIME_DECIMALS = 6
-#: how CSV writes a time (``conns --format csv``, ``--export-format csv``)
-CSV_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def split_endpoint(ep: str) -> tuple[str, int]:
-    """``"ip:port"`` / ``"[v6]:port"`` -> (ip, port)."""
-    ip, _, port = ep.rpartition(":")
-    return ip.strip("[]"), int(port)
-
-
-def csv_time(ts: float) -> str:
-    """Epoch seconds as CSV writes them: ISO 8601 UTC to the µs, ``Z``
-    (what pandas writes for the tables' datetime columns with :data:`CSV_TIME`)."""
-    us = round(ts * 1e6)
-    sec, frac = divmod(us, 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:06d}Z"
-
-
 def _packed_conns(rollup: object) -> Iterator[Conn]:
     """The packed connections of a rollup, unpacked one at a time."""
     packed = getattr(rollup, "packed", None)
@@ -467,93 +434,3 @@ def require_all_conns(result: EngineResult) -> None:
             f"{rollup.count + len(rollup.packed)} connections were summarised, not kept: "
             "analyse with evict=False for per-connection tables"
         )
-
-
-#: a SYN retransmitted this long after the refused one is still the same
-#: attempt (Linux gives up after ~127 s of backoff, Windows after ~21 s)
-SYN_RETRY_S = 130.0
-#: refused attempts held back for their retries before the oldest are added
-REFUSED_HELD_MAX = 256
-
-
-def _syn_retry(
-    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], c: Conn, ev: RstEvent
-) -> bool:
-    """``ev`` refuses a retransmission of a SYN already refused (the same
-    client ISN on the same 4-tuple): one connection attempt, one event; the
-    refused record counts its RST packets and says so."""
-    held = refused.get((c.client, c.server))
-    if held is None or c.c.isn is None or held[0] != c.c.isn or not is_refused(c, ev):
-        return False
-    r = held[1]
-    if ev.ts - r.event.ts > SYN_RETRY_S:
-        return False
-    r.rst_packets += len(ev.packets)
-    n = r.facts.get("syn_retries_refused")
-    k = 1 if n is None else int(n.text.split()[0]) + 1
-    fact = Fact(
-        "syn_retries_refused",
-        f"{k} retransmitted SYN(s) of this attempt (same ISN) refused too: one event",
-    )
-    r.facts[fact.name] = fact
-    r.verdict.evidence = [f for f in r.verdict.evidence if f.name != fact.name] + [fact]
-    return True
-
-
-def _first_refused(c: Conn, ev: RstEvent) -> bool:
-    return ev.index == 0 and is_refused(c, ev)
-
-
-def _flush_refused(
-    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], resets: Records, before: float
-) -> None:
-    for k in [k for k, (_isn, r) in refused.items() if r.event.ts < before]:
-        resets.add(refused.pop(k)[1])
-
-
-def build(
-    result: EngineResult,
-    nginx_keepalive_s: float | None = None,
-    nginx_from_conf: bool = False,
-) -> Report:
-    ctx = build_context(result.conns, result.rollup)
-    resets = Records(result.rollup.packed if result.rollup is not None else None)
-    agg: dict[str, dict] = {}
-    book = result.book
-    #: (client, server) -> (client ISN, the refused attempt's record, not yet added)
-    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]] = {}
-    for c, j in result.each_conn():
-        mine = conn_resets(c, ctx)
-        if mine and _syn_retry(refused, c, mine[0].event):
-            mine.pop(0)  # a retransmitted SYN of an attempt already refused
-        for cause, msg in conn_findings(c, lambda x: retry_burst(x, ctx)):
-            a = agg.setdefault(cause, {"cause": cause, "count": 0, "evidence": [], "flows": []})
-            a["count"] += 1
-            if len(a["evidence"]) < 5 and msg not in a["evidence"]:
-                a["evidence"].append(msg)
-            if len(a["flows"]) < 50:
-                a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
-        # (the events are the connection's own here, not yet stubs)
-        hold = [_first_refused(c, r.event) for r in mine]
-        if j is not None:  # a packed connection: its records keep stubs
-            assert resets.packed is not None
-            stub = ConnStub(c, resets.packed, j)
-            for r in mine:
-                r.conn = stub  # type: ignore[assignment]
-                r.event = EventStub(r.event, stub)  # type: ignore[assignment, arg-type]
-        for r, held_back in zip(mine, hold, strict=True):
-            if held_back:
-                # held back: the attempt's retransmitted SYNs may follow
-                k = (c.client, c.server)
-                held = refused.pop(k, None)
-                if held is not None:
-                    resets.add(held[1])
-                refused[k] = (c.c.isn, r)
-                if len(refused) > REFUSED_HELD_MAX:
-                    _flush_refused(refused, resets, c.start - SYN_RETRY_S)
-            else:
-                resets.add(r)
-    _flush_refused(refused, resets, float("inf"))
-    resets.done()
-    findings = sorted(agg.values(), key=lambda a: -a["count"])
-    return Report(result, ctx, resets, findings, nginx_keepalive_s, nginx_from_conf)
