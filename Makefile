@@ -30,6 +30,7 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \
 		pcapreset/capture/decode_kernel.py pcapreset/capture/decode_kernel.pxd \
 		pcapreset/interpret/findings.py pcapreset/interpret/findings.pxd \
+		pcapreset/interpret/hosts.py pcapreset/interpret/hosts.pxd \
 		pcapreset/engine/rollup.py pcapreset/engine/rollup.pxd | $(VENV)/.installed
 	$(PIP_E) --no-deps -e . || $(PY) -m pip install -q --no-deps -e .
 	touch $@

@@ -32,6 +32,7 @@ MODULES = (
     "track.rst",
     "track.flows",
     "interpret.findings",
+    "interpret.hosts",
     "engine.rollup",
 )
 #: compiled modules that use another one's C types (``cimport``, see their
@@ -43,6 +44,7 @@ CIMPORTS = {
     "track.rst": ("track.conn",),
     "track.flows": ("track.conn", "track.http", "track.rst"),
     "interpret.findings": ("track.conn",),
+    "interpret.hosts": ("track.conn",),
     "engine.rollup": ("track.conn",),
 }
 

@@ -21,7 +21,6 @@ from .report import jsonout
 from .report.columns import CONN_COLUMNS, csv_time
 from .report.jsonreport import jsonl_report, jsonl_reset, write_json, write_jsonl
 from .report.model import Report
-from .report.text import render_conns_text, write_text
 from .textsafe import clean
 
 EXAMPLES_ANALYZE = """
@@ -96,6 +95,8 @@ def _echo_report_json(rep: Report) -> None:
 
 def _echo_report_text(rep: Report, verbose: bool) -> None:
     """The text report, a line at a time (report.write_text)."""
+    from .report.text import write_text  # (not for --format json / jsonl)
+
     write_text(rep, sys.stdout, verbose=verbose)
     sys.stdout.flush()
 
@@ -381,6 +382,8 @@ def conns(files, fmt, port, quiet, jobs) -> None:
             w.writerow(r | {"start": csv_time(r["start"]), "end": csv_time(r["end"])})
         click.echo(buf.getvalue(), nl=False)
     else:
+        from .report.text import render_conns_text
+
         click.echo(render_conns_text(rows), nl=False)
 
 

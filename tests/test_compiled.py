@@ -27,7 +27,7 @@ from pcapreset.capture.tcp import AddressBook
 from pcapreset.capture.timeline import decoded_timeline, open_readers
 from pcapreset.engine import rollup
 from pcapreset.errors import PcapResetError
-from pcapreset.interpret import findings
+from pcapreset.interpret import findings, hosts
 from pcapreset.track import conn, connstate, flows, http, httphead, rst
 
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
@@ -162,6 +162,7 @@ def test_plain_source_is_uncompiled():
     assert plain("capture.sources").COMPILED is False
     assert plain("interpret.findings").COMPILED is False
     assert plain("engine.rollup").COMPILED is False
+    assert plain("interpret.hosts").COMPILED is False
 
 
 def _compare(path: Path) -> None:
@@ -255,6 +256,14 @@ def _compare_eviction(path: Path) -> None:
         fast.add(c)
         slow.add(c)
     assert rollup_fields(fast, list) == rollup_fields(slow, list)
+    # the host baselines (compiled: C structs) over every connection, reset ones included
+    if hosts.COMPILED:
+        got: dict = {}
+        want: dict = {}
+        hosts.add_host_bases(list(conns), got)
+        plain("interpret.hosts").add_host_bases(list(conns), want)
+        assert list(got) == list(want)
+        assert [repr(h) for h in got.values()] == [repr(h) for h in want.values()]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import decode_kernel, tunnels
+from . import decode_kernel
 from .dedup import CopyFilter
 from .linklayer import be16, be32, link_layer
 from .sources import FrameBatch
@@ -262,6 +262,8 @@ class Decoder:
         idx = np.concatenate([t4[0], t6[0]])
         if not len(idx):
             return None
+        from . import tunnels  # (only for a capture with tunnel candidates)
+
         st = self.stats
         l4 = np.concatenate([t4[1], t6[1]])
         ipend = np.concatenate([t4[2], t6[2]])

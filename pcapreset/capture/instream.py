@@ -11,10 +11,7 @@ engine neither forks readers for it nor reads it twice).
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import os
 import stat
 import sys
@@ -131,6 +128,10 @@ def open_stream(path: str) -> tuple[IO[bytes], str, bytes]:
         raise CaptureError(f"{name}: cannot read: {e.strerror or e}") from None
     fh: IO[bytes] = cast(IO[bytes], io.BufferedReader(Prefixed(head, raw), BUFFER))
     comp = ""
+    import bz2  # (the decompressors: only for a stream, once)
+    import gzip
+    import lzma
+
     if head[:2] == b"\x1f\x8b":
         fh, comp = cast(IO[bytes], gzip.GzipFile(fileobj=fh)), "gzip"
     elif head[:3] == b"BZh":

@@ -46,7 +46,6 @@ from . import spill
 from .gcpause import no_gc_in_this_process
 from .lifetime import die_with_parent
 from .result import EngineResult, Progress, assemble
-from .shard import shard_of
 from .tracking import Tracking
 
 #: batches in flight; on the 1M bench file 2, 3, 4 and 6 slots ran equally fast
@@ -144,6 +143,8 @@ def _child(
             readers[0].alloc = ring.alloc
         # this process's own share of the connections (see CHILD_BUCKETS)
         tr = Tracking(port, evict=True) if share else None
+        if tr is not None:
+            from .shard import shard_of
         for b in decoded_timeline(readers, dec):
             mine = None
             if tr is not None and len(b):

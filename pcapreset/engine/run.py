@@ -25,7 +25,6 @@ from . import pipeline
 from .gcpause import paused_gc
 from .result import EngineResult, Progress, assemble
 from .rollup import Rollup
-from .shard import run_sharded
 from .tracking import Tracking
 
 #: files smaller than this are analysed in one process (start-up costs more)
@@ -80,6 +79,8 @@ def run(
         # are probed before it starts) and no shards (each reads every input)
         jobs, pipelined = 1, False
     if jobs > 1 and tracker is None:
+        from .shard import run_sharded  # (worker processes: only with --jobs)
+
         res = run_sharded(list(paths), port, jobs, progress, evict)
     elif pipelined and tracker is None and _pipeline_usable(paths):
         res = pipeline.run_pipelined(list(paths), port, progress, evict)

@@ -284,10 +284,15 @@ class Verdict:
     best_guess: str | None = None
 
 
+#: each row's needs and unless as sets (classify compares them with the facts' names)
+_SETS = tuple((frozenset(r.needs), frozenset(r.unless), r) for r in RULES)
+
+
 def classify(facts: dict[str, Fact]) -> Verdict:
     """First matching rule wins; the verdict lists the facts it matched."""
-    for r in RULES:
-        if all(n in facts for n in r.needs) and not any(n in facts for n in r.unless):
+    names = facts.keys()
+    for needs, unless, r in _SETS:
+        if needs <= names and names.isdisjoint(unless):
             sender = r.sender
             if sender == "rst":
                 sender = "client" if "from_client" in facts else "server"

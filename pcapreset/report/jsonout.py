@@ -127,8 +127,18 @@ class _Writer:
             return
         level += 1
         nl = "\n" + "  " * level
-        parts.append("[" + nl)
         sep = "," + nl
+        t = type(lst)
+        if t is list or t is tuple:
+            # a list of strings (a reset's evidence and facts): one join
+            try:
+                body = sep.join(map(_enc, lst))
+            except TypeError:  # (not all strings)
+                pass
+            else:
+                parts.append("[" + nl + body + "\n" + "  " * (level - 1) + "]")
+                return
+        parts.append("[" + nl)
         first = True
         value = self.value
         for v in lst:

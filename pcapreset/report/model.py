@@ -33,7 +33,6 @@ from ..interpret.rules import CAUSES, HARMLESS, SENDERS
 from ..interpret.vantage import Votes
 from ..track.conn import Conn
 from ..track.connstate import conn_state
-from ..track.flowid import community_id
 from .columns import TIME_DECIMALS, split_endpoint
 
 
@@ -372,6 +371,8 @@ class Report:
     def conn_row(self, c: Conn, reset_cause: str | None = None) -> dict:
         """One connection's row, keys :data:`.columns.CONN_COLUMNS` (times: epoch
         seconds; ``reset_cause``: its last reset's cause, if any)."""
+        from ..track.flowid import community_id  # (hashlib: only for connection tables)
+
         client, server = self.ep(c.client), self.ep(c.server)
         start, end = round(c.start, TIME_DECIMALS), round(c.end, TIME_DECIMALS)
         cip, cport = split_endpoint(client)
