@@ -31,7 +31,28 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/capture/decode_kernel.py pcapreset/capture/decode_kernel.pxd \
 		pcapreset/interpret/findings.py pcapreset/interpret/findings.pxd \
 		pcapreset/interpret/hosts.py pcapreset/interpret/hosts.pxd \
-		pcapreset/engine/rollup.py pcapreset/engine/rollup.pxd | $(VENV)/.installed
+		pcapreset/engine/rollup.py pcapreset/engine/rollup.pxd \
+		pcapreset/capture/tcp.py pcapreset/capture/tcp.pxd \
+		pcapreset/capture/linklayer.py pcapreset/capture/linklayer.pxd \
+		pcapreset/capture/dedup.py pcapreset/capture/dedup.pxd \
+		pcapreset/capture/decode.py pcapreset/capture/decode.pxd \
+		pcapreset/capture/timeline.py pcapreset/capture/timeline.pxd \
+		pcapreset/interpret/vantage.py pcapreset/interpret/vantage.pxd \
+		pcapreset/interpret/rules.py pcapreset/interpret/rules.pxd \
+		pcapreset/interpret/conversation.py pcapreset/interpret/conversation.pxd \
+		pcapreset/interpret/events.py pcapreset/interpret/events.pxd \
+		pcapreset/interpret/resets.py pcapreset/interpret/resets.pxd \
+		pcapreset/engine/spill.py pcapreset/engine/spill.pxd \
+		pcapreset/engine/packed.py pcapreset/engine/packed.pxd \
+		pcapreset/engine/records.py pcapreset/engine/records.pxd \
+		pcapreset/engine/evictor.py pcapreset/engine/evictor.pxd \
+		pcapreset/engine/tracking.py pcapreset/engine/tracking.pxd \
+		pcapreset/engine/result.py pcapreset/engine/result.pxd \
+		pcapreset/engine/pipeline.py pcapreset/engine/pipeline.pxd \
+		pcapreset/engine/run.py pcapreset/engine/run.pxd \
+		pcapreset/report/jsonout.py pcapreset/report/jsonout.pxd \
+		pcapreset/report/jsonreport.py pcapreset/report/jsonreport.pxd \
+		pcapreset/report/build.py pcapreset/report/build.pxd | $(VENV)/.installed
 	$(PIP_E) --no-deps -e . || $(PY) -m pip install -q --no-deps -e .
 	touch $@
 

@@ -34,6 +34,29 @@ MODULES = (
     "interpret.findings",
     "interpret.hosts",
     "engine.rollup",
+    # compiled only so that they need not be parsed at every start (their .pxd
+    # declares nothing): the modules every analysis imports
+    "capture.tcp",
+    "capture.linklayer",
+    "capture.dedup",
+    "capture.decode",
+    "capture.timeline",
+    "interpret.vantage",
+    "interpret.rules",
+    "interpret.conversation",
+    "interpret.events",
+    "interpret.resets",
+    "engine.spill",
+    "engine.packed",
+    "engine.records",
+    "engine.evictor",
+    "engine.tracking",
+    "engine.result",
+    "engine.pipeline",
+    "engine.run",
+    "report.jsonout",
+    "report.jsonreport",
+    "report.build",
 )
 #: compiled modules that use another one's C types (``cimport``, see their
 #: .pxd): they load only next to that module compiled from the same
