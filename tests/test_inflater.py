@@ -1,4 +1,4 @@
-"""The gzip inflater (sources.gzip_reader): ISA-L's igzip when `isal` is
+"""The gzip inflater (compressed.gzip_reader): ISA-L's igzip when `isal` is
 installed, the standard library's zlib otherwise; the same frames, warnings and
 errors either way."""
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import SAMPLES
 
 import pcapreset
-from pcapreset.capture import sources
+from pcapreset.capture import compressed
 from pcapreset.errors import CaptureError
 
 SAMPLE = SAMPLES / "mixed" / "backend.pcap"
@@ -32,10 +32,10 @@ def test_chosen_inflater(inflater, tmp_path):
     p = tmp_path / "a.gz"
     p.write_bytes(gzip.compress(b"0123456789" * 1000))
     with open(p, "rb") as raw:
-        fh = sources.gzip_reader(raw)
+        fh = compressed.gzip_reader(raw)
         assert type(fh).__name__ == ("_IsalGzip" if inflater == "isal" else "GzipFile")
         assert fh.read() == b"0123456789" * 1000
-    names = {e.__module__ + "." + e.__name__ for e in sources.decompress_errors()}
+    names = {e.__module__ + "." + e.__name__ for e in compressed.decompress_errors()}
     assert "zlib.error" in names and (len(names) == 5) == (inflater == "isal")
 
 
@@ -91,7 +91,7 @@ def test_damaged_stream_salvaged_as_zlib_does(damage, tmp_path):
     p = tmp_path / "x.gz"
     p.write_bytes(bad)
     with open(p, "rb") as raw:
-        got = _salvage(sources.gzip_reader(raw))
+        got = _salvage(compressed.gzip_reader(raw))
     with open(p, "rb") as raw:
         want = _salvage(gzip.GzipFile(fileobj=raw))
     assert got == want

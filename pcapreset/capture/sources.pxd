@@ -1,29 +1,3 @@
-# Declarations for the optional compiled build of sources.py (Cython, pure
-# Python mode): only the pcap record walk and the pcapng block walk are typed;
-# everything else is Python.
-import cython
-
-
-@cython.locals(a="unsigned long long", b="unsigned long long", c="unsigned long long",
-               d="unsigned long long")
-cdef inline unsigned long long _u32(const unsigned char *v, Py_ssize_t p, bint big)
-
-
-@cython.locals(
-    v="const unsigned char[:]", q="const unsigned char *", limit=Py_ssize_t, end=Py_ssize_t,
-    cl="unsigned long long",
-)
-cpdef Py_ssize_t _walk(object buf, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t rec,
-                       Py_ssize_t maxcap, bint big, list offs, object cap8_at) except? -1
-
-
-@cython.locals(v="const unsigned char[:]", q="const unsigned char *", blen="unsigned long long")
-cpdef Py_ssize_t _ng_walk(object buf, Py_ssize_t pos, Py_ssize_t n, bint big, list pk_pos,
-                          list pk_if, list pk_kind) except? -1
-
-
-@cython.locals(n=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, p=Py_ssize_t, words=Py_ssize_t,
-               v="const unsigned char[:]", q="const unsigned char *", ov="long long[:]",
-               hv="long long[:, :]")
-cpdef tuple _header_words(object buf, list offs, Py_ssize_t width, bint big, list kinds=*,
-                          Py_ssize_t short=*)
+# Compiled (Cython, pure Python mode) with no declarations: sources.py runs as
+# it reads, parsed once when it is built instead of at every start. The
+# per-record loops it drives are typed in pcap.pxd and pcapng.pxd.
