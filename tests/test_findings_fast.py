@@ -3,7 +3,7 @@
 ``findings.no_finding`` proves from counters that no finding rule holds, so
 that eviction need not run every rule on every plain connection; it may say
 "maybe" (False) for a connection without a finding, never True for one with a
-finding. ``rollup.split`` must pick the connections the plain definition
+finding. ``fold.split`` must pick the connections the plain definition
 picks (over, no RST event, its own round-trip time, no finding). Checked on
 every connection of every sample and public capture and of a generated one.
 """
@@ -16,7 +16,7 @@ import pytest
 from conftest import CORPUS, bench_capture, sample_captures
 
 from pcapreset.engine import run as engine
-from pcapreset.engine.rollup import _mode, split
+from pcapreset.engine.fold import _mode, split
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret.context import conn_rtt
 from pcapreset.interpret.findings import conn_findings, no_finding

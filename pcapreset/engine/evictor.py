@@ -7,9 +7,9 @@ import numpy as np
 from ..capture.tcp import TcpBatch
 from ..track.conn import Conn, conn_keys, freeze_conn
 from ..track.flows import FlowTracker
+from .fold import split as rollup_split
 from .packed import packable
 from .rollup import Rollup
-from .rollup import split as rollup_split
 
 #: a closed connection is evicted once the capture clock is this far past the
 #: moment Zeek would drop it (packets a little out of order still find it)

@@ -23,44 +23,31 @@ from collections.abc import Iterator
 
 import numpy as np
 
-try:
-    import cython
-except ImportError:  # no Cython installed: plain Python
-    from .. import _nocython as cython  # type: ignore[no-redef]
-
-from ..interpret.advice import advertised_timeout, backend_from_headers
-from ..interpret.context import idle_close_gap
-from ..interpret.findings import conn_findings, no_finding
 from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
-from ..interpret.thresholds import MIN_IDLE_CLOSE_S
-from ..interpret.vantage import Votes, hops
+from ..interpret.vantage import Votes
 from ..track.conn import Conn
-from ..track.flows import FlowTracker
+from .fold import fold_rows
 from .packed import Packed
 from .spill import Spill
-
-_finish_conn = FlowTracker.finish_conn
-
-#: True when this module runs compiled (setup.py: split and Rollup.add are typed)
-COMPILED: bool = cython.compiled
-
-# columns of a Rollup's rows
-_START, _RTT, _SYN, _GAP = 0, 1, 2, 3
-_CLIENT, _SERVER, _SIG = 0, 1, 2
-_NAN = float("nan")
-
-#: hops() of every TTL / hop limit
-_HOPS = tuple(hops(t) for t in range(256))
-
+from .summary import (
+    CLIENT,
+    GAP,
+    RTT,
+    SERVER,
+    SIG,
+    START,
+    SYN,
+    Key,
+    Summary,
+    count_below,
+    extend_by_server,
+)
 
 #: rows per block of a Rollup: the block being filled is two numpy arrays
 #: (``_f``, ``_i``); a full one goes to the Rollup's :class:`~pcapreset.spill.Spill`
 #: as bytes (56 bytes a row: 448 KiB per block)
 ROLLUP_BLOCK = 8192
 _ROW_BYTES = 8 * (4 + 3)
-
-#: a connection's order key: (start, client, server)
-Key = tuple[float, int, int]
 
 
 class Rollup:
@@ -70,7 +57,7 @@ class Rollup:
     time, idle close gap or NaN) and the integers (client, server, vote
     signature). Rows are filled in blocks of ``block`` rows (two numpy arrays,
     reused); a full block is written to a :class:`~pcapreset.spill.Spill` (an
-    unnamed temporary file) and counted into a :class:`_Summary`,
+    unnamed temporary file) and counted into a :class:`~pcapreset.engine.summary.Summary`,
     so memory does not grow with the rows. What the report reads is worked
     out a block at a time: the votes and the first connection of each server
     with an idle close from the summaries, the per-server samples by reading
@@ -84,7 +71,7 @@ class Rollup:
         if self.block < 1:
             raise ValueError("a block holds one row at least")
         # the block being filled: its rows [:_n] of (block, 4) float64:
-        # _START, _RTT, _SYN, _GAP, and (block, 3) int64: _CLIENT, _SERVER, _SIG
+        # START, RTT, SYN, GAP, and (block, 3) int64: CLIENT, SERVER, SIG
         self._f = np.empty((self.block, 4), np.float64)
         self._i = np.empty((self.block, 3), np.int64)
         self._n = 0
@@ -92,16 +79,16 @@ class Rollup:
         #: rows; each written out to the file when it comes (a block is
         #: already a large write: none kept in memory besides the one filled)
         self._blocks = Spill(0)
-        #: the full blocks' rows counted (:class:`_Summary`)
-        self._done = _Summary()
+        #: the full blocks' rows counted (:class:`~pcapreset.engine.summary.Summary`)
+        self._done = Summary()
         #: what connections vote for (see :func:`_sig`), in order of first
-        #: appearance; a row's _SIG is its index here
+        #: appearance; a row's SIG is its index here
         self.sig_list: list[tuple] = []
         self._sig_ids: dict[tuple, int] = {}
         #: header values (Server, Keep-Alive, Connection) -> (backend name, timeout)
         self._headers: dict[tuple, tuple] = {}
         self._votes: tuple | None = None
-        self._tally_of: tuple[int, _Summary] | None = None
+        self._tally_of: tuple[int, Summary] | None = None
         #: reset connections the report keeps, packed (see :mod:`pcapreset.packed`)
         self.packed = Packed()
         #: the host baselines (interpret.hosts) of the folded connections
@@ -142,7 +129,7 @@ class Rollup:
             at = self._n
             k = min(n - done, self.block - at)
             part = conns if k == n else conns[done : done + k]
-            _fold(self, part, self._f[at : at + k], self._i[at : at + k], hostless)
+            fold_rows(self, part, self._f[at : at + k], self._i[at : at + k], hostless)
             self._filled(k)
             done += k
 
@@ -164,7 +151,7 @@ class Rollup:
             self._n = 0
 
     def _append(self, f: np.ndarray, i: np.ndarray, remap: np.ndarray | None = None) -> None:
-        """Add rows (floats (n, 4), integers (n, 3)); ``remap``: their _SIG
+        """Add rows (floats (n, 4), integers (n, 3)); ``remap``: their SIG
         is an index into it (another Rollup's signatures), not ours."""
         done, n = 0, len(f)
         while done < n:
@@ -173,7 +160,7 @@ class Rollup:
             self._f[at : at + k] = f[done : done + k]
             self._i[at : at + k] = i[done : done + k]
             if remap is not None:
-                self._i[at : at + k, _SIG] = remap[i[done : done + k, _SIG]]
+                self._i[at : at + k, SIG] = remap[i[done : done + k, SIG]]
             self._filled(k)
             done += k
 
@@ -208,10 +195,10 @@ class Rollup:
         order: the keys the report's ids of the kept ones count in."""
         for f, i in self._each_block():
             yield from zip(
-                f[:, _START].tolist(), i[:, _CLIENT].tolist(), i[:, _SERVER].tolist(), strict=True
+                f[:, START].tolist(), i[:, CLIENT].tolist(), i[:, SERVER].tolist(), strict=True
             )
 
-    def _tally(self) -> _Summary:
+    def _tally(self) -> Summary:
         """The summary of every row (the full blocks' and the block being filled)."""
         if not self._n:
             return self._done
@@ -238,17 +225,17 @@ class Rollup:
     def rtts(self) -> dict[int, array]:
         """server endpoint -> handshake round-trip times (s), in folding order
         (read from the blocks at each call: new arrays)"""
-        return self._by_server(_RTT)
+        return self._by_server(RTT)
 
     @property
     def syn_times(self) -> dict[int, array]:
         """server endpoint -> SYN times (new arrays, as :attr:`rtts`)"""
-        return self._by_server(_SYN)
+        return self._by_server(SYN)
 
     @property
     def idle_gaps(self) -> dict[int, array]:
         """server endpoint -> idle close gaps (s) (new arrays, as :attr:`rtts`)"""
-        return self._by_server(_GAP)
+        return self._by_server(GAP)
 
     @property
     def idle_first(self) -> dict[int, Key]:
@@ -264,18 +251,18 @@ class Rollup:
 
     def _by_server(self, col: int) -> dict[int, array]:
         """server -> the values of column ``col`` of its rows in row order
-        (_GAP: of its rows with an idle close gap), servers in order of first
+        (GAP: of its rows with an idle close gap), servers in order of first
         appearance; a block at a time."""
         t = self._tally()
-        out = {s: array("d") for s in (t.idle_first if col == _GAP else t.servers)}
+        out = {s: array("d") for s in (t.idle_first if col == GAP else t.servers)}
         for f, i in self._each_block():
-            srv, vals = i[:, _SERVER], f[:, col]
+            srv, vals = i[:, SERVER], f[:, col]
             # (NaN: no idle close gap; an attempt's round trip or missing SYN)
             has = ~np.isnan(vals)
             if not has.all():
                 srv, vals = srv[has], vals[has]
-            _extend_by_server(out, srv, vals)
-        if col != _GAP:  # (a server whose rows were all attempts has no value)
+            extend_by_server(out, srv, vals)
+        if col != GAP:  # (a server whose rows were all attempts has no value)
             out = {s: v for s, v in out.items() if len(v)}
         return out
 
@@ -368,251 +355,8 @@ class Rollup:
         rank = np.empty(n + m, dtype=np.int64)
         rank[order] = np.arange(n + m)
         for f, i in self._each_block():
-            rank += _count_below(
-                (f[:, _START], i[:, _CLIENT], i[:, _SERVER]), (starts, clients, servers)
+            rank += count_below(
+                (f[:, START], i[:, CLIENT], i[:, SERVER]), (starts, clients, servers)
             )
         p.ids = array("q", rank[n:].tobytes())
         return rank[:n].tolist()
-
-
-def _fold(
-    r: Rollup, conns: list[Conn], fa: np.ndarray, ia: np.ndarray, hostless: bool = False
-) -> None:
-    """Fill the rows ``fa`` / ``ia`` of :meth:`Rollup.add_many` (a function, so
-    that the compiled build types it)."""
-    f = fa
-    i = ia
-    # the last connection's signature: the next one most often has the same
-    have = False
-    last_ch = last_sh = last_chost = last_shost = last_sid = 0
-    last_h0 = last_h1 = last_h2 = None
-    for k in range(len(conns)):
-        c = conns[k]
-        sy, hs = c.syn_ts, c.hs_ts
-        if hs is None:  # an attempt (evictor.expired_attempts): no round trip
-            syn = _NAN if sy is None else sy
-            rtt = _NAN
-        else:
-            syn = sy  # type: ignore[assignment]  # (add_many checked: a SYN came first)
-            rtt = hs - syn  # evidence.conn_rtt
-        f[k, _START] = c.start
-        f[k, _RTT] = rtt
-        f[k, _SYN] = syn
-        gap = _idle_gap(c, rtt)
-        f[k, _GAP] = _NAN if gap is None else gap
-        i[k, _CLIENT] = c.client
-        i[k, _SERVER] = c.server
-        ct, st = c.c.ttls, c.s.ttls
-        ch = _HOPS[_mode(ct)] if ct else -1
-        sh = _HOPS[_mode(st)] if st else -1
-        # (a flood's attempts cast no per-host hop vote: spoofed addresses
-        # would make one signature per source host)
-        chost = -1 if hostless else c.client >> 16
-        shost = c.server >> 16
-        h = c.resp_headers
-        if h:
-            h0, h1, h2 = h.get("server"), h.get("keep-alive"), h.get("connection")
-        else:
-            h0 = h1 = h2 = None
-        if not (
-            have
-            and ch == last_ch
-            and sh == last_sh
-            and chost == last_chost
-            and shost == last_shost
-            and h0 == last_h0
-            and h1 == last_h1
-            and h2 == last_h2
-        ):
-            sig, have = _sig(r, ch, sh, chost, shost, h, (h0, h1, h2))
-            last_sid = r._sig_id(sig)
-            last_ch, last_sh, last_chost, last_shost = ch, sh, chost, shost
-            last_h0, last_h1, last_h2 = h0, h1, h2
-        i[k, _SIG] = last_sid
-
-
-def _sig(
-    r: Rollup, ch: int, sh: int, chost: int, shost: int, h: dict[str, str], hk: tuple
-) -> tuple[tuple, bool]:
-    """((client hops, server hops, client host, server host, backend name,
-    advertised timeout), reusable): every vote a connection without RST casts,
-    and whether the next connection with the same hops, hosts and header
-    values ``hk`` casts the same (not when the timeout is NaN: a NaN is its own
-    value each time, as in a Counter).
-
-    Its side_ttl is the most common TTL of the side's packets (no RST to
-    fall back on), the same one _host_hops counts (-1 here: no packet).
-    """
-    name = t = None
-    reusable = True
-    if h:
-        known = r._headers.get(hk)
-        if known is None:
-            known = (backend_from_headers(h), advertised_timeout(h))
-            if known[1] == known[1]:
-                r._headers[hk] = known
-            else:
-                reusable = False
-        name, t = known
-    sig = (None if ch < 0 else ch, None if sh < 0 else sh, chost, shost, name, t)
-    return sig, reusable
-
-
-def _idle_gap(c: Conn, rtt: float) -> float | None:
-    """evidence.idle_close_gap(c, rtt), worked out here when every exchange
-    is complete (no request can be waiting: the common case)."""
-    fin = c.s.fin_ts
-    if fin is None or not c.exchanges:
-        return None
-    cfin = c.c.fin_ts
-    if cfin is not None and cfin < fin:
-        return None
-    best = None
-    for ex in c.exchanges:
-        end = ex.resp_end_ts
-        if end is None:
-            return idle_close_gap(c, rtt)  # a request may be waiting: the full test
-        if end < fin and (best is None or end > best):
-            best = end
-    if best is None:
-        return None
-    gap = fin - best
-    return gap if gap >= MIN_IDLE_CLOSE_S else None
-
-
-def _mode(counts: dict[int, int]) -> int:
-    """The key with the highest count, the first one on a tie (``max(counts,
-    key=counts.__getitem__)``); ``counts`` is not empty."""
-    best = -1
-    most = -1
-    for k, n in counts.items():
-        if n > most:
-            best, most = k, n
-    return best
-
-
-def split(watch: list[Conn], horizon: float) -> tuple[list[Conn], list[Conn], list[Conn]]:
-    """engine.Evictor's sweep: (the connections of ``watch`` not over by
-    ``horizon``, those over that a Rollup can fold, those over with an RST
-    event: kept for the report, slimmed). The others (over, with a finding or
-    without a round-trip time) are in none: the report needs them whole."""
-    keep: list[Conn] = []
-    out: list[Conn] = []
-    frozen: list[Conn] = []
-    for c in watch:
-        if c.expires_at > horizon or c.zk.delete_at > horizon:
-            # (expires_at <= zk.delete_at, and is on the Conn itself: most
-            # connections are decided without touching another object)
-            keep.append(c)
-            continue
-        if c.rst_events:
-            frozen.append(c)
-            continue
-        _finish_conn(c)  # no packet can change it any more
-        syn, hs = c.syn_ts, c.hs_ts
-        if syn is None or hs is None or hs <= syn:
-            continue  # no round-trip time of its own (evidence.conn_rtt)
-        if no_finding(c) or not conn_findings(c):
-            out.append(c)
-    return keep, out, frozen
-
-
-class _Summary:
-    """What the order-free tables of a Rollup add up to over some rows: per
-    vote signature (its index in ``sig_list``) its rows and the least
-    (start, client, server) key among them (the first voter in report order);
-    the servers, in order of first appearance; per server with an idle close
-    gap, the least key of its rows with one, in order of the first such row."""
-
-    __slots__ = ("sig_rows", "sig_first", "servers", "idle_first")
-
-    def __init__(self) -> None:
-        self.sig_rows: dict[int, int] = {}
-        self.sig_first: dict[int, Key] = {}
-        self.servers: dict[int, None] = {}
-        self.idle_first: dict[int, Key] = {}
-
-    def copy(self) -> _Summary:
-        s = _Summary()
-        s.sig_rows = dict(self.sig_rows)
-        s.sig_first = dict(self.sig_first)
-        s.servers = dict(self.servers)
-        s.idle_first = dict(self.idle_first)
-        return s
-
-    def add(self, f: np.ndarray, i: np.ndarray) -> None:
-        """Count rows (floats, integers) that come after those counted."""
-        if not len(f):
-            return
-        srv, sig = i[:, _SERVER], i[:, _SIG]
-        order = np.lexsort((srv, i[:, _CLIENT], f[:, _START]))  # report order
-        sids, counts = np.unique(sig, return_counts=True)
-        rows = self.sig_rows
-        for sid, k in zip(sids.tolist(), counts.tolist(), strict=True):
-            rows[sid] = rows.get(sid, 0) + k
-        for sid, row in _first_rows(sig[order], order).items():
-            _least(self.sig_first, sid, _key(f, i, row))
-        servers = self.servers
-        for s in _appearance(srv):
-            if s not in servers:
-                servers[s] = None
-        has = ~np.isnan(f[:, _GAP])
-        if has.any():
-            idle_rows = order[has[order]]
-            firsts = _first_rows(srv[idle_rows], idle_rows)
-            for s in _appearance(srv[has]):
-                _least(self.idle_first, s, _key(f, i, firsts[s]))
-
-
-def _least(d: dict[int, Key], k: int, key: Key) -> None:
-    """d[k] = the lesser of ``key`` and d[k] (new keys go last)."""
-    known = d.get(k)
-    if known is None or key < known:
-        d[k] = key
-
-
-def _appearance(a: np.ndarray) -> list[int]:
-    """The values of ``a``, each once, in order of first appearance."""
-    uniq, first = np.unique(a, return_index=True)
-    return uniq[np.argsort(first)].tolist()
-
-
-def _count_below(
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray], keys: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """For each key of ``keys`` (starts, clients, servers), how many of
-    ``rows`` (the same columns) have a lesser (start, client, server)."""
-    nq, nr = len(keys[0]), len(rows[0])
-    row = np.zeros(nq + nr, dtype=np.int8)
-    row[nq:] = 1
-    cols = [np.concatenate([q, r]) for q, r in zip(keys, rows, strict=True)]
-    # a row equal to a key sorts after it: only lesser rows come before a key
-    order = np.lexsort((row, cols[2], cols[1], cols[0]))
-    is_row = row[order]
-    before = np.cumsum(is_row, dtype=np.int64)
-    at = np.flatnonzero(is_row == 0)
-    out = np.empty(nq, dtype=np.int64)
-    out[order[at]] = before[at]
-    return out
-
-
-def _first_rows(keys: np.ndarray, rows: np.ndarray) -> dict[int, int]:
-    """key -> the row of its first occurrence in ``keys`` (``rows[j]``: the row of ``keys[j]``)."""
-    uniq, first = np.unique(keys, return_index=True)
-    return dict(zip(uniq.tolist(), rows[first].tolist(), strict=True))
-
-
-def _key(f: np.ndarray, i: np.ndarray, row: int) -> tuple[float, int, int]:
-    """(start, client, server) of a row: its connection's order key."""
-    return (float(f[row, _START]), int(i[row, _CLIENT]), int(i[row, _SERVER]))
-
-
-def _extend_by_server(out: dict[int, array], servers: np.ndarray, values: np.ndarray) -> None:
-    """out[server] += its ``values``, in order (``out`` has every server)."""
-    if not len(servers):
-        return
-    order = np.argsort(servers, kind="stable")
-    uniq, start, counts = np.unique(servers[order], return_index=True, return_counts=True)
-    vals = values[order]
-    for s, a, k in zip(uniq.tolist(), start.tolist(), counts.tolist(), strict=True):
-        out[s].frombytes(vals[a : a + k].tobytes())
