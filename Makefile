@@ -28,9 +28,14 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
 		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \
+		pcapreset/capture/pcap.py pcapreset/capture/pcap.pxd \
+		pcapreset/capture/pcapng.py pcapreset/capture/pcapng.pxd \
+		pcapreset/capture/compressed.py pcapreset/capture/compressed.pxd \
 		pcapreset/capture/decode_kernel.py pcapreset/capture/decode_kernel.pxd \
 		pcapreset/interpret/findings.py pcapreset/interpret/findings.pxd \
 		pcapreset/interpret/hosts.py pcapreset/interpret/hosts.pxd \
+		pcapreset/engine/fold.py pcapreset/engine/fold.pxd \
+		pcapreset/engine/summary.py pcapreset/engine/summary.pxd \
 		pcapreset/engine/rollup.py pcapreset/engine/rollup.pxd \
 		pcapreset/capture/tcp.py pcapreset/capture/tcp.pxd \
 		pcapreset/capture/linklayer.py pcapreset/capture/linklayer.pxd \

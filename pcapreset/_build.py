@@ -26,6 +26,9 @@ MODULES = (
     "track.conn",
     "track.connstate",
     "capture.sources",
+    "capture.pcap",
+    "capture.pcapng",
+    "capture.compressed",
     "capture.decode_kernel",
     "track.httphead",
     "track.http",
@@ -33,6 +36,8 @@ MODULES = (
     "track.flows",
     "interpret.findings",
     "interpret.hosts",
+    "engine.fold",
+    "engine.summary",
     "engine.rollup",
     # compiled only so that they need not be parsed at every start (their .pxd
     # declares nothing): the modules every analysis imports
@@ -68,7 +73,7 @@ CIMPORTS = {
     "track.flows": ("track.conn", "track.http", "track.rst"),
     "interpret.findings": ("track.conn",),
     "interpret.hosts": ("track.conn",),
-    "engine.rollup": ("track.conn",),
+    "engine.fold": ("track.conn",),
 }
 
 

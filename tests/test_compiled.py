@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_captures
 
+import pcapreset.capture
 from pcapreset import _build
-from pcapreset.capture import decode_kernel, sources
+from pcapreset.capture import decode_kernel, pcap, pcapng, sources
 from pcapreset.capture.decode import Decoder
 from pcapreset.capture.tcp import AddressBook
 from pcapreset.capture.timeline import decoded_timeline, open_readers
-from pcapreset.engine import rollup
+from pcapreset.engine import fold, rollup
 from pcapreset.errors import PcapResetError
 from pcapreset.interpret import findings, hosts
 from pcapreset.track import conn, connstate, flows, http, httphead, rst
@@ -103,6 +104,8 @@ def test_ci_runs_the_compiled_tracker():
         flows,
         connstate,
         sources,
+        pcap,
+        pcapng,
         decode_kernel,
         httphead,
         findings,
@@ -160,8 +163,10 @@ def test_plain_source_is_uncompiled():
         m.COMPILED for m in (plain("track.conn"), plain("track.http"), plain("track.rst"))
     )
     assert plain("capture.sources").COMPILED is False
+    assert plain("capture.pcap").COMPILED is False
+    assert plain("capture.pcapng").COMPILED is False
     assert plain("interpret.findings").COMPILED is False
-    assert plain("engine.rollup").COMPILED is False
+    assert plain("engine.fold").COMPILED is False
     assert plain("interpret.hosts").COMPILED is False
 
 
@@ -202,7 +207,8 @@ def test_snapshot_sees_the_fields():
 
 
 def frames_of(mod, path: str) -> tuple[list, dict, list]:
-    """Every FrameBatch column (and the packet bytes) and the reader's warnings."""
+    """Every FrameBatch column (and the packet bytes) and the reader's warnings
+    (``mod``: the capture.sources module whose CaptureReader reads)."""
     try:
         r = mod.CaptureReader(path)
     except PcapResetError as e:
@@ -225,32 +231,39 @@ def frames_of(mod, path: str) -> tuple[list, dict, list]:
     [*sample_captures(), *CORPUS_FILES, *MALFORMED_FILES],
     ids=lambda p: f"{p.parent.name}/{p.name}",
 )
-def test_compiled_reader_equals_plain(path):
-    if not sources.COMPILED:
-        pytest.skip("pcapreset.capture.sources is not compiled here: nothing to compare")
+def test_compiled_reader_equals_plain(path, monkeypatch):
+    if not (pcap.COMPILED and pcapng.COMPILED):
+        pytest.skip("pcapreset.capture.pcap / pcapng are not compiled here: nothing to compare")
     fast = frames_of(sources, str(path))
+    # the plain reader walks records with the plain pcap and pcapng modules
+    # (CaptureReader imports them when it opens a file)
+    monkeypatch.setitem(sys.modules, "pcapreset.capture.pcap", plain("capture.pcap"))
+    monkeypatch.setitem(sys.modules, "pcapreset.capture.pcapng", plain("capture.pcapng"))
+    monkeypatch.setattr(pcapreset.capture, "pcap", plain("capture.pcap"), raising=False)
+    monkeypatch.setattr(pcapreset.capture, "pcapng", plain("capture.pcapng"), raising=False)
     slow = frames_of(plain("capture.sources"), str(path))
     assert fast == slow
 
 
 # ----------------------------------------------------------- eviction's work
 def _compare_eviction(path: Path) -> None:
-    """findings.no_finding / conn_findings, rollup.split and Rollup.add give
+    """findings.no_finding / conn_findings, fold.split and Rollup.add give
     the same answers compiled and from source, on every connection."""
-    if not (findings.COMPILED and rollup.COMPILED):
-        pytest.skip("findings / rollup are not compiled here: nothing to compare")
+    if not (findings.COMPILED and fold.COMPILED):
+        pytest.skip("findings / fold are not compiled here: nothing to compare")
     try:
         conns = tracked(flows, str(path))
     except PcapResetError as e:
         pytest.skip(f"unreadable: {e}")
-    pf, pr = plain("interpret.findings"), plain("engine.rollup")
+    pf, pr, pfold = plain("interpret.findings"), plain("engine.rollup"), plain("engine.fold")
+    pr.fold_rows = pfold.fold_rows  # (the plain Rollup folds with the plain fold)
     for c in conns:
         assert findings.no_finding(c) == pf.no_finding(c)
         assert findings.conn_findings(c) == pf.conn_findings(c)
     inf = float("inf")
-    keep, out, frozen = rollup.split(list(conns), inf)
-    assert (keep, out, frozen) == pr.split(list(conns), inf)
-    assert rollup.split(list(conns), -inf) == pr.split(list(conns), -inf)
+    keep, out, frozen = fold.split(list(conns), inf)
+    assert (keep, out, frozen) == pfold.split(list(conns), inf)
+    assert fold.split(list(conns), -inf) == pfold.split(list(conns), -inf)
     fast, slow = rollup.Rollup(), pr.Rollup()
     for c in out:
         fast.add(c)
@@ -277,7 +290,7 @@ def test_compiled_eviction_equals_plain_on_generated(tmp_path_factory):
     """A generated capture: hundreds of foldable connections (not vacuous)."""
     path = bench_capture(tmp_path_factory, 400, 11)
     _compare_eviction(path)
-    assert len(rollup.split(tracked(flows, str(path)), float("inf"))[1]) > 200
+    assert len(fold.split(tracked(flows, str(path)), float("inf"))[1]) > 200
 
 
 def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
@@ -301,4 +314,4 @@ def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
     assert _build.run_from_source() == []
     # a module the CIMPORTS name is compiled from other declarations: not built
     monkeypatch.setattr(_build, "_runs_compiled", lambda m: m != "track.conn")
-    assert "engine.rollup" in _build.run_from_source()
+    assert "engine.fold" in _build.run_from_source()
