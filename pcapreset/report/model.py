@@ -17,13 +17,9 @@ from ..capture.tcp import linktype_name
 from ..engine.records import Records
 from ..engine.result import EngineResult
 from ..errors import PcapResetError
-from ..interpret.advice import (
-    NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
-    advertised_timeout,
-    backend_from_headers,
-    header_evidence,
-    recommend,
-)
+from ..interpret.advice import NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S, recommend
+from ..interpret.backend_advice import header_evidence
+from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.context import (
     Context,
     idle_summary,
@@ -62,7 +58,7 @@ class Report:
     extra: dict = field(default_factory=dict)  # e.g. nginx_log section
     tls_upstream: bool = False  # nginx.conf: proxy_pass https://
     #: what nginx.conf, error.log and the headers show for the backend advice
-    #: table (advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header";
+    #: table (backend_advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header";
     #: the headers and exchanges add "tomcat", "node", "websocket"
     evidence: set[str] = field(default_factory=set)
 
