@@ -130,7 +130,8 @@ def _table_modules(plot_dir, export_dir, export_format) -> None:
 
 def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
     """--plot / --export: pandas and matplotlib are imported only when asked for."""
-    from .notebook.frames import from_report, write_plots
+    from .notebook.files import write_plots
+    from .notebook.frames import from_report
 
     try:
         a = from_report(rep, list(files), port)
