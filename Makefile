@@ -49,7 +49,6 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/interpret/resets.py pcapreset/interpret/resets.pxd \
 		pcapreset/engine/spill.py pcapreset/engine/spill.pxd \
 		pcapreset/engine/packed.py pcapreset/engine/packed.pxd \
-		pcapreset/engine/records.py pcapreset/engine/records.pxd \
 		pcapreset/engine/evictor.py pcapreset/engine/evictor.pxd \
 		pcapreset/engine/tracking.py pcapreset/engine/tracking.pxd \
 		pcapreset/engine/result.py pcapreset/engine/result.pxd \

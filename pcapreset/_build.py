@@ -20,8 +20,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles, each after the ones it imports when it runs
 #: (the order :func:`prefer_fresh_source` loads sources in: http and rst
-#: import conn; flows imports them and connstate and httphead); dotted names
-#: under pcapreset/
+#: import conn; flows imports them and connstate and httphead; tests/test_compiled.py
+#: checks the order); dotted names under pcapreset/
 MODULES = (
     "track.conn",
     "track.connstate",
@@ -32,28 +32,25 @@ MODULES = (
     "capture.decode_kernel",
     "track.httphead",
     "track.http",
+    "interpret.findings",
+    "engine.summary",
+    "capture.tcp",
     "track.rst",
     "track.flows",
-    "interpret.findings",
-    "interpret.hosts",
-    "engine.fold",
-    "engine.summary",
-    "engine.rollup",
-    # compiled only so that they need not be parsed at every start (their .pxd
-    # declares nothing): the modules every analysis imports
-    "capture.tcp",
     "capture.linklayer",
     "capture.dedup",
     "capture.decode",
     "capture.timeline",
     "interpret.vantage",
+    "interpret.hosts",
+    "engine.fold",
     "interpret.rules",
     "interpret.conversation",
     "interpret.events",
     "interpret.resets",
     "engine.spill",
     "engine.packed",
-    "engine.records",
+    "engine.rollup",
     "engine.evictor",
     "engine.tracking",
     "engine.result",
@@ -62,6 +59,37 @@ MODULES = (
     "report.jsonout",
     "report.jsonreport",
     "report.build",
+)
+#: the modules of :data:`MODULES` whose .pxd declares nothing: compiled only so that
+#: they are not parsed at every start (every analysis imports them), with less
+#: optimisation (setup.py), which they do not need
+PARSE_ONLY = frozenset(
+    {
+        "capture.compressed",
+        "capture.decode",
+        "capture.dedup",
+        "capture.linklayer",
+        "capture.sources",
+        "capture.tcp",
+        "capture.timeline",
+        "engine.evictor",
+        "engine.packed",
+        "engine.pipeline",
+        "engine.result",
+        "engine.rollup",
+        "engine.run",
+        "engine.spill",
+        "engine.summary",
+        "engine.tracking",
+        "interpret.conversation",
+        "interpret.events",
+        "interpret.resets",
+        "interpret.rules",
+        "interpret.vantage",
+        "report.build",
+        "report.jsonout",
+        "report.jsonreport",
+    }
 )
 #: compiled modules that use another one's C types (``cimport``, see their
 #: .pxd): they load only next to that module compiled from the same

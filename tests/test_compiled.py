@@ -293,6 +293,40 @@ def test_compiled_eviction_equals_plain_on_generated(tmp_path_factory):
     assert len(fold.split(tracked(flows, str(path)), float("inf"))[1]) > 200
 
 
+def _top_imports(module: str) -> set[str]:
+    """The modules of _build.MODULES that ``module`` imports as it loads (its
+    top-level imports, not those under TYPE_CHECKING or inside functions)."""
+    import ast
+
+    tree = ast.parse(Path(_build._path(module + ".py")).read_text())
+    out: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            continue
+        for n in ast.walk(node) if isinstance(node, (ast.Try, ast.If)) else [node]:
+            if not isinstance(n, ast.ImportFrom):
+                continue
+            if n.level:
+                base = ".".join(module.split(".")[: -n.level] + ([n.module] if n.module else []))
+            elif (n.module or "").startswith("pcapreset."):
+                base = (n.module or "").removeprefix("pcapreset.")
+            else:
+                continue
+            named = (base, *(f"{base}.{a.name}" for a in n.names))
+            out |= {m for m in named if m in _build.MODULES}
+    return out - {module}
+
+
+def test_modules_load_after_the_ones_they_import():
+    """prefer_fresh_source loads stale modules from source in MODULES order: a
+    module must come after every compiled module it imports as it loads, or a
+    stale one would be imported compiled before its turn."""
+    for i, m in enumerate(_build.MODULES):
+        later = _top_imports(m) - set(_build.MODULES[:i])
+        assert not later, f"{m} imports {sorted(later)}, listed after it"
+    assert _build.PARSE_ONLY <= set(_build.MODULES)
+
+
 def test_modules_that_cimport_a_stale_one_run_from_source(monkeypatch):
     """A stale (or unbuilt) conn takes every module that cimports its C types
     to source too (directly or through another: flows through http), and

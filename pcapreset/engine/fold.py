@@ -19,7 +19,7 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..interpret.advice import advertised_timeout, backend_from_headers
+from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
 from ..interpret.thresholds import MIN_IDLE_CLOSE_S

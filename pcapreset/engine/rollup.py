@@ -268,8 +268,8 @@ class Rollup:
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
         """(pairs, client only, server only, host hops, backends, timeouts): the
-        votes of infer_vantage, _host_hops, Report.backend_name and
-        Report.advertised_timeout over the evicted and the packed connections."""
+        votes of infer_vantage, _host_hops, report.headers.backend_name and
+        report.headers.most_advertised_timeout over the evicted and the packed connections."""
         state = (self.count, len(self.packed))
         if self._votes is not None and self._votes[0] == state:
             return self._votes[1]

@@ -1,2 +1,0 @@
-# Compiled (Cython, pure Python mode) with no declarations: records.py runs as it
-# reads, parsed once when it is built instead of at every start.
