@@ -361,25 +361,48 @@ def same_report(a, b) -> None:
     assert render_text(a) == render_text(b)
 
 
-def stream_live_batches(path, evict: bool):
+def stream_live_batches(path, evict: bool, slice_s: float | None = None, stream=None):
     """(EngineResult, streamed verdicts) of ``path`` fed as live batches
-    (engine.run_batches, the live path) through a VerdictStream."""
+    (engine.run_batches, the live path) through a VerdictStream (``stream``,
+    or a new one with no delay); ``slice_s``: each batch cut into the packets
+    of each ``slice_s`` of capture time, as a live capture yields them."""
     from pcapreset.capture.sources import CaptureReader
     from pcapreset.engine import run as engine
     from pcapreset.report.stream import VerdictStream
 
     streamed: list[dict] = []
-    stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
+    if stream is None:
+        stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
+    else:
+        stream.emit = streamed.append
     reader = CaptureReader(str(path))
+    batches = reader.batches() if slice_s is None else time_slices(reader.batches(), slice_s)
     try:
         res = engine.run_batches(
-            reader.batches(), [reader.info], on_rst=stream.on_rst, on_batch=stream.tick,
-            evict=evict,
+            batches, [reader.info], on_rst=stream.on_rst, on_batch=stream.tick, evict=evict,
         )  # fmt: skip
     finally:
         reader.close()
     stream.flush()
     return res, streamed
+
+
+def time_slices(batches, slice_s: float):
+    """Each FrameBatch of ``batches`` cut where its packets cross a multiple
+    of ``slice_s`` seconds (capture time)."""
+    import numpy as np
+
+    from pcapreset.capture.sources import FrameBatch
+
+    for fb in batches:
+        slot = np.floor(fb.ts / slice_s)
+        cuts = [0, *(np.flatnonzero(np.diff(slot)) + 1).tolist(), len(fb.ts)]
+        for lo, hi in zip(cuts, cuts[1:]):
+            if hi > lo:
+                yield FrameBatch(
+                    fb.buf, fb.off[lo:hi], fb.caplen[lo:hi], fb.wirelen[lo:hi], fb.ts[lo:hi],
+                    fb.linktype[lo:hi], fb.frame_no[lo:hi], fb.file_index,
+                )  # fmt: skip
 
 
 def rollup_fields(r, order) -> dict:

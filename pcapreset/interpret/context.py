@@ -202,13 +202,7 @@ class ContextSamples:
                 _samples(self.retry, c.server).append(c.syn_ts)
         if c.rst_events and short_idle_fin(c):
             _samples(self.short_fins, c.server).append(c.s.fin_ts)  # type: ignore[arg-type]
-        for ev in c.rst_events:
-            if ev.from_client or is_followup(c, ev, rtt_s):
-                continue
-            if is_refused(c, ev):
-                _samples(self.refused, c.server).append(ev.ts)
-            else:
-                _samples(self.server_rst, c.server).append(ev.ts)
+        self.add_resets(c, rtt_s)
         gap = idle_close_gap(c, rtt_s)
         if gap is not None:
             _samples(self.idle, c.server).append(gap)
@@ -225,6 +219,16 @@ class ContextSamples:
             and (not c.s.ttls or first.packets[0].ttl in c.s.ttls)  # not a forged RST
         ):
             self.race.setdefault(c.server, []).append(first.idle_before_s)
+
+    def add_resets(self, c: Conn, rtt_s: float) -> None:
+        """The server's RSTs of ``c`` (refused connects apart), follow-ups not counted."""
+        for ev in c.rst_events:
+            if ev.from_client or is_followup(c, ev, rtt_s):
+                continue
+            if is_refused(c, ev):
+                _samples(self.refused, c.server).append(ev.ts)
+            else:
+                _samples(self.server_rst, c.server).append(ev.ts)
 
     def first_idle(self, srv: int, key: tuple[float, int, int]) -> None:
         known = self.idle_first.get(srv)

@@ -10,6 +10,7 @@ Sender ``"rst"`` means "whoever sent the RST" (client or server).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .evidence import Fact
@@ -308,6 +309,27 @@ def classify(facts: dict[str, Fact]) -> Verdict:
         "unknown", sender, 0.3, "none", "no rule matched: too little evidence for a cause", [],
         list(facts.values()),
     )  # fmt: skip
+
+
+def decided(facts: dict[str, Fact], unsure: Collection[str]) -> Verdict | None:
+    """The verdict of ``facts`` whatever each fact named in ``unsure`` turns
+    out to be (present or not), or None when one of them could change it.
+
+    The rows are read as :func:`classify` reads them, each one's test three-
+    valued: a row that might match before the first row sure to match leaves
+    the verdict open. The verdict returned lists only the sure facts."""
+    sure = {k: v for k, v in facts.items() if k not in unsure}
+
+    def absent(n: str) -> bool:
+        return n not in sure and n not in unsure
+
+    for r in RULES:
+        if any(absent(n) for n in r.needs) or any(n in sure for n in r.unless):
+            continue  # cannot match
+        if all(n in sure for n in r.needs) and all(absent(n) for n in r.unless):
+            return classify(sure)  # (every row before it cannot match: this one)
+        return None  # might match or not
+    return classify(sure)
 
 
 def table_text() -> str:
