@@ -397,7 +397,7 @@ def time_slices(batches, slice_s: float):
     for fb in batches:
         slot = np.floor(fb.ts / slice_s)
         cuts = [0, *(np.flatnonzero(np.diff(slot)) + 1).tolist(), len(fb.ts)]
-        for lo, hi in zip(cuts, cuts[1:]):
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
             if hi > lo:
                 yield FrameBatch(
                     fb.buf, fb.off[lo:hi], fb.caplen[lo:hi], fb.wirelen[lo:hi], fb.ts[lo:hi],

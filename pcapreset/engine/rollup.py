@@ -29,9 +29,9 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 from ..interpret.advice import advertised_timeout, backend_from_headers
-from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
 from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
+from ..interpret.readings import idle_close_gap
 from ..interpret.thresholds import MIN_IDLE_CLOSE_S
 from ..interpret.vantage import Votes, hops
 from ..track.conn import Conn

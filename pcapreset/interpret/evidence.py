@@ -38,13 +38,11 @@ from .context import (
     RESTART_CLOSES,
     RESTART_CLOSES_S,
     Context,
-    fin_crossed,
-    is_refused,
     rtt_of,
-    short_idle_fin,
 )
 from .conversation import GOODBYE_MAX, conn_app, conversation_facts, waiting_at
 from .hosts import ODD_TTL_MAX
+from .readings import fin_crossed, is_refused, short_idle_fin
 from .thresholds import (
     BURST_CONNECTS,
     INSTANT_S,

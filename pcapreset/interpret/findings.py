@@ -19,7 +19,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 from ..track.conn import Conn, Dir
-from .context import conn_rtt, fin_crossed
+from .readings import conn_rtt, fin_crossed
 from .thresholds import RACE_SLACK_S
 
 #: True when this module runs compiled (setup.py; only no_finding is typed)

@@ -19,18 +19,29 @@ no outcome of those can change it (:mod:`pcapreset.report.stream`).
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..track.conn import Conn, RstEvent
-from .context import Context, ContextSamples, Summarised, conn_rtt, median, short_idle_fin
+from .context import Context, ContextSamples, Summarised, median
 from .hosts import ODD_TTL_MAX
+from .readings import conn_rtt, short_idle_fin
 from .thresholds import INSTANT_S, RESTART_WINDOW_S
 from .vantage import Vantage
 
 #: the rollup's columns (engine.rollup): round-trip time, SYN time, server
 _RTT, _SYN, _SERVER = 1, 2, 1
 _EMPTY = np.zeros(0, np.float64)
+
+
+def _seq(a: np.ndarray) -> Sequence[float]:
+    """A sorted float64 array where the context holds times (bisect reads it)."""
+    return a  # type: ignore[return-value]
+
+
+def _sorted(a: array) -> Sequence[float]:
+    return _seq(np.sort(np.frombuffer(a, np.float64)))
 
 
 class _Medians(dict):
@@ -70,7 +81,7 @@ class ContextTally:
 
     def _take_rollup(self, rollup: Summarised) -> None:
         new_syn: dict[int, list[np.ndarray]] = {}
-        for f, i in rollup.rows_from(self._rows):  # type: ignore[attr-defined]
+        for f, i in rollup.rows_from(self._rows):
             self._rows += len(f)
             srv, syn, rtt = i[:, _SERVER], f[:, _SYN], f[:, _RTT]
             for s in np.unique(srv).tolist():
@@ -117,7 +128,7 @@ class ContextTally:
             srv_a, syn_a = np.asarray(held_srv, np.int64), np.asarray(held_syn, np.float64)
             for s in np.unique(srv_a).tolist():
                 syn.setdefault(s, []).append(syn_a[srv_a == s])
-        ctx.syn_times = {s: np.sort(np.concatenate(p), kind="stable") for s, p in syn.items()}
+        ctx.syn_times = {s: _seq(np.sort(np.concatenate(p), kind="stable")) for s, p in syn.items()}
         # the server's RSTs: packed, held (the rolled-up connections have none)
         rst = ContextSamples()
         rst.merge(self._packed)
@@ -129,8 +140,10 @@ class ContextTally:
             if r is None and len(c.rst_events) > 1:
                 self.median_servers.add(c.server)
             rst.add_resets(c, r if r is not None else ctx.rtt.get(c.server, 0.0))
-        ctx.server_rst_times = {s: np.sort(np.frombuffer(a)) for s, a in rst.server_rst.items()}
-        ctx.refused_times = {s: np.sort(np.frombuffer(a)) for s, a in rst.refused.items()}
+        ctx.server_rst_times = {
+            s: _seq(np.sort(np.frombuffer(a))) for s, a in rst.server_rst.items()
+        }
+        ctx.refused_times = {s: _seq(np.sort(np.frombuffer(a))) for s, a in rst.refused.items()}
         return ctx
 
 
