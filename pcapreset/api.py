@@ -129,8 +129,11 @@ def analyze_live(
 ) -> Report:
     """Capture on ``iface`` until Ctrl-C / SIGTERM / ``duration_s``; classify every reset.
 
-    ``on_reset`` gets each reset (as in the JSON report) ``verdict_delay_s``
-    after it was seen; ``write`` also saves the packets as a pcap. Raises
+    ``on_reset`` gets each reset (as in the JSON report) once its verdict is
+    the final report's (:class:`pcapreset.report.stream.VerdictStream`: when
+    its connection is over and nothing still to come can change it, at the
+    earliest ``verdict_delay_s`` after it; the others when the capture stops);
+    ``write`` also saves the packets as a pcap. Raises
     :class:`pcapreset.errors.CaptureSourceError` when capturing is not possible.
     """
     from .capture.live import LiveCapture
