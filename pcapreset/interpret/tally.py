@@ -32,7 +32,6 @@ from .vantage import Vantage
 
 #: the rollup's columns (engine.rollup): round-trip time, SYN time, server
 _RTT, _SYN, _SERVER = 1, 2, 1
-_EMPTY = np.zeros(0, np.float64)
 
 
 def _seq(a: np.ndarray) -> Sequence[float]:
@@ -64,6 +63,39 @@ class _Medians(dict):
         return self[srv]
 
 
+class _Runs:
+    """Sorted runs of floats (times), merged as they come so that there are
+    O(log n) of them: adding costs O(log n) per value over the capture, and
+    the values within a window are found without copying the others."""
+
+    __slots__ = ("runs",)
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        runs = self.runs
+        runs.append(np.sort(values))
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            b = runs.pop()
+            runs[-1] = np.sort(np.concatenate([runs[-1], b]), kind="stable")
+
+    def within(self, spans: np.ndarray | None) -> list[np.ndarray]:
+        """The values inside the windows ``spans`` ((n, 2): from, to; None:
+        every value), run by run."""
+        if spans is None:
+            return list(self.runs)
+        out = []
+        for r in self.runs:
+            lo = np.searchsorted(r, spans[:, 0], "left")
+            hi = np.searchsorted(r, spans[:, 1], "right")
+            keep = np.zeros(len(r) + 1, np.int64)
+            np.add.at(keep, lo, 1)
+            np.add.at(keep, hi, -1)
+            out.append(r[np.cumsum(keep[:-1]) > 0])
+        return out
+
+
 class ContextTally:
     """The SYN times, server RST times, refused connects and round-trip times
     of :func:`build_context`, over the connections held plus those summarised
@@ -71,8 +103,8 @@ class ContextTally:
 
     def __init__(self) -> None:
         self._rows = 0  # rollup rows taken
-        #: per server: the rolled-up SYN times (sorted) and round-trip times
-        self._syn: dict[int, np.ndarray] = {}
+        #: per server: the rolled-up SYN times and round-trip times
+        self._syn: dict[int, _Runs] = {}
         self._rtt: dict[int, list[np.ndarray]] = {}
         self._packed_n = -1
         self._packed: ContextSamples = ContextSamples()
@@ -90,8 +122,10 @@ class ContextTally:
                 new_syn.setdefault(s, []).append(t[~np.isnan(t)])
                 self._rtt.setdefault(s, []).append(r[~np.isnan(r)].copy())
         for s, parts in new_syn.items():
-            old = self._syn.get(s, _EMPTY)
-            self._syn[s] = np.sort(np.concatenate([old, *parts]), kind="stable")
+            runs = self._syn.get(s)
+            if runs is None:
+                runs = self._syn[s] = _Runs()
+            runs.add(np.concatenate(parts))
         packed = rollup.packed
         if len(packed) != self._packed_n:
             self._packed_n = len(packed)
@@ -99,11 +133,18 @@ class ContextTally:
             self._packed.merge(packed.samples)
             self._packed_rtt = packed.rtts
 
-    def update(self, conns: list[Conn], rollup: Summarised | None = None) -> Context:
+    def update(
+        self,
+        conns: list[Conn],
+        rollup: Summarised | None = None,
+        syn_around: dict[int, list[float]] | None = None,
+    ) -> Context:
         """The context as :func:`build_context` ``(conns, rollup)`` computes
         its ``syn_times``, ``server_rst_times``, ``refused_times`` and
         ``rtt`` (the other fields are empty: :func:`unsure_facts` names the
-        facts that read them)."""
+        facts that read them). ``syn_around``: per server, the SYN times of
+        the connections whose facts will be read; ``syn_times`` then holds
+        only the times within INSTANT_S of those (all that the facts count)."""
         if rollup is not None:
             self._take_rollup(rollup)
         held_srv: list[int] = []
@@ -121,7 +162,14 @@ class ContextTally:
             rtts.setdefault(s, []).append(np.frombuffer(a, np.float64))
         ctx = Context(vantage=Vantage("unknown", None, None, "live"), rtt=_Medians(rtts, conns))
         # SYN times: rolled up, packed, held
-        syn: dict[int, list[np.ndarray]] = {s: [a] for s, a in self._syn.items()}
+        spans = {
+            s: np.column_stack([np.asarray(t) - INSTANT_S, np.asarray(t) + INSTANT_S])
+            for s, t in (syn_around or {}).items()
+        }
+        syn: dict[int, list[np.ndarray]] = {}
+        for s, runs in self._syn.items():
+            if syn_around is None or s in spans:
+                syn[s] = runs.within(spans.get(s))
         for s, a in self._packed.syn.items():
             syn.setdefault(s, []).append(np.frombuffer(a, np.float64))
         if held_srv:

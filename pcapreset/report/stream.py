@@ -94,7 +94,11 @@ class VerdictStream:
         if not ready:
             return
         self._ctx_at = self.clock
-        ctx = self.tally.update(ft.conns, rollup)
+        around: dict[int, list[float]] = {}
+        for _e, c in ready:
+            if c.syn_ts is not None:
+                around.setdefault(c.server, []).append(c.syn_ts)
+        ctx = self.tally.update(ft.conns, rollup, around)
         done = self._emit(ready, ft, dec, ctx, self.clock)
         self.pending = [(e, c) for e, c in self.pending if id(e) not in done]
 
