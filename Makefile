@@ -28,6 +28,7 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
 		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \
+		pcapreset/capture/ring.py pcapreset/capture/ring.pxd \
 		pcapreset/capture/decode_kernel.py pcapreset/capture/decode_kernel.pxd \
 		pcapreset/interpret/findings.py pcapreset/interpret/findings.pxd \
 		pcapreset/engine/rollup.py pcapreset/engine/rollup.pxd | $(VENV)/.installed

@@ -26,6 +26,7 @@ MODULES = (
     "track.conn",
     "track.connstate",
     "capture.sources",
+    "capture.ring",
     "capture.decode_kernel",
     "track.httphead",
     "track.http",

@@ -8,6 +8,7 @@ come can change it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..engine.evictor import EVICT_SLACK_S
 from ..engine.records import Records
@@ -53,6 +54,8 @@ class VerdictStream:
         self.delay_s = delay_s
         self.min_rebuild_s = min_rebuild_s
         self.pending: list = []
+        #: resets whose verdict stays open until the end (not looked at again)
+        self.later: list = []
         self.emitted = 0
         #: resets emitted by flush (their verdict needed the whole capture)
         self.at_end = 0
@@ -69,11 +72,11 @@ class VerdictStream:
     def flush(self) -> None:
         """Emit every reset still waiting (at the end of the capture), over
         the context of the whole capture."""
-        if self._last is None or not self.pending:
+        if self._last is None or not (self.pending or self.later):
             return
         ft, dec, rollup = self._last
         ctx = build_context(ft.conns, rollup)
-        due, self.pending = self.pending, []
+        due, self.pending, self.later = self.pending + self.later, [], []
         before = self.emitted
         self._emit(due, ft, dec, ctx, None)
         self.at_end += self.emitted - before
@@ -121,9 +124,11 @@ class VerdictStream:
             if id(conn) not in starts:
                 starts[id(conn)] = self._final(conn, ctx, clock)
             mine = starts[id(conn)]
-            if mine is None:
-                continue  # the capture's round-trip time decides: at the end
-            records = [mine[id(p)] for p in ev.packets if id(p) in mine]
+            records = [] if mine is None else [mine[id(p)] for p in ev.packets if id(p) in mine]
+            if mine is None or any(r is _LATER for r in records):
+                self.later.append((ev, conn))  # open until the end
+                done.add(id(ev))
+                continue
             if any(r is None for r in records):
                 continue  # a verdict still open: wait
             done.add(id(ev))
@@ -135,8 +140,10 @@ class VerdictStream:
     def _final(self, conn, ctx, clock: float | None) -> dict[int, ResetRecord | None] | None:
         """The connection's resets by their first packet: each the record
         with its final verdict, or None while it is open (and every one after
-        it: an aftermath reads the verdict before it). None when the capture's
-        round-trip time decides its facts (known at the end)."""
+        it: an aftermath reads the verdict before it), ``_LATER`` when it
+        stays open once every window of time is past (looked at again only
+        at the end). None when the capture's round-trip time decides its
+        facts (known at the end)."""
         records = conn_resets(conn, ctx)
         if clock is None:
             return {id(r.event.packets[0]): r for r in records}
@@ -151,12 +158,24 @@ class VerdictStream:
                 unsure |= {"mass_reset", "refused_after"}
             v = None if is_open else decided(r.facts, unsure)
             if v is None:
+                for_good = is_open or decided(r.facts, self._never_sure(conn, r.event)) is None
                 is_open = True
-                out[key] = None
+                out[key] = _LATER if for_good else None
                 continue
             facts = {k: f for k, f in r.facts.items() if k not in unsure}
             out[key] = ResetRecord(r.conn, r.event, v, facts, r.rst_packets)
         return out
+
+    def _never_sure(self, conn, ev) -> frozenset[str]:
+        """The facts of ``ev`` that stay unsure once every window of time is past."""
+        unsure = unsure_facts(conn, ev, float("inf")) or frozenset()
+        if conn.server in self.tally.median_servers:
+            unsure |= {"mass_reset", "refused_after"}
+        return unsure
+
+
+#: a reset whose verdict stays open until the end of the capture
+_LATER: Any = object()
 
 
 def reset_line(r: dict) -> str:
