@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from .capture.instream import is_stream
 from .engine import _malloc
-from .engine.gcpause import paused_gc
+from .engine.gcpause import collect_young, paused_gc
 from .engine.run import Progress, auto_jobs, run
 from .report.build import build
 from .report.model import Report
@@ -148,22 +148,25 @@ def analyze_live(
     def stop() -> bool:
         return flag() or (should_stop is not None and should_stop())
 
+    def on_batch(ft, dec, rollup) -> None:
+        stream.tick(ft, dec, rollup)
+        collect_young()
+
     flag.install()
     try:
         if on_ready is not None:
             on_ready()
-        res = run_batches(
-            cap.batches(stop, duration_s),
-            [cap.info],
-            port,
-            on_rst=stream.on_rst,
-            on_batch=stream.tick,
-        )
-        stream.flush()  # the resets still waiting for their delay
+        with paused_gc():
+            res = run_batches(
+                cap.batches(stop, duration_s), [cap.info], port, on_rst=stream.on_rst,
+                on_batch=on_batch,
+            )  # fmt: skip
+            stream.flush()  # the resets whose verdict needed the whole capture
     finally:
         flag.restore()
         cap.close()
     if flag.signal:
         cap.stats.stop_reason = flag.signal
     res.live = cap.report()
-    return build(res)
+    with paused_gc():
+        return build(res)
