@@ -48,7 +48,7 @@ class VerdictStream:
     """
 
     def __init__(
-        self, emit: Callable[[dict], None], delay_s: float = 0.5, min_rebuild_s: float = 0.25
+        self, emit: Callable[[dict], None], delay_s: float = 0.5, min_rebuild_s: float = 1.0
     ) -> None:
         self.emit = emit
         self.delay_s = delay_s
