@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .evidence import Fact
+from .fact import Fact
 
 CAUSES = (
     "keepalive_race",
