@@ -138,12 +138,15 @@ def analyze_live(
     """
     from .capture.live import LiveCapture
     from .capture.stopflag import StopFlag
+    from .engine.evictor import EVICT_SLACK_S
     from .engine.run import run_batches
     from .report.stream import VerdictStream
 
     cap = LiveCapture(iface, port, bpf_filter, os.fspath(write) if write else None)
     flag = StopFlag()
-    stream = VerdictStream(on_reset or (lambda _r: None), delay_s=verdict_delay_s)
+    stream = VerdictStream(
+        on_reset or (lambda _r: None), delay_s=verdict_delay_s, over_slack_s=EVICT_SLACK_S
+    )
 
     def stop() -> bool:
         return flag() or (should_stop is not None and should_stop())

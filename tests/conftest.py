@@ -368,11 +368,14 @@ def stream_live_batches(path, evict: bool, slice_s: float | None = None, stream=
     of each ``slice_s`` of capture time, as a live capture yields them."""
     from pcapreset.capture.sources import CaptureReader
     from pcapreset.engine import run as engine
+    from pcapreset.engine.evictor import EVICT_SLACK_S
     from pcapreset.report.stream import VerdictStream
 
     streamed: list[dict] = []
     if stream is None:
-        stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
+        stream = VerdictStream(
+            streamed.append, delay_s=0.0, min_rebuild_s=0.0, over_slack_s=EVICT_SLACK_S
+        )
     else:
         stream.emit = streamed.append
     reader = CaptureReader(str(path))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 from conftest import sample_captures, stream_live_batches
 
+from pcapreset.engine.evictor import EVICT_SLACK_S
 from pcapreset.interpret.rules import RULES, classify, decided
 from pcapreset.report.build import build
 from pcapreset.report.stream import VerdictStream
@@ -23,7 +24,7 @@ from pcapreset.report.stream import VerdictStream
 @pytest.mark.parametrize("evict", [True, False], ids=["evict", "keep"])
 @pytest.mark.parametrize("path", sample_captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_streamed_verdicts_are_the_reports(path, evict):
-    stream = VerdictStream(print, delay_s=0.5, min_rebuild_s=0.0)
+    stream = VerdictStream(print, delay_s=0.5, min_rebuild_s=0.0, over_slack_s=EVICT_SLACK_S)
     res, streamed = stream_live_batches(path, evict, slice_s=0.1, stream=stream)
     rep = build(res)
     final = [rep.reset_json(r) for r in rep.resets]
@@ -43,7 +44,7 @@ def test_verdicts_streamed_before_the_end():
     some wait for the end (their verdict reads the whole capture)."""
     live = at_end = 0
     for path in sample_captures():
-        stream = VerdictStream(print, delay_s=0.5, min_rebuild_s=0.0)
+        stream = VerdictStream(print, delay_s=0.5, min_rebuild_s=0.0, over_slack_s=EVICT_SLACK_S)
         stream_live_batches(path, True, slice_s=0.1, stream=stream)
         live += stream.emitted - stream.at_end
         at_end += stream.at_end

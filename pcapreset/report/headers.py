@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..engine.result import EngineResult
 from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.vantage import Votes
 from ..track.conn import Conn
+from .result import EngineResult
 
 
 @dataclass

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..engine.evictor import EVICT_SLACK_S
-from ..engine.records import Records
-from ..engine.result import EngineResult
 from ..interpret.context import build_context
 from ..interpret.resets import ResetRecord, conn_resets
 from ..interpret.rules import decided
 from ..interpret.tally import ContextTally, unsure_facts
 from ..textsafe import utc
 from .model import Report
+from .records import Records
+from .result import EngineResult
 
 
 class VerdictStream:
@@ -30,9 +29,10 @@ class VerdictStream:
     events that belong to the reset before them are not emitted), with the
     report's verdict: a reset waits until
 
-    - its connection is over (past Zeek's close delay by the evictor's slack,
-      ``EVICT_SLACK_S``: no packet changes it any more; ~6 s after a RST),
-      and ``delay_s`` has passed since it, and
+    - its connection is over (past Zeek's close delay by ``over_slack_s``,
+      the engine's slack for packets a little out of order,
+      ``engine.evictor.EVICT_SLACK_S``: no packet changes it any more; ~6 s
+      after a RST), and ``delay_s`` has passed since it, and
     - no fact the rest of the capture can still change
       (:func:`pcapreset.interpret.tally.unsure_facts`: the capture-wide idle
       timeout and host baselines, windows of time not yet past) can change
@@ -48,9 +48,14 @@ class VerdictStream:
     """
 
     def __init__(
-        self, emit: Callable[[dict], None], delay_s: float = 0.5, min_rebuild_s: float = 1.0
+        self,
+        emit: Callable[[dict], None],
+        delay_s: float = 0.5,
+        min_rebuild_s: float = 1.0,
+        over_slack_s: float = 1.0,
     ) -> None:
         self.emit = emit
+        self.over_slack_s = over_slack_s
         self.delay_s = delay_s
         self.min_rebuild_s = min_rebuild_s
         self.pending: list = []
@@ -88,7 +93,7 @@ class VerdictStream:
             self.clock = ft.last_ts
         if not self.pending or self.clock - self._ctx_at < self.min_rebuild_s:
             return
-        over = self.clock - EVICT_SLACK_S
+        over = self.clock - self.over_slack_s
         ready = [
             (e, c)
             for e, c in self.pending
