@@ -13,7 +13,7 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 
-from .conn import Exchange
+from .conn import PROTO_WEBSOCKET, Exchange
 from .httphead import HTTP_HEAD_MAX
 from .httphead import parse_headers as _parse_headers
 
@@ -105,6 +105,16 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
         conn.resp_headers.update(parsed[3])
     else:
         hl, chunked, clen = _parse_headers(head, conn.resp_headers)
+    if status == 101 and hl is not None:
+        # Switching Protocols: the exchange ends with this head; the connection now
+        # carries the upgraded protocol (track.dispatch follows a WebSocket's frames)
+        target.resp_len = hl
+        target.resp_end_ts = ts
+        conn._cur_resp = target
+        if conn._cur_req is target:
+            conn._cur_req = None
+        conn.proto = PROTO_WEBSOCKET
+        return
     if status < 200:  # interim (100 Continue): the final status follows
         target.interim += 1
         if hl is not None and plen > hl:
