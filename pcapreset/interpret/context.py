@@ -198,7 +198,7 @@ class ContextSamples:
         """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
         if c.syn_ts is not None:
             _samples(self.syn, c.server).append(c.syn_ts)
-            if c.c.syn_retrans or c.s.synack >= 2:
+            if c.c.syn_retrans or c.s.synack >= 2 or handshake_ack_dropped(c):
                 _samples(self.retry, c.server).append(c.syn_ts)
         if c.rst_events and short_idle_fin(c):
             _samples(self.short_fins, c.server).append(c.s.fin_ts)  # type: ignore[arg-type]
@@ -339,6 +339,8 @@ def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Contex
 #: SYN or SYN-ACK is ordinary loss)
 RETRY_BURST_S = 1.0
 RETRY_BURST = 3
+#: a client's first data retransmitted this often with no answer at all: dropped
+DATA_RETRIES = 2
 #: this many short-idle server FINs (short_idle_fin) on reset connections
 #: within RESTART_CLOSES_S of each other: the server closed them together
 RESTART_CLOSES = 2
@@ -350,6 +352,19 @@ def short_idle_fin(c: Conn) -> bool:
     no idle timer (>= 1 s in every server we know) closed the connection."""
     fin, last = c.s.fin_ts, c.s.last_data_ts
     return fin is not None and last is not None and 0 <= fin - last < RIGHT_AFTER_S
+
+
+def handshake_ack_dropped(c: Conn) -> bool:
+    """The server sent nothing after its SYN-ACK while the client, its handshake done,
+    retransmitted its first data again and again, never acknowledged: the listener's full
+    accept queue dropped the handshake's ACK and the data (tcp_abort_on_overflow=0)."""
+    return (
+        c.hs_done
+        and c.s.synack > 0
+        and c.s.pkts == c.s.synack
+        and c.c.data_pkts > 0
+        and c.c.retrans >= DATA_RETRIES
+    )
 
 
 def retry_burst(conn: Conn, ctx: Context) -> bool:
