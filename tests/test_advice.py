@@ -11,13 +11,13 @@ import pytest
 from conftest import SAMPLES
 
 from pcapreset import api
-from pcapreset.interpret.advice import (
+from pcapreset.interpret.advice import recommend
+from pcapreset.interpret.backend_advice import header_evidence
+from pcapreset.interpret.backends import (
     KNOWN_BACKENDS,
     backend_from_headers,
     guess_backend,
-    header_evidence,
     known_backend,
-    recommend,
 )
 
 

@@ -300,7 +300,7 @@ def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
     in order (a fact replaced under the same name, as a second aftermath
     fold does)."""
     from pcapreset.engine.records import _decode, _encode
-    from pcapreset.interpret.evidence import Fact
+    from pcapreset.interpret.fact import Fact
 
     rep = analyze(generated, evict=True)
     recs = [r for r in rep.resets if isinstance(r.conn, ConnStub)]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pcapreset.interpret.evidence import FACT_NAMES, Fact
+from pcapreset.interpret.evidence import FACT_NAMES
+from pcapreset.interpret.fact import Fact
 from pcapreset.interpret.rules import CAUSES, RULES, SENDERS, classify, table_text
 
 

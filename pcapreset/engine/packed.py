@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..interpret.advice import advertised_timeout, backend_from_headers
+from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.context import ContextSamples, conn_rtt
 from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
 from ..interpret.vantage import Votes, host_hop_votes, vantage_votes

@@ -10,7 +10,7 @@ from typing import overload
 
 import numpy as np
 
-from ..interpret.evidence import Fact
+from ..interpret.fact import Fact
 from ..interpret.resets import ResetRecord, record_app
 from ..interpret.rules import Verdict
 from .packed import ConnStub, EventStub, Packed

@@ -28,7 +28,7 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..interpret.advice import advertised_timeout, backend_from_headers
+from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
 from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
@@ -281,8 +281,8 @@ class Rollup:
 
     def votes(self) -> tuple[Votes, Votes, Votes, dict[int, Votes], Votes, Votes]:
         """(pairs, client only, server only, host hops, backends, timeouts): the
-        votes of infer_vantage, _host_hops, Report.backend_name and
-        Report.advertised_timeout over the evicted and the packed connections."""
+        votes of infer_vantage, _host_hops, report.headers.backend_name and
+        report.headers.most_advertised_timeout over the evicted and the packed connections."""
         state = (self.count, len(self.packed))
         if self._votes is not None and self._votes[0] == state:
             return self._votes[1]

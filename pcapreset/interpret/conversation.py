@@ -12,22 +12,13 @@ probes. HTTP's own facts (requests, responses, keep-alive) stay in evidence.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from ..track.conn import PROTO_NAMES, Conn, Dir, RstEvent
 from ..track.websocket import CLOSE, OPCODE_NAMES, PING, PONG
+from .fact import FactSink
 
 #: a message this long before the RST is no instant reply: its sender waited
 #: (above delayed-ACK timers, below any server's idle timeout; see evidence.RIGHT_AFTER_S)
 WAITED_S = 1.0
-
-
-class FactSink(Protocol):
-    """Where facts go (evidence's fact table)."""
-
-    def add(self, name: str, text: str) -> None: ...
-
-    def __contains__(self, name: object) -> bool: ...
 
 
 _METHODS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC")

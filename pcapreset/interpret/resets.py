@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from ..track.conn import Conn, RstEvent
 from .context import Context, is_followup, rtt_of
 from .events import split_by_source
-from .evidence import Fact, rst_facts
+from .evidence import rst_facts
+from .fact import Fact
 from .rules import Verdict, classify
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evidence import Fact
+from .fact import Fact
 
 CAUSES = (
     "keepalive_race",

@@ -193,7 +193,7 @@ class NginxConf:
 
     def evidence(self) -> set[str]:
         """What the configuration shows for the advice table
-        (:data:`pcapreset.interpret.advice.BACKEND_ADVICE`): ``fastcgi`` / ``uwsgi``
+        (:data:`pcapreset.interpret.backend_advice.BACKEND_ADVICE`): ``fastcgi`` / ``uwsgi``
         (the pass directive), ``http10`` (proxy_pass with an upstream ``keepalive`` but
         no ``proxy_http_version 1.1``: nginx speaks HTTP/1.0 and never reuses)."""
         out = {p.removesuffix("_pass") for p in self.passes if p != "proxy_pass"}

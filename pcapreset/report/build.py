@@ -15,7 +15,7 @@ from ..interpret.context import (
     is_refused,
     retry_burst,
 )
-from ..interpret.evidence import Fact
+from ..interpret.fact import Fact
 from ..interpret.findings import conn_findings
 from ..interpret.resets import ResetRecord, conn_resets
 from ..track.conn import Conn, RstEvent

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+#: the columns of a connection, in order: ``pcapreset conns`` (json, csv)
+#: and the ``connections`` table of :func:`pcapreset.load` and ``--export``
+#: use this one vocabulary (units in the names; times UTC)
 CONN_COLUMNS = (
     "conn_id", "client", "client_ip", "client_port", "server", "server_ip", "server_port",
     "community_id", "start", "end", "duration_s", "client_bytes", "server_bytes", "client_packets",

@@ -3,13 +3,12 @@
 :func:`.build.build` interprets an :class:`EngineResult` (context, then each
 connection's resets and findings) and returns a :class:`Report`;
 :meth:`Report.to_json` is the ``--format json`` contract of SPEC.md. The
-text report is :mod:`.text`, the JSON writers :mod:`.jsonout`.
+text report is :mod:`.text`, the JSON writers :mod:`.jsonout`; the summary
+section and its recommendations are :mod:`.summary`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import __version__
@@ -17,38 +16,14 @@ from ..capture.tcp import linktype_name
 from ..engine.records import Records
 from ..engine.result import EngineResult
 from ..errors import PcapResetError
-from ..interpret.advice import (
-    NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S,
-    advertised_timeout,
-    backend_from_headers,
-    header_evidence,
-    recommend,
-)
-from ..interpret.context import (
-    Context,
-    idle_summary,
-)
+from ..interpret.context import Context
 from ..interpret.resets import ResetRecord, record_app
-from ..interpret.rules import CAUSES, HARMLESS, SENDERS
-from ..interpret.vantage import Votes
+from ..interpret.rules import HARMLESS
 from ..track.conn import Conn
 from ..track.connstate import conn_state
 from ..track.flowid import community_id
 from .columns import TIME_DECIMALS, split_endpoint
-
-
-@dataclass
-class HeaderStats:
-    """What the responses' headers say, per server (Report.header_stats)."""
-
-    said: dict[int, bool] = field(default_factory=dict)  # answered; any header read
-    evicted_named: bool = False  # evicted connections named a backend
-
-    @property
-    def quiet(self) -> bool:
-        """Every answering server's responses carried no Server, Connection or
-        Keep-Alive header."""
-        return bool(self.said) and not any(self.said.values()) and not self.evicted_named
+from .summary import summary as summary_section
 
 
 @dataclass
@@ -62,7 +37,7 @@ class Report:
     extra: dict = field(default_factory=dict)  # e.g. nginx_log section
     tls_upstream: bool = False  # nginx.conf: proxy_pass https://
     #: what nginx.conf, error.log and the headers show for the backend advice
-    #: table (advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header";
+    #: table (backend_advice.BACKEND_ADVICE): "fastcgi", "uwsgi", "http10", "too_big_header";
     #: the headers and exchanges add "tomcat", "node", "websocket"
     evidence: set[str] = field(default_factory=set)
 
@@ -70,101 +45,12 @@ class Report:
     def ep(self, key: int) -> str:
         return self.result.book.endpoint(key)
 
-    def idle_timeouts(self) -> dict[str, float]:
-        return {self.ep(k): round(v, 3) for k, v in self.ctx.idle_timeout.items()}
-
     def flows(self) -> int:
         """Connections in the capture, evicted ones (EngineResult.rollup) included."""
         rollup = self.result.rollup
         if rollup is None:
             return len(self.result.conns)
         return len(self.result.conns) + rollup.count + len(rollup.packed)
-
-    def backend_name(self) -> str | None:
-        """The backend the most connections' response headers name, if any."""
-        rollup = self.result.rollup
-        names = rollup.backends.copy() if rollup is not None else Votes()
-        for c in self.result.conns:
-            n = backend_from_headers(c.resp_headers)
-            if n:
-                names.add(n, (c.start, c.client, c.server, 0))
-        best = names.best()
-        return None if best is None else best[0]
-
-    def backend_names(self) -> dict[int, str]:
-        """Server host (addr id) -> the backend name most of its connections'
-        response headers give (the evicted connections' too)."""
-        votes: dict[int, Votes] = {}
-        rollup = self.result.rollup
-        if rollup is not None:
-            for (_ch, _sh, _chost, shost, name, _t), (n, first) in rollup.sigs.items():
-                if name:
-                    votes.setdefault(shost, Votes()).add(name, (*first, 0), n)
-            for c in _packed_conns(rollup):
-                n = backend_from_headers(c.resp_headers)
-                if n:
-                    votes.setdefault(c.server >> 16, Votes()).add(
-                        n, (c.start, c.client, c.server, 0)
-                    )
-        for c in self.result.conns:
-            n = backend_from_headers(c.resp_headers)
-            if n:
-                votes.setdefault(c.server >> 16, Votes()).add(n, (c.start, c.client, c.server, 0))
-        return {h: v.best()[0] for h, v in votes.items()}  # type: ignore[index]
-
-    def http_seen(self) -> bool:
-        """Whether the capture carries HTTP (then the advice speaks of nginx and
-        backends; otherwise of clients and servers)."""
-        if self.resets.http_causes or self.backend_name() is not None:
-            return True
-        return any(c.exchanges for c in self.result.conns)
-
-    def servers_json(self, by_server: dict[int, Counter[str]], nk: float) -> list[dict]:
-        """SPEC ``summary.servers``: one object per upstream server address."""
-        servers = {c.server for c in self.result.conns}
-        rollup = self.result.rollup
-        if rollup is not None:
-            servers |= rollup.server_set
-        servers |= set(by_server)
-        names = self.backend_names()
-        out = []
-        for srv in sorted(servers, key=lambda k: (-sum(by_server.get(k, {}).values()), self.ep(k))):
-            counts = by_server.get(srv, Counter())
-            to = self.ctx.idle_timeout.get(srv)
-            out.append(
-                {
-                    "server": self.ep(srv),
-                    "backend": names.get(srv >> 16),
-                    "idle_timeout_s": None if to is None else round(to, 3),
-                    "idle_timeout_basis": self.ctx.idle_timeout_basis.get(srv),
-                    "nginx_keepalive_timeout_s": nk,
-                    "resets": sum(counts.values()),
-                    "by_cause": {c: counts[c] for c in CAUSES if counts.get(c)},
-                }
-            )
-        return out
-
-    def header_stats(self) -> HeaderStats:
-        """Per server: whether its answers carried any header read (every
-        connection kept for the report, packed ones included)."""
-        st = HeaderStats()
-        for c, _j in self.result.each_conn():
-            if any(x.status is not None for x in c.exchanges):
-                st.said[c.server] = st.said.get(c.server, False) or bool(c.resp_headers)
-        rollup = self.result.rollup
-        st.evicted_named = rollup is not None and rollup.backends.best() is not None
-        return st
-
-    def advertised_timeout(self) -> float | None:
-        """The Keep-Alive: timeout=N most responses advertised, if any."""
-        rollup = self.result.rollup
-        vals = rollup.timeouts.copy() if rollup is not None else Votes()
-        for c in self.result.conns:
-            t = advertised_timeout(c.resp_headers)
-            if t is not None:
-                vals.add(t, (c.start, c.client, c.server, 0))
-        best = vals.best()
-        return None if best is None else best[0]
 
     # --------------------------------------------------------------- JSON
     def reset_json(self, r: ResetRecord) -> dict:
@@ -195,131 +81,8 @@ class Report:
         }
 
     def summary(self) -> dict:
-        by_cause: Counter[str] = Counter()
-        by_sender: Counter[str] = Counter()
-        by_server: dict[int, Counter[str]] = {}
-        for (cause, sender), srv in zip(self.resets.pairs(), self.resets.servers(), strict=True):
-            by_cause[cause] += 1
-            by_sender[sender] += 1
-            by_server.setdefault(srv, Counter())[cause] += 1
-        idle = idle_summary(self.ctx)
-        timeout = None if idle is None else idle.timeout_s
-        backend = self.backend_name()
-        nk = self.nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
-        advertised = self.advertised_timeout()
-        recs = self.recommendations(by_cause, timeout, advertised, backend, nk, by_server)
-        return {
-            "resets": len(self.resets),
-            "by_cause": {c: by_cause.get(c, 0) for c in CAUSES if by_cause.get(c)},
-            "by_sender": {s: by_sender.get(s, 0) for s in SENDERS if by_sender.get(s)},
-            "server_idle_timeout_s": None if timeout is None else round(timeout, 3),
-            "server_idle_timeout_min_s": None if idle is None else round(idle.min_s, 3),
-            "server_idle_timeout_max_s": None if idle is None else round(idle.max_s, 3),
-            "server_idle_timeout_spread_s": None
-            if idle is None
-            else round(idle.max_s - idle.min_s, 3),
-            "server_idle_timeout_samples": 0 if idle is None else idle.samples,
-            "server_idle_timeout_basis": None if idle is None else idle.basis,
-            "raced_idle_gaps_s": [] if idle is None else [round(g, 3) for g in idle.race_gaps],
-            "server_idle_timeouts": self.idle_timeouts(),
-            "backend": backend,
-            "backend_advertised_keepalive_s": advertised,
-            "nginx_keepalive_timeout_s": nk,
-            "nginx_keepalive_timeout_source": "nginx.conf" if self.nginx_from_conf else "default",
-            "recommendations": recs,
-            "harmless": {c: by_cause[c] for c in HARMLESS if by_cause.get(c)},
-            "servers": self.servers_json(by_server, nk),
-        }
-
-    def _keepalive_per_server(
-        self, by_server: dict[int, Counter[str]], nginx_keepalive_s: float, http: bool
-    ) -> list[str] | None:
-        """With several upstream servers of their own idle timeouts, the
-        keep-alive advice once per server that raced (its timeout, its name);
-        None with one server (the capture-wide advice says it)."""
-        if len(self.ctx.idle_timeout) < 2 and len(by_server) < 2:
-            return None
-        names = self.backend_names()
-        out = []
-        raced = [srv for srv, counts in by_server.items() if counts.get("keepalive_race")]
-        waiting = [
-            srv
-            for srv, to in self.ctx.idle_timeout.items()
-            if srv not in raced and to < nginx_keepalive_s
-        ]
-        for srv in raced + waiting:
-            out.append(
-                f"server {self.ep(srv)}: "
-                + recommend(
-                    "keepalive_race" if srv in raced else "keepalive_risk",
-                    idle_timeout_s=self.ctx.idle_timeout.get(srv),
-                    backend=names.get(srv >> 16),
-                    nginx_keepalive_s=nginx_keepalive_s,
-                    nginx_from_conf=self.nginx_from_conf,
-                    http=http,
-                )
-            )
-        return out
-
-    def recommendations(
-        self,
-        by_cause: Counter[str],
-        idle_timeout_s: float | None,
-        advertised_s: float | None,
-        backend: str | None,
-        nginx_keepalive_s: float,
-        by_server: dict[int, Counter[str]] | None = None,
-    ) -> list[str]:
-        """One recommendation per reset cause and finding, plus the keep-alive
-        risk; with several upstream servers, the keep-alive lines per server."""
-
-        http = self.http_seen()
-
-        # header statistics only where the advice depends on them
-        quiet = backend is None and self.header_stats().quiet
-
-        seen_here = self.evidence | header_evidence(backend)
-        if any(e.status == 101 for c in self.result.conns for e in c.exchanges):
-            seen_here.add("websocket")  # an Upgrade answered with 101 Switching Protocols
-
-        def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
-            return recommend(
-                cause,
-                evidence=seen_here,
-                idle_timeout_s=idle_s,
-                backend=backend,
-                nginx_keepalive_s=nginx_keepalive_s,
-                nginx_from_conf=self.nginx_from_conf,
-                idle_from_header=from_header,
-                quiet=quiet,
-                tls=self.tls_upstream,
-                http=http and (cause not in by_cause or cause in self.resets.http_causes),
-            )
-
-        recs: list[str] = []
-        seen: set[str] = set()
-        per_server = self._keepalive_per_server(by_server or {}, nginx_keepalive_s, http)
-        for cause, _n in by_cause.most_common():
-            if cause != "unknown" and cause not in seen:
-                seen.add(cause)
-                if cause == "keepalive_race" and per_server:
-                    recs.extend(per_server)
-                    continue
-                recs.append(rec(cause, idle_timeout_s))
-        for f in self.findings:
-            if f["cause"] not in seen:
-                seen.add(f["cause"])
-                recs.append(rec(f["cause"], idle_timeout_s))
-        risk, from_header = idle_timeout_s, False
-        if idle_timeout_s is None and advertised_s is not None:
-            risk, from_header = advertised_s, True  # no idle close seen: use what it announces
-        if per_server is not None:
-            if "keepalive_race" not in seen:
-                recs.extend(per_server)  # several backends: each one's idle timeout
-        elif risk is not None and risk < nginx_keepalive_s and "keepalive_race" not in seen:
-            # the backend gives up on idle connections before nginx does: a race waiting
-            recs.append(rec("keepalive_risk", risk, from_header))
-        return list(dict.fromkeys(recs))  # one backend row can answer several causes
+        """The ``summary`` section (:func:`.summary.summary`)."""
+        return summary_section(self)
 
     def capture_json(self) -> dict:
         res = self.result
@@ -413,17 +176,6 @@ class Report:
         require_all_conns(self.result)
         causes = self.last_reset_causes()
         return [self.conn_row(c, causes.get(c.id)) for c in self.result.conns]
-
-
-#: the columns of a connection, in order: ``pcapreset conns`` (json, csv)
-#: and the ``connections`` table of :func:`pcapreset.load` and ``--export``
-#: use this one vocabulary (units in the names; times UTC)
-def _packed_conns(rollup: object) -> Iterator[Conn]:
-    """The packed connections of a rollup, unpacked one at a time."""
-    packed = getattr(rollup, "packed", None)
-    if not packed:
-        return iter(())
-    return (c for c, _j in packed.conns())
 
 
 def require_all_conns(result: EngineResult) -> None:
