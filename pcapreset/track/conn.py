@@ -276,7 +276,8 @@ class Conn:
         self._cur_req: Exchange | None = None  # request still being sent
         self._cur_resp: Exchange | None = None  # response still being received
         self.first_from_client = True
-        #: Server / Keep-Alive / Connection headers of the last response seen
+        #: Server / Keep-Alive / Connection headers of the responses seen (and
+        #: http.NO_REASON when a status line had no reason phrase)
         self.resp_headers: dict[str, str] = {}
         #: Zeek's view (connstate.ZeekTcp, set by the tracker): per-connection
         #: state, and when Zeek would drop it

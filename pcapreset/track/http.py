@@ -19,6 +19,9 @@ from .httphead import parse_headers as _parse_headers
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
+#: the key of ``Conn.resp_headers`` that marks a status line without a reason phrase
+#: (not a header name: it cannot come from the wire)
+NO_REASON = ":no-reason-phrase"
 
 
 def http_client(conn, ts, rel, plen, poff, pcap, buf, pre) -> None:  # type: ignore[no-untyped-def]
@@ -86,6 +89,10 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
         status = int(head[9:12])
     except ValueError:
         return
+    if len(conn.exchanges) <= 1 and len(head) > 13 and (head[12] == 13 or head[13] == 13):
+        # the connection's first status line is "HTTP/1.1 200 " + CRLF: no reason
+        # phrase (Tomcat's Coyote connector)
+        conn.resp_headers[NO_REASON] = ""
     # attach to the oldest request still waiting for a response
     target = None
     for e in conn.exchanges:
