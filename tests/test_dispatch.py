@@ -197,3 +197,23 @@ def test_protocol_from_the_first_bytes_not_the_port(
     assert c.proto == proto
     (ex,) = c.exchanges
     assert (ex.method, ex.target, ex.status) == ("GET", "/x", 404) and ex.complete
+
+
+UPGRADE = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "proto"), [(b"websocket", PROTO_WEBSOCKET), (b"h2c", PROTO_HTTP)]
+)
+def test_only_a_websocket_upgrade_is_a_websocket(
+    tmp_path: Path, upgrade: bytes, proto: int
+) -> None:
+    """101 ends the exchange either way; frames are followed after a WebSocket
+    upgrade only (h2c's HTTP/2 frames are no WebSocket), here one in the 101's segment."""
+    head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + upgrade + b"\r\n\r\n"
+    (c,) = engine.run([str(_capture(tmp_path, 3000, UPGRADE, head + b"\x81\x02hi"))]).conns
+    assert c.proto == proto
+    (ex,) = c.exchanges
+    assert ex.status == 101 and ex.complete and ex.resp_len == len(head)
+    if proto == PROTO_WEBSOCKET:
+        assert c.pstate.messages == [0, 1] and c.pstate.last_opcode == [None, 1]

@@ -120,7 +120,8 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
         conn._cur_resp = target
         if conn._cur_req is target:
             conn._cur_req = None
-        conn.proto = PROTO_WEBSOCKET
+        if b"websocket" in head[:hl].lower():  # Upgrade: websocket (not h2c, not TLS)
+            conn.proto = PROTO_WEBSOCKET
         return
     if status < 200:  # interim (100 Continue): the final status follows
         target.interim += 1
