@@ -12,7 +12,7 @@ probes. HTTP's own facts (requests, responses, keep-alive) stay in evidence.
 
 from __future__ import annotations
 
-from ..track.conn import PROTO_NAMES, Conn, Dir, RstEvent
+from ..track.conn import PROTO_NAMES, PROTO_WEBSOCKET, Conn, Dir, RstEvent
 from ..track.websocket import CLOSE, OPCODE_NAMES, PING, PONG
 from .fact import FactSink
 
@@ -122,24 +122,16 @@ def waiting_at(conn: Conn, t: float) -> bool:
 
 
 def ws_goodbye(conn: Conn, client: bool) -> bool | None:
-    """Was the last WebSocket frame of the client (``client``) or the server a close,
-    ping or pong (True: a goodbye or liveness) or a data frame (False: a message)?
-    None when the connection is no WebSocket or that side sent no frame."""
-    op = getattr(conn.pstate, "last_opcode", [None, None])[0 if client else 1]
-    if op is None:
-        return None
-    return op in (CLOSE, PING, PONG)
+    """A WebSocket's (track.dispatch.WsState.goodbye) client's or server's last frame: a
+    close, ping or pong (True) or a message (False); None: no frame, or no WebSocket."""
+    st = conn.pstate if conn.proto == PROTO_WEBSOCKET else None
+    return None if st is None else st.goodbye(client)
 
 
 def _ws_late(conn: Conn, ev: RstEvent) -> int | None:
-    """The opcode of the first WebSocket frame the RST's peer sent after the sender's FIN
-    (track.dispatch.WsState), or None."""
-    st = conn.pstate
-    late = getattr(st, "late_opcode", None)
-    if late is None:
-        return None
-    op: int | None = late[1 if ev.from_client else 0]
-    return op
+    """The opcode of the first WebSocket frame the RST's peer sent after the sender's FIN."""
+    st = conn.pstate if conn.proto == PROTO_WEBSOCKET else None
+    return None if st is None else st.late_opcode[1 if ev.from_client else 0]
 
 
 def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:

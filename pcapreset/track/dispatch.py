@@ -269,6 +269,13 @@ class WsState:
         #: the opcode of each side's last frame
         self.last_opcode: list[int | None] = [None, None]
 
+    def goodbye(self, client: bool) -> bool | None:
+        """Was the client's (``client``) or the server's last frame a close, ping or
+        pong (True: a goodbye or liveness) or a data frame (False: a message)? None: it
+        sent no frame."""
+        op = self.last_opcode[0 if client else 1]
+        return None if op is None else op in (ws.CLOSE, ws.PING, ws.PONG)
+
     def feed(self, conn: Conn, up: bool, ts: float, rel: int, plen: int, data: bytes) -> None:
         k = 0 if up else 1
         stream = self.streams[k]
