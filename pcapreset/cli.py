@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import sys
-import time
 
 import click
 
@@ -18,9 +15,10 @@ from .engine import _malloc
 from .engine.gcpause import no_gc_in_this_process
 from .errors import PcapResetError
 from .report import jsonout
-from .report.columns import CONN_COLUMNS, csv_time
+from .report.columns import render_conns_csv
 from .report.jsonreport import jsonl_report, jsonl_reset, write_json, write_jsonl
 from .report.model import Report
+from .report.progress import TerminalProgress
 from .report.text import render_conns_text, write_text
 from .textsafe import clean
 
@@ -44,37 +42,6 @@ Examples:
   pcapreset conns backend.pcap
   pcapreset conns backend.pcap --format csv > conns.csv
 """
-
-
-class _Progress:
-    """Progress on stderr when it is a terminal (and not --quiet)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.shown = False
-        self._t0 = time.monotonic()  # (made as the run starts)
-        self._last = float("-inf")
-
-    def __call__(self, done: int, total: int, packets: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        took = now - self._t0
-        # (no rate from the first instants: the first batch alone would read
-        # as billions of packets a second)
-        rate = f" ({packets / took:,.0f}/s)" if took >= 0.1 else ""
-        pct = f"{100 * done / total:5.1f}%" if total else ""
-        sys.stderr.write(f"\r  reading {pct} {packets:,} packets{rate}   ")
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r" + " " * 60 + "\r")
-            sys.stderr.flush()
 
 
 def _echo_json(obj: object) -> None:
@@ -112,7 +79,7 @@ def _fail(e: Exception) -> click.ClickException:
 def _run(files, port, quiet, **options) -> Report:
     no_gc_in_this_process()  # a one-shot process
     _malloc.fix_thresholds()
-    prog = _Progress(enabled=not quiet and sys.stderr.isatty())
+    prog = TerminalProgress(enabled=not quiet and sys.stderr.isatty())
     try:
         # a one-shot process: reading/decoding may run in a forked child
         return analyze_files(list(files), port=port, progress=prog, pipelined=True, **options)
@@ -163,7 +130,8 @@ def _table_modules(plot_dir, export_dir, export_format) -> None:
 
 def _write_tables(rep, files, port, plot_dir, export_dir, export_format, quiet) -> None:
     """--plot / --export: pandas and matplotlib are imported only when asked for."""
-    from .notebook.frames import from_report, write_plots
+    from .notebook.files import write_plots
+    from .notebook.frames import from_report
 
     try:
         a = from_report(rep, list(files), port)
@@ -373,13 +341,8 @@ def conns(files, fmt, port, quiet, jobs) -> None:
     rows = rep.conn_rows()
     if fmt == "json":
         _echo_json(rows)
-    elif fmt == "csv":  # the columns and time format of `--export-format csv`
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CONN_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r | {"start": csv_time(r["start"]), "end": csv_time(r["end"])})
-        click.echo(buf.getvalue(), nl=False)
+    elif fmt == "csv":
+        click.echo(render_conns_csv(rows), nl=False)
     else:
         click.echo(render_conns_text(rows), nl=False)
 

@@ -120,29 +120,10 @@ L.EXTRA_BACKENDS.update(apache=apache_cmd, go=go_cmd)
 # --------------------------------------------------------------------------- scenarios
 
 
-def sc_apache_race(lab, ctx, ipv6: bool):
-    """Apache at KeepAliveTimeout 5 s; requests timed onto its idle close."""
-    T, delay_ms = 5.0, 50
-    lab.netem(delay_ms)
-    L.start_backend(lab, "apache", ipv6, [f"{T:g}"])
-    time.sleep(0.5)
-    d = delay_ms / 1000
-    g = L.keepalive_gaps(T, d)
-    lab.event("plan", gaps_s=[round(x, 3) for x in g], race_window_s=[round(T - 2 * d, 3), T])
-    L.run_client(lab, L.ka_plan(g), ipv6)
-    time.sleep(0.5)
-
-
-def sc_go_race(lab, ctx, ipv6: bool):
-    """Go net/http with IdleTimeout 4 s; requests timed onto its idle close."""
-    T, delay_ms = 4.0, 50
-    lab.netem(delay_ms)
-    L.start_backend(lab, "go", ipv6, [f"{T:g}s"])
-    d = delay_ms / 1000
-    g = L.keepalive_gaps(T, d)
-    lab.event("plan", gaps_s=[round(x, 3) for x in g], race_window_s=[round(T - 2 * d, 3), T])
-    L.run_client(lab, L.ka_plan(g), ipv6)
-    time.sleep(0.5)
+#: Apache at KeepAliveTimeout 5 s; requests timed onto its idle close
+sc_apache_race = L.sc_keepalive("apache", 5.0, 50, backend_args=["5"], settle_s=0.5)
+#: Go net/http with IdleTimeout 4 s; requests timed onto its idle close
+sc_go_race = L.sc_keepalive("go", 4.0, 50, backend_args=["4s"])
 
 
 def sc_tls(lab, ctx, ipv6: bool):
@@ -215,17 +196,9 @@ def sc_restart(lab, ctx, ipv6: bool):
     be = L.start_backend(lab, "go", ipv6, ["30s"])
     cl = L.run_client(lab, _load_steps(2.5, every=0.04, n=3), ipv6, wait=False)
     time.sleep(1.0)
-    os.kill(be.pid, signal.SIGTERM)
-    k = lab.event("backend_sigterm", pid=be.pid, note="graceful: http.Server.Shutdown")
-    be.wait(10)
-    lab.event("backend_exited", pid=be.pid)
-    ctx.restarts.append({"ts": k["ts"], "window_s": 1.5,
-                         "source": f"lab log: SIGTERM to the Go backend (pid {be.pid}, graceful "
-                                   f"http.Server.Shutdown closes idle keep-alive connections)"})
-    time.sleep(0.5)
-    with open(lab.workdir / "backend.log", "a") as fh:
-        fh.write(json.dumps({"ts": L.now(), "event": "lab: restarting backend"}) + "\n")
-    L.start_backend(lab, "go", ipv6, ["30s"])
+    L.restart_backend(lab, ctx, be, "go", ipv6, ["30s"], who="Go backend",
+                      note="graceful: http.Server.Shutdown",
+                      why="graceful http.Server.Shutdown closes idle keep-alive connections")
     cl.wait(60)
     lab.event("client_done")
     time.sleep(0.5)

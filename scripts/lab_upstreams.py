@@ -10,9 +10,7 @@ at `request_terminate_timeout`, the PHP script logs each request with its worker
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -289,17 +287,9 @@ def sc_ws_restart(lab, ctx, ipv6: bool):
                for i in range(3)]
     cl = run_ws_clients(lab, clients, ipv6, wait=False)
     time.sleep(1.2)
-    os.kill(be.pid, signal.SIGTERM)
-    k = lab.event("backend_sigterm", pid=be.pid, note="ws_server.js exits without close frames")
-    be.wait(10)
-    lab.event("backend_exited", pid=be.pid)
-    ctx.restarts.append({"ts": k["ts"], "window_s": 1.5,
-                         "source": f"lab log: SIGTERM to the WebSocket backend (pid {be.pid}, "
-                                   f"exits without close frames)"})
-    time.sleep(0.5)
-    with open(lab.workdir / "backend.log", "a") as fh:
-        fh.write(json.dumps({"ts": L.now(), "event": "lab: restarting backend"}) + "\n")
-    L.start_backend(lab, "ws", ipv6)
+    L.restart_backend(lab, ctx, be, "ws", ipv6, who="WebSocket backend",
+                      note="ws_server.js exits without close frames",
+                      why="exits without close frames")
     cl.wait(40)
     lab.event("client_done")
     time.sleep(0.5)
@@ -445,6 +435,15 @@ def notes_uwsgi(work: Path, ctx, labels: dict) -> str:
 PHP = dict(notes=notes_php, backend="php-fpm", idle_timeout=None, after_run=after_php_fpm,
            apt={"php8.2-fpm": "/usr/sbin/php-fpm8.2"},
            more_files=["php-fpm.conf", "php-fpm.log"])
+def _uwsgi(**kw) -> dict:
+    """A uWSGI scenario's spec: what they share (backend, packages, log, nginx's
+    uwsgi_pass, the notes and the after-run step), with ``kw`` added."""
+    return dict(notes=notes_uwsgi, backend="uwsgi", idle_timeout=None, after_run=after_uwsgi,
+                apt={"uwsgi-core": "/usr/bin/uwsgi-core",
+                     "uwsgi-plugin-python3": "/usr/lib/uwsgi/plugins/python3_plugin.so"},
+                more_files=["uwsgi.log"], nginx=dict(proto="uwsgi"), **kw)
+
+
 UPSTREAMS: dict[str, dict] = {
     "php_fpm_terminate": dict(
         PHP, run=sc_fpm_terminate,
@@ -501,31 +500,15 @@ UPSTREAMS: dict[str, dict] = {
         "connection'), one kept alive by server pings every 1 s, one closed by the client "
         "with a close frame; 20 ms one-way delay",
     ),
-    "uwsgi_harakiri": dict(
-        notes=notes_uwsgi,
+    "uwsgi_harakiri": _uwsgi(
         run=sc_uwsgi_harakiri,
-        backend="uwsgi",
-        idle_timeout=None,
-        after_run=after_uwsgi,
-        apt={"uwsgi-core": "/usr/bin/uwsgi-core",
-             "uwsgi-plugin-python3": "/usr/lib/uwsgi/plugins/python3_plugin.so"},
-        more_files=["uwsgi.log"],
-        nginx=dict(proto="uwsgi"),
         findings={"premature_close": f_server_fin_mid_request},
         description="uWSGI 2.0 (Debian uwsgi-core + python3 plugin, master + 2 workers, "
         "harakiri 2 s) behind uwsgi_pass: a GET and a POST (body not read by the app) run "
         "4 s and the master kills their workers mid-request; 5 ms delay",
     ),
-    "uwsgi_recycle": dict(
-        notes=notes_uwsgi,
+    "uwsgi_recycle": _uwsgi(
         run=sc_uwsgi_recycle,
-        backend="uwsgi",
-        idle_timeout=None,
-        after_run=after_uwsgi,
-        apt={"uwsgi-core": "/usr/bin/uwsgi-core",
-             "uwsgi-plugin-python3": "/usr/lib/uwsgi/plugins/python3_plugin.so"},
-        more_files=["uwsgi.log"],
-        nginx=dict(proto="uwsgi"),
         description="uWSGI 2.0 (master + 2 workers, max-requests 6, min-worker-lifetime 1) "
         "behind uwsgi_pass under 2 concurrent requests every 50 ms: workers recycled under "
         "load (uwsgi_pass: one request per connection); 5 ms delay",

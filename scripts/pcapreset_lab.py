@@ -1086,6 +1086,31 @@ def start_backend(lab: Lab, kind: str, ipv6: bool, args: list[str] | None = None
     return p
 
 
+def restart_backend(lab: Lab, ctx: Ctx, be: subprocess.Popen, kind: str, ipv6: bool,
+                    args: list[str] | None = None, *, who: str, note: str, why: str,
+                    down_s: float = 0.5) -> subprocess.Popen:
+    """SIGTERM the backend ``be`` and wait for it to exit; record the restart for the
+    labels (``ctx.restarts``: "SIGTERM to the ``who`` (pid, ``why``)"; ``note`` goes into
+    the lab's event log); ``down_s`` s later start it again (``kind``, ``args``) and
+    return the new process."""
+    os.kill(be.pid, signal.SIGTERM)
+    k = lab.event("backend_sigterm", pid=be.pid, note=note)
+    be.wait(10)
+    lab.event("backend_exited", pid=be.pid)
+    ctx.restarts.append({"ts": k["ts"], "window_s": 1.5,
+                         "source": f"lab log: SIGTERM to the {who} (pid {be.pid}, {why})"})
+    time.sleep(down_s)
+    return start_again(lab, kind, ipv6, args)
+
+
+def start_again(lab: Lab, kind: str, ipv6: bool, args: list[str] | None = None,
+                **kw) -> subprocess.Popen:
+    """Start a stopped backend again, after a line in backend.log that says so."""
+    with open(lab.workdir / "backend.log", "a") as fh:
+        fh.write(json.dumps({"ts": now(), "event": "lab: restarting backend"}) + "\n")
+    return start_backend(lab, kind, ipv6, args, **kw)
+
+
 def keepalive_gaps(T: float, d: float) -> list[float]:
     """Gaps (response received -> next request) around the race window (T-2d, T)."""
     mid = T - d
@@ -1100,11 +1125,15 @@ def ka_plan(gaps: list[float], path: str = "/") -> list[dict]:
 
 
 def sc_keepalive(kind: str, T: float, delay_ms: int, gaps: list[float] | None = None,
-                 backend_args: list[str] | None = None):
+                 backend_args: list[str] | None = None, settle_s: float = 0.0):
+    """Requests timed onto the backend's idle close ``T`` s (:func:`keepalive_gaps`) with
+    ``delay_ms`` one-way delay; ``settle_s``: a pause after the backend is up."""
     def run_it(lab: Lab, ctx: Ctx, ipv6: bool):
         if delay_ms > 0:  # 0: no delay line at all, plain kernel forwarding (LAN round trip)
             lab.netem(delay_ms)
         start_backend(lab, kind, ipv6, backend_args)
+        if settle_s:
+            time.sleep(settle_s)
         d = delay_ms / 1000
         g = gaps or keepalive_gaps(T, d)
         lab.event("plan", gaps_s=[round(x, 3) for x in g],
@@ -1172,10 +1201,8 @@ def sc_crash(lab: Lab, ctx: Ctx, ipv6: bool,
     be.wait(5)
     lab.wait_listen("be", PORT, present=False)
     time.sleep(2.4)
-    with open(lab.workdir / "backend.log", "a") as fh:
-        fh.write(json.dumps({"ts": now(), "event": "lab: restarting backend"}) + "\n")
     # restarted without lazy body / delay: it answers normally
-    start_backend(lab, "pysock", ipv6, [], logname="backend.log")
+    start_again(lab, "pysock", ipv6, [], logname="backend.log")
     cl.wait(60)
     lab.event("client_done")
     time.sleep(0.5)

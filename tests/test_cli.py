@@ -278,11 +278,11 @@ def test_progress_on_a_terminal(monkeypatch, capsys):
     and the line cleared at the end."""
     import time
 
-    from pcapreset.cli import _Progress
+    from pcapreset.report.progress import TerminalProgress
 
     clock = _Clock()
     monkeypatch.setattr(time, "monotonic", clock)
-    p = _Progress(enabled=True)
+    p = TerminalProgress(enabled=True)
     clock.t += 0.01
     p(4 << 20, 100 << 20, 5_000)
     first = capsys.readouterr().err
@@ -300,9 +300,9 @@ def test_progress_on_a_terminal(monkeypatch, capsys):
 
 
 def test_progress_silent_when_disabled(capsys):
-    from pcapreset.cli import _Progress
+    from pcapreset.report.progress import TerminalProgress
 
-    p = _Progress(enabled=False)
+    p = TerminalProgress(enabled=False)
     p(1, 2, 3)
     p.close()
     assert capsys.readouterr().err == ""
@@ -313,13 +313,13 @@ def test_no_progress_without_a_terminal_or_with_quiet(monkeypatch, tmp_path):
     import pcapreset.cli as cli
 
     made: list[bool] = []
-    real = cli._Progress
+    real = cli.TerminalProgress
 
     def spy(enabled: bool):
         made.append(enabled)
         return real(enabled)
 
-    monkeypatch.setattr(cli, "_Progress", spy)
+    monkeypatch.setattr(cli, "TerminalProgress", spy)
     cap = sample_captures()[0]
     r = CliRunner().invoke(main, ["analyze", str(cap)])
     assert r.exit_code == 0 and made == [False]

@@ -23,6 +23,8 @@ from conftest import SAMPLES
 
 from pcapreset import api
 from pcapreset.nginx.log import ErrorLine, WireEvent, match, wire_events
+from pcapreset.nginx.parse import read_logs, resolve_tz
+from pcapreset.nginx.wire import retry_events
 
 CTX = (
     ', client: 10.77.1.2, server: , request: "GET / HTTP/1.1", '
@@ -116,15 +118,95 @@ def test_premature_close_ties_to_a_fin_crossing_the_request_without_rst(tmp_path
     assert any("keepalive_timeout" in r for r in j["summary"]["recommendations"])
 
 
-def test_reset_unseen_here_stays_unexplained_and_says_why() -> None:
+def test_reset_unseen_here_ties_to_the_idle_connection_nginx_reused_and_its_retry() -> None:
     # middlebox_conntrack from the backend's host: the router's REJECT reached nginx
-    # only, and the capture ends before the router resets the backend's side
+    # only, and the capture ends before the router resets the backend's side. What
+    # it shows at each logged second: the connection nginx had reused, idle here
+    # since its last exchange and silent for good, and nginx's retry of the logged
+    # request on a new connection (a failed cached connection earns one more try)
     d = SAMPLES / "middlebox_conntrack"
-    sec = _section(d / "backend.pcap", d / "error.log")
+    j = api.analyze(d / "backend.pcap", nginx_log=[d / "error.log"], nginx_tz="UTC").to_json()
+    assert j["resets"] == []
+    sec = j["nginx_log"]
+    assert sec["upstream_errors"] == sec["explained"] == 3
+    ties = [e["explained_by"] for e in sec["errors"]]
+    assert [(t["client"], t["retry"]) for t in ties] == [
+        ("10.77.2.2:53388", "10.77.2.2:36770"),
+        ("10.77.2.2:36770", "10.77.2.2:36782"),
+        ("10.77.2.2:36782", "10.77.2.2:36784"),
+    ]
+    assert {(t["kind"], t["cause"], t["how"], t["server"]) for t in ties} == {
+        ("reset", "middlebox", "idle_then_retried", "10.77.3.2:3000")
+    }
+    # the retry's first packet, in the logged second
+    assert [int(t["ts"]) - int(e["ts"]) for t, e in zip(ties, sec["errors"], strict=True)] == [
+        0,
+        0,
+        0,
+    ]
+    jsonschema.validate(j, SCHEMA)
+
+
+def _idle_reasons(sec: dict) -> list[str]:
+    return [e["unexplained"].split(" idle here")[0] for e in sec["errors"]]
+
+
+def test_reset_unseen_here_without_a_retry_stays_unexplained_and_says_why(
+    tmp_path: Path,
+) -> None:
+    # lines 7 and 8 two seconds later: no new connection within 1 s of those
+    # seconds, so nothing shows which connection nginx reused; each line names the
+    # one that went idle last here
+    d = SAMPLES / "middlebox_conntrack"
+    text = (d / "error.log").read_text().splitlines(keepends=True)
+    later = [
+        ln.replace("11:21:48 [error]", "11:21:50 [error]").replace(
+            "11:21:52 [error]", "11:21:54 [error]"
+        )
+        for ln in text
+        if "11:21:57 [error]" not in ln
+    ]
+    (tmp_path / "error.log").write_text("".join(later))
+    sec = _section(d / "backend.pcap", tmp_path / "error.log")
+    assert sec["upstream_errors"] == 2 and sec["explained"] == 0
+    assert _idle_reasons(sec) == ["10.77.2.2:36770", "10.77.2.2:36782"]
+
+
+def test_unseen_reset_retry_must_carry_the_logged_request(tmp_path: Path) -> None:
+    d = SAMPLES / "middlebox_conntrack"
+    other = (d / "error.log").read_text().replace('3000/"', '3000/other"')
+    (tmp_path / "error.log").write_text(other)
+    sec = _section(d / "backend.pcap", tmp_path / "error.log")
     assert sec["upstream_errors"] == 3 and sec["explained"] == 0
-    idle = [e["unexplained"].split(" idle here")[0] for e in sec["errors"]]
-    # each line names the connection nginx had reused (a new one follows each line)
-    assert idle == ["10.77.2.2:53388", "10.77.2.2:36770", "10.77.2.2:36782"]
+
+
+def test_unseen_reset_idle_longer_than_nginx_keeps_connections_is_not_reused(
+    tmp_path: Path,
+) -> None:
+    # with an upstream keepalive_timeout of 2 s nginx had closed each connection
+    # itself before the logged second (4.5 s idle): it reused none of them
+    d = SAMPLES / "middlebox_conntrack"
+    conf = (d / "nginx.conf").read_text().replace("keepalive_timeout 60s;", "keepalive_timeout 2s;")
+    (tmp_path / "nginx.conf").write_text(conf)
+    j = api.analyze(
+        d / "backend.pcap",
+        nginx_log=[d / "error.log"],
+        nginx_conf=tmp_path / "nginx.conf",
+        nginx_tz="UTC",
+    ).to_json()
+    assert j["summary"]["nginx_keepalive_timeout_s"] == 2
+    assert j["nginx_log"]["explained"] == 0
+
+
+def test_no_retry_ties_when_captured_on_nginx_host() -> None:
+    # on nginx's host every reset nginx got is on the wire: a retry there proves nothing
+    d = SAMPLES / "middlebox_conntrack"
+    rep = api.analyze(d / "backend.pcap")
+    lines = read_logs([d / "error.log"], resolve_tz("UTC")).errors
+    conns = [(rep.ep(c.server), rep.ep(c.client), c) for c, _j in rep.result.each_conn()]
+    assert len(retry_events(rep, lines, conns)) == 3
+    rep.ctx.vantage = dataclasses.replace(rep.ctx.vantage, where="client host (nginx side)")
+    assert retry_events(rep, lines, conns) == []
 
 
 def _with_late_device_reset(dst: Path) -> Path:
@@ -166,10 +248,14 @@ def test_reset_unseen_here_ties_to_the_devices_later_reset_of_the_idle_connectio
     ).to_json()
     assert [(r["client"], r["sender"]) for r in j["resets"]] == [("10.77.2.2:53388", "middlebox")]
     by = {e["line"]: e["explained_by"] for e in j["nginx_log"]["errors"]}
-    # line 7 (11:21:48) fell in 53388's idle spell; lines 8 and 9 came after its reset
+    # line 7 (11:21:48) fell in 53388's idle spell; lines 8 and 9 came after its
+    # reset and tie to the next idle connections and nginx's retries
     assert by[7] is not None and by[7]["client"] == "10.77.2.2:53388"
-    assert by[7]["how"] == "idle_then_reset"
-    assert by[8] is None and by[9] is None
+    assert by[7]["how"] == "idle_then_reset" and "retry" not in by[7]
+    assert [(by[n]["client"], by[n]["how"]) for n in (8, 9)] == [
+        ("10.77.2.2:36770", "idle_then_retried"),
+        ("10.77.2.2:36782", "idle_then_retried"),
+    ]
     jsonschema.validate(j, SCHEMA)  # how and unexplained are in the published schema
 
 
@@ -216,13 +302,7 @@ def test_request_target_decides_between_resets_of_one_second() -> None:
 
 # ------------------------------------------------ share on every scenario
 #: lines the capture cannot explain: (scenario, capture) -> (line numbers, why)
-WIRE_CANNOT: dict[tuple[str, str], tuple[set[int], str]] = {
-    ("middlebox_conntrack", "backend.pcap"): (
-        {7, 8, 9},
-        "the router's REJECT reset nginx's side only; the backend's side shows the "
-        "connection idle, and the capture ends before the router resets it",
-    ),
-}
+WIRE_CANNOT: dict[tuple[str, str], tuple[set[int], str]] = {}
 #: captures whose encapsulation pcapreset does not decode yet (no TCP seen)
 NOT_DECODED = conftest.SAMPLES_NOT_DECODED
 MIN_SHARE = 0.95

@@ -117,7 +117,7 @@ def test_generated_capture_packs_and_reports_thesame_report(generated, full, pac
     assert len({r.conn.id for r in stubs}) == n  # every packed one: stubs, not Conns
     # the packed connections and their records were read back from files
     assert ev.result.rollup.packed.blobs.spilled == n
-    assert ev.resets._spill.spilled == len(stubs)
+    assert ev.resets.packed._spill.spilled == len(stubs)
     assert all(r.event.conn is r.conn for r in stubs)
     ids = {(c.start, c.client, c.server): c.id for c in full.result.conns}
     assert all(ids[(r.conn.start, r.conn.client, r.conn.server)] == r.conn.id for r in stubs)
@@ -299,7 +299,7 @@ def test_records_encode_and_decode_to_the_same_json(generated, pack_all):
     again on each read; also when its verdict's evidence is not its facts
     in order (a fact replaced under the same name, as a second aftermath
     fold does)."""
-    from pcapreset.engine.records import _decode, _encode
+    from pcapreset.engine.packed import _decode, _encode
     from pcapreset.interpret.fact import Fact
 
     rep = analyze(generated, evict=True)
@@ -335,7 +335,7 @@ def test_records_sequence_in_time_order(generated, pack_all):
     recs = rep.resets
     js = [rep.reset_json(r) for r in recs]
     n = len(recs)
-    assert n > 10 and recs._spill.spilled > 0  # some of them read back from a file
+    assert n > 10 and recs.packed._spill.spilled > 0  # some of them read back from a file
     assert [x["ts"] for x in js] == sorted(x["ts"] for x in js)
     assert [rep.reset_json(recs[i]) for i in range(n)] == js
     assert rep.reset_json(recs[-1]) == js[-1] and rep.reset_json(recs[-n]) == js[0]

@@ -10,9 +10,9 @@ from conftest import bench_capture
 
 from pcapreset.engine import run as engine
 from pcapreset.engine.pipeline import run_pipelined
-from pcapreset.engine.result import EngineResult
 from pcapreset.errors import CaptureError
 from pcapreset.report.build import build
+from pcapreset.report.result import EngineResult
 
 ROOT = Path(__file__).resolve().parents[1]
 

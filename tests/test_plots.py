@@ -133,7 +133,7 @@ def test_plots_work_headless_without_pyplot(tmp_path: Path) -> None:
         pytest.skip("keepalive_race_node sample capture not present")
     code = (
         "import sys, pcapreset\n"
-        "from pcapreset.notebook.frames import write_plots\n"
+        "from pcapreset.notebook.files import write_plots\n"
         f"paths = write_plots(pcapreset.load({str(RACE)!r}), {str(tmp_path)!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
         "print(len(paths))\n"

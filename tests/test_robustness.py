@@ -567,7 +567,7 @@ def test_export_does_not_follow_a_planted_symlink(tmp_path, fmt):
 
 def test_plot_does_not_follow_a_planted_symlink(tmp_path):
     pytest.importorskip("matplotlib")
-    from pcapreset.notebook.frames import PLOT_FILES
+    from pcapreset.notebook.files import PLOT_FILES
 
     p = write(tmp_path / "c.pcap", pcap_bytes(conns_records(3)))
     out = tmp_path / "plots"

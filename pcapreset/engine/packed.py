@@ -16,12 +16,14 @@ connections with their own round-trip time (or none that the context would
 read, :meth:`ContextSamples.rtt_free`) are packed, so nothing they add to the
 context depends on the rest of the capture. The
 report unpacks each one once, in report order, to classify its resets
-(:func:`pcapreset.report.build`), and its records keep a :class:`ConnStub`
-(its index here, to unpack it again).
+(:func:`pcapreset.report.build`), and keeps their records in
+:meth:`Packed.records` (:class:`EncodedRecords`: each encoded, with a
+:class:`ConnStub`, its index here to unpack it again).
 """
 
 from __future__ import annotations
 
+import marshal
 import pickle
 from array import array
 from collections.abc import Iterator
@@ -30,7 +32,10 @@ import numpy as np
 
 from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.context import ContextSamples, conn_rtt
+from ..interpret.fact import Fact
 from ..interpret.hosts import HostBase, add_host_bases, merge_host_bases
+from ..interpret.resets import ResetRecord
+from ..interpret.rules import Verdict
 from ..interpret.vantage import Votes, host_hop_votes, vantage_votes
 from ..track.conn import Conn, RstEvent
 from .spill import Spill
@@ -131,6 +136,10 @@ class Packed:
                 np.frombuffer(self.starts, np.float64),
             )
         )
+
+    def records(self) -> EncodedRecords:
+        """A store for the reset records of these connections (the report's)."""
+        return EncodedRecords(self)
 
     def conns(self) -> Iterator[tuple[Conn, int]]:
         """The packed connections, unpacked one at a time, in report order,
@@ -252,3 +261,87 @@ class EventStub:
 def full_conn(c: Conn | ConnStub) -> Conn:
     """A reset record's connection, whole (a packed one unpacked again)."""
     return c.full() if isinstance(c, ConnStub) else c
+
+
+class EncodedRecords:
+    """The report's reset records of packed connections
+    (:class:`pcapreset.report.records.PackedRecords`): each encoded
+    (:func:`_encode`, its connection and event kept as a :class:`ConnStub` and
+    an :class:`EventStub`) in a :class:`~pcapreset.engine.spill.Spill` (on disk
+    past 1 MiB) and made again each time it is read."""
+
+    def __init__(self, packed: Packed) -> None:
+        self.packed = packed
+        self._spill = Spill()
+
+    def put(self, r: ResetRecord, j: int) -> int:
+        stub = ConnStub(r.conn, self.packed, j)
+        r.conn = stub  # type: ignore[assignment]
+        r.event = EventStub(r.event, stub)  # type: ignore[assignment, arg-type]
+        return self._spill.append(_encode(r))
+
+    def __getitem__(self, i: int) -> ResetRecord:
+        return _decode(self._spill[i], self.packed)
+
+
+def _encode(r: ResetRecord) -> bytes:
+    """A packed connection's record as marshal bytes (:func:`_decode`).
+
+    Its facts once each: those of ``r.facts`` in order, then any other the
+    verdict lists; the verdict's lists as indexes into them (a fact can be
+    both matched and evidence: the JSON tells them apart by identity), the
+    evidence as None when it is the facts in order (the usual case).
+    """
+    v = r.verdict
+    table = list(r.facts.values())
+    at = {id(f): k for k, f in enumerate(table)}
+
+    def ix(f: Fact) -> int:
+        k = at.get(id(f))
+        if k is None:
+            k = at[id(f)] = len(table)
+            table.append(f)
+        return k
+
+    n = len(table)
+    ev = v.evidence
+    same = len(ev) == n and all(a is b for a, b in zip(ev, table, strict=True))
+    evidence = None if same else [ix(f) for f in ev]
+    matched = [ix(f) for f in v.matched]
+    return marshal.dumps(
+        (
+            r.conn.fields(),  # type: ignore[attr-defined]  # (a ConnStub here)
+            r.event.fields(),  # type: ignore[attr-defined]  # (an EventStub)
+            (v.cause, v.sender, v.confidence, v.rule, v.says, v.best_guess),
+            [(f.name, f.text) for f in table],
+            n,
+            matched,
+            evidence,
+            r.rst_packets,
+        )
+    )
+
+
+def _decode(b: bytes, packed: Packed) -> ResetRecord:
+    cf, ef, vf, table, n, matched, evidence, rst_packets = marshal.loads(b)
+    conn = ConnStub.of(cf, packed)
+    fs = [Fact(name, text) for name, text in table]
+    facts = fs[:n]
+    cause, sender, confidence, rule, says, guess = vf
+    verdict = Verdict(
+        cause,
+        sender,
+        confidence,
+        rule,
+        says,
+        [fs[k] for k in matched],
+        facts if evidence is None else [fs[k] for k in evidence],
+        guess,
+    )
+    return ResetRecord(
+        conn,  # type: ignore[arg-type]  # (stubs that read like a Conn and its RstEvent)
+        EventStub.of(ef, conn),  # type: ignore[arg-type]
+        verdict,
+        {f.name: f for f in facts},
+        rst_packets,
+    )

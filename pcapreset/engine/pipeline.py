@@ -41,11 +41,12 @@ from ..capture.sources import CHUNK, MAX_RECORD
 from ..capture.tcp import _COLS, AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
 from ..errors import PcapResetError
+from ..report.result import EngineResult
 from ..track.flows import preparse_http
 from . import spill
 from .gcpause import no_gc_in_this_process
 from .lifetime import die_with_parent
-from .result import EngineResult, Progress, assemble
+from .result import Progress, assemble
 from .shard import shard_of
 from .tracking import Tracking
 

@@ -1,61 +1,25 @@
-"""result: what a run over a capture gives the report, and its assembly.
+"""result: a run's :class:`~pcapreset.report.result.EngineResult` assembled.
 
-:class:`EngineResult` holds the sources, the decoder's counts, the
-connections kept (and, with eviction, the rollup of the others); the reader's
-and decoder's warnings, each with its count.
+The connections in report order with their ids, the capture's span, the
+reader's and decoder's warnings, and the rollup of the connections summarised.
 """
 
 from __future__ import annotations
 
-import heapq
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from ..capture.sources import SourceInfo
 from ..capture.tcp import AddressBook, DecodeStats, linktype_name
 from ..errors import CaptureError
 from ..interpret.vantage import conn_order
+from ..report.result import EngineResult
 from ..track.conn import Conn
 from .evictor import ATTEMPT_CAP, EVICT_SLACK_S
 from .rollup import Rollup
 
 #: Called as progress(bytes_done, bytes_total, packets_done)
 Progress = Callable[[int, int, int], None]
-
-
-@dataclass
-class EngineResult:
-    sources: list[SourceInfo]
-    decode: DecodeStats
-    conns: list[Conn]
-    book: AddressBook
-    port: int | None
-    packets: int = 0
-    first_ts: float | None = None
-    last_ts: float | None = None
-    warnings: list[dict] = field(default_factory=list)
-    live: dict | None = None  # kernel drop counts etc. for live captures
-    #: connections summarised and dropped during the run (run(..., evict=True));
-    #: ``conns`` then holds only the others, with the ids they have among all
-    rollup: Rollup | None = None
-
-    def endpoint(self, key: int) -> str:
-        return self.book.endpoint(key)
-
-    def each_conn(self) -> Iterator[tuple[Conn, int | None]]:
-        """Every connection kept for the report, in report order, with where
-        it is packed: those kept whole (``conns``, None) and the packed ones
-        (:mod:`pcapreset.packed`, their index), unpacked one at a time."""
-        packed = self.rollup.packed if self.rollup is not None else None
-        whole = ((c, None) for c in self.conns)
-        if not packed:
-            return whole
-        return heapq.merge(whole, packed.conns(), key=_pair_order)
-
-
-def _pair_order(pair: tuple[Conn, int | None]) -> tuple[float, int, int]:
-    return conn_order(pair[0])
 
 
 def order_conns(conns: list[Conn], rollup: Rollup | None = None) -> list[Conn]:

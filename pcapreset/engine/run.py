@@ -19,11 +19,12 @@ from ..capture.instream import is_stream
 from ..capture.sources import FrameBatch, SourceInfo
 from ..capture.tcp import AddressBook
 from ..capture.timeline import decoded_timeline, open_readers
+from ..report.result import EngineResult
 from ..track.conn import RstEvent
 from ..track.flows import FlowTracker
 from . import pipeline
 from .gcpause import paused_gc
-from .result import EngineResult, Progress, assemble
+from .result import Progress, assemble
 from .rollup import Rollup
 from .shard import run_sharded
 from .tracking import Tracking

@@ -21,10 +21,11 @@ import numpy as np
 from ..capture.decode import Decoder
 from ..capture.tcp import AddressBook, TcpBatch
 from ..capture.timeline import decoded_timeline, open_readers, probe_inputs
+from ..report.result import EngineResult
 from . import spill
 from .gcpause import no_gc_in_this_process, paused_gc
 from .lifetime import die_with_parent
-from .result import EngineResult, Progress, assemble
+from .result import Progress, assemble
 from .tracking import Tracking
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)

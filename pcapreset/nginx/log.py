@@ -19,7 +19,7 @@ from collections import Counter
 from ..textsafe import utc
 from .match import COMPAT, MATCH_WINDOW_S, Leftovers, match
 from .parse import _ERRNO_RE, MAX_LINE, AccessLine, ErrorLine, LogSet, _fmt_offset
-from .wire import WireEvent, wire_events
+from .wire import WireEvent, retry_events, wire_events
 
 __all__ = ["COMPAT", "MATCH_WINDOW_S", "Leftovers", "WireEvent", "match", "wire_events"]
 
@@ -42,6 +42,7 @@ def correlate(rep, logs: LogSet) -> tuple[dict, list[str]]:
     left = None
     if len(assigned) < len(inside):
         conns = [(rep.ep(c.server), rep.ep(c.client), c) for c, _j in rep.result.each_conn()]
+        assigned |= _retried(rep, inside, assigned, events, conns)
         left = Leftovers(events, set(assigned.values()), conns)
     errors = []
     for i, e in enumerate(inside):
@@ -72,6 +73,21 @@ def correlate(rep, logs: LogSet) -> tuple[dict, list[str]]:
     if logs.access:
         section["access_log"] = _access_summary(logs, inside, assigned, first, last)
     return section, _text(section, inside, assigned)
+
+
+def _retried(rep, inside: list[ErrorLine], assigned: dict[int, int], events, conns) -> dict:
+    """Reset lines no event explains, tied to the idle connection nginx reused and
+    its retry of the request on a new one (:func:`retry_events`), which this
+    capture shows though the reset itself did not pass here. ``events`` grows by
+    the retry events; returns line -> event index of the new ties."""
+    left = [i for i, e in enumerate(inside) if i not in assigned and e.kind == "reset"]
+    extra = retry_events(rep, [inside[i] for i in left], conns) if left else []
+    if not extra:
+        return {}
+    got = match([inside[i] for i in left], extra)
+    base = len(events)
+    events.extend(extra)
+    return {left[i]: base + j for i, j in got.items()}
 
 
 def _tie_access(access: list[AccessLine], lines: list[ErrorLine]) -> None:
@@ -144,18 +160,31 @@ def _short(message: str) -> str:
     return _ERRNO_RE.sub(lambda m: f"({m.group(1)})", head)
 
 
+#: ties to a reset this capture point did not see: what stands in for it
+_UNSEEN = {
+    "idle_then_reset": " not seen here (the same device's later reset of the connection idle then)",
+    "idle_then_retried": " not seen here (the idle connection nginx reused, and its retry of "
+    "the request on a new connection)",
+}
+
+
 def _text(section: dict, inside: list[ErrorLine], assigned: dict[int, int]) -> list[str]:
     n, m = section["explained"], section["upstream_errors"]
     names = ", ".join(os.path.basename(f) for f in section["files"])
     out = _wrap(f"nginx log ({names}; times read as {section['time_zone']})", "", "  ")
     out.append(f"  {n} of {m} upstream errors explained by the capture")
     ties = Counter(
-        (_short(e["message"]), e["explained_by"]["kind"], e["explained_by"]["cause"])
+        (
+            _short(e["message"]),
+            e["explained_by"]["kind"],
+            e["explained_by"]["cause"],
+            _UNSEEN.get(e["explained_by"].get("how", ""), ""),
+        )
         for e in section["errors"]
         if e["explained_by"]
     )
-    for (msg, kind, cause), k in ties.most_common():
-        out += _wrap(f"{k:5}  {msg} <- {cause} {kind}", "  ", "         ")
+    for (msg, kind, cause, unseen), k in ties.most_common():
+        out += _wrap(f"{k:5}  {msg} <- {cause} {kind}{unseen}", "  ", "         ")
     acc = section.get("access_log")
     if acc:
         bad = acc["status_502"] + acc["status_504"]

@@ -17,13 +17,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..track.conn import Conn
-from .wire import WireEvent, idle_from
+from .wire import MATCH_WINDOW_S, WireEvent, idle_from
 
 if TYPE_CHECKING:
     from .parse import ErrorLine
-
-#: how far (s) a wire event may lie outside the logged second and still match
-MATCH_WINDOW_S = 1.0
 
 
 #: line kind -> {(event kind, cause): preference cost}; sender filters in _edge_cost
@@ -105,6 +102,8 @@ def _edge_cost(e: ErrorLine, w: WireEvent) -> tuple[float, str] | None:
     pref = COMPAT.get(e.kind, {}).get((w.kind, w.cause))
     if pref is None or not _sender_fits(e, w):
         return None
+    if w.retry is not None and e.kind != "reset":
+        return None  # nginx's retry after a reset it got
     tc = _time_cost(e, w)
     if tc is None:
         return None
@@ -120,11 +119,15 @@ def _edge_cost(e: ErrorLine, w: WireEvent) -> tuple[float, str] | None:
         if not (e.upstream_uri.startswith(w.target) or w.target.startswith(e.upstream_uri)):
             return None
         if e.upstream_uri != w.target:
+            if w.target_whole:
+                return None  # a whole request line that names another target
             cost += 0.05  # a prefix only (query string cut by the capture's snaplen)
         elif how == "time":
             how = "time+request"
     else:
         cost += 0.2
+    if w.retry is not None:  # nginx retried the logged request after the unseen reset
+        how = "idle_then_retried"
     return cost, how
 
 

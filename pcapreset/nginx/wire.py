@@ -7,12 +7,19 @@ finding, each with the time nginx noticed it (e.g. its own FIN before its RST).
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..engine.packed import full_conn
+from ..interpret.advice import NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
 from ..interpret.context import retry_burst
 from ..interpret.findings import conn_findings
 from ..track.conn import Conn
+
+if TYPE_CHECKING:
+    from .parse import ErrorLine
 
 
 @dataclass
@@ -25,6 +32,8 @@ class WireEvent:
     ts: float  # the reset's / finding's time, as reported
     match_ts: float  # when nginx noticed (e.g. its own FIN before its RST)
     target: str | None  # request target outstanding on the wire, if seen
+    #: the request's head is whole in the capture: its target is not cut short
+    target_whole: bool = False
     #: completed exchanges on the connection before the event (resets)
     requests_before: int = 0
     #: the event came within HANDSHAKE_S of the connection's first packet
@@ -37,6 +46,9 @@ class WireEvent:
     #: between and nginx's close not on the wire (queued behind its unacknowledged data):
     #: nginx gave up somewhere in this span, out of the capture's sight
     waited_span: tuple[float, float] | None = None
+    #: nginx's retry of the request on a new connection (its client "ip:port"):
+    #: the event is the unseen reset of the idle connection ``client`` it reused
+    retry: str | None = None
     how: str = ""  # set by the matcher: how the line was tied
 
     def as_dict(self) -> dict:
@@ -49,9 +61,13 @@ class WireEvent:
         }
         if self.how:
             d["how"] = self.how
+        if self.retry:
+            d["retry"] = self.retry
         return d
 
 
+#: how far (s) a wire event may lie outside the logged second and still match
+MATCH_WINDOW_S = 1.0
 #: a reset this soon after the connection's first packet answers the handshake
 HANDSHAKE_S = 1.0
 #: a device's later reset ties to an earlier line only after this much idle time
@@ -171,4 +187,91 @@ def wire_events(rep) -> list[WireEvent]:
                     waited_span=_waited_span(c, cause),
                 )
             )
+    return out
+
+
+#: connections looked at (latest started first) for the idle one nginx reused
+REUSED_SCAN_MAX = 256
+
+
+def _reused_idle(
+    group: list[tuple[float, Conn]], retry: Conn, longest: float, taken: set[int]
+) -> Conn | None:
+    """The connection nginx most likely reused before ``retry``: same nginx address,
+    same upstream, one exchange or more, no FIN or RST, its last packet here at
+    least UNSEEN_IDLE_S and at most ``longest`` s (nginx's upstream keepalive_timeout)
+    before the retry, and nothing of it afterwards. Of several, the one idle since
+    latest: nginx's keep-alive cache hands out the connection it saved last
+    (ngx_http_upstream_keepalive_module.c: saved at the head, searched from the head)."""
+    best = None
+    k = bisect.bisect_left(group, retry.start, key=lambda x: x[0])
+    for _start, c in reversed(group[max(0, k - REUSED_SCAN_MAX) : k]):
+        if c is retry or id(c) in taken or c.client >> 16 != retry.client >> 16:
+            continue
+        if c.rst_events or c.c.fin_ts is not None or c.s.fin_ts is not None:
+            continue
+        if not any(x.complete for x in c.exchanges):
+            continue
+        if not UNSEEN_IDLE_S <= retry.start - c.end <= longest:
+            continue
+        if best is None or c.end > best.end:
+            best = c
+    return best
+
+
+def retry_events(rep, lines: Sequence[ErrorLine], conns) -> list[WireEvent]:
+    """Resets nginx got that this capture point never saw, shown by nginx's retry.
+
+    When a reused keep-alive connection fails, nginx grants the request one more
+    try (ngx_http_upstream.c, ``ngx_http_upstream_next``: ``u->peer.cached`` and
+    an error -> ``u->peer.tries++``) and sends it on a new connection at once. So
+    for each reset line (``lines``) with an upstream address, a new connection to
+    that upstream opened within the window of the logged second (``retry``) and
+    carrying a request, paired with the idle connection nginx had reused
+    (:func:`_reused_idle`: nginx's request on it never reached this point, and
+    neither did the reset nginx got, so a device in between sent that reset), is
+    an event at the retry's first packet. ``conns``: (server "ip:port", client
+    "ip:port", connection) for every connection. Nothing on nginx's own host,
+    where every reset nginx got is on the wire."""
+    if rep.ctx.vantage.where == "client host (nginx side)":
+        return []
+    wanted = {e.upstream for e in lines if e.kind == "reset" and e.upstream}
+    by_server: dict[str, list[tuple[float, Conn]]] = {}
+    for srv, _cli, c in conns:
+        if srv in wanted:
+            by_server.setdefault(srv, []).append((c.start, c))
+    for group in by_server.values():
+        group.sort(key=lambda x: x[0])
+    retries: dict[int, tuple[str, Conn]] = {}
+    for e in lines:
+        if e.kind != "reset":
+            continue
+        group = by_server.get(e.upstream or "", [])
+        lo = bisect.bisect_left(group, e.ts - MATCH_WINDOW_S, key=lambda x: x[0])
+        hi = bisect.bisect_right(group, e.ts + 1.0 + MATCH_WINDOW_S, key=lambda x: x[0])
+        for _start, c in group[lo:hi]:
+            if c.c.syn and c.exchanges:
+                retries[id(c)] = (e.upstream or "", c)
+    longest = rep.nginx_keepalive_s or NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S
+    out: list[WireEvent] = []
+    reused: set[int] = set()
+    for srv, r in sorted(retries.values(), key=lambda x: x[1].start):
+        c = _reused_idle(by_server[srv], r, longest, reused)
+        if c is None:
+            continue
+        reused.add(id(c))
+        out.append(
+            WireEvent(
+                "reset",
+                "middlebox",
+                "middlebox",
+                rep.ep(c.client),
+                srv,
+                r.start,
+                r.start,
+                r.exchanges[0].target,
+                target_whole=r.exchanges[0].req_len is not None,
+                retry=rep.ep(r.client),
+            )
+        )
     return out

@@ -7,9 +7,6 @@ reset per connection attempt); the report itself is :mod:`.model`.
 
 from __future__ import annotations
 
-from ..engine.packed import ConnStub, EventStub
-from ..engine.records import Records
-from ..engine.result import EngineResult
 from ..interpret.context import (
     build_context,
     is_refused,
@@ -20,6 +17,8 @@ from ..interpret.findings import conn_findings
 from ..interpret.resets import ResetRecord, conn_resets
 from ..track.conn import Conn, RstEvent
 from .model import Report
+from .records import Records
+from .result import EngineResult
 
 #: a SYN retransmitted this long after the refused one is still the same
 #: attempt (Linux gives up after ~127 s of backoff, Windows after ~21 s)
@@ -29,7 +28,9 @@ REFUSED_HELD_MAX = 256
 
 
 def _syn_retry(
-    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], c: Conn, ev: RstEvent
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord, int | None]],
+    c: Conn,
+    ev: RstEvent,
 ) -> bool:
     """``ev`` refuses a retransmission of a SYN already refused (the same
     client ISN on the same 4-tuple): one connection attempt, one event; the
@@ -57,10 +58,13 @@ def _first_refused(c: Conn, ev: RstEvent) -> bool:
 
 
 def _flush_refused(
-    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]], resets: Records, before: float
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord, int | None]],
+    resets: Records,
+    before: float,
 ) -> None:
-    for k in [k for k, (_isn, r) in refused.items() if r.event.ts < before]:
-        resets.add(refused.pop(k)[1])
+    for k in [k for k, (_isn, r, _j) in refused.items() if r.event.ts < before]:
+        _isn, r, j = refused.pop(k)
+        resets.add(r, j)
 
 
 def build(
@@ -69,11 +73,12 @@ def build(
     nginx_from_conf: bool = False,
 ) -> Report:
     ctx = build_context(result.conns, result.rollup)
-    resets = Records(result.rollup.packed if result.rollup is not None else None)
+    resets = Records(result.rollup.packed.records() if result.rollup is not None else None)
     agg: dict[str, dict] = {}
     book = result.book
-    #: (client, server) -> (client ISN, the refused attempt's record, not yet added)
-    refused: dict[tuple[int, int], tuple[int | None, ResetRecord]] = {}
+    #: (client, server) -> (client ISN, the refused attempt's record not yet
+    #: added, where its connection is packed)
+    refused: dict[tuple[int, int], tuple[int | None, ResetRecord, int | None]] = {}
     for c, j in result.each_conn():
         mine = conn_resets(c, ctx)
         if mine and _syn_retry(refused, c, mine[0].event):
@@ -85,26 +90,18 @@ def build(
                 a["evidence"].append(msg)
             if len(a["flows"]) < 50:
                 a["flows"].append(f"{book.endpoint(c.client)} -> {book.endpoint(c.server)}")
-        # (the events are the connection's own here, not yet stubs)
-        hold = [_first_refused(c, r.event) for r in mine]
-        if j is not None:  # a packed connection: its records keep stubs
-            assert resets.packed is not None
-            stub = ConnStub(c, resets.packed, j)
-            for r in mine:
-                r.conn = stub  # type: ignore[assignment]
-                r.event = EventStub(r.event, stub)  # type: ignore[assignment, arg-type]
-        for r, held_back in zip(mine, hold, strict=True):
-            if held_back:
+        for r in mine:
+            if _first_refused(c, r.event):
                 # held back: the attempt's retransmitted SYNs may follow
                 k = (c.client, c.server)
                 held = refused.pop(k, None)
                 if held is not None:
-                    resets.add(held[1])
-                refused[k] = (c.c.isn, r)
+                    resets.add(held[1], held[2])
+                refused[k] = (c.c.isn, r, j)
                 if len(refused) > REFUSED_HELD_MAX:
                     _flush_refused(refused, resets, c.start - SYN_RETRY_S)
             else:
-                resets.add(r)
+                resets.add(r, j)  # (j: packed, its record is kept encoded)
     _flush_refused(refused, resets, float("inf"))
     resets.done()
     findings = sorted(agg.values(), key=lambda a: -a["count"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 
 #: the columns of a connection, in order: ``pcapreset conns`` (json, csv)
@@ -32,3 +34,14 @@ def csv_time(ts: float) -> str:
     us = round(ts * 1e6)
     sec, frac = divmod(us, 1_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:06d}Z"
+
+
+def render_conns_csv(rows: list[dict]) -> str:
+    """``pcapreset conns --format csv``: the rows of :meth:`Report.conn_rows`
+    in the columns and time format of ``--export-format csv``."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CONN_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r | {"start": csv_time(r["start"]), "end": csv_time(r["end"])})
+    return buf.getvalue()

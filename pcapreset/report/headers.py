@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..engine.result import EngineResult
 from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.vantage import Votes
 from ..track.conn import Conn
 from ..track.http import NO_REASON
+from .result import EngineResult
 
 
 @dataclass

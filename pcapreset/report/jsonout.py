@@ -114,58 +114,43 @@ class _Writer:
         elif isinstance(o, float):
             parts.append(_float(o))
         elif isinstance(o, (list, tuple)):
-            self.array(o, level)
+            self.container(o, level, False)
         elif isinstance(o, dict):
-            self.object(o, level)
+            self.container(o, level, True)
         else:
             raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
-    def array(self, lst: list | tuple, level: int) -> None:
+    def container(self, o: Any, level: int, keyed: bool) -> None:
+        """A list or tuple (``[...]``) or, ``keyed``, a dict (``{...}``, its keys as
+        json converts them), one item a line, indented one level deeper."""
         parts = self.parts
-        if not lst:
-            parts.append("[]")
+        if not o:
+            parts.append("{}" if keyed else "[]")
             return
         level += 1
         nl = "\n" + "  " * level
-        parts.append("[" + nl)
         sep = "," + nl
-        first = True
         value = self.value
-        for v in lst:
-            if first:
-                first = False
-            else:
+        if keyed:
+            parts.append("{" + nl)
+            for k, v in o.items():
+                parts.append(_enc(k if type(k) is str else _key(k)) + ": ")
+                if type(v) is str:
+                    parts.append(_enc(v))
+                else:
+                    value(v, level)
                 parts.append(sep)
-            if type(v) is str:
-                parts.append(_enc(v))
-            else:
-                value(v, level)
-        parts.append("\n" + "  " * (level - 1) + "]")
-        if len(parts) > _FLUSH:
-            self.flush()
-
-    def object(self, dct: dict, level: int) -> None:
-        parts = self.parts
-        if not dct:
-            parts.append("{}")
-            return
-        level += 1
-        nl = "\n" + "  " * level
-        parts.append("{" + nl)
-        sep = "," + nl
-        first = True
-        value = self.value
-        for k, v in dct.items():
-            if first:
-                first = False
-            else:
+            closing = "}"
+        else:
+            parts.append("[" + nl)
+            for v in o:
+                if type(v) is str:
+                    parts.append(_enc(v))
+                else:
+                    value(v, level)
                 parts.append(sep)
-            parts.append(_enc(k if type(k) is str else _key(k)) + ": ")
-            if type(v) is str:
-                parts.append(_enc(v))
-            else:
-                value(v, level)
-        parts.append("\n" + "  " * (level - 1) + "}")
+            closing = "]"
+        parts[-1] = "\n" + "  " * (level - 1) + closing  # (the last item's separator)
         if len(parts) > _FLUSH:
             self.flush()
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..capture.tcp import linktype_name
-from ..engine.records import Records
-from ..engine.result import EngineResult
 from ..errors import PcapResetError
 from ..interpret.context import Context
 from ..interpret.resets import ResetRecord, record_app
@@ -23,6 +21,8 @@ from ..track.conn import Conn
 from ..track.connstate import conn_state
 from ..track.flowid import community_id
 from .columns import TIME_DECIMALS, split_endpoint
+from .records import Records
+from .result import EngineResult
 from .summary import summary as summary_section
 
 

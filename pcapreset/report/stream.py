@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..engine.records import Records
-from ..engine.result import EngineResult
 from ..interpret.context import build_context
 from ..interpret.resets import ResetRecord, conn_resets
 from ..textsafe import utc
 from .model import Report
+from .records import Records
+from .result import EngineResult
 
 
 class VerdictStream:
