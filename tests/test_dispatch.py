@@ -20,6 +20,7 @@ from conftest import SAMPLES, ipv4, pcap_bytes, tcp
 
 from pcapreset.cli import main
 from pcapreset.engine import run as engine
+from pcapreset.interpret.conversation import conn_app
 from pcapreset.track.conn import PROTO_FASTCGI, PROTO_HTTP, PROTO_UWSGI, PROTO_WEBSOCKET, Conn
 
 VANTAGES = ("nginx.pcap", "backend.pcap")
@@ -215,5 +216,6 @@ def test_only_a_websocket_upgrade_is_a_websocket(
     assert c.proto == proto
     (ex,) = c.exchanges
     assert ex.status == 101 and ex.complete and ex.resp_len == len(head)
+    assert conn_app(c) == ("websocket" if proto == PROTO_WEBSOCKET else "http")
     if proto == PROTO_WEBSOCKET:
         assert c.pstate.messages == [0, 1] and c.pstate.last_opcode == [None, 1]

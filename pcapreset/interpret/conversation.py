@@ -50,9 +50,7 @@ def conn_app(conn: Conn) -> str:
            for e in conn.exchanges):  # fmt: skip
         return "other"  # a CONNECT tunnel: what it carries is not HTTP to us
     if conn.exchanges and (not sh0 or sh0.startswith(b"HTTP/")):
-        if any(e.status == 101 for e in conn.exchanges):
-            return "websocket"
-        return "http"
+        return "http"  # (an upgrade other than a WebSocket's, e.g. h2c, stays HTTP)
     ch, sh = conn.c.head, conn.s.head
     if is_tls_record(ch) or is_tls_record(sh):
         return "tls"
