@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import SAMPLES, ipv4, pcap_bytes, tcp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pcapreset.cli import main
 from pcapreset.engine import run as engine
 from pcapreset.interpret.conversation import conn_app
 from pcapreset.track.conn import PROTO_FASTCGI, PROTO_HTTP, PROTO_UWSGI, PROTO_WEBSOCKET, Conn
+from pcapreset.track.dispatch import detect, payload
 
 VANTAGES = ("nginx.pcap", "backend.pcap")
 
@@ -219,3 +222,25 @@ def test_only_a_websocket_upgrade_is_a_websocket(
     assert conn_app(c) == ("websocket" if proto == PROTO_WEBSOCKET else "http")
     if proto == PROTO_WEBSOCKET:
         assert c.pstate.messages == [0, 1] and c.pstate.last_opcode == [None, 1]
+
+
+# ------------------------------------------------------------- any bytes at all
+@given(
+    first=st.binary(min_size=1, max_size=80),
+    more=st.lists(st.tuples(st.booleans(), st.binary(min_size=1, max_size=80)), max_size=8),
+    prefix=st.sampled_from([b"", b"\x01\x01", b"\x00", FCGI_REQUEST[:12]]),
+)
+def test_any_bytes_never_raise(first: bytes, more: list, prefix: bytes) -> None:
+    """Whatever the client opens with and whatever follows (cut anywhere, either way),
+    detection and the protocol's parser take it without an exception."""
+    conn = Conn(0, 1, 2, "syn", 0.0)
+    data = prefix + first
+    detect(conn, 0, data)
+    rel = {True: len(data), False: 0}
+    if conn.proto:
+        payload(conn, True, 0.0, 0, len(data), data, None)
+    for i, (up, chunk) in enumerate(more):
+        if conn.proto:
+            payload(conn, up, float(i), rel[up], len(chunk) + 3, chunk, None)
+        rel[up] += len(chunk) + 3  # the capture kept fewer bytes than were sent
+    assert conn.proto in (PROTO_HTTP, PROTO_FASTCGI, PROTO_UWSGI)
