@@ -25,6 +25,7 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/track/conn.py pcapreset/track/conn.pxd \
 		pcapreset/track/http.py pcapreset/track/http.pxd \
 		pcapreset/track/rst.py pcapreset/track/rst.pxd \
+		pcapreset/track/control.py pcapreset/track/control.pxd \
 		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
 		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \

@@ -20,7 +20,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles, each after the ones it imports when it runs
 #: (the order :func:`prefer_fresh_source` loads sources in: http and rst
-#: import conn; flows imports them and connstate and httphead); dotted names
+#: import conn; control imports rst; flows imports them and connstate and
+#: httphead); dotted names
 #: under pcapreset/
 MODULES = (
     "track.conn",
@@ -31,6 +32,7 @@ MODULES = (
     "track.httphead",
     "track.http",
     "track.rst",
+    "track.control",
     "track.flows",
     "interpret.findings",
     "engine.rollup",
@@ -42,7 +44,8 @@ CIMPORTS = {
     "track.connstate": ("track.conn",),
     "track.http": ("track.conn",),
     "track.rst": ("track.conn",),
-    "track.flows": ("track.conn", "track.http", "track.rst"),
+    "track.control": ("track.conn", "track.rst"),
+    "track.flows": ("track.conn", "track.http", "track.rst", "track.control"),
     "interpret.findings": ("track.conn",),
     "engine.rollup": ("track.conn",),
 }

@@ -46,25 +46,10 @@ settings.load_profile(
 #: classifier does not meet yet: the classifier's to-do list from the recorded production
 #: conditions.  tests/test_golden.py scores them apart and expects them NOT ok (strict
 #: xfail): once the classifier gets one right, its name must leave this set.
-LAB_PENDING: frozenset[str] = frozenset(
-    {
-        "php_fpm_max_children",
-        "php_fpm_terminate",
-        "uwsgi_harakiri",
-        "websocket_backend_restart",
-    }
-)
+LAB_PENDING: frozenset[str] = frozenset()
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
 #: (tests/test_nginxlog.py, strict xfail likewise).
-LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset(
-    {
-        # FastCGI / uwsgi upstreams: their requests and answers are not tracked yet
-        # (track/fastcgi.py, track/uwsgi.py are not wired in), so nginx's timeouts and
-        # premature closes have no exchange to be tied to
-        "php_fpm_max_children",
-        "uwsgi_harakiri",
-    }
-)
+LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset()
 
 
 #: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input"),

@@ -48,16 +48,27 @@ def plain(module: str):
 
 
 def plain_flows():
-    """The plain flow tracker, with the plain model, HTTP exchanges, RST
-    events and Zeek state machine under it."""
+    """The plain flow tracker, with the plain model, HTTP exchanges, control
+    packets, RST events, Zeek state machine and protocol dispatch under it."""
     mod = plain("track.flows")
     conn, http, rst = plain("track.conn"), plain("track.http"), plain("track.rst")
     http.Exchange = conn.Exchange
     rst.RstEvent, rst.RstPacket = conn.RstEvent, conn.RstPacket
     mod.Conn = conn.Conn
     mod.http_client, mod.http_server = http.http_client, http.http_server
-    mod.rst_event, mod.data_after_rst = rst.rst_event, rst.data_after_rst
+    mod.data_after_rst = rst.data_after_rst
     mod.zeek = plain("track.connstate")
+    ctl = plain("track.control")
+    ctl.rst_event, ctl.zeek = rst.rst_event, mod.zeek
+    mod.control, mod.roles = ctl.control, ctl.roles
+    # the protocol dispatch (never compiled) over the plain model and HTTP
+    if "track.dispatch" not in _PLAIN:
+        _PLAIN["track.dispatch"] = _build.load_source(
+            "pcapreset.track._dispatch_source", "track.dispatch"
+        )
+    disp = _PLAIN["track.dispatch"]
+    disp.Exchange, disp.http_server = conn.Exchange, http.http_server
+    mod.detect_proto, mod.proto_payload, mod.upgraded = disp.detect, disp.payload, disp.upgraded
     return mod
 
 

@@ -20,7 +20,14 @@ import numpy as np
 
 from ..track.conn import Conn
 from .hosts import HostBase, host_bases
-from .readings import conn_rtt, idle_close_gap, is_followup, is_refused, short_idle_fin
+from .readings import (
+    conn_rtt,
+    handshake_ack_dropped,
+    idle_close_gap,
+    is_followup,
+    is_refused,
+    short_idle_fin,
+)
 from .thresholds import RIGHT_AFTER_S
 from .vantage import Vantage, VantageVotes, Votes, conn_order, host_hop_votes, infer_vantage
 
@@ -115,7 +122,7 @@ class ContextSamples:
         """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
         if c.syn_ts is not None:
             _samples(self.syn, c.server).append(c.syn_ts)
-            if c.c.syn_retrans or c.s.synack >= 2:
+            if c.c.syn_retrans or c.s.synack >= 2 or handshake_ack_dropped(c):
                 _samples(self.retry, c.server).append(c.syn_ts)
         if c.rst_events and short_idle_fin(c):
             _samples(self.short_fins, c.server).append(c.s.fin_ts)  # type: ignore[arg-type]

@@ -90,3 +90,20 @@ def short_idle_fin(c: Conn) -> bool:
     no idle timer (>= 1 s in every server we know) closed the connection."""
     fin, last = c.s.fin_ts, c.s.last_data_ts
     return fin is not None and last is not None and 0 <= fin - last < RIGHT_AFTER_S
+
+
+#: a client's first data retransmitted this often with no answer at all: dropped
+DATA_RETRIES = 2
+
+
+def handshake_ack_dropped(c: Conn) -> bool:
+    """The server sent nothing after its SYN-ACK while the client, its handshake done,
+    retransmitted its first data again and again, never acknowledged: the listener's full
+    accept queue dropped the handshake's ACK and the data (tcp_abort_on_overflow=0)."""
+    return (
+        c.hs_done
+        and c.s.synack > 0
+        and c.s.pkts == c.s.synack
+        and c.c.data_pkts > 0
+        and c.c.retrans >= DATA_RETRIES
+    )
