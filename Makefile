@@ -25,12 +25,14 @@ $(VENV)/.compiled: pcapreset/track/flows.py pcapreset/track/flows.pxd \
 		pcapreset/track/conn.py pcapreset/track/conn.pxd \
 		pcapreset/track/http.py pcapreset/track/http.pxd \
 		pcapreset/track/rst.py pcapreset/track/rst.pxd \
+		pcapreset/track/control.py pcapreset/track/control.pxd \
 		pcapreset/track/connstate.py pcapreset/track/connstate.pxd \
 		pcapreset/track/httphead.py pcapreset/track/httphead.pxd \
 		pcapreset/capture/sources.py pcapreset/capture/sources.pxd \
 		pcapreset/capture/pcap.py pcapreset/capture/pcap.pxd \
 		pcapreset/capture/pcapng.py pcapreset/capture/pcapng.pxd \
 		pcapreset/capture/compressed.py pcapreset/capture/compressed.pxd \
+		pcapreset/capture/ring.py pcapreset/capture/ring.pxd \
 		pcapreset/capture/decode_kernel.py pcapreset/capture/decode_kernel.pxd \
 		pcapreset/interpret/findings.py pcapreset/interpret/findings.pxd \
 		pcapreset/interpret/hosts.py pcapreset/interpret/hosts.pxd \

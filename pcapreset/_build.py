@@ -20,8 +20,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the modules setup.py compiles, each after the ones it imports when it runs
 #: (the order :func:`prefer_fresh_source` loads sources in: http and rst
-#: import conn; flows imports them and connstate and httphead; tests/test_compiled.py
-#: checks the order); dotted names under pcapreset/
+#: import conn; control imports rst; flows imports them and connstate and
+#: httphead; tests/test_compiled.py checks the order); dotted names under pcapreset/
 MODULES = (
     "track.conn",
     "track.connstate",
@@ -29,6 +29,7 @@ MODULES = (
     "capture.pcap",
     "capture.pcapng",
     "capture.compressed",
+    "capture.ring",
     "capture.decode_kernel",
     "track.httphead",
     "track.http",
@@ -36,6 +37,7 @@ MODULES = (
     "engine.summary",
     "capture.tcp",
     "track.rst",
+    "track.control",
     "track.flows",
     "capture.linklayer",
     "capture.dedup",
@@ -98,7 +100,8 @@ CIMPORTS = {
     "track.connstate": ("track.conn",),
     "track.http": ("track.conn",),
     "track.rst": ("track.conn",),
-    "track.flows": ("track.conn", "track.http", "track.rst"),
+    "track.control": ("track.conn", "track.rst"),
+    "track.flows": ("track.conn", "track.http", "track.rst", "track.control"),
     "interpret.findings": ("track.conn",),
     "interpret.hosts": ("track.conn",),
     "engine.fold": ("track.conn",),

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from .capture.instream import is_stream
 from .engine import _malloc
-from .engine.gcpause import paused_gc
+from .engine.gcpause import collect_young, paused_gc
 from .engine.run import Progress, auto_jobs, run
 from .report.build import build
 from .report.model import Report
@@ -129,38 +129,47 @@ def analyze_live(
 ) -> Report:
     """Capture on ``iface`` until Ctrl-C / SIGTERM / ``duration_s``; classify every reset.
 
-    ``on_reset`` gets each reset (as in the JSON report) ``verdict_delay_s``
-    after it was seen; ``write`` also saves the packets as a pcap. Raises
+    ``on_reset`` gets each reset (as in the JSON report) once its verdict is
+    the final report's (:class:`pcapreset.report.stream.VerdictStream`: when
+    its connection is over and nothing still to come can change it, at the
+    earliest ``verdict_delay_s`` after it; the others when the capture stops);
+    ``write`` also saves the packets as a pcap. Raises
     :class:`pcapreset.errors.CaptureSourceError` when capturing is not possible.
     """
     from .capture.live import LiveCapture
     from .capture.stopflag import StopFlag
+    from .engine.evictor import EVICT_SLACK_S
     from .engine.run import run_batches
     from .report.stream import VerdictStream
 
     cap = LiveCapture(iface, port, bpf_filter, os.fspath(write) if write else None)
     flag = StopFlag()
-    stream = VerdictStream(on_reset or (lambda _r: None), delay_s=verdict_delay_s)
+    stream = VerdictStream(
+        on_reset or (lambda _r: None), delay_s=verdict_delay_s, over_slack_s=EVICT_SLACK_S
+    )
 
     def stop() -> bool:
         return flag() or (should_stop is not None and should_stop())
+
+    def on_batch(ft, dec, rollup) -> None:
+        stream.tick(ft, dec, rollup)
+        collect_young()
 
     flag.install()
     try:
         if on_ready is not None:
             on_ready()
-        res = run_batches(
-            cap.batches(stop, duration_s),
-            [cap.info],
-            port,
-            on_rst=stream.on_rst,
-            on_batch=stream.tick,
-        )
-        stream.flush()  # the resets still waiting for their delay
+        with paused_gc():
+            res = run_batches(
+                cap.batches(stop, duration_s), [cap.info], port, on_rst=stream.on_rst,
+                on_batch=on_batch,
+            )  # fmt: skip
+            stream.flush()  # the resets whose verdict needed the whole capture
     finally:
         flag.restore()
         cap.close()
     if flag.signal:
         cap.stats.stop_reason = flag.signal
     res.live = cap.report()
-    return build(res)
+    with paused_gc():
+        return build(res)

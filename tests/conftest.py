@@ -46,25 +46,10 @@ settings.load_profile(
 #: classifier does not meet yet: the classifier's to-do list from the recorded production
 #: conditions.  tests/test_golden.py scores them apart and expects them NOT ok (strict
 #: xfail): once the classifier gets one right, its name must leave this set.
-LAB_PENDING: frozenset[str] = frozenset(
-    {
-        "php_fpm_max_children",
-        "php_fpm_terminate",
-        "uwsgi_harakiri",
-        "websocket_backend_restart",
-    }
-)
+LAB_PENDING: frozenset[str] = frozenset()
 #: ... and those where `--nginx-log` does not yet tie every upstream error line to the wire
 #: (tests/test_nginxlog.py, strict xfail likewise).
-LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset(
-    {
-        # FastCGI / uwsgi upstreams: their requests and answers are not tracked yet
-        # (track/fastcgi.py, track/uwsgi.py are not wired in), so nginx's timeouts and
-        # premature closes have no exchange to be tied to
-        "php_fpm_max_children",
-        "uwsgi_harakiri",
-    }
-)
+LAB_PENDING_NGINX_LOG: frozenset[str] = frozenset()
 
 
 #: Sample captures whose encapsulation pcapreset does not decode yet (SPEC "Input"),
@@ -361,25 +346,51 @@ def same_report(a, b) -> None:
     assert render_text(a) == render_text(b)
 
 
-def stream_live_batches(path, evict: bool):
+def stream_live_batches(path, evict: bool, slice_s: float | None = None, stream=None):
     """(EngineResult, streamed verdicts) of ``path`` fed as live batches
-    (engine.run_batches, the live path) through a VerdictStream."""
+    (engine.run_batches, the live path) through a VerdictStream (``stream``,
+    or a new one with no delay); ``slice_s``: each batch cut into the packets
+    of each ``slice_s`` of capture time, as a live capture yields them."""
     from pcapreset.capture.sources import CaptureReader
     from pcapreset.engine import run as engine
+    from pcapreset.engine.evictor import EVICT_SLACK_S
     from pcapreset.report.stream import VerdictStream
 
     streamed: list[dict] = []
-    stream = VerdictStream(streamed.append, delay_s=0.0, min_rebuild_s=0.0)
+    if stream is None:
+        stream = VerdictStream(
+            streamed.append, delay_s=0.0, min_rebuild_s=0.0, over_slack_s=EVICT_SLACK_S
+        )
+    else:
+        stream.emit = streamed.append
     reader = CaptureReader(str(path))
+    batches = reader.batches() if slice_s is None else time_slices(reader.batches(), slice_s)
     try:
         res = engine.run_batches(
-            reader.batches(), [reader.info], on_rst=stream.on_rst, on_batch=stream.tick,
-            evict=evict,
+            batches, [reader.info], on_rst=stream.on_rst, on_batch=stream.tick, evict=evict,
         )  # fmt: skip
     finally:
         reader.close()
     stream.flush()
     return res, streamed
+
+
+def time_slices(batches, slice_s: float):
+    """Each FrameBatch of ``batches`` cut where its packets cross a multiple
+    of ``slice_s`` seconds (capture time)."""
+    import numpy as np
+
+    from pcapreset.capture.sources import FrameBatch
+
+    for fb in batches:
+        slot = np.floor(fb.ts / slice_s)
+        cuts = [0, *(np.flatnonzero(np.diff(slot)) + 1).tolist(), len(fb.ts)]
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            if hi > lo:
+                yield FrameBatch(
+                    fb.buf, fb.off[lo:hi], fb.caplen[lo:hi], fb.wirelen[lo:hi], fb.ts[lo:hi],
+                    fb.linktype[lo:hi], fb.frame_no[lo:hi], fb.file_index,
+                )  # fmt: skip
 
 
 def rollup_fields(r, order) -> dict:

@@ -19,6 +19,7 @@ from pcapreset.interpret.backends import (
     guess_backend,
     known_backend,
 )
+from pcapreset.report.headers import header_stats
 
 
 def test_backends_named_by_their_server_header() -> None:
@@ -158,6 +159,30 @@ def test_tomcat_is_named_by_its_server_header() -> None:
     assert header_evidence("Apache-Coyote/1.1") == {"tomcat"}
     assert header_evidence("Apache/2.4.62") == set()
     assert header_evidence("Node.js") == {"node"}
+
+
+@pytest.mark.parametrize("cap", ["backend.pcap", "nginx.pcap"])
+def test_tomcat_named_by_its_status_lines(cap: str) -> None:
+    """Tomcat sends no Server header; its status lines carry no reason phrase
+    ("HTTP/1.1 200 " CRLF): the keepAliveTimeout row fires on the real capture, from the
+    wire alone (no nginx.conf, no log)."""
+    rep = api.analyze(SAMPLES / "keepalive_race_tomcat" / cap)
+    recs = " ".join(rep.to_json()["summary"]["recommendations"])
+    assert "Tomcat" in recs and "keepAliveTimeout" in recs and header_stats(rep.result).tomcat
+    # a backend with reason phrases (Node.js) is no Tomcat
+    other = api.analyze(SAMPLES / "keepalive_race_node" / cap)
+    assert not header_stats(other.result).tomcat
+    assert "Tomcat" not in " ".join(other.to_json()["summary"]["recommendations"])
+
+
+@pytest.mark.parametrize(
+    ("sample", "words"),
+    [("php_fpm_terminate", "request_terminate_timeout"), ("uwsgi_harakiri", "harakiri")],
+)
+def test_backend_rows_from_the_wire_alone(sample: str, words: str) -> None:
+    """FastCGI and uwsgi seen on the wire (no nginx.conf) name the backend's own setting."""
+    rep = api.analyze(SAMPLES / sample / "backend.pcap")
+    assert words in " ".join(rep.to_json()["summary"]["recommendations"])
 
 
 def test_websocket_idle_past_proxy_read_timeout_is_named() -> None:

@@ -22,7 +22,7 @@ from conftest import CORPUS, MALFORMED, bench_capture, rollup_fields, sample_cap
 
 import pcapreset.capture
 from pcapreset import _build
-from pcapreset.capture import decode_kernel, pcap, pcapng, sources
+from pcapreset.capture import decode_kernel, pcap, pcapng, ring, sources
 from pcapreset.capture.decode import Decoder
 from pcapreset.capture.tcp import AddressBook
 from pcapreset.capture.timeline import decoded_timeline, open_readers
@@ -49,16 +49,27 @@ def plain(module: str):
 
 
 def plain_flows():
-    """The plain flow tracker, with the plain model, HTTP exchanges, RST
-    events and Zeek state machine under it."""
+    """The plain flow tracker, with the plain model, HTTP exchanges, control
+    packets, RST events, Zeek state machine and protocol dispatch under it."""
     mod = plain("track.flows")
     conn, http, rst = plain("track.conn"), plain("track.http"), plain("track.rst")
     http.Exchange = conn.Exchange
     rst.RstEvent, rst.RstPacket = conn.RstEvent, conn.RstPacket
     mod.Conn = conn.Conn
     mod.http_client, mod.http_server = http.http_client, http.http_server
-    mod.rst_event, mod.data_after_rst = rst.rst_event, rst.data_after_rst
+    mod.data_after_rst = rst.data_after_rst
     mod.zeek = plain("track.connstate")
+    ctl = plain("track.control")
+    ctl.rst_event, ctl.zeek = rst.rst_event, mod.zeek
+    mod.control, mod.roles = ctl.control, ctl.roles
+    # the protocol dispatch (never compiled) over the plain model and HTTP
+    if "track.dispatch" not in _PLAIN:
+        _PLAIN["track.dispatch"] = _build.load_source(
+            "pcapreset.track._dispatch_source", "track.dispatch"
+        )
+    disp = _PLAIN["track.dispatch"]
+    disp.Exchange, disp.http_server = conn.Exchange, http.http_server
+    mod.detect_proto, mod.proto_payload, mod.upgraded = disp.detect, disp.payload, disp.upgraded
     return mod
 
 
@@ -106,6 +117,7 @@ def test_ci_runs_the_compiled_tracker():
         sources,
         pcap,
         pcapng,
+        ring,
         decode_kernel,
         httphead,
         findings,
@@ -165,6 +177,7 @@ def test_plain_source_is_uncompiled():
     assert plain("capture.sources").COMPILED is False
     assert plain("capture.pcap").COMPILED is False
     assert plain("capture.pcapng").COMPILED is False
+    assert plain("capture.ring").COMPILED is False
     assert plain("interpret.findings").COMPILED is False
     assert plain("engine.fold").COMPILED is False
     assert plain("interpret.hosts").COMPILED is False
@@ -243,6 +256,51 @@ def test_compiled_reader_equals_plain(path, monkeypatch):
     monkeypatch.setattr(pcapreset.capture, "pcapng", plain("capture.pcapng"), raising=False)
     slow = frames_of(plain("capture.sources"), str(path))
     assert fast == slow
+
+
+def _ring_block(rng: np.random.Generator, n: int, ethernet: bool) -> tuple[bytearray, int]:
+    """A TPACKET_V3 block as the kernel fills one (block header, then per
+    packet a tpacket3_hdr, its sockaddr_ll and the packet at tp_mac/tp_net,
+    each at the previous one's tp_next_offset); (the ring, where the first
+    packet's header is)."""
+    import struct
+
+    buf = bytearray(ring.BLOCK_BYTES)
+    o = first = 48
+    for k in range(n):
+        snap = int(rng.integers(0, 1600))
+        mac = 96 if ethernet else 80
+        net = mac if not ethernet else mac + 14
+        nxt = (mac + snap + 7) // 8 * 8 if k < n - 1 else 0
+        struct.pack_into("<IIIIIIHH", buf, o, nxt, k, 1000 * k, snap, snap + 4, 1, mac, net)
+        buf[o + ring.SLL_AT : o + ring.SLL_AT + 20] = rng.integers(0, 256, 20, np.uint8).tobytes()
+        buf[o + mac : o + mac + snap] = rng.integers(0, 256, snap, np.uint8).tobytes()
+        o += nxt
+    return buf, first
+
+
+@pytest.mark.parametrize("ethernet", [False, True], ids=["cooked", "ethernet"])
+def test_compiled_ring_walk_equals_plain(ethernet):
+    """The ring's block walk, compiled (ring.pxd: memcpy per packet) and from
+    source, copies the same packets to the same places."""
+    if not ring.COMPILED:
+        pytest.skip("pcapreset.capture.ring is not compiled here: nothing to compare")
+    rng = np.random.default_rng(21)
+    hl = ring.REC_HDR if ethernet else ring.HDR
+    field = 12 if ethernet else 13
+    for n in (0, 1, 7, 150):
+        block, first = _ring_block(rng, n, ethernet)
+        mv = memoryview(block)
+        got = []
+        for mod in (ring, plain("capture.ring")):
+            out = bytearray(ring.BLOCK_BYTES + 4096)
+            heads: list[int] = []
+            starts: list[int] = []
+            end = mod._walk(mv.cast("I"), mv.cast("H"), mv, memoryview(out), first, n, 10, hl,
+                            field, heads, starts)  # fmt: skip
+            got.append((end, heads, starts, bytes(out)))
+        assert got[0] == got[1]
+        assert len(got[0][1]) == n
 
 
 # ----------------------------------------------------------- eviction's work

@@ -38,3 +38,18 @@ def test_readme_demo_output_is_the_real_output() -> None:
         capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
     )  # fmt: skip
     assert shown == out.stdout
+
+
+def test_php_fpm_example_shows_the_real_output() -> None:
+    """docs/causes/backend_crash_php_fpm_example.txt shows what its command prints."""
+    import subprocess
+    import sys
+
+    doc = (REPO / "docs" / "causes" / "backend_crash_php_fpm_example.txt").read_text()
+    line = next(x for x in doc.splitlines() if x.startswith("# pcapreset analyze -v "))
+    args = line[len("# pcapreset ") :].split()
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapreset", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() and out.stdout in doc

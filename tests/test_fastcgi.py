@@ -69,6 +69,22 @@ def test_snaplen_cut_loses_the_thread_then_resyncs_on_the_next_request() -> None
     assert st.resyncs == 1 and not st.lost
 
 
+def test_response_cut_by_the_snaplen_resyncs_on_its_end_request() -> None:
+    """PHP-FPM often sends END_REQUEST in a segment of its own: a STDOUT record cut by
+    the snaplen loses the thread, the END_REQUEST segment picks it up again."""
+    seg = rec(fcgi.STDOUT, 1, b"Status: 200\r\n\r\n" + b"x" * 300) + rec(fcgi.STDOUT, 1)
+    end = rec(fcgi.END_REQUEST, 1, struct.pack("!IB3x", 0, 0))
+    st = fcgi.RecordStream()
+    # the capture kept 40 bytes of the segment: the empty STDOUT's header is not in them
+    assert events(st.feed(seg[:40], len(seg))) == [("response_begin", 1)]
+    assert st.lost
+    assert events(st.feed(end)) == [("response_end", 1)]
+    assert st.resyncs == 1 and not st.lost
+    # a segment starting with any other record (STDERR) is no resync point
+    st2 = fcgi.RecordStream(lost=True)
+    assert st2.feed(rec(fcgi.STDERR, 1, b"warn")) == [] and st2.lost
+
+
 def test_not_fastcgi_is_lost_not_guessed() -> None:
     st = fcgi.RecordStream()
     assert st.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == []

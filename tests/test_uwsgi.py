@@ -86,3 +86,13 @@ def test_cut_before_content_length_leaves_the_length_unknown() -> None:
     p = packet({"REQUEST_METHOD": "GET", "CONTENT_LENGTH": "7", "SERVER_NAME": "x"}, b"x" * 7)
     r = uwsgi.parse_request(p[:30])
     assert r is not None and r.content_length is None and r.length is None
+
+
+def test_a_non_ascii_digit_is_no_content_length() -> None:
+    """'²' (latin-1 0xb2) is a digit to str.isdigit but not to int(): no length, no error."""
+    body = b"".join(
+        struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+        for k, v in ((b"CONTENT_LENGTH", b"\xb2"), (b"REQUEST_METHOD", b"GET"))
+    )
+    r = uwsgi.parse_request(struct.pack("<BHB", 0, len(body), 0) + body)
+    assert r is not None and r.content_length is None and r.length is None

@@ -20,8 +20,8 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 from ..interpret.backends import advertised_timeout, backend_from_headers
-from ..interpret.context import idle_close_gap
 from ..interpret.findings import conn_findings, no_finding
+from ..interpret.readings import idle_close_gap
 from ..interpret.thresholds import MIN_IDLE_CLOSE_S
 from ..interpret.vantage import hops
 from ..track.conn import Conn

@@ -175,6 +175,22 @@ class Rollup:
         if self._n:
             yield self._f[: self._n], self._i[: self._n]
 
+    def rows_from(self, k: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The rows from row ``k`` on, as :meth:`_each_block` gives them (the
+        full blocks before row ``k`` are not read back): what a caller that
+        took the first ``k`` rows already (report.stream) adds next."""
+        full = len(self._blocks)
+        for j in range(k // self.block, full):
+            b = self._blocks[j]
+            n = len(b) // _ROW_BYTES
+            lo = max(0, k - j * self.block)
+            f = np.frombuffer(b, np.float64, 4 * n).reshape(n, 4)
+            i = np.frombuffer(b, np.int64, 3 * n, 32 * n).reshape(n, 3)
+            yield f[lo:], i[lo:]
+        lo = max(0, k - full * self.block)
+        if self._n > lo:
+            yield self._f[lo : self._n], self._i[lo : self._n]
+
     def __getstate__(self) -> dict:
         # (pickled by a shard or the reader child: the filled rows of the block)
         state = self.__dict__.copy()

@@ -4,23 +4,31 @@ Per server endpoint: SYN times (bursts of connects), the server's RST times
 (mass resets), refused connects, idle closes and the idle timeout they
 show, round-trip times; per host: its usual hop count; the vantage point.
 :func:`build_context` computes it over the connections held plus those the
-engine summarised (:class:`Summarised`). Also the per-connection readings
-both the context and the facts use (round-trip time, follow-up RSTs).
+engine summarised (:class:`Summarised`), from what each connection shows by
+itself (:mod:`pcapreset.interpret.readings`).
 """
 
 from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from ..track.conn import Conn, RstEvent
+from ..track.conn import Conn
 from .hosts import HostBase, host_bases
-from .thresholds import MIN_IDLE_CLOSE_S, RACE_SLACK_S, RIGHT_AFTER_S
+from .readings import (
+    conn_rtt,
+    handshake_ack_dropped,
+    idle_close_gap,
+    is_followup,
+    is_refused,
+    short_idle_fin,
+)
+from .thresholds import RIGHT_AFTER_S
 from .vantage import Vantage, VantageVotes, Votes, conn_order, host_hop_votes, infer_vantage
 
 
@@ -60,70 +68,11 @@ class Context:
     short_fins: dict[int, Sequence[float]] = field(default_factory=dict)
 
 
-def is_refused(conn: Conn, ev: RstEvent) -> bool:
-    """The server answered the SYN with RST (RST,ACK from a kernel; a bare RST
-    from some stacks and crafted traffic): no SYN-ACK, no data."""
-    return (
-        not ev.from_client
-        and conn.c.syn > 0
-        and conn.s.synack == 0
-        and conn.s.data_pkts == 0
-        and conn.c.data_pkts == 0
-    )
-
-
-def last_response_end(conn: Conn) -> float | None:
-    for e in reversed(conn.exchanges):
-        if e.resp_end_ts is not None:
-            return e.resp_end_ts
-        if e.last_resp_ts is not None:
-            return e.last_resp_ts
-    return None
-
-
-def conn_rtt(conn: Conn) -> float | None:
-    """SYN -> the client's handshake ACK: one round trip from any vantage point."""
-    if conn.syn_ts is not None and conn.hs_ts is not None and conn.hs_ts > conn.syn_ts:
-        return conn.hs_ts - conn.syn_ts
-    return None
-
-
 def rtt_of(conn: Conn, ctx: Context) -> float:
     r = conn_rtt(conn)
     if r is None:
         r = ctx.rtt.get(conn.server, 0.0)
     return r
-
-
-def fin_crossed(conn: Conn, rtt_s: float) -> bool:
-    """The server's FIN and the client's last request crossed on the wire.
-
-    Either the request came after the FIN (backend-side view), or the FIN
-    arrived less than one round trip after the request left (nginx-side view):
-    the server cannot have seen the request when it decided to close.
-    """
-    fin = conn.s.fin_ts
-    if fin is None or not conn.exchanges:
-        return False
-    ex = conn.exchanges[-1]
-    if ex.req_ts is None or ex.resp_ts is not None:
-        return False
-    return ex.req_ts >= fin or fin - ex.req_ts <= rtt_s + RACE_SLACK_S
-
-
-def _idle_close_gap(c: Conn, rtt_s: float) -> float | None:
-    """Last complete response -> server FIN, on a connection the server closed idle."""
-    fin = c.s.fin_ts
-    if fin is None or not c.exchanges or (c.c.fin_ts is not None and c.c.fin_ts < fin):
-        return None
-    done = [e.resp_end_ts for e in c.exchanges if e.resp_end_ts is not None and e.resp_end_ts < fin]
-    if not done:
-        return None
-    for e in c.exchanges:
-        waiting = e.req_ts is not None and e.req_ts < fin and not e.complete
-        if waiting and not (e is c.exchanges[-1] and fin_crossed(c, rtt_s)):
-            return None  # the server closed with a request in hand: not an idle close
-    return fin - max(done)
 
 
 def _host_hops(conns: list[Conn], rollup: Summarised | None = None) -> dict[int, int]:
@@ -134,31 +83,6 @@ def _host_hops(conns: list[Conn], rollup: Summarised | None = None) -> dict[int,
     for c in conns:
         host_hop_votes(c, votes)
     return {h: v.best()[0] for h, v in votes.items()}  # type: ignore[index]
-
-
-def is_followup(conn: Conn, ev: RstEvent, rtt_s: float) -> bool:
-    """A RST that only answers segments already in flight when the previous one left.
-
-    Same sender (and TTL) as the previous RST event of the connection, no data
-    from that sender since, and within one round trip: one reset, not two (the flow
-    tracker splits events when the peer's in-flight data lands in between).
-    """
-    if ev.index == 0 or ev.index > len(conn.rst_events):
-        return False
-    prev = conn.rst_events[ev.index - 1]
-    return (
-        prev.from_client == ev.from_client
-        and prev.packets[0].ttl == ev.packets[0].ttl  # the same stack sent both
-        and not prev.sender_data_after
-        and ev.ts - prev.packets[-1].ts <= rtt_s + RACE_SLACK_S
-    )
-
-
-def idle_close_gap(c: Conn, rtt_s: float) -> float | None:
-    """The idle close gap :func:`build_context` counts for ``c``: at least
-    MIN_IDLE_CLOSE_S, else None."""
-    gap = _idle_close_gap(c, rtt_s)
-    return gap if gap is not None and gap >= MIN_IDLE_CLOSE_S else None
 
 
 class ContextSamples:
@@ -198,17 +122,11 @@ class ContextSamples:
         """Count connection ``c``; ``rtt_s`` is ``rtt_of(c, ctx)``."""
         if c.syn_ts is not None:
             _samples(self.syn, c.server).append(c.syn_ts)
-            if c.c.syn_retrans or c.s.synack >= 2:
+            if c.c.syn_retrans or c.s.synack >= 2 or handshake_ack_dropped(c):
                 _samples(self.retry, c.server).append(c.syn_ts)
         if c.rst_events and short_idle_fin(c):
             _samples(self.short_fins, c.server).append(c.s.fin_ts)  # type: ignore[arg-type]
-        for ev in c.rst_events:
-            if ev.from_client or is_followup(c, ev, rtt_s):
-                continue
-            if is_refused(c, ev):
-                _samples(self.refused, c.server).append(ev.ts)
-            else:
-                _samples(self.server_rst, c.server).append(ev.ts)
+        self.add_resets(c, rtt_s)
         gap = idle_close_gap(c, rtt_s)
         if gap is not None:
             _samples(self.idle, c.server).append(gap)
@@ -225,6 +143,16 @@ class ContextSamples:
             and (not c.s.ttls or first.packets[0].ttl in c.s.ttls)  # not a forged RST
         ):
             self.race.setdefault(c.server, []).append(first.idle_before_s)
+
+    def add_resets(self, c: Conn, rtt_s: float) -> None:
+        """The server's RSTs of ``c`` (refused connects apart), follow-ups not counted."""
+        for ev in c.rst_events:
+            if ev.from_client or is_followup(c, ev, rtt_s):
+                continue
+            if is_refused(c, ev):
+                _samples(self.refused, c.server).append(ev.ts)
+            else:
+                _samples(self.server_rst, c.server).append(ev.ts)
 
     def first_idle(self, srv: int, key: tuple[float, int, int]) -> None:
         known = self.idle_first.get(srv)
@@ -279,6 +207,11 @@ class Summarised(VantageVotes, Protocol):
     def packed(self) -> PackedSamples: ...
     @property
     def host_bases(self) -> dict[int, HostBase]: ...
+
+    def rows_from(self, k: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Its rows from row ``k`` on, a block at a time (floats: start,
+        round-trip time, SYN time, idle close gap; integers: client, server, vote)."""
+        ...
 
 
 def build_context(conns: list[Conn], rollup: Summarised | None = None) -> Context:
@@ -343,13 +276,6 @@ RETRY_BURST = 3
 #: within RESTART_CLOSES_S of each other: the server closed them together
 RESTART_CLOSES = 2
 RESTART_CLOSES_S = 1.0
-
-
-def short_idle_fin(c: Conn) -> bool:
-    """The server's FIN came less than RIGHT_AFTER_S after its own last data:
-    no idle timer (>= 1 s in every server we know) closed the connection."""
-    fin, last = c.s.fin_ts, c.s.last_data_ts
-    return fin is not None and last is not None and 0 <= fin - last < RIGHT_AFTER_S
 
 
 def retry_burst(conn: Conn, ctx: Context) -> bool:

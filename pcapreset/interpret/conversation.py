@@ -12,7 +12,8 @@ probes. HTTP's own facts (requests, responses, keep-alive) stay in evidence.
 
 from __future__ import annotations
 
-from ..track.conn import Conn, Dir, RstEvent
+from ..track.conn import PROTO_NAMES, PROTO_WEBSOCKET, Conn, Dir, RstEvent
+from ..track.websocket import CLOSE, OPCODE_NAMES, PING, PONG
 from .fact import FactSink
 
 #: a message this long before the RST is no instant reply: its sender waited
@@ -32,19 +33,24 @@ def is_tls_record(h: bytes | None) -> bool:
     return bool(h[0] & 0x80) and h[2] == 1
 
 
-def conn_app(conn: Conn) -> str:
-    """What the connection carries: http | websocket | tls | other | none.
+#: the apps whose requests and responses the tracker follows (track.http, track.dispatch)
+REQUEST_APPS = ("http", "fastcgi", "uwsgi")
 
-    HTTP needs both ends to speak it: an HTTP request answered by something
-    else (an SSH banner) is not HTTP, nor is what a CONNECT tunnel carries."""
+
+def conn_app(conn: Conn) -> str:
+    """What the connection carries: http | fastcgi | uwsgi | websocket | tls | other | none.
+
+    FastCGI, uwsgi and WebSocket are what the tracker decided (``Conn.proto``). HTTP
+    needs both ends to speak it: an HTTP request answered by something else (an SSH
+    banner) is not HTTP, nor is what a CONNECT tunnel carries."""
+    if conn.proto:
+        return PROTO_NAMES[conn.proto]
     sh0 = conn.s.head
     if any(e.method == "CONNECT" and e.status is not None and 200 <= e.status < 300
            for e in conn.exchanges):  # fmt: skip
         return "other"  # a CONNECT tunnel: what it carries is not HTTP to us
     if conn.exchanges and (not sh0 or sh0.startswith(b"HTTP/")):
-        if any(e.status == 101 for e in conn.exchanges):
-            return "websocket"
-        return "http"
+        return "http"  # (an upgrade other than a WebSocket's, e.g. h2c, stays HTTP)
     ch, sh = conn.c.head, conn.s.head
     if is_tls_record(ch) or is_tls_record(sh):
         return "tls"
@@ -113,12 +119,28 @@ def waiting_at(conn: Conn, t: float) -> bool:
     )
 
 
+def ws_goodbye(conn: Conn, client: bool) -> bool | None:
+    """A WebSocket's (track.dispatch.WsState.goodbye) client's or server's last frame: a
+    close, ping or pong (True) or a message (False); None: no frame, or no WebSocket."""
+    st = conn.pstate if conn.proto == PROTO_WEBSOCKET else None
+    return None if st is None else st.goodbye(client)
+
+
+def _ws_late(conn: Conn, ev: RstEvent) -> int | None:
+    """The opcode of the first WebSocket frame the RST's peer sent after the sender's FIN."""
+    st = conn.pstate if conn.proto == PROTO_WEBSOCKET else None
+    return None if st is None else st.late_opcode[1 if ev.from_client else 0]
+
+
 def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
     """What the connection carries and where the RST fell in it, protocol-free:
     who spoke, who spoke last, what each side had not yet acknowledged."""
     app = conn_app(conn)
     f.add("app_" + app, {
         "http": "the connection carries HTTP/1.x",
+        "fastcgi": "the connection carries FastCGI (fastcgi_pass): its records are the "
+        "requests and responses",
+        "uwsgi": "the connection carries uwsgi requests (uwsgi_pass) and HTTP answers",
         "websocket": "the connection carries a WebSocket (HTTP upgrade)",
         "tls": "the connection carries TLS: its records are the message boundaries",
         "other": "the connection carries a protocol other than HTTP or TLS",
@@ -126,7 +148,7 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
     }[app])  # fmt: skip
     p0 = ev.packets[0]
     d, o = (conn.c, conn.s) if ev.from_client else (conn.s, conn.c)
-    if server_spoke_first(conn) and app != "http":
+    if server_spoke_first(conn) and app not in REQUEST_APPS:
         f.add("server_spoke_first", "the server spoke first (a banner): it had responded")
     if conn.c.syn:
         f.add("syn_seen", "the capture has the client's SYN")
@@ -176,7 +198,13 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
             f"the other end had closed (FIN) {ev.ts - o_fin:.3f} s before; this end answered "
             "with RST instead of its own FIN",
         )
-    if unread and unread <= GOODBYE_MAX and o_fin is not None and app != "http":
+    if (
+        unread
+        and unread <= GOODBYE_MAX
+        and o_fin is not None
+        and app not in REQUEST_APPS
+        and ws_goodbye(conn, not ev.from_client) is not False
+    ):
         f.add(
             "peer_goodbye_unread",
             f"the other end's last {unread} byte(s), then its FIN, were left unread: its "
@@ -189,7 +217,7 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
             "unread)",
         )
     inflight = _unacked(d, o.last_ack)
-    if inflight and inflight <= GOODBYE_MAX and app != "http" and d_last is not None:
+    if inflight and inflight <= GOODBYE_MAX and app not in REQUEST_APPS and d_last is not None:
         f.add(
             "own_goodbye_unacked",
             f"the sender's last {inflight} byte(s), sent just before the RST, were not yet "
@@ -286,7 +314,7 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
         and "own_data_unacked" not in f
         and "response_partial" not in f
         and "peer_still_sending" not in f
-        and not (app != "http" and "peer_spoke_last" in f and not ev.from_client)
+        and not (app not in REQUEST_APPS and "peer_spoke_last" in f and not ev.from_client)
     ):
         f.add("nothing_in_flight", "nothing was in flight: no request waiting, no data unread")
     # a closed socket answering a late segment
@@ -303,6 +331,18 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
                     f"{late_bytes} byte(s) of the server's answer were still in flight when "
                     "the client closed: the client gave up on them",
                 )
+        elif (
+            late is None
+            and late_bytes
+            and not ev.from_client
+            and app == "websocket"
+            and ws_goodbye(conn, True) is False
+        ):
+            f.add(
+                "late_request_after_close",
+                f"the client's last WebSocket message ({late_bytes} bytes unacknowledged by "
+                "the server's FIN) crossed the server's close and met the closed socket",
+            )
         elif late is None and (o_fin_seen or ev.ts - d.fin_ts >= WAITED_S):
             what = "only ACKs, a FIN or a keep-alive probe"
         elif late is None:
@@ -315,26 +355,38 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
             )
         elif tls_no_request(late) is not None:
             what = tls_no_request(late)
-        elif app == "http" and ev.from_client and waiting_at(conn, d.fin_ts):
+        elif app == "websocket" and (op := _ws_late(conn, ev)) is not None:
+            if op == CLOSE:
+                what = "a WebSocket close frame: its goodbye, no new message"
+            elif op in (PING, PONG):
+                what = f"a WebSocket {OPCODE_NAMES[op]}: liveness, no new message"
+            elif not ev.from_client:
+                f.add(
+                    "late_request_after_close",
+                    f"the client's next WebSocket message (a {OPCODE_NAMES[op]} "
+                    "frame) reached the server after the server had closed: the message and "
+                    "the close crossed",
+                )
+        elif app in REQUEST_APPS and ev.from_client and waiting_at(conn, d.fin_ts):
             f.add(
                 "reply_after_client_close",
                 "the response to a request still waiting reached the client after it had "
                 "closed: the client gave up on it",
             )
-        elif app == "http" and not ev.outstanding and not waiting_at(conn, d.fin_ts):
+        elif app in REQUEST_APPS and not ev.outstanding and not waiting_at(conn, d.fin_ts):
             what = "the rest of a message already answered, no new request"
-        elif app != "http" and late_bytes <= GOODBYE_MAX:
+        elif app not in REQUEST_APPS and late_bytes <= GOODBYE_MAX:
             what = (
                 f"{late_bytes} byte(s): a closing message (QUIT or its reply, a goodbye "
                 "frame), no new request"
             )
-        elif app != "http" and ev.from_client:
+        elif app not in REQUEST_APPS and ev.from_client:
             f.add(
                 "reply_after_client_close",
                 f"the server's answer ({late_bytes} byte(s)) reached the client after it had "
                 "closed: the client gave up on it",
             )
-        elif app != "http" and not ev.from_client:
+        elif app not in REQUEST_APPS and not ev.from_client:
             f.add(
                 "late_request_after_close",
                 f"the client's next message ({late_bytes} bytes) reached the server after "

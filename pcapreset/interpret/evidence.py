@@ -40,14 +40,12 @@ from .context import (
     RESTART_CLOSES,
     RESTART_CLOSES_S,
     Context,
-    fin_crossed,
-    is_refused,
     rtt_of,
-    short_idle_fin,
 )
-from .conversation import GOODBYE_MAX, conn_app, conversation_facts, waiting_at
+from .conversation import GOODBYE_MAX, REQUEST_APPS, conn_app, conversation_facts, waiting_at
 from .fact import Fact, FactTable
 from .forgery import forgery_facts
+from .readings import fin_crossed, is_refused, short_idle_fin
 from .thresholds import (
     BURST_CONNECTS,
     INSTANT_S,
@@ -303,7 +301,7 @@ def rst_facts(conn: Conn, ev: RstEvent, ctx: Context) -> dict[str, Fact]:
     f = FactTable()
     _packet_facts(f, conn, ev)
     _handshake_facts(f, conn, ev, ctx)
-    _exchange_facts(f, conn, ev, ctx, conn_app(conn) == "http")
+    _exchange_facts(f, conn, ev, ctx, conn_app(conn) in REQUEST_APPS)
     _timing_facts(f, conn, ev, ctx)
     forgery_facts(f, conn, ev, ctx)
     conversation_facts(f, conn, ev)
@@ -330,7 +328,7 @@ FACT_NAMES = frozenset(
         "client_unanswered", "sender_gave_up", "client_said_goodbye", "rst_ipid_of_peer",
         "socket_reset_before", "message_crossed_close", "restart_closes", "peer_still_sending",
         "rst_both_directions", "sender_data_after_rst", "rst_out_of_window",
-        "app_http", "app_websocket", "app_tls", "app_other", "app_none",
+        "app_http", "app_fastcgi", "app_uwsgi", "app_websocket", "app_tls", "app_other", "app_none",
         "server_spoke_first", "no_request", "syn_seen", "odd_handshake", "nothing_in_flight",
         "health_check_request", "both_spoke",
         "peer_spoke_last", "sender_spoke_last", "peer_data_unread", "own_data_unacked",

@@ -5,6 +5,8 @@ import cython
 
 from pcapreset.track.conn cimport Conn, Dir, Exchange
 
+cdef long long PROTO_WEBSOCKET
+
 
 @cython.locals(cd=Dir, sd=Dir, ex=Exchange, exs=list)
 cpdef bint no_finding(Conn c) except -1

@@ -18,8 +18,8 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..track.conn import Conn, Dir
-from .context import conn_rtt, fin_crossed
+from ..track.conn import PROTO_WEBSOCKET, Conn, Dir
+from .readings import conn_rtt, fin_crossed, handshake_ack_dropped
 from .thresholds import RACE_SLACK_S
 
 #: True when this module runs compiled (setup.py; only no_finding is typed)
@@ -46,6 +46,14 @@ def _silent_backlog(c: Conn) -> str | None:
         return (
             f"server retransmitted its SYN-ACK {c.s.synack - 1} time(s) after the client's "
             f"ACK; client data retransmitted {c.c.retrans} time(s)"
+        )
+    if handshake_ack_dropped(c):
+        # Linux drops the handshake's ACK when the accept queue is full and keeps the
+        # connection half-open; the client's request then goes unacknowledged
+        return (
+            f"the server sent nothing after its SYN-ACK; the client's request was "
+            f"retransmitted {c.c.retrans} time(s), never acknowledged: the handshake's ACK "
+            "and the request were dropped by a full accept queue"
         )
     if c.c.syn_retrans >= 1 and c.s.synack >= 1:
         # Linux drops SYNs while the accept queue is full (tcp_conn_request)
@@ -147,6 +155,30 @@ def _upstream_timeout(c: Conn) -> str | None:
     return None
 
 
+def _websocket_idle(c: Conn) -> str | None:
+    # nginx closed (FIN) an upgraded connection without a WebSocket close frame from its
+    # client, a second or more after the backend's last frame: proxy_read_timeout ran out
+    # (nginx speaks no WebSocket: it closes the TCP connection). Ping and pong frames
+    # count as the backend's liveness; a close frame first is a goodbye, not a timeout.
+    st = c.pstate
+    fin = c.c.fin_ts
+    if c.proto != PROTO_WEBSOCKET or st is None or fin is None or st.close_ts[0] is not None:
+        return None
+    if (c.s.fin_ts is not None and c.s.fin_ts <= fin) or st.close_ts[1] is not None:
+        return None  # the backend closed first
+    if any(ev.ts <= fin for ev in c.rst_events):
+        return None
+    last = st.last_frame_ts[1]
+    if last is None and c.exchanges:
+        last = c.exchanges[-1].resp_end_ts  # the 101 answer
+    if last is None or fin - last < MIN_TIMEOUT_S:
+        return None
+    return (
+        f"nginx closed the WebSocket {fin - last:.1f} s after the backend's last frame, "
+        "without a close frame (proxy_read_timeout): the backend sent nothing, not even a ping"
+    )
+
+
 def _premature_close(c: Conn) -> str | None:
     # The backend closed (FIN) with a request in hand: the request reached it
     # (the FIN did not cross it on the wire) and no complete response came.
@@ -218,6 +250,7 @@ FINDING_RULES: tuple[FindingRule, ...] = (
     FindingRule("premature_close", _premature_close),
     FindingRule("keepalive_race", _race_without_rst),
     FindingRule("upstream_timeout", _upstream_timeout),
+    FindingRule("upstream_timeout", _websocket_idle),
     FindingRule("zero_window", _zero_window, exclusive=False),
 )
 
@@ -240,6 +273,8 @@ def no_finding(c: Conn) -> bool:
         or sd.zero_win
     ):
         return False
+    if c.proto == PROTO_WEBSOCKET and cd.fin_ts is not None:
+        return False  # upstream_timeout of a WebSocket (its frames decide)
     exs = c.exchanges
     if not exs:
         return True  # the other rules need an exchange

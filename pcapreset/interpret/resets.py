@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..track.conn import Conn, RstEvent
-from .context import Context, is_followup, rtt_of
+from .context import Context, rtt_of
 from .events import split_by_source
 from .evidence import rst_facts
 from .fact import Fact
+from .readings import is_followup
 from .rules import Verdict, classify
 
 

@@ -10,6 +10,7 @@ Sender ``"rst"`` means "whoever sent the RST" (client or server).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .fact import Fact
@@ -49,6 +50,9 @@ class Rule:
 
 
 R = Rule
+#: the app facts of connections whose requests and responses are known (HTTP, FastCGI,
+#: uwsgi): rows for protocols without them name these in ``unless``
+RQ = ("app_http", "app_fastcgi", "app_uwsgi")
 
 
 def G(name: str, guess: str, sender: str, confidence: float, needs: tuple[str, ...],
@@ -194,10 +198,10 @@ RULES: tuple[Rule, ...] = (
       ("from_client", "tls_reply_not_tls"),                     ("peer_closed_first",),
       "the client started TLS, the server answered in another protocol, the client gave up"),
     R("client_abort_still_arriving",     "client_abort",       "client",    0.7,
-      ("from_client", "peer_still_sending", "peer_spoke_last"), ("app_http",),
+      ("from_client", "peer_still_sending", "peer_spoke_last"), RQ,
       "the client reset the connection while the server's data was still arriving"),
     R("client_abort_waited",             "client_abort",       "client",    0.65,
-      ("from_client", "client_waited"),                         ("app_http",),
+      ("from_client", "client_waited"),                         RQ,
       "the client's message was acknowledged but never answered; it gave up and reset"),
     R("client_abort_request",            "client_abort",       "client",    0.8,
       ("from_client", "request_outstanding"),                   (),
@@ -235,11 +239,11 @@ RULES: tuple[Rule, ...] = (
                                                                  "own_data_unacked"),
       "RST instead of FIN on an idle connection after complete exchanges"),
     R("abort_after_reply",               "abortive_close",     "rst",       0.65,
-      ("sender_spoke_last", "both_spoke"),                      ("app_http", "peer_data_unread",
+      ("sender_spoke_last", "both_spoke"),                      (*RQ, "peer_data_unread",
                                                                  "own_data_unacked"),
       "RST instead of FIN after the sender's reply was acknowledged: nothing in flight"),
     R("abort_client_done",               "abortive_close",     "client",    0.65,
-      ("from_client", "peer_spoke_last", "both_spoke"),         ("app_http", "peer_data_unread",
+      ("from_client", "peer_spoke_last", "both_spoke"),         (*RQ, "peer_data_unread",
                                                                  "own_data_unacked"),
       "the client reset the connection after reading everything the server sent"),
     R("abort_own_fin",                   "abortive_close",     "rst",       0.7,
@@ -250,11 +254,11 @@ RULES: tuple[Rule, ...] = (
                                                                  "sender_gave_up"),
       "RST right after its own FIN, nothing in flight: an abortive close"),
     R("abort_after_peer_close",          "abortive_close",     "rst",       0.7,
-      ("peer_closed_first",),                                   ("app_http", "peer_data_unread",
+      ("peer_closed_first",),                                   (*RQ, "peer_data_unread",
                                                                  "own_data_unacked"),
       "the other end closed first; this end read everything and reset instead of closing"),
     R("abort_after_goodbye",             "abortive_close",     "server",    0.65,
-      ("from_server", "client_said_goodbye", "both_spoke"),     ("app_http",),
+      ("from_server", "client_said_goodbye", "both_spoke"),     RQ,
       "the client's last, short message (a closing request) was answered by RST instead of "
       "FIN"),
     R("abort_after_banner",              "abortive_close",     "server",    0.6,
@@ -313,6 +317,27 @@ def classify(facts: dict[str, Fact]) -> Verdict:
         "unknown", sender, 0.3, "none", "no rule matched: too little evidence for a cause", [],
         list(facts.values()),
     )  # fmt: skip
+
+
+def decided(facts: dict[str, Fact], unsure: Collection[str]) -> Verdict | None:
+    """The verdict of ``facts`` whatever each fact named in ``unsure`` turns
+    out to be (present or not), or None when one of them could change it.
+
+    The rows are read as :func:`classify` reads them, each one's test three-
+    valued: a row that might match before the first row sure to match leaves
+    the verdict open. The verdict returned lists only the sure facts."""
+    sure = {k: v for k, v in facts.items() if k not in unsure}
+
+    def absent(n: str) -> bool:
+        return n not in sure and n not in unsure
+
+    for r in RULES:
+        if any(absent(n) for n in r.needs) or any(n in sure for n in r.unless):
+            continue  # cannot match
+        if all(n in sure for n in r.needs) and all(absent(n) for n in r.unless):
+            return classify(sure)  # (every row before it cannot match: this one)
+        return None  # might match or not
+    return classify(sure)
 
 
 def table_text() -> str:

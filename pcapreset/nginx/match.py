@@ -92,6 +92,9 @@ def _time_cost(e: ErrorLine, w: WireEvent) -> tuple[float, str] | None:
     span = w.unseen_span
     if e.kind == "reset" and span is not None and span[0] < hi and lo <= span[1]:
         return UNSEEN_COST, "idle_then_reset"
+    wait = w.waited_span
+    if e.kind == "timeout" and wait is not None and wait[0] < hi and lo <= wait[1]:
+        return UNSEEN_COST, "waited_unseen"
     return None
 
 
@@ -139,6 +142,11 @@ def match(lines: Sequence[ErrorLine], events: Sequence[WireEvent]) -> dict[int, 
         key=lambda j: events[j].unseen_span[1],  # type: ignore[index]
     )
     span_ends = [events[j].unseen_span[1] for j in spans]  # type: ignore[index]
+    waits = sorted(
+        (j for j in range(len(events)) if events[j].waited_span is not None),
+        key=lambda j: events[j].waited_span[1],  # type: ignore[index]
+    )
+    wait_ends = [events[j].waited_span[1] for j in waits]  # type: ignore[index]
     adj: dict[int, list[tuple[float, int]]] = {}
     hows: dict[tuple[int, int], str] = {}
     for i, e in enumerate(lines):
@@ -150,6 +158,9 @@ def match(lines: Sequence[ErrorLine], events: Sequence[WireEvent]) -> dict[int, 
         if e.kind == "reset":  # idle spells ending at or after the line, nearest first
             k = bisect.bisect_left(span_ends, e.ts)
             far = [j for j in spans[k : k + SPAN_SCAN_MAX] if j not in seen]
+        elif e.kind == "timeout":  # waits ending at or after the line, nearest first
+            k = bisect.bisect_left(wait_ends, e.ts)
+            far = [j for j in waits[k : k + SPAN_SCAN_MAX] if j not in seen]
         edges = []
         for j in near + far:
             got = _edge_cost(e, events[j])

@@ -42,6 +42,10 @@ class WireEvent:
     #: came from a device in the path, which may have reset it towards nginx
     #: earlier, out of this capture's sight
     unseen_span: tuple[float, float] | None = None
+    #: (from, to): a connection the backend never accepted, nginx's request waiting in
+    #: between and nginx's close not on the wire (queued behind its unacknowledged data):
+    #: nginx gave up somewhere in this span, out of the capture's sight
+    waited_span: tuple[float, float] | None = None
     #: nginx's retry of the request on a new connection (its client "ip:port"):
     #: the event is the unseen reset of the idle connection ``client`` it reused
     retry: str | None = None
@@ -119,6 +123,15 @@ _FINDING_TS = {
 }
 
 
+def _waited_span(c: Conn, cause: str) -> tuple[float, float] | None:
+    """For a backlog_overflow finding without nginx's FIN or RST: from the request nginx
+    sent to the connection's last packet (see WireEvent.waited_span)."""
+    if cause != "backlog_overflow" or _nginx_closed_ts(c) is not None:
+        return None
+    first = c.c.head_ts
+    return (first, c.end) if first is not None else None
+
+
 def _unseen_span(c: Conn, ev, sender: str | None) -> tuple[float, float] | None:
     """A device's reset after an idle spell: the span in which it may have reset
     nginx's side already (conntrack / NAT state gone: nginx's request rejected
@@ -171,6 +184,7 @@ def wire_events(rep) -> list[WireEvent]:
                     ts,
                     ts,
                     _target(c, ts),
+                    waited_span=_waited_span(c, cause),
                 )
             )
     return out

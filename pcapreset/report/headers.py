@@ -3,7 +3,8 @@
 The connections kept, the packed ones and the ones the rollup summarised all
 vote: the backend's name (capture-wide, and per server host), the
 ``Keep-Alive: timeout=N`` most responses advertised, and whether a server's
-answers carry any header read (:class:`HeaderStats`). The advice reads them.
+answers carry any header read or status lines without a reason phrase
+(Tomcat's signature; :class:`HeaderStats`). The advice reads them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from ..interpret.backends import advertised_timeout, backend_from_headers
 from ..interpret.vantage import Votes
 from ..track.conn import Conn
+from ..track.http import NO_REASON
 from .result import EngineResult
 
 
@@ -23,12 +25,21 @@ class HeaderStats:
 
     said: dict[int, bool] = field(default_factory=dict)  # answered; any header read
     evicted_named: bool = False  # evicted connections named a backend
+    #: answered; every connection's first status line without a reason phrase
+    #: ("HTTP/1.1 200 " CRLF: track.http.NO_REASON)
+    bare_status: dict[int, bool] = field(default_factory=dict)
 
     @property
     def quiet(self) -> bool:
         """Every answering server's responses carried no Server, Connection or
         Keep-Alive header."""
         return bool(self.said) and not any(self.said.values()) and not self.evicted_named
+
+    @property
+    def tomcat(self) -> bool:
+        """Every answering server's status lines carried no reason phrase, as Tomcat's
+        (its Coyote connector) do, and no response named a server."""
+        return bool(self.bare_status) and all(self.bare_status.values()) and self.quiet
 
 
 def backend_name(result: EngineResult) -> str | None:
@@ -64,12 +75,16 @@ def backend_names(result: EngineResult) -> dict[int, str]:
 
 
 def header_stats(result: EngineResult) -> HeaderStats:
-    """Per server: whether its answers carried any header read (every
-    connection kept for the report, packed ones included)."""
+    """Per server: whether its answers carried any header read, and whether
+    their status lines had no reason phrase (every connection kept for the
+    report, packed ones included)."""
     st = HeaderStats()
     for c, _j in result.each_conn():
         if any(x.status is not None for x in c.exchanges):
-            st.said[c.server] = st.said.get(c.server, False) or bool(c.resp_headers)
+            h = c.resp_headers
+            heard = len(h) > 1 or (bool(h) and NO_REASON not in h)
+            st.said[c.server] = st.said.get(c.server, False) or heard
+            st.bare_status[c.server] = st.bare_status.get(c.server, True) and NO_REASON in h
     rollup = result.rollup
     st.evicted_named = rollup is not None and rollup.backends.best() is not None
     return st

@@ -68,7 +68,7 @@ class Records(Sequence[ResetRecord]):
             pid = self._pair_ids[pair] = len(self._pairs)
             self._pairs.append(pair)
         self._pair.append(pid)
-        if record_app(r) in ("http", "websocket"):
+        if record_app(r) in ("http", "fastcgi", "uwsgi", "websocket"):  # nginx upstream protocols
             self.http_causes[r.verdict.cause] += 1
         self._order = None
 

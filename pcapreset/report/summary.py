@@ -16,6 +16,7 @@ from ..interpret.advice import NGINX_UPSTREAM_KEEPALIVE_TIMEOUT_S, recommend
 from ..interpret.backend_advice import header_evidence
 from ..interpret.context import idle_summary
 from ..interpret.rules import CAUSES, HARMLESS, SENDERS
+from ..track.conn import PROTO_NAMES
 from .headers import backend_name, backend_names, header_stats, most_advertised_timeout
 
 if TYPE_CHECKING:
@@ -139,11 +140,15 @@ def recommendations(
     http = http_seen(rep)
 
     # header statistics only where the advice depends on them
-    quiet = backend is None and header_stats(rep.result).quiet
+    stats = header_stats(rep.result) if backend is None else None
+    quiet = stats is not None and stats.quiet
 
     seen_here = rep.evidence | header_evidence(backend)
-    if any(e.status == 101 for c in rep.result.conns for e in c.exchanges):
-        seen_here.add("websocket")  # an Upgrade answered with 101 Switching Protocols
+    if stats is not None and stats.tomcat:
+        seen_here.add("tomcat")  # status lines without a reason phrase, no Server header
+    for c in rep.result.conns:
+        if c.proto:  # FastCGI, uwsgi, or a WebSocket after 101 (track.dispatch)
+            seen_here.add(PROTO_NAMES[c.proto])
 
     def rec(cause: str, idle_s: float | None, from_header: bool = False) -> str:
         return recommend(

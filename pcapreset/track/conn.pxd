@@ -26,8 +26,8 @@ cdef class Exchange:
 
 
 cdef class Conn:
-    cdef public long long id, client, server, hbits
-    cdef public object role_rule, hs_ts, last_data_ts, _cur_req, _cur_resp, syn_ts, zk
+    cdef public long long id, client, server, hbits, proto
+    cdef public object role_rule, hs_ts, last_data_ts, _cur_req, _cur_resp, syn_ts, zk, pstate
     cdef public double start, end, expires_at
     cdef public Dir c, s
     cdef public list hist, rst_events, exchanges

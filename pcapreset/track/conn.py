@@ -22,6 +22,13 @@ except ImportError:  # no Cython installed: plain Python
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
 
+#: what a connection's payload carries as the tracker follows it (``Conn.proto``):
+#: HTTP/1.x (or not yet known), FastCGI records, a uwsgi request with an HTTP answer,
+#: WebSocket frames after ``101 Switching Protocols`` (:mod:`pcapreset.track.dispatch`)
+PROTO_HTTP, PROTO_FASTCGI, PROTO_UWSGI, PROTO_WEBSOCKET = 0, 1, 2, 3
+#: the ``app`` name of each non-HTTP protocol (SPEC: ``app``)
+PROTO_NAMES = {PROTO_FASTCGI: "fastcgi", PROTO_UWSGI: "uwsgi", PROTO_WEBSOCKET: "websocket"}
+
 # history bits: index by letter, client and server variants
 _HB = {ch: 1 << i for i, ch in enumerate("SHADFRTWIQshadfrtwiq")}
 
@@ -243,7 +250,7 @@ class Conn:
         "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
         "hs_done", "hs_ts", "last_pkt_from_client", "last_data_ts",
         "_cur_req", "_cur_resp", "syn_ts", "first_from_client", "resp_headers",
-        "zk", "expires_at",
+        "zk", "expires_at", "proto", "pstate",
     )  # fmt: skip
 
     def __init__(self, cid: int, client: int, server: int, rule: str, ts: float) -> None:
@@ -269,12 +276,17 @@ class Conn:
         self._cur_req: Exchange | None = None  # request still being sent
         self._cur_resp: Exchange | None = None  # response still being received
         self.first_from_client = True
-        #: Server / Keep-Alive / Connection headers of the last response seen
+        #: Server / Keep-Alive / Connection headers of the responses seen (and
+        #: http.NO_REASON when a status line had no reason phrase)
         self.resp_headers: dict[str, str] = {}
         #: Zeek's view (connstate.ZeekTcp, set by the tracker): per-connection
         #: state, and when Zeek would drop it
         self.zk: Any = None
         self.expires_at = float("inf")
+        #: the protocol its payload carries (PROTO_*) and that protocol's parser
+        #: state (pcapreset.track.dispatch), None for HTTP
+        self.proto = PROTO_HTTP
+        self.pstate: Any = None
 
     @property
     def packets(self) -> int:

@@ -15,9 +15,10 @@ What marks a request and its response:
 bytes a capture kept (a snaplen may cut them) and the segment's real length. It follows the
 records' lengths across segments; a header that falls in bytes the capture did not keep
 loses the thread (``lost``): nothing is reported until a segment starts with a
-``BEGIN_REQUEST`` or ``STDOUT`` header (nginx writes each request from its first record,
-PHP-FPM each response from its first ``STDOUT``), where the stream picks the thread up
-again (``resyncs``). No I/O, no state outside the object.
+``BEGIN_REQUEST``, ``STDOUT`` or ``END_REQUEST`` header (nginx writes each request from its
+first record, PHP-FPM each response from its first ``STDOUT`` and often its
+``END_REQUEST`` alone), where the stream picks the thread up again (``resyncs``). No I/O,
+no state outside the object.
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def looks_like_fastcgi(head: bytes) -> bool:
     return len(head) >= HEADER_LEN and head[0] == VERSION and head[1] in TYPE_NAMES and head[7] == 0
 
 
+def _resync_point(data: bytes) -> bool:
+    """A segment that starts with a record a writer starts a segment with: nginx's
+    ``BEGIN_REQUEST``, the backend's first ``STDOUT`` or its ``END_REQUEST`` (8 bytes of
+    content)."""
+    if not looks_like_fastcgi(data):
+        return False
+    if data[1] == END_REQUEST:
+        return data[4] == 0 and data[5] == 8
+    return data[1] in (BEGIN_REQUEST, STDOUT)
+
+
 def parse_header(b: bytes) -> tuple[int, int, int, int] | None:
     """(type, request id, content length, padding length) of an 8-byte header, or None when
     it is not a FastCGI version-1 header."""
@@ -112,7 +124,7 @@ class RecordStream:
         kept_end = start + len(data)
         self.pos = end
         found: list[Boundary] = []
-        if self.lost and looks_like_fastcgi(data) and data[1] in (BEGIN_REQUEST, STDOUT):
+        if self.lost and _resync_point(data):
             self.lost, self._pending, self.next_header = False, b"", start
             self.resyncs += 1
         while not self.lost and self.next_header < end:

@@ -5,10 +5,11 @@ import cython
 
 from pcapreset.track.conn cimport Conn, Dir, Exchange
 from pcapreset.track.http cimport http_client, http_server
-from pcapreset.track.rst cimport data_after_rst, rst_event
+from pcapreset.track.rst cimport data_after_rst
+from pcapreset.track.control cimport control, roles
 
 # module constants as C values (no Python int arithmetic in the loop)
-cdef long long M32, HALF, ACK, FIN, RST, SYN, HEAD_BYTES, IPID_STEP_MAX
+cdef long long M32, HALF, ACK, RST, SYN, HEAD_BYTES, IPID_STEP_MAX
 
 
 cdef class FlowTracker:
@@ -20,10 +21,6 @@ cdef class FlowTracker:
     @cython.locals(table=dict, dst="long long")
     cdef Conn _resolve(self, Conn conn, unsigned long long key, long long src, object b,
                        Py_ssize_t i, long long seq, long long flags, double ts)
-    cdef _control(self, Conn conn, Dir d, Dir o, bint up, double ts, long long seq,
-                  long long ack, long long flags, long long win, long long plen, long long ttl,
-                  long long ipid, long long optlen, object b, Py_ssize_t i, Py_ssize_t poff,
-                  object buf)
     @cython.locals(
         active=dict, n=Py_ssize_t, i=Py_ssize_t, conn=Conn, d=Dir, o=Dir,
         keys="const unsigned long long[:]", tss="const double[:]",
@@ -49,6 +46,3 @@ cdef class FlowTracker:
                   Py_ssize_t i, Py_ssize_t poff, long long pcap, object bufs, object buf0,
                   object bufidx, dict heads)
 
-
-@cython.locals(v="const unsigned char[:]")
-cdef _syn_options(Dir d, object buf, Py_ssize_t at, Py_ssize_t n)

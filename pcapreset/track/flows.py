@@ -3,10 +3,9 @@
 One :class:`FlowTracker` consumes :class:`~pcapreset.capture.tcp.TcpBatch` objects
 in capture order and rebuilds bidirectional connections:
 
-* roles: the SYN sender is the client; without a SYN, the SYN-ACK's receiver;
-  without either, the endpoint on ``port`` is the server, then a well-known
-  port (< 1024) is the server, then the first packet's sender is the client.
-  ``Conn.role_rule`` says which rule decided.
+* roles (:mod:`.handshake`): the SYN sender is the client; without a SYN, the
+  SYN-ACK's receiver; without either, ports decide. ``Conn.role_rule`` says which
+  rule decided.
 * a new SYN on a closed (reset / FIN-FIN) 4-tuple, or with a different ISN,
   starts a new connection (port reuse), as Zeek does;
 * per direction: packets, bytes (from sequence numbers), retransmissions,
@@ -15,12 +14,14 @@ in capture order and rebuilds bidirectional connections:
 * RST packets grouped into RST *events*: RSTs of one connection with no data
   in between are one event (retransmitted / duplicate RSTs collapse);
 * HTTP/1.x exchanges from request and status lines (Content-Length and
-  chunked where the payload was captured);
+  chunked where the payload was captured); FastCGI, uwsgi and WebSocket
+  (after ``101 Switching Protocols``) through :mod:`.dispatch`;
 * a Zeek-style ``history`` string; ``conn_state`` is computed from these
   observations by :mod:`pcapreset.connstate`.
 
-Everything here is observation (the model: :mod:`.conn`; HTTP exchanges:
-:mod:`.http`; RST events: :mod:`.rst`). Interpretation lives in pcapreset.interpret.
+Everything here is observation (the model: :mod:`.conn`; SYN, FIN and RST
+packets: :mod:`.control`; HTTP exchanges: :mod:`.http`; RST events: :mod:`.rst`).
+Interpretation lives in pcapreset.interpret.
 """
 
 from __future__ import annotations
@@ -34,19 +35,21 @@ try:
 except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
-from ..capture.tcp import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
+from ..capture.tcp import ACK, RST, SYN, TcpBatch
 from . import connstate as zeek
 from .conn import Conn, Dir, RstEvent, conn_keys
+from .control import control, roles
+from .dispatch import detect as detect_proto
+from .dispatch import payload as proto_payload
+from .dispatch import upgraded
 from .http import http_client, http_server
 from .httphead import preparse as preparse_http
-from .rst import data_after_rst, rst_event
+from .rst import data_after_rst
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
 M32 = 0xFFFFFFFF
 HALF = 1 << 31
-#: ports treated as "server" ports for connections whose start was not seen
-WELL_KNOWN_MAX = 1024
 #: payload bytes kept from a side's first segment (and its first after the peer's FIN)
 HEAD_BYTES = 8
 #: IP ID steps up to this are a counter's; larger ones (or backwards) a jump
@@ -73,33 +76,7 @@ class FlowTracker:
 
     # --------------------------------------------------------------- roles
     def _new_conn(self, src: int, dst: int, flags: int, ts: float) -> Conn:
-        if flags & SYN and not flags & ACK:
-            client, server, rule = src, dst, "syn"
-        elif flags & SYN:
-            client, server, rule = dst, src, "syn-ack"
-        else:
-            # Zeek's rule (TCPAnalyzer::WantConnection) after --port / server ports:
-            # a likely server port on one side is the server; on both, the lower one
-            sp, dp = src & 0xFFFF, dst & 0xFFFF
-            ls, ld = zeek.likely_server_port(sp), zeek.likely_server_port(dp)
-            if self.port is not None and (sp == self.port) != (dp == self.port):
-                rule = "port-option"
-                client, server = (dst, src) if sp == self.port else (src, dst)
-            elif (sp in self.server_ports) != (dp in self.server_ports):
-                rule = "server-port"
-                client, server = (dst, src) if sp in self.server_ports else (src, dst)
-            elif ls != ld:
-                rule = "well-known-port"
-                client, server = (dst, src) if ls else (src, dst)
-            elif ls and sp != dp:
-                rule = "lower-port"
-                client, server = (dst, src) if sp < dp else (src, dst)
-            elif (sp < WELL_KNOWN_MAX) != (dp < WELL_KNOWN_MAX):
-                rule = "well-known-port"
-                client, server = (dst, src) if sp < WELL_KNOWN_MAX else (src, dst)
-            else:
-                rule = "first-packet"
-                client, server = src, dst
+        client, server, rule = roles(src, dst, flags, self.port, self.server_ports)
         c = Conn(len(self.conns), client, server, rule, ts)
         c.zk = zeek.ZeekTcp()
         c.first_from_client = src == client
@@ -116,7 +93,7 @@ class FlowTracker:
 
         Per packet: find its connection (the previous packet's, a table
         lookup, or :meth:`_resolve` off the common path), count it on its
-        side (:meth:`_count`), then follow SYN, FIN and RST (:meth:`_control`),
+        side (:meth:`_count`), then follow SYN, FIN and RST (:func:`.control.control`),
         acknowledgements (:meth:`_ack`) and payload (:meth:`_payload`:
         sequence space, retransmissions, HTTP). Compiled (flows.pxd), the
         columns are typed numpy views and the steps C calls; uncompiled,
@@ -197,9 +174,11 @@ class FlowTracker:
                         d.ttl_last = ttl
                         d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
                     d.ipid_last = ipids[i]
-                self._control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
-                              ipids[i], optlen, b, i, poffs[i],
-                              buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
+                ev = control(conn, d, o, from_client, ts, seq, ack, flags, win, plen, ttl,
+                             ipids[i], optlen, b, i, poffs[i],
+                             buf0 if bufidx is None else bufs[bufidx[i]])  # fmt: skip
+                if ev is not None and self.on_rst is not None:
+                    self.on_rst(ev)
                 cached = False
                 if flags & RST:
                     conn.end = ts
@@ -319,6 +298,16 @@ class FlowTracker:
                   ((seq - base) & M32) == 0)  # fmt: skip
         if conn.rst_events:
             data_after_rst(conn, up)
+        if conn.proto or (up and d.data_pkts == 1 and pcap and i not in heads):
+            # FastCGI, uwsgi, WebSocket (track.dispatch), decided at the client's first
+            # payload (an HTTP request line, parsed ahead in `heads`, is none of them)
+            buf = buf0 if bufidx is None else bufs[bufidx[i]]
+            data = bytes(buf[poff : poff + pcap])
+            if not conn.proto:
+                detect_proto(conn, (seq - base) & M32, data)
+            if conn.proto:
+                proto_payload(conn, up, ts, (seq - base) & M32, plen, data, heads.get(i))
+                return
         if up:
             buf = buf0 if bufidx is None else bufs[bufidx[i]]
             http_client(conn, ts, (seq - base) & M32, plen, poff, pcap, buf, heads.get(i))
@@ -335,6 +324,8 @@ class FlowTracker:
         else:
             buf = buf0 if bufidx is None else bufs[bufidx[i]]
             http_server(conn, ts, plen, poff, pcap, buf, heads.get(i))
+            if conn.proto:  # 101 Switching Protocols: frames follow
+                upgraded(conn, (seq - base) & M32, plen, bytes(buf[poff : poff + pcap]))
 
     def _resolve(
         self, conn: Conn | None, key: int, src: int, b: TcpBatch, i: int, seq: int, flags: int,
@@ -364,42 +355,6 @@ class FlowTracker:
         originator's ISN; a SYN-ACK only on a half connection."""
         return zeek.is_reuse(conn, src == conn.client, flags, seq)
 
-    # ------------------------------------------------------------- control
-    def _control(self, conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, ack: int,
-                 flags: int, win: int, plen: int, ttl: int, ipid: int, optlen: int,
-                 b: TcpBatch, i: int, poff: int, buf: bytes) -> None:  # fmt: skip
-        """A SYN, FIN or RST (packet ``i`` of batch ``b``; its payload starts
-        at ``buf[poff]``)."""
-        zeek.control_history(conn, up, flags, seq, plen)  # S H F R I Q letters
-        zeek.update(conn, d, o, up, flags, seq, plen, ts)
-        if flags & SYN:
-            if flags & ACK:
-                d.synack += 1
-            else:
-                d.syn += 1
-                if conn.syn_ts is None:
-                    conn.syn_ts = ts
-            if d.isn is None:
-                d.isn = seq
-                d.base = (seq + 1) & M32
-                if optlen:
-                    _syn_options(d, buf, poff - optlen, optlen)
-            elif seq == d.isn:
-                d.syn_retrans += 1
-        if flags & FIN and not flags & RST:
-            d.fin += 1
-            if d.fin_ts is None:
-                d.fin_ts = ts
-                if d.base is None:
-                    d.base = seq
-                d.fin_end = ((seq - d.base) & M32) + plen + 1
-            if d.fin and o.fin:
-                conn.state_closed = True
-        if flags & RST:
-            ev = rst_event(conn, d, o, up, ts, seq, ack, flags, win, plen, ttl, ipid, optlen, b, i)
-            if ev is not None and self.on_rst is not None:
-                self.on_rst(ev)
-
     # ---------------------------------------------------------------- data
     def finish(self) -> list[Conn]:
         """Close out: responses that ended with the connection count as complete."""
@@ -422,39 +377,6 @@ class FlowTracker:
                 and not conn.rst_events
             ):
                 ex.resp_end_ts = conn.s.fin_ts
-
-
-_LINUX_SYN_KINDS = ["mss", "sackOK", "ts", "nop", "wscale"]
-
-
-def _syn_options(d: Dir, buf: bytes, at: int, n: int) -> None:
-    """The options of a SYN (``buf[at:at + n]``) into ``d``; a fast path for
-    Linux's layout (MSS, SACK-perm, TS, NOP, WS)."""
-    v = buf
-    if (
-        n == 20
-        and v[at] == 2
-        and v[at + 1] == 4
-        and v[at + 4] == 4
-        and v[at + 5] == 2
-        and v[at + 6] == 8
-        and v[at + 7] == 10
-        and v[at + 16] == 1
-        and v[at + 17] == 3
-        and v[at + 18] == 3
-    ):
-        d.mss = v[at + 2] << 8 | v[at + 3]
-        d.wscale = v[at + 19]
-        d.sack_perm = True
-        d.ts_opt = True
-        d.opt_kinds = list(_LINUX_SYN_KINDS)
-        return
-    opts = parse_tcp_options(bytes(buf[at : at + n]))
-    d.mss = opts.get("mss")  # type: ignore[assignment]
-    d.wscale = opts.get("wscale")  # type: ignore[assignment]
-    d.sack_perm = bool(opts.get("sack_perm"))
-    d.ts_opt = "ts" in opts
-    d.opt_kinds = opts.get("kinds")  # type: ignore[assignment]
 
 
 def _head(d: Dir, o: Dir, ts: float, poff: int, pcap: int, buf: bytes, first: bool) -> None:

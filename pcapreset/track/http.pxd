@@ -3,6 +3,8 @@ import cython
 
 from pcapreset.track.conn cimport Conn, Exchange
 
+cdef long long PROTO_WEBSOCKET
+
 
 @cython.locals(cur=Exchange, prev=Exchange, ex=Exchange)
 cpdef http_client(Conn conn, double ts, long long rel, long long plen, Py_ssize_t poff,

@@ -13,12 +13,15 @@ except ImportError:  # no Cython installed: plain Python
     from .. import _nocython as cython  # type: ignore[no-redef]
 
 
-from .conn import Exchange
+from .conn import PROTO_WEBSOCKET, Exchange
 from .httphead import HTTP_HEAD_MAX
 from .httphead import parse_headers as _parse_headers
 
 #: True when this module runs compiled (setup.py builds it with Cython)
 COMPILED: bool = cython.compiled
+#: the key of ``Conn.resp_headers`` that marks a status line without a reason phrase
+#: (not a header name: it cannot come from the wire)
+NO_REASON = ":no-reason-phrase"
 
 
 def http_client(conn, ts, rel, plen, poff, pcap, buf, pre) -> None:  # type: ignore[no-untyped-def]
@@ -86,6 +89,10 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
         status = int(head[9:12])
     except ValueError:
         return
+    if len(conn.exchanges) <= 1 and len(head) > 13 and (head[12] == 13 or head[13] == 13):
+        # the connection's first status line is "HTTP/1.1 200 " + CRLF: no reason
+        # phrase (Tomcat's Coyote connector)
+        conn.resp_headers[NO_REASON] = ""
     # attach to the oldest request still waiting for a response
     target = None
     for e in conn.exchanges:
@@ -105,6 +112,17 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
         conn.resp_headers.update(parsed[3])
     else:
         hl, chunked, clen = _parse_headers(head, conn.resp_headers)
+    if status == 101 and hl is not None:
+        # Switching Protocols: the exchange ends with this head; the connection now
+        # carries the upgraded protocol (track.dispatch follows a WebSocket's frames)
+        target.resp_len = hl
+        target.resp_end_ts = ts
+        conn._cur_resp = target
+        if conn._cur_req is target:
+            conn._cur_req = None
+        if b"websocket" in head[:hl].lower():  # Upgrade: websocket (not h2c, not TLS)
+            conn.proto = PROTO_WEBSOCKET
+        return
     if status < 200:  # interim (100 Continue): the final status follows
         target.interim += 1
         if hl is not None and plen > hl:

@@ -73,7 +73,7 @@ def parse_request(data: bytes) -> UwsgiRequest | None:
     cl: int | None = None
     if "CONTENT_LENGTH" in variables:
         v = variables["CONTENT_LENGTH"].strip()
-        cl = int(v) if v.isdigit() else 0 if v == "" else None
+        cl = int(v) if v.isascii() and v.isdigit() else 0 if v == "" else None
     elif whole:
         cl = 0
     return UwsgiRequest(mod1, size, mod2, variables, whole, cl)
