@@ -11,7 +11,7 @@ blocks between them: a long capture's resets were most of its memory.
 ``engine.PACK_AFTER``, the oldest first. A packed connection is one pickled
 ``bytes`` (~1.1 KB) in a :class:`~pcapreset.spill.Spill` (on disk past 1 MiB:
 16 bytes in memory), its order key, and what
-:func:`pcapreset.evidence.build_context` takes from it, counted at once: only
+:func:`pcapreset.interpret.context.build_context` takes from it, counted at once: only
 connections with their own round-trip time (or none that the context would
 read, :meth:`ContextSamples.rtt_free`) are packed, so nothing they add to the
 context depends on the rest of the capture. The

@@ -3,7 +3,7 @@
 A long capture holds hundreds of thousands of connections, most of them
 ordinary: a handshake, some requests, a FIN close, no reset, no finding. The
 report needs only a few numbers from each of those (the per-capture context of
-:func:`pcapreset.evidence.build_context`, the flow count, the backend's name),
+:func:`pcapreset.interpret.context.build_context`, the flow count, the backend's name),
 so the engine can fold such a connection into a :class:`Rollup` once it is
 closed and over, and drop the connection itself (see ``engine.Evictor``).
 

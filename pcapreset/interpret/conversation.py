@@ -17,7 +17,7 @@ from ..track.websocket import CLOSE, OPCODE_NAMES, PING, PONG
 from .fact import FactSink
 
 #: a message this long before the RST is no instant reply: its sender waited
-#: (above delayed-ACK timers, below any server's idle timeout; see evidence.RIGHT_AFTER_S)
+#: (above delayed-ACK timers, below any server's idle timeout; see thresholds.RIGHT_AFTER_S)
 WAITED_S = 1.0
 
 
