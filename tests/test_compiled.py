@@ -12,6 +12,8 @@ malformed ones included.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -121,9 +123,14 @@ def test_ci_runs_the_compiled_tracker():
         decode_kernel,
         httphead,
         findings,
-        rollup,
+        fold,
     ):
         assert mod.COMPILED, f"{mod.__name__} is not compiled ({mod.__file__})"
+    # every module of the build list, the declaration-free ones (PARSE_ONLY) included,
+    # is loaded from its extension, not from its .py
+    for name in _build.MODULES:
+        origin = importlib.util.find_spec(f"pcapreset.{name}").origin or ""
+        assert origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), (name, origin)
     assert not any(_build.stale(m) for m in _build.MODULES)
 
 
