@@ -62,13 +62,12 @@ def _link_dists(names: tuple[str, ...], into: Path) -> None:
             (into / top).symlink_to(p)
 
 
-def test_install_without_a_compiler_runs_the_demo(tmp_path: Path) -> None:
-    if sys.platform != "linux":
-        pytest.skip("Linux only")
-    src = _source_tree(tmp_path / "src")
+def _bare_venv(tmp_path: Path, dists: tuple[str, ...]) -> tuple[Path, str]:
+    """A venv without pip under tmp_path whose site-packages sees only ``dists`` (linked
+    from this interpreter's); returns its python and its site-packages."""
     deps = tmp_path / "deps"
     deps.mkdir()
-    _link_dists(BUILD_AND_CORE, deps)
+    _link_dists(dists, deps)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -77,6 +76,14 @@ def test_install_without_a_compiler_runs_the_demo(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     Path(site, "deps.pth").write_text(f"{deps}\n")
+    return py, site
+
+
+def test_install_without_a_compiler_runs_the_demo(tmp_path: Path) -> None:
+    if sys.platform != "linux":
+        pytest.skip("Linux only")
+    src = _source_tree(tmp_path / "src")
+    py, site = _bare_venv(tmp_path, BUILD_AND_CORE)
     empty = tmp_path / "bin"  # PATH: no gcc, no cc
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
@@ -95,7 +102,7 @@ def test_install_without_a_compiler_runs_the_demo(tmp_path: Path) -> None:
     assert (pkg / "report" / "report.schema.json").exists()
 
     out = subprocess.run(
-        [str(venv / "bin" / "pcapreset"), "analyze", str(DEMO), "--format", "json"],
+        [str(py.parent / "pcapreset"), "analyze", str(DEMO), "--format", "json"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -165,17 +172,7 @@ def test_build_wheels_gives_a_stripped_manylinux_wheel(tmp_path: Path) -> None:
     syms = subprocess.run(["readelf", "-S", str(f)], capture_output=True, text=True).stdout
     assert ".debug_info" not in syms and ".symtab" not in syms  # stripped
 
-    deps = tmp_path / "deps"
-    deps.mkdir()
-    _link_dists(("numpy", "click"), deps)
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    py = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    Path(site, "deps.pth").write_text(f"{deps}\n")
+    py, site = _bare_venv(tmp_path, ("numpy", "click"))
     # (away from the checkout, whose pcapreset.egg-info pip would take for an
     # installed pcapreset, and without PYTHONPATH: the venv's own packages)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -192,7 +189,7 @@ def test_build_wheels_gives_a_stripped_manylinux_wheel(tmp_path: Path) -> None:
     compiled, where = check.stdout.split()
     assert compiled == "True" and where.startswith(site), check.stdout + check.stderr
     demo = subprocess.run(
-        [str(venv / "bin" / "pcapreset"), "analyze", str(DEMO), "--format", "json"],
+        [str(py.parent / "pcapreset"), "analyze", str(DEMO), "--format", "json"],
         capture_output=True, text=True, timeout=300, env=clean,
     )  # fmt: skip
     assert json.loads(demo.stdout)["summary"]["by_cause"] == {"keepalive_race": 5}
