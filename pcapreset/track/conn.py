@@ -29,6 +29,9 @@ PROTO_HTTP, PROTO_FASTCGI, PROTO_UWSGI, PROTO_WEBSOCKET = 0, 1, 2, 3
 #: the ``app`` name of each non-HTTP protocol (SPEC: ``app``)
 PROTO_NAMES = {PROTO_FASTCGI: "fastcgi", PROTO_UWSGI: "uwsgi", PROTO_WEBSOCKET: "websocket"}
 
+#: an unset time (``last_*_at``)
+NAN = float("nan")
+
 # history bits: index by letter, client and server variants
 _HB = {ch: 1 << i for i, ch in enumerate("SHADFRTWIQshadfrtwiq")}
 
@@ -40,8 +43,8 @@ class Dir:
         "pkts", "bytes", "data_pkts", "retrans", "dupacks", "zero_win",
         "mss_segs", "mss_retrans", "small_segs", "small_retrans",
         "syn", "synack", "syn_retrans", "fin", "fin_ts", "rst", "isn", "base",
-        "max_end", "last_ack", "last_win", "acked", "first_ts",
-        "last_data_ts", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
+        "max_end", "last_ack_no", "last_win", "acked", "first_ts",
+        "last_data_at", "ttl_last", "ttls", "ipid_last", "mss", "wscale",
         "sack_perm", "ts_opt", "opt_kinds", "fin_end", "ack_seen",
         "hA", "cA", "hD", "cD", "zst", "ipid_zero", "ipid_steps", "ipid_jumps",
         "head", "head_ts", "late", "late_ts", "last_plen",
@@ -71,12 +74,12 @@ class Dir:
         self.isn: int | None = None
         self.base: int | None = None  # seq of the first payload byte
         self.max_end: int = 0  # relative seq after the highest byte sent
-        self.last_ack: int | None = None  # absolute ack number last sent
+        self.last_ack_no = -1  # absolute ack number last sent (-1: none yet)
         self.last_win = -1
         self.acked = False
         self.ack_seen = False
         self.first_ts: float | None = None
-        self.last_data_ts: float | None = None
+        self.last_data_at = NAN  # when its last new payload came (NaN: none)
         self.ttl_last = -1
         self.ttls: dict[int, int] = {}  # TTL -> packets (non-RST), changes only
         self.ipid_last = -1
@@ -101,6 +104,19 @@ class Dir:
         self.late: bytes | None = None
         self.late_ts: float | None = None
 
+    # the last ack and data time are C numbers when compiled (no object for
+    # every packet); these give them as the model's other fields, None unset
+    @property
+    def last_ack(self) -> int | None:
+        """The absolute ack number this side last sent."""
+        return None if self.last_ack_no < 0 else self.last_ack_no
+
+    @property
+    def last_data_ts(self) -> float | None:
+        """When this side's last new payload came."""
+        t = self.last_data_at
+        return None if t != t else t
+
     @property
     def after_hs(self) -> int:
         """Packets this side sent that were neither SYN nor RST."""
@@ -113,7 +129,7 @@ class Exchange:
     __slots__ = (
         "req_ts", "method", "target", "req_bytes", "req_len", "req_start",
         "resp_ts", "status", "resp_bytes", "resp_len", "chunked", "resp_end_ts",
-        "resp_start", "last_resp_ts", "interim",
+        "resp_start", "last_resp_at", "interim",
     )  # fmt: skip
 
     def __init__(self, ts: float | None, method: str, target: str, start: int) -> None:
@@ -130,8 +146,14 @@ class Exchange:
         self.chunked = False
         self.resp_end_ts: float | None = None
         self.resp_start = 0
-        self.last_resp_ts: float | None = None
+        self.last_resp_at = NAN  # when its last response bytes came (NaN: none)
         self.interim = 0
+
+    @property
+    def last_resp_ts(self) -> float | None:
+        """When its last response bytes came."""
+        t = self.last_resp_at
+        return None if t != t else t
 
     @property
     def complete(self) -> bool:
@@ -248,7 +270,7 @@ class Conn:
     __slots__ = (
         "id", "client", "server", "role_rule", "start", "end", "c", "s",
         "hist", "hbits", "rst_events", "exchanges", "_rst_open", "state_closed",
-        "hs_done", "hs_ts", "last_pkt_from_client", "last_data_ts",
+        "hs_done", "hs_ts", "last_pkt_from_client", "last_data_at",
         "_cur_req", "_cur_resp", "syn_ts", "first_from_client", "resp_headers",
         "zk", "expires_at", "proto", "pstate",
     )  # fmt: skip
@@ -272,7 +294,7 @@ class Conn:
         self.hs_ts: float | None = None
         self.syn_ts: float | None = None
         self.last_pkt_from_client = True
-        self.last_data_ts: float | None = None
+        self.last_data_at = NAN  # when its last new payload came (NaN: none)
         self._cur_req: Exchange | None = None  # request still being sent
         self._cur_resp: Exchange | None = None  # response still being received
         self.first_from_client = True
@@ -287,6 +309,12 @@ class Conn:
         #: state (pcapreset.track.dispatch), None for HTTP
         self.proto = PROTO_HTTP
         self.pstate: Any = None
+
+    @property
+    def last_data_ts(self) -> float | None:
+        """When its last new payload came (either side)."""
+        t = self.last_data_at
+        return None if t != t else t
 
     @property
     def packets(self) -> int:

@@ -150,7 +150,7 @@ def _fcgi(conn: Conn, up: bool, ts: float, rel: int, plen: int, data: bytes) -> 
                     ex.resp_ts = ts
                     ex.status = 200
                 ex.resp_end_ts = ts
-                ex.last_resp_ts = ts
+                ex.last_resp_at = ts
                 ex.resp_bytes += plen
     if up:
         cur = conn._cur_req
@@ -164,7 +164,7 @@ def _fcgi(conn: Conn, up: bool, ts: float, rel: int, plen: int, data: bytes) -> 
         return
     for ex in st.open.values():  # the response(s) this segment continues
         if ex.resp_ts is not None:
-            ex.last_resp_ts = ts
+            ex.last_resp_at = ts
             ex.resp_bytes += plen
 
 

@@ -8,6 +8,9 @@ from pcapreset.track.http cimport http_client, http_server
 from pcapreset.track.rst cimport data_after_rst
 from pcapreset.track.control cimport control, roles
 
+# the first bytes of a side's stream (a C call, no Python frame)
+cdef _head(Dir d, Dir o, double ts, Py_ssize_t poff, long long pcap, object buf, bint first)
+
 # module constants as C values (no Python int arithmetic in the loop)
 cdef long long M32, HALF, ACK, RST, SYN, HEAD_BYTES, IPID_STEP_MAX
 

@@ -238,21 +238,20 @@ class FlowTracker:
                     conn.hs_done = True
                     conn.hs_ts = ts
         if plen:
-            d.last_ack = ack
+            d.last_ack_no = ack
             return False
         if not flags & 0x07:
             if not conn.hbits & d.hA:
                 conn.hbits |= d.hA
                 conn.hist.append(d.cA)
-            la_o = d.last_ack
-            if la_o is not None and win == d.last_win:
-                la = la_o
+            la = d.last_ack_no
+            if la >= 0 and win == d.last_win:
                 ob = o.base
                 if ack == la and ob is not None:
                     una = (o.max_end - ((ack - ob) & M32)) & M32
                     if 0 < una < HALF:
                         d.dupacks += 1
-        d.last_ack = ack
+        d.last_ack_no = ack
         d.last_win = win
         return True
 
@@ -290,9 +289,9 @@ class FlowTracker:
             d.mss_segs += 1
         else:
             d.small_segs += 1
-        d.last_data_ts = ts
+        d.last_data_at = ts
         d.last_plen = plen
-        conn.last_data_ts = ts
+        conn.last_data_at = ts
         if d.head is None or (o.fin_ts is not None and d.late_ts is None):
             _head(d, o, ts, poff, pcap, buf0 if bufidx is None else bufs[bufidx[i]],
                   ((seq - base) & M32) == 0)  # fmt: skip
@@ -318,7 +317,7 @@ class FlowTracker:
             # the common case: more of a response of known length
             rl = rl_o
             ex.resp_bytes += plen
-            ex.last_resp_ts = ts
+            ex.last_resp_at = ts
             if ex.resp_bytes >= rl:
                 ex.resp_end_ts = ts
         else:

@@ -72,7 +72,7 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
             ex.resp_end_ts = ex.last_resp_ts
         else:
             ex.resp_bytes += plen
-            ex.last_resp_ts = ts
+            ex.last_resp_at = ts
             if ex.resp_len is not None:
                 if ex.resp_bytes >= ex.resp_len:
                     ex.resp_end_ts = ts
@@ -106,7 +106,7 @@ def http_server(conn, ts, plen, poff, pcap, buf, pre) -> None:  # type: ignore[n
         target.resp_ts = ts
     target.status = status
     target.resp_bytes = plen
-    target.last_resp_ts = ts
+    target.last_resp_at = ts
     if parsed is not None:
         hl, chunked, clen = parsed[2]
         conn.resp_headers.update(parsed[3])
