@@ -13,7 +13,6 @@ probes. HTTP's own facts (requests, responses, keep-alive) stay in evidence.
 from __future__ import annotations
 
 from ..track.conn import PROTO_NAMES, PROTO_WEBSOCKET, Conn, Dir, RstEvent
-from ..track.websocket import CLOSE, OPCODE_NAMES, PING, PONG
 from .fact import FactSink
 
 #: a message this long before the RST is no instant reply: its sender waited
@@ -356,6 +355,8 @@ def conversation_facts(f: FactSink, conn: Conn, ev: RstEvent) -> None:
         elif tls_no_request(late) is not None:
             what = tls_no_request(late)
         elif app == "websocket" and (op := _ws_late(conn, ev)) is not None:
+            from ..track.websocket import CLOSE, OPCODE_NAMES, PING, PONG  # (WebSocket only)
+
             if op == CLOSE:
                 what = "a WebSocket close frame: its goodbye, no new message"
             elif op in (PING, PONG):

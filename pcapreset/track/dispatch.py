@@ -23,14 +23,27 @@ a port. Observation only; no I/O.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import fastcgi, uwsgi
-from . import websocket as ws
 from .conn import PROTO_FASTCGI, PROTO_UWSGI, PROTO_WEBSOCKET, Conn, Exchange
 from .http import http_server
 
 M32 = 0xFFFFFFFF
+
+# the parsers are imported with the first connection that needs one (most
+# captures have none, and their dataclasses cost milliseconds at start-up)
+if TYPE_CHECKING:
+    from . import fastcgi, uwsgi
+    from . import websocket as ws
+else:
+    fastcgi = uwsgi = ws = None
+
+
+def _load() -> None:
+    global fastcgi, uwsgi, ws
+    if ws is None:
+        from . import fastcgi, uwsgi
+        from . import websocket as ws
 
 
 def detect(conn: Conn, rel: int, data: bytes) -> None:
@@ -39,6 +52,7 @@ def detect(conn: Conn, rel: int, data: bytes) -> None:
     the segment then goes to :func:`payload`); anything else leaves it to HTTP."""
     if not data or data[0] >= 0x20:  # every HTTP method starts with a letter
         return
+    _load()
     if fastcgi.looks_like_fastcgi(data) and data[1] == fastcgi.BEGIN_REQUEST:
         conn.proto = PROTO_FASTCGI
         conn.pstate = FcgiState(rel)
@@ -70,6 +84,7 @@ def upgraded(conn: Conn, rel: int, plen: int, data: bytes) -> None:
     """The server segment at offset ``rel`` carried ``101 Switching Protocols`` (its head
     is the last exchange's ``resp_len`` bytes): frames follow on both sides, the
     client's after its upgrade request."""
+    _load()
     ex = conn._cur_resp if conn._cur_resp is not None else conn.exchanges[-1]
     hl = ex.resp_len if ex.resp_len is not None else plen
     c_at = ex.req_start + ex.req_len if ex.req_len is not None else conn.c.max_end
@@ -103,6 +118,7 @@ class FcgiState:
     __slots__ = ("c", "s", "open")
 
     def __init__(self, c_at: int) -> None:
+        _load()
         self.c = fastcgi.RecordStream(pos=c_at, next_header=c_at)
         self.s: fastcgi.RecordStream | None = None
         #: request id -> its exchange, until END_REQUEST
@@ -225,6 +241,7 @@ def _status(records: list, rid: int) -> int:
 
 # ------------------------------------------------------------------------ uwsgi
 def _uwsgi_client(conn: Conn, ts: float, rel: int, plen: int, data: bytes) -> None:
+    _load()
     cur = conn._cur_req
     if cur is not None and (cur.req_len is None or cur.req_bytes < cur.req_len):
         r = uwsgi.parse_request(data) if cur.req_len is None else None
@@ -254,6 +271,7 @@ class WsState:
                  "close_ts", "close_code", "late_opcode", "last_opcode")  # fmt: skip
 
     def __init__(self, c_at: int, s_at: int) -> None:
+        _load()
         self.streams = (ws.FrameStream(pos=c_at, next_frame=c_at),
                         ws.FrameStream(pos=s_at, next_frame=s_at))  # fmt: skip
         #: data frames (text, binary, continuation) and ping/pong frames each side sent
