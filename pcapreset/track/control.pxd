@@ -3,6 +3,7 @@
 import cython
 
 from pcapreset.track.conn cimport Conn, Dir
+from pcapreset.track.connstate cimport control_history, update
 from pcapreset.track.rst cimport rst_event
 
 cdef long long M32, WELL_KNOWN_MAX, ACK, FIN, RST, SYN

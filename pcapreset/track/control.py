@@ -23,6 +23,7 @@ except ImportError:  # no Cython installed: plain Python
 from ..capture.tcp import ACK, FIN, RST, SYN, TcpBatch, parse_tcp_options
 from . import connstate as zeek
 from .conn import Conn, Dir, RstEvent
+from .connstate import control_history, update
 from .rst import rst_event
 
 #: True when this module runs compiled (setup.py builds it with Cython)
@@ -72,8 +73,8 @@ def control(conn: Conn, d: Dir, o: Dir, up: bool, ts: float, seq: int, ack: int,
     """A SYN, FIN or RST (packet ``i`` of batch ``b``; its payload starts
     at ``buf[poff]``) from side ``d`` (``up``: the client) of ``conn``; the
     new RST event it starts, if any."""
-    zeek.control_history(conn, up, flags, seq, plen)  # S H F R I Q letters
-    zeek.update(conn, d, o, up, flags, seq, plen, ts)
+    control_history(conn, up, flags, seq, plen)  # S H F R I Q letters
+    update(conn, d, o, up, flags, seq, plen, ts)
     if flags & SYN:
         if flags & ACK:
             d.synack += 1

@@ -6,6 +6,7 @@ import cython
 from pcapreset.track.conn cimport Conn, Dir, Exchange
 from pcapreset.track.http cimport http_client, http_server
 from pcapreset.track.rst cimport data_after_rst
+from pcapreset.track.connstate cimport update as zeek_update
 from pcapreset.track.control cimport control, roles
 
 # the first bytes of a side's stream (a C call, no Python frame)

@@ -38,6 +38,7 @@ except ImportError:  # no Cython installed: plain Python
 from ..capture.tcp import ACK, RST, SYN, TcpBatch
 from . import connstate as zeek
 from .conn import Conn, Dir, RstEvent, conn_keys
+from .connstate import update as zeek_update
 from .control import control, roles
 from .dispatch import detect as detect_proto
 from .dispatch import payload as proto_payload
@@ -210,7 +211,7 @@ class FlowTracker:
         """A packet without SYN, FIN or RST: Zeek's state while its side is
         inactive, the side's TTLs and IP ID, zero windows."""
         if not d.zst:  # Zeek state INACTIVE: this packet may change it
-            zeek.update(conn, d, o, up, flags, seq, plen, ts)
+            zeek_update(conn, d, o, up, flags, seq, plen, ts)
         if ttl != d.ttl_last:
             d.ttl_last = ttl
             d.ttls[ttl] = d.ttls.get(ttl, 0) + 1
