@@ -32,6 +32,9 @@ cdef _closed(ZeekTcp zk, Dir d, Dir o, Py_ssize_t i, double ts)
 @cython.locals(zk=ZeekTcp)
 cpdef double next_expiry(Conn conn) except? -1
 
+@cython.locals(zk=ZeekTcp, orig="long long", ref="long long")
+cpdef bint is_reuse(Conn conn, bint from_client, long long flags, long long seq) except -1
+
 @cython.locals(zk=ZeekTcp, i=Py_ssize_t, seen="long long", n="long long", bit="long long")
 cpdef control_history(Conn conn, bint from_client, long long flags, long long seq,
                       long long plen)

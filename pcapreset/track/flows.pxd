@@ -6,6 +6,7 @@ import cython
 from pcapreset.track.conn cimport Conn, Dir, Exchange
 from pcapreset.track.http cimport http_client, http_server
 from pcapreset.track.rst cimport data_after_rst
+from pcapreset.track.connstate cimport ZeekTcp, is_reuse
 from pcapreset.track.connstate cimport update as zeek_update
 from pcapreset.track.control cimport control, roles
 
@@ -22,6 +23,9 @@ cdef class FlowTracker:
     cdef public list conns
     cdef public long long packets
 
+    cdef Conn _new_conn(self, long long src, long long dst, long long flags, double ts)
+    cdef bint _is_new_incarnation(self, Conn conn, long long src, long long seq,
+                                  long long flags) except -1
     @cython.locals(table=dict, dst="long long")
     cdef Conn _resolve(self, Conn conn, unsigned long long key, long long src, object b,
                        Py_ssize_t i, long long seq, long long flags, double ts)

@@ -38,6 +38,7 @@ except ImportError:  # no Cython installed: plain Python
 from ..capture.tcp import ACK, RST, SYN, TcpBatch
 from . import connstate as zeek
 from .conn import Conn, Dir, RstEvent, conn_keys
+from .connstate import ZeekTcp, is_reuse
 from .connstate import update as zeek_update
 from .control import control, roles
 from .dispatch import detect as detect_proto
@@ -79,7 +80,7 @@ class FlowTracker:
     def _new_conn(self, src: int, dst: int, flags: int, ts: float) -> Conn:
         client, server, rule = roles(src, dst, flags, self.port, self.server_ports)
         c = Conn(len(self.conns), client, server, rule, ts)
-        c.zk = zeek.ZeekTcp()
+        c.zk = ZeekTcp()
         c.first_from_client = src == client
         if src != client:
             c.hist.append("^")  # Zeek marks a flipped direction with '^'
@@ -353,7 +354,7 @@ class FlowTracker:
         """Port reuse as Zeek decides it (``IsReuse``): a SYN starts a new connection
         once either side sent FIN or RST, or when its sequence number is not the
         originator's ISN; a SYN-ACK only on a half connection."""
-        return zeek.is_reuse(conn, src == conn.client, flags, seq)
+        return is_reuse(conn, src == conn.client, flags, seq)
 
     # ---------------------------------------------------------------- data
     def finish(self) -> list[Conn]:
