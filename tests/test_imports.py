@@ -24,7 +24,7 @@ BASE = {"errors", "_nocython", "_build", "__version__", "textsafe"}
 #: engine runs them and fills what they read of the connections it summarised
 #: (the stages never import it); nginx ties logs to the report; api and cli
 #: are on top, notebook and cluster (many hosts on Dask, each one api.analyze)
-#: on the api.
+#: on the api; cluster types its tables as notebook does (notebook.dtypes).
 MAY_IMPORT: dict[str, set[str]] = {
     "capture": set(),
     "track": {"capture"},
@@ -34,7 +34,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "nginx": {"track", "interpret", "engine"},
     "api": {"capture", "engine", "report", "nginx"},
     "notebook": {"api", "capture", "track", "interpret", "engine", "report"},
-    "cluster": {"api", "interpret", "report"},
+    "cluster": {"api", "interpret", "report", "notebook"},
     "cli": {"api", "engine", "interpret", "report", "notebook", "cluster"},
     "__main__": {"cli"},
     "__init__": {"api", "notebook", "cluster"},

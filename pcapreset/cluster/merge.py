@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..interpret.rules import CAUSES, PHASES, SENDERS
+from ..interpret.rules import CAUSES, SENDERS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -229,17 +229,16 @@ class FleetReport:
         import numpy as np
         import pandas as pd
 
+        from ..notebook.dtypes import _cat, reset_columns
+
         rows = [(h["host"], r) for h in self.ok for r in h["resets"]]
         hosts = [h["host"] for h in self.hosts]
 
         def col(name: str) -> list:
             return [r[name] for _h, r in rows]
 
-        def cat(values: list, codes: Any) -> pd.Categorical:
-            return pd.Categorical(values, categories=list(codes))
-
         cols: dict[str, Any] = {
-            "host": cat([h for h, _r in rows], hosts),
+            "host": _cat([h for h, _r in rows], hosts),
             "conn_id": np.asarray(col("conn_id"), dtype="int64"),
             "ts": pd.to_datetime(np.asarray(col("ts"), dtype="float64"), unit="s", utc=True),
         }
@@ -251,19 +250,7 @@ class FleetReport:
                 f"{role}_ip": list(ips),
                 f"{role}_port": np.asarray(ports, dtype="int32"),
             }
-        cols |= {
-            "sender": cat(col("sender"), SENDERS),
-            "cause": cat(col("cause"), CAUSES),
-            "confidence": np.asarray(col("confidence"), dtype="float64"),
-            "phase": cat(col("phase"), PHASES),
-            "idle_before_s": np.asarray(
-                [np.nan if v is None else v for v in col("idle_before_s")], dtype="float64"
-            ),
-            "requests_before": np.asarray(col("requests_before"), dtype="int64"),
-            "rst_packets": np.asarray(col("rst_packets"), dtype="int64"),
-            "rule": pd.array(col("rule"), dtype="string"),
-            "evidence": pd.Series(col("evidence"), dtype="object", index=range(len(rows))),
-        }
+        cols |= reset_columns(col, len(rows))
         return pd.DataFrame(cols)
 
     def hosts_frame(self) -> pd.DataFrame:

@@ -34,12 +34,12 @@ except ImportError:
 from ..api import _paths, analyze
 from ..errors import PcapResetError
 from ..interpret.findings import FINDING_CODES
-from ..interpret.rules import CAUSES, PHASES, SENDERS
+from ..interpret.rules import CAUSES
 from ..report.columns import CONN_COLUMNS, TIME_DECIMALS
 from ..report.model import Report, require_all_conns
 from ..track.connstate import CONN_STATES, conn_state
 from ..track.flowid import community_id
-from .dtypes import DIRECTIONS, _cat, _utc
+from .dtypes import _cat, _utc, reset_columns
 from .files import export_tables
 from .packets import packets_frame
 
@@ -167,22 +167,7 @@ def resets_frame(rep: Report, eps: _Endpoints | None = None) -> pd.DataFrame:
     }
     cols |= eps.columns([r.conn.client for r in rep.resets], "client")
     cols |= eps.columns([r.conn.server for r in rep.resets], "server")
-    cols |= {
-        "sender": _cat(col("sender"), SENDERS),
-        "cause": _cat(col("cause"), CAUSES),
-        "confidence": np.asarray(col("confidence"), dtype="float64"),
-        "phase": _cat(col("phase"), PHASES),
-        "idle_before_s": np.asarray(
-            [np.nan if v is None else v for v in col("idle_before_s")], dtype="float64"
-        ),
-        "requests_before": np.asarray(col("requests_before"), dtype="int64"),
-        "direction": _cat(col("direction"), DIRECTIONS),
-        "rst_packets": np.asarray(col("rst_packets"), dtype="int64"),
-        "rule": pd.array(col("rule"), dtype="string"),
-        "explanation": pd.array(col("explanation"), dtype="string"),
-        "evidence": pd.Series(col("evidence"), dtype="object", index=range(n)),
-        "facts": pd.Series(col("facts"), dtype="object", index=range(n)),
-    }
+    cols |= reset_columns(col, n)
     return pd.DataFrame(cols)
 
 
