@@ -12,6 +12,7 @@ import bz2
 import gzip
 import lzma
 import zlib
+from collections.abc import Iterator
 from typing import IO, cast
 
 from ..errors import CaptureError
@@ -56,26 +57,32 @@ class _Salvage:
     def seekable(self) -> bool:
         return False
 
-    def read(self, n: int) -> bytes:
-        parts = []
+    def _pieces(self, n: int) -> Iterator[bytes]:
+        """Up to ``n`` bytes, a decompression step at a time."""
         got = 0
         while got < n and self.problem is None:
             try:
                 d = self._fh.read1(min(n - got, self.PIECE))
             except decompress_errors() as e:
                 self.problem = str(e) or type(e).__name__
-                break
+                return
             if not d:
-                break
-            parts.append(d)
+                return
             got += len(d)
-        self.at += got
-        return b"".join(parts)
+            yield d
+
+    def read(self, n: int) -> bytes:
+        d = b"".join(self._pieces(n))
+        self.at += len(d)
+        return d
 
     def readinto(self, mv: memoryview) -> int:
-        d = self.read(len(mv))
-        mv[: len(d)] = d
-        return len(d)
+        got = 0
+        for d in self._pieces(len(mv)):  # (each piece copied in: no joined copy)
+            mv[got : got + len(d)] = d
+            got += len(d)
+        self.at += got
+        return got
 
     def close(self) -> None:
         self._fh.close()
