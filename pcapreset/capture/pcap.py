@@ -226,14 +226,7 @@ def pcap_batches(r: CaptureReader) -> Iterator[FrameBatch]:
         if offs:
             frame_no = yield from _pcap_emit(r, buf, offs, frame_no, lay)
         if eof:
-            if resync:
-                r.damage(damage_start, base + n, frame_no, at_end=True)
-            elif pos < n:
-                r.info.warn(
-                    "truncated_record",
-                    1,
-                    f"last record cut short ({n - pos} bytes): file truncated",
-                )
+            r.end_of_file(damage_start if resync else None, base + n, frame_no, n - pos, "record")
             break
         carry = buf[pos:]
         base += pos

@@ -184,14 +184,7 @@ def pcapng_batches(r: CaptureReader) -> Iterator[FrameBatch]:
             base += pos
             continue
         if eof:
-            if damaged_from is not None:
-                r.damage(damaged_from, base + n, frame_no, at_end=True)
-            elif pos < n:
-                r.info.warn(
-                    "truncated_record",
-                    1,
-                    f"last block cut short ({n - pos} bytes): file truncated",
-                )
+            r.end_of_file(damaged_from, base + n, frame_no, n - pos, "block")
             break
         carry = buf[pos:]
         base += pos

@@ -286,6 +286,19 @@ class CaptureReader:
             f"bytes of damaged records skipped {where}; {tail}",
         ]
 
+    def end_of_file(
+        self, damaged_from: int | None, end: int, frame_no: int, left: int, unit: str
+    ) -> None:
+        """The file ended (at offset ``end``): damage still open runs to it
+        (``damaged_from``), else ``left`` bytes past the last whole ``unit``
+        (record, block) are one cut short."""
+        if damaged_from is not None:
+            self.damage(damaged_from, end, frame_no, at_end=True)
+        elif left > 0:
+            self.info.warn(
+                "truncated_record", 1, f"last {unit} cut short ({left} bytes): file truncated"
+            )
+
     def account(self, b: FrameBatch) -> None:
         n = len(b.ts)
         if not n:
